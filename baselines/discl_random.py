@@ -1,0 +1,10 @@
+from harness.curriculum import Curriculum
+from harness.registry import register_method
+
+
+@register_method("discl_random")
+class RandomLevel(Curriculum):
+    """A level drawn at random (with the run's seed) for each stage."""
+
+    def stage_levels(self, stage, ctx):
+        return (float(ctx.rng.choice(ctx.levels)),)

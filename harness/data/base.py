@@ -1,0 +1,131 @@
+"""What every dataset provides: labelled image splits, class names, training counts and its metrics.
+
+Every image in the harness is a float tensor in [0, 1] of shape C×S×S (S = ``data.image_size``); models
+normalize inside. ``raw(i)`` gives the full-resolution PIL image, for the generator and the scorer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms.functional import pil_to_tensor, resize
+
+
+class DataError(RuntimeError):
+    """Missing or malformed data; the message says what was expected where."""
+
+
+def to_tensor01(img: Image.Image, size: int, channels: int) -> torch.Tensor:
+    img = img.convert("L" if channels == 1 else "RGB")
+    x = pil_to_tensor(img).float() / 255.0
+    if x.shape[-2:] != (size, size):
+        x = resize(x, [size, size], antialias=True)
+    return x
+
+
+class LabeledImages(Dataset):
+    """A split: ``ids`` and ``labels`` plus a way to load image ``i``."""
+
+    ids: list[str]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def load(self, i: int) -> torch.Tensor:  # C×S×S in [0, 1]
+        raise NotImplementedError
+
+    def raw(self, i: int) -> Image.Image:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.load(i), int(self.labels[i])
+
+
+class TensorImages(LabeledImages):
+    def __init__(self, images: torch.Tensor, labels: Sequence[int], ids: Sequence[str]):
+        self.images = images.float()
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.ids = list(ids)
+
+    def load(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+    def raw(self, i: int) -> Image.Image:
+        x = (self.images[i].clamp(0, 1) * 255).round().byte()
+        return Image.fromarray(x[0].numpy(), "L") if x.shape[0] == 1 else Image.fromarray(x.permute(1, 2, 0).numpy())
+
+
+class FileImages(LabeledImages):
+    """Images on disk, decoded on access. A corrupt file raises DataError naming it."""
+
+    def __init__(self, paths: Sequence[str | Path], labels: Sequence[int], ids: Sequence[str], size: int,
+                 channels: int = 3, extra: pd.DataFrame | None = None):
+        self.paths = [Path(p) for p in paths]
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.ids = list(ids)
+        self.size, self.channels = size, channels
+        self.extra = extra  # per-sample metadata (e.g. wilds' location), kept beside predictions
+
+    def raw(self, i: int) -> Image.Image:
+        try:
+            with Image.open(self.paths[i]) as img:
+                img.load()
+                return img.convert("RGB" if self.channels == 3 else "L")
+        except (OSError, SyntaxError) as e:
+            raise DataError(f"cannot read image {self.paths[i]}: {e}") from None
+
+    def load(self, i: int) -> torch.Tensor:
+        return to_tensor01(self.raw(i), self.size, self.channels)
+
+
+@dataclass
+class DatasetBundle:
+    name: str
+    class_names: list[str]
+    splits: dict[str, LabeledImages]
+    channels: int
+    val_split: str = "val"
+    # reported name → split name, e.g. {"test": "test"} or {"test_id": "id_test", "test_ood": "test"}
+    test_splits: dict[str, str] = field(default_factory=lambda: {"test": "test"})
+    metrics: Callable[[np.ndarray, np.ndarray, "DatasetBundle"], dict[str, float]] | None = None
+    many: int = 100
+    few: int = 20
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def train(self) -> LabeledImages:
+        return self.splits["train"]
+
+    @property
+    def train_counts(self) -> np.ndarray:
+        return np.bincount(self.train.labels, minlength=self.num_classes)
+
+    def shot_group(self) -> np.ndarray:
+        """Per class: 'many' (> many), 'few' (< few) or 'medium', from training counts."""
+        counts = self.train_counts
+        return np.where(counts > self.many, "many", np.where(counts < self.few, "few", "medium"))
+
+    def evaluate(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+        fn = self.metrics or long_tail_metrics
+        return fn(np.asarray(y_true), np.asarray(y_pred), self)
+
+
+def long_tail_metrics(y_true: np.ndarray, y_pred: np.ndarray, data: DatasetBundle) -> dict[str, float]:
+    """Top-1 overall and by shot group (groups from training counts)."""
+    correct = y_true == y_pred
+    out = {"acc": float(correct.mean()) if len(correct) else float("nan")}
+    group = data.shot_group()[y_true]
+    for g in ("many", "medium", "few"):
+        mask = group == g
+        out[f"acc_{g}"] = float(correct[mask].mean()) if mask.any() else float("nan")
+    return out

@@ -1,0 +1,52 @@
+"""Phase 4: score every synthetic image (image–text and image–image) and keep those above the threshold.
+
+Scores are cached in ``scores.jsonl`` beside the manifest, so a new threshold costs nothing and a killed
+scoring job resumes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from harness.data.base import DatasetBundle
+from harness.io import append_jsonl, read_jsonl
+from harness.scorers.base import Scorer
+
+
+def score_pool(scorer: Scorer, data: DatasetBundle, manifest: pd.DataFrame, pool_dir: Path,
+               scores_file: str = "scores.jsonl", batch_size: int = 256, progress: bool = True) -> pd.DataFrame:
+    """The manifest with ``text_score`` and ``image_score`` columns, scoring only what is not yet scored."""
+    scores_path = pool_dir / scores_file
+    scored = {r["key"]: r for r in read_jsonl(scores_path)}
+    todo = manifest[~manifest.key.isin(scored)]
+    for start in tqdm(range(0, len(todo), batch_size), desc="score spectrum", unit="batch",
+                      disable=not progress or todo.empty, mininterval=2):
+        chunk = todo.iloc[start:start + batch_size]
+        images = [Image.open(pool_dir / f).copy() for f in chunk.file]
+        sources = [data.train.raw(i) for i in chunk.source_index]
+        text, image = scorer.score(images, list(chunk.prompt), list(chunk.label), sources)
+        rows = [{"key": k, "text_score": float(t), "image_score": float(s)}
+                for k, t, s in zip(chunk.key, text, image)]
+        append_jsonl(scores_path, rows)
+        scored.update({r["key"]: r for r in rows})
+    frame = manifest.copy()
+    frame["text_score"] = [scored[k]["text_score"] for k in frame.key]
+    frame["image_score"] = [scored[k]["image_score"] for k in frame.key]
+    return frame
+
+
+def apply_filter(scored: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    out = scored.copy()
+    out["keep"] = out.text_score >= threshold
+    return out
+
+
+def acceptance_by_level(filtered: pd.DataFrame) -> pd.DataFrame:
+    """Generated, kept and the acceptance rate per λ: the paper's per-level filter statistics."""
+    table = filtered.groupby("lam").agg(generated=("key", "size"), kept=("keep", "sum"),
+                                        text_score=("text_score", "mean"), image_score=("image_score", "mean"))
+    table["acceptance"] = table.kept / table.generated
+    return table.reset_index()

@@ -1,0 +1,132 @@
+"""``tiny_ddpm``: the embedded generator. A class-conditional DDPM (diffusers ``UNet2DModel``, a null class for
+classifier-free guidance) trained once on the dataset's pool and cached; SDEdit image-to-image gives the spectrum.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from harness.config import build, stable_hash
+from harness.data.base import to_tensor01
+from harness.generators.base import GenerationItem, Generator, strength_timesteps
+from harness.io import atomic_path, lock, write_json
+from harness.registry import register_generator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TinyDDPMParams:
+    channels: list[int] = field(default_factory=lambda: [32, 32, 64])
+    train_steps: int = 1500
+    batch_size: int = 64
+    lr: float = 1e-3
+    cond_dropout: float = 0.1  # fraction of training labels replaced by the null class
+    seed: int = 0
+
+
+def build_unet(image_size: int, channels: int, num_classes: int, widths: list[int]) -> UNet2DModel:
+    n = len(widths)
+    return UNet2DModel(sample_size=image_size, in_channels=channels, out_channels=channels,
+                       block_out_channels=tuple(widths), layers_per_block=1,
+                       down_block_types=("DownBlock2D",) * n, up_block_types=("UpBlock2D",) * n,
+                       num_class_embeds=num_classes + 1, norm_num_groups=8)
+
+
+def random_shift(x: torch.Tensor, g: torch.Generator, pad: int = 1) -> torch.Tensor:
+    """Shift each image by up to ``pad`` pixels: cheap augmentation for a 450-image pool."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad,) * 4, value=-1.0)
+    dx, dy = torch.randint(0, 2 * pad + 1, (2, n), generator=g)
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+
+
+def train_ddpm(images: torch.Tensor, labels: torch.Tensor, num_classes: int, p: TinyDDPMParams) -> UNet2DModel:
+    """Standard ε-prediction DDPM training; ``images`` in [-1, 1]."""
+    g = torch.Generator().manual_seed(p.seed)
+    torch.manual_seed(p.seed)
+    unet = build_unet(images.shape[-1], images.shape[1], num_classes, p.channels)
+    scheduler = DDPMScheduler(num_train_timesteps=1000)
+    opt = torch.optim.AdamW(unet.parameters(), lr=p.lr)
+    lr_sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=p.train_steps, pct_start=0.05)
+    unet.train()
+    for _ in tqdm(range(p.train_steps), desc="train tiny_ddpm", unit="step", mininterval=2):
+        idx = torch.randint(0, len(images), (p.batch_size,), generator=g)
+        x0 = random_shift(images[idx], g)
+        y = labels[idx].clone()
+        y[torch.rand(len(y), generator=g) < p.cond_dropout] = num_classes  # the null class
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), generator=g)
+        loss = F.mse_loss(unet(scheduler.add_noise(x0, noise, t), t, class_labels=y).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        lr_sched.step()
+    return unet.eval()
+
+
+@register_generator("tiny_ddpm")
+class TinyDDPM(Generator):
+    name = "tiny_ddpm"
+
+    def __init__(self, unet: UNet2DModel, num_classes: int, steps: int, guidance_scale: float, device="cpu"):
+        self.unet = unet.to(device).eval()
+        self.num_classes = num_classes
+        self.steps = steps
+        self.guidance_scale = guidance_scale
+        self.device = torch.device(device)
+        self.scheduler = DDIMScheduler(num_train_timesteps=1000)  # deterministic (η = 0) given the start noise
+
+    @classmethod
+    def from_config(cls, cfg, data, cache: Path, device="cpu") -> "TinyDDPM":
+        p = build(TinyDDPMParams, cfg.generator.params, "generator.params")
+        key = stable_hash({"data": cfg.data.__dict__ | {"shot_groups": None}, "params": p.__dict__})
+        path = cache / "generator" / f"tiny_ddpm-{key}.safetensors"
+        pool = data.splits.get("pool")
+        if pool is None:
+            raise ValueError(f"tiny_ddpm trains on the dataset's 'pool' split; {data.name} has none")
+        unet = build_unet(cfg.data.image_size, data.channels, data.num_classes, p.channels)
+        with lock(path):
+            if not path.exists():
+                images = torch.stack([pool.load(i) for i in range(len(pool))]) * 2 - 1
+                trained = train_ddpm(images, torch.as_tensor(pool.labels), data.num_classes, p)
+                with atomic_path(path) as tmp:
+                    save_file(trained.state_dict(), str(tmp))
+                write_json(path.with_suffix(".json"), {"params": p.__dict__, "pool_size": len(pool)})
+        unet.load_state_dict(load_file(str(path)))
+        return cls(unet, data.num_classes, cfg.spectrum.steps, cfg.spectrum.guidance_scale, device)
+
+    def describe(self) -> dict:
+        return {"scheduler": "DDIMScheduler", "steps": self.steps, "guidance_scale": self.guidance_scale}
+
+    @torch.no_grad()
+    def generate(self, items: list[GenerationItem], lam: float) -> list[Image.Image]:
+        size = self.unet.config.sample_size
+        channels = self.unet.config.in_channels
+        x0 = torch.stack([to_tensor01(it.source, size, channels) for it in items]).to(self.device) * 2 - 1
+        # one generator per item: an image does not depend on what else shares its batch
+        noise = torch.stack([torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(it.seed))
+                             for it in items]).to(self.device)
+        self.scheduler.set_timesteps(self.steps)
+        timesteps = strength_timesteps(self.scheduler.timesteps, self.steps, lam)
+        x = noise if lam == 0 else self.scheduler.add_noise(x0, noise, timesteps[:1].repeat(len(items)))
+        y = torch.tensor([it.label for it in items], device=self.device)
+        y_null = torch.full_like(y, self.num_classes)
+        for t in timesteps:
+            eps = self.unet(torch.cat([x, x]), t, class_labels=torch.cat([y, y_null])).sample
+            eps_cond, eps_null = eps.chunk(2)
+            eps = eps_null + self.guidance_scale * (eps_cond - eps_null)
+            x = self.scheduler.step(eps, t, x).prev_sample
+        pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().cpu()
+        mode = "L" if channels == 1 else "RGB"
+        return [Image.fromarray(px[0].numpy() if channels == 1 else px.permute(1, 2, 0).numpy(), mode)
+                for px in pixels]

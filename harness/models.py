@@ -1,0 +1,65 @@
+"""Classifiers. Each takes [0, 1] images, normalizes inside, and exposes ``features`` for embeddings."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.config import build
+from harness.registry import get_model, register_model
+
+
+class Classifier(nn.Module):
+    """``forward = head(features(x))``; subclasses define ``features`` and ``head``."""
+
+    head: nn.Module
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@dataclass
+class SmallCNNParams:
+    width: int = 32
+    dropout: float = 0.2
+
+
+@register_model("small_cnn")
+class SmallCNN(Classifier):
+    """Three conv blocks and a linear head: the embedded stand-in for ResNet-10."""
+
+    def __init__(self, num_classes: int, channels: int = 1, width: int = 32, dropout: float = 0.2):
+        super().__init__()
+        w = width
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
+
+        self.body = nn.Sequential(block(channels, w), block(w, 2 * w), block(2 * w, 4 * w),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout))
+        self.head = nn.Linear(4 * w, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body((x - 0.5) / 0.5)
+
+    @classmethod
+    def from_config(cls, cfg, num_classes: int, channels: int) -> "SmallCNN":
+        p = build(SmallCNNParams, cfg.model.params, "model.params")
+        return cls(num_classes, channels, p.width, p.dropout)
+
+
+def build_model(cfg, num_classes: int, channels: int) -> Classifier:
+    return get_model(cfg.model.name).from_config(cfg, num_classes, channels)
+
+
+def classification_loss(logits: torch.Tensor, y: torch.Tensor, kind: str,
+                        log_prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy, or Balanced Softmax (Ren et al. 2020): CE on logits shifted by the log class prior."""
+    if kind == "balanced_softmax":
+        logits = logits + log_prior.to(logits.device)
+    return F.cross_entropy(logits, y)

@@ -1,0 +1,358 @@
+"""The whole method, phase by phase, each phase cached in the workdir under a hash of what determines it:
+
+real data → base model → hard samples → spectrum → scores / filter → curriculum fine-tuning → evaluation.
+Methods and seeds of one experiment share the base model and the synthetic pool.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from harness.config import Config, stable_hash
+from harness.curriculum import Curriculum, StageContext, stage_of_epoch, summarize_gain
+from harness.data import DatasetBundle, load_dataset
+from harness.data.base import FileImages, LabeledImages, TensorImages, to_tensor01
+from harness.evaluate import class_probs, evaluate_split, predict
+from harness.filter import acceptance_by_level, apply_filter, score_pool
+from harness.hard_samples import select_hard
+from harness.io import atomic_path, lock, read_json, write_json
+from harness.models import build_model
+from harness.registry import get_generator, get_method, get_scorer
+from harness.seeding import seed_everything
+from harness.spectrum import generate_spectrum, plan_spectrum, read_manifest
+from harness.train import Part, Trainer
+from harness.workdir import cache_dir
+
+log = logging.getLogger("harness")
+
+
+def pick_device(cfg: Config) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def section(cfg: Config, *names: str) -> dict:
+    return {n: dataclasses.asdict(getattr(cfg, n)) for n in names}
+
+
+def base_key(cfg: Config) -> str:
+    return stable_hash(section(cfg, "data", "model", "base"))
+
+
+def pool_key(cfg: Config) -> str:
+    spectrum = dataclasses.asdict(cfg.spectrum)
+    spectrum.pop("batch_size")  # how it is batched does not change what is generated
+    return stable_hash({"base": base_key(cfg), **section(cfg, "hard", "generator"), "spectrum": spectrum})
+
+
+def scorer_key(cfg: Config) -> str:
+    return stable_hash(section(cfg, "scorer"))
+
+
+@dataclass
+class Prepared:
+    """Everything the methods share: data, base model, hard samples and the scored synthetic pool."""
+
+    cfg: Config
+    data: DatasetBundle
+    device: torch.device
+    base_state: dict
+    hard: np.ndarray  # indices into the training split
+    pool: pd.DataFrame  # manifest + scores + keep
+    pool_dir: Path | None
+    pool_images: LabeledImages | None  # row i of ``pool`` is image i
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def kept(self) -> pd.DataFrame:
+        return self.pool[self.pool.keep] if len(self.pool) else self.pool
+
+
+# --------------------------------------------------------------------------- phase 1: base model
+
+def train_base(cfg: Config, data: DatasetBundle, cache: Path, device: torch.device) -> tuple[dict, np.ndarray]:
+    """A classifier trained on the real data only (or loaded from ``base.checkpoint``), and its training-set
+    class probabilities (for the hard-sample rules)."""
+    folder = cache / "base" / base_key(cfg)
+    with lock(folder / "model"):
+        if not (folder / "model.safetensors").exists():
+            model = build_model(cfg, data.num_classes, data.channels)
+            if cfg.base.checkpoint:
+                model.load_state_dict(load_checkpoint(cfg.base.checkpoint))
+            else:
+                seed_everything(cfg.base.seed)
+                trainer = Trainer(model, cfg.base, cfg.base.epochs, log_prior(data), cfg.base.seed, device)
+                all_real = [Part(data.train, np.arange(len(data.train)))]
+                from tqdm.auto import tqdm
+
+                for epoch in tqdm(range(cfg.base.epochs), desc="train base model", unit="epoch", mininterval=2):
+                    trainer.train_epoch(all_real, epoch)
+            probs = class_probs(model.to(device), data.train, device)
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(folder / "train_probs.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, probs)
+            with atomic_path(folder / "model.safetensors") as tmp:
+                save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+    return load_file(str(folder / "model.safetensors")), np.load(folder / "train_probs.npy")
+
+
+def load_checkpoint(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"base.checkpoint: no file {p}")
+    if p.suffix == ".safetensors":
+        return load_file(str(p))
+    state = torch.load(p, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+
+
+def log_prior(data: DatasetBundle) -> torch.Tensor:
+    counts = torch.as_tensor(data.train_counts, dtype=torch.float32).clamp_min(1)
+    return (counts / counts.sum()).log()
+
+
+# --------------------------------------------------------------------------- phases 2–4: hard → spectrum → filter
+
+def needs_pool(cfg: Config, methods: list[str]) -> bool:
+    return any(get_method(m).synthetic for m in methods)
+
+
+def prepare(cfg: Config, workdir: Path, methods: list[str] | None = None, progress: bool = True,
+            rank: int = 0, world: int = 1) -> Prepared:
+    methods = methods or cfg.methods
+    cache, device, timings = cache_dir(workdir), pick_device(cfg), {}
+    t = time.perf_counter()
+    data = load_dataset(cfg)
+    timings["data_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    base_state, train_probs = train_base(cfg, data, cache, device)
+    timings["base_s"] = time.perf_counter() - t
+    hard = select_hard(cfg.hard, data, train_probs)
+    log.info("hard samples: %d of %d training images (rule %s)", len(hard), len(data.train), cfg.hard.rule)
+    empty = pd.DataFrame(columns=["key", "source_index", "label", "lam", "keep", "text_score", "image_score"])
+    if not needs_pool(cfg, methods) or len(hard) == 0:
+        return Prepared(cfg, data, device, base_state, hard, empty, None, None, timings)
+
+    pool_dir = cache / "pool" / pool_key(cfg)
+    plan = plan_spectrum(data, hard, cfg.spectrum)
+    t = time.perf_counter()
+    with lock(pool_dir / "generate"):
+        if not (pool_dir / "complete.json").exists():
+            gen_cls = get_generator(cfg.generator.name)
+            generator = gen_cls.from_config(cfg, data, cache, device)
+            generate_spectrum(generator, data, plan, pool_dir, cfg.spectrum.batch_size, rank, world, progress)
+            if world == 1:
+                mark_complete(pool_dir, plan, generator.describe())
+    timings["generate_s"] = time.perf_counter() - t
+    manifest = read_manifest(pool_dir)
+    t = time.perf_counter()
+    with lock(pool_dir / f"scores-{scorer_key(cfg)}"):
+        scorer = get_scorer(cfg.scorer.name).from_config(cfg, data, cache, device)
+        scored = score_pool(scorer, data, manifest, pool_dir, f"scores-{scorer_key(cfg)}.jsonl",
+                            progress=progress)
+    timings["score_s"] = time.perf_counter() - t
+    pool = apply_filter(scored, cfg.filter.threshold)
+    return Prepared(cfg, data, device, base_state, hard, pool, pool_dir, load_pool_images(pool, pool_dir, cfg, data),
+                    timings)
+
+
+def mark_complete(pool_dir: Path, plan, generator_settings: dict) -> None:
+    keys = set(read_manifest(pool_dir).key)
+    missing = [p.key for p in plan if p.key not in keys]
+    if missing:
+        raise RuntimeError(f"spectrum incomplete: {len(missing)} images missing, e.g. {missing[0]}")
+    write_json(pool_dir / "complete.json", {"images": len(plan), "generator": generator_settings})
+
+
+def load_pool_images(pool: pd.DataFrame, pool_dir: Path, cfg: Config, data: DatasetBundle) -> LabeledImages:
+    """Decode the pool once into memory when it is small (a few hundred MB); read from disk otherwise."""
+    size, channels = cfg.data.image_size, data.channels
+    bytes_needed = len(pool) * channels * size * size * 4
+    ids = list(pool.key)
+    if bytes_needed < 512 * 2**20:
+        from PIL import Image
+
+        images = torch.stack([to_tensor01(Image.open(pool_dir / f), size, channels) for f in pool.file]) \
+            if len(pool) else torch.zeros(0, channels, size, size)
+        return TensorImages(images, pool.label.to_numpy(), ids)
+    return FileImages([pool_dir / f for f in pool.file], pool.label.to_numpy(), ids, size, channels)
+
+
+# --------------------------------------------------------------------------- phase 5: curriculum fine-tuning
+
+@dataclass
+class RunResult:
+    method: str
+    seed: int
+    run_id: str | None
+    test_metrics: dict[str, float]
+    val_metrics: dict[str, float]
+    best_epoch: int
+    stages: list[dict]
+    predictions: dict[str, pd.DataFrame]
+    history: list[dict]
+
+
+def split_guidance_val(prep: Prepared, method: Curriculum, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hard sources whose synthetic images train, and those held out to guide the adaptive choice."""
+    sources = np.unique(prep.hard)
+    if not method.adaptive:
+        return sources, np.array([], dtype=int)
+    rng = np.random.default_rng(seed + 7919)
+    n_hold = int(round(len(sources) * prep.cfg.curriculum.adaptive.holdout))
+    held = rng.choice(sources, size=n_hold, replace=False)
+    return np.setdiff1d(sources, held), np.sort(held)
+
+
+def epoch_parts(prep: Prepared, method: Curriculum, levels: tuple[float, ...], in_curriculum: bool,
+                train_sources: np.ndarray, rng: np.random.Generator) -> list[Part]:
+    """The images of one epoch: real hard + real non-hard (a fresh undersample when re-balancing) + synthetic."""
+    cfg, train = prep.cfg, prep.data.train
+    hard_mask = np.zeros(len(train), bool)
+    hard_mask[prep.hard] = True
+    non_hard = np.flatnonzero(~hard_mask)
+    if in_curriculum and method.rebalance and cfg.train.undersample < 1:
+        non_hard = np.sort(rng.choice(non_hard, size=int(round(len(non_hard) * cfg.train.undersample)),
+                                      replace=False))
+    parts = [Part(train, non_hard)]
+    synthetic = np.array([], dtype=int)
+    if in_curriculum and levels and prep.pool_images is not None:
+        pool = prep.pool
+        usable = pool.keep & pool.lam.round(4).isin([round(x, 4) for x in levels]) & \
+            pool.source_index.isin(train_sources)
+        candidates = np.flatnonzero(usable.to_numpy())
+        n = int(round(cfg.train.synthetic_scale * len(train_sources)))
+        synthetic = np.sort(rng.choice(candidates, size=min(n, len(candidates)), replace=False))
+        parts.append(Part(prep.pool_images, synthetic))
+    if not (in_curriculum and len(synthetic) and not cfg.train.include_hard_real):
+        parts.append(Part(train, np.asarray(prep.hard)))
+    return parts
+
+
+def guidance_val_probe(prep: Prepared, trainer: Trainer, held: np.ndarray, probe_parts) -> callable:
+    """The adaptive rule's measurement: true-class probability on each level's held-out synthetic images,
+    before and after a short stretch of training; the per-image gains summarized per level."""
+    acfg = prep.cfg.curriculum.adaptive
+    pool = prep.pool
+
+    def subset(lam: float) -> LabeledImages:
+        rows = np.flatnonzero(((pool.lam - lam).abs() < 1e-6) & pool.source_index.isin(held) & pool.keep
+                              & (pool.seed_index == pool[pool.source_index.isin(held)].seed_index.min()))
+        return take(prep.pool_images, rows)
+
+    def probe(levels: tuple[float, ...]) -> dict[float, float]:
+        sets = {lam: subset(lam) for lam in levels}
+        before = {lam: true_class_prob(trainer.model, s, prep.device) for lam, s in sets.items()}
+        trainer.train_epoch(probe_parts(), epoch=trainer.current_epoch, max_steps=acfg.probe_steps)
+        after = {lam: true_class_prob(trainer.model, s, prep.device) for lam, s in sets.items()}
+        return {lam: summarize_gain(after[lam] - before[lam], acfg.statistic, acfg.drop_outliers)
+                if len(sets[lam]) else float("-inf") for lam in levels}
+
+    return probe
+
+
+def take(images: LabeledImages, rows: np.ndarray) -> LabeledImages:
+    if isinstance(images, TensorImages):
+        return TensorImages(images.images[torch.as_tensor(rows, dtype=torch.long)], images.labels[rows],
+                            [images.ids[i] for i in rows])
+    return FileImages([images.paths[i] for i in rows], images.labels[rows], [images.ids[i] for i in rows],
+                      images.size, images.channels)
+
+
+def true_class_prob(model, images: LabeledImages, device) -> np.ndarray:
+    if len(images) == 0:
+        return np.zeros(0)
+    probs = class_probs(model, images, device)
+    return probs[np.arange(len(images)), images.labels]
+
+
+def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: Path | None = None,
+              progress: bool = True) -> RunResult:
+    """Fine-tune the base model with one method's curriculum; select on validation; evaluate on test."""
+    cfg, data, device = prep.cfg, prep.data, prep.device
+    method: Curriculum = get_method(method_name)(**cfg.method_params.get(method_name, {}))
+    seed_everything(seed)
+    model = build_model(cfg, data.num_classes, data.channels)
+    model.load_state_dict(prep.base_state)
+    trainer = Trainer(model, cfg.train, cfg.train.epochs, log_prior(data), seed, device)
+    trainer.current_epoch = 0
+    rng = np.random.default_rng(seed)
+    levels = tuple(sorted(cfg.curriculum.adaptive_levels if method.adaptive and cfg.curriculum.adaptive_levels
+                          else cfg.curriculum_levels))
+    if not method.synthetic:
+        levels = ()
+    train_sources, held = split_guidance_val(prep, method, seed)
+    n_stages = method.n_stages(levels, cfg.train.curriculum_epochs) if cfg.train.curriculum_epochs else 0
+    ctx = StageContext(levels, n_stages, rng)
+    if method.adaptive:
+        ctx.probe = guidance_val_probe(
+            prep, trainer, held, lambda: epoch_parts(prep, method, (), True, train_sources, rng))
+
+    state = {"epoch": 0, "best": float("-inf"), "best_epoch": -1, "best_state": None, "history": [], "stages": [],
+             "stage": None, "levels": ()}
+    ckpt = ckpt_dir / "checkpoint.pt" if ckpt_dir else None
+    if ckpt and ckpt.exists():
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+        trainer.load_state(saved["trainer"])
+        rng.bit_generator.state = saved["rng"]
+        state = saved["state"]
+        state["levels"] = tuple(state["levels"])
+        log.info("resuming %s seed %d at epoch %d", method_name, seed, state["epoch"])
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(state["epoch"], cfg.train.epochs), desc=f"{method_name} seed {seed}", unit="epoch",
+               disable=not progress, mininterval=1)
+    for epoch in bar:
+        trainer.current_epoch = epoch
+        stage = stage_of_epoch(epoch, cfg.train.curriculum_epochs, n_stages)
+        if stage is not None and stage != state["stage"]:
+            state["levels"] = tuple(method.stage_levels(stage, ctx)) if method.synthetic else ()
+            state["stage"] = stage
+            ctx.history.append(state["levels"])
+            state["stages"].append({"stage": stage, "first_epoch": epoch, "levels": list(state["levels"])})
+        in_curriculum = stage is not None
+        stage_levels = state["levels"] if in_curriculum else ()
+        parts = epoch_parts(prep, method, stage_levels, in_curriculum, train_sources, rng)
+        loss = trainer.train_epoch(parts, epoch)
+        val_metrics, _ = evaluate_split(trainer.model, data, data.val_split, device)
+        lam = float(np.mean(stage_levels)) if stage_levels else 1.0
+        n_syn = sum(len(p.indices) for p in parts if p.images is prep.pool_images)
+        row = {"epoch": epoch, "train/loss": loss, "curriculum/lambda": lam, "curriculum/synthetic": n_syn,
+               "lr": trainer.opt.param_groups[0]["lr"], **{f"val/{k}": v for k, v in val_metrics.items()}}
+        state["history"].append(row)
+        if run is not None:
+            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        score = row.get(cfg.train.select_on, float("nan"))
+        if score > state["best"]:
+            state["best"], state["best_epoch"] = float(score), epoch
+            state["best_state"] = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
+        state["epoch"] = epoch + 1
+        bar.set_postfix(loss=f"{loss:.3f}", val=f"{score:.3f}", lam=lam)
+        if ckpt:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(ckpt) as tmp:
+                torch.save({"trainer": trainer.state(), "rng": rng.bit_generator.state, "state": state}, tmp)
+
+    if state["best_state"] is not None:
+        trainer.model.load_state_dict(state["best_state"])
+    predictions, test_metrics = {}, {}
+    for name, split in {**data.test_splits, "val": data.val_split}.items():
+        metrics, preds = evaluate_split(trainer.model, data, split, device)
+        predictions[split] = preds
+        if name != "val":
+            test_metrics.update({f"{name}/{k}": v for k, v in metrics.items()})
+    val_metrics = {k: v for k, v in state["history"][state["best_epoch"]].items() if k.startswith("val/")} \
+        if state["best_epoch"] >= 0 else {}
+    return RunResult(method_name, seed, run.id if run else None, test_metrics, val_metrics, state["best_epoch"],
+                     state["stages"], predictions, state["history"])

@@ -1,0 +1,27 @@
+"""Reproducible randomness: one seed per run, and stable per-sample generator seeds."""
+from __future__ import annotations
+
+import hashlib
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def sample_seed(source_id: str, lam: float, seed_index: int) -> int:
+    """The generator seed of one synthetic image, derived from (source id, λ, seed index).
+
+    A sha256 of the text, never Python's ``hash()`` (salted per process), so every process and machine agrees.
+    """
+    key = f"{source_id}|{lam:.4f}|{seed_index}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") & (2**63 - 1)
+
+
+def torch_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)

@@ -1,0 +1,97 @@
+"""The training loop: an epoch is a list of (split, indices) parts, drawn fresh by the curriculum each epoch."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Subset
+
+from harness.config import OptimConfig
+from harness.data.base import LabeledImages, TensorImages
+from harness.models import classification_loss
+
+
+@dataclass
+class Part:
+    """Some images of one split that join an epoch."""
+
+    images: LabeledImages
+    indices: np.ndarray
+
+
+def make_optimizer(model: torch.nn.Module, opt: OptimConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if opt.optimizer == "adam":
+        return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
+    if opt.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
+    if opt.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=opt.lr, momentum=0.9, weight_decay=opt.weight_decay, nesterov=True)
+    raise ValueError(f"optimizer must be adam, adamw or sgd, got {opt.optimizer!r}")
+
+
+def lr_factor(step: int, progress: float, opt: OptimConfig) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay over training progress in [0, 1]."""
+    warm = min(1.0, (step + 1) / opt.warmup_steps) if opt.warmup_steps else 1.0
+    decay = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))) if opt.schedule == "cosine" else 1.0
+    return warm * decay
+
+
+def batches(parts: list[Part], batch_size: int, g: torch.Generator, device: torch.device, workers: int = 0):
+    """Shuffled batches over the union of ``parts``. In-memory splits are gathered by indexing, no DataLoader."""
+    parts = [p for p in parts if len(p.indices)]
+    if all(isinstance(p.images, TensorImages) for p in parts):
+        x = torch.cat([p.images.images[torch.as_tensor(p.indices)] for p in parts])
+        y = torch.cat([torch.as_tensor(p.images.labels[p.indices]) for p in parts])
+        for idx in torch.randperm(len(y), generator=g).split(batch_size):
+            yield x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+        return
+    union = ConcatDataset([Subset(p.images, p.indices.tolist()) for p in parts])
+    loader = DataLoader(union, batch_size=batch_size, shuffle=True, generator=g, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    for x, y in loader:
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+class Trainer:
+    """Holds the model, optimizer and step count across the epochs of one run."""
+
+    def __init__(self, model, opt_cfg: OptimConfig, total_epochs: int, log_prior: torch.Tensor, seed: int,
+                 device: torch.device, workers: int = 0):
+        self.model, self.cfg, self.total_epochs = model.to(device), opt_cfg, total_epochs
+        self.opt = make_optimizer(model, opt_cfg)
+        self.log_prior, self.device, self.workers = log_prior, device, workers
+        self.g = torch.Generator().manual_seed(seed)
+        self.step = 0
+
+    def train_epoch(self, parts: list[Part], epoch: int, max_steps: int | None = None) -> float:
+        """One pass over ``parts`` (or ``max_steps`` optimizer steps); returns the mean training loss."""
+        self.model.train()
+        n = sum(len(p.indices) for p in parts)
+        steps_per_epoch = max(1, math.ceil(n / self.cfg.batch_size))
+        losses = []
+        for i, (x, y) in enumerate(batches(parts, self.cfg.batch_size, self.g, self.device, self.workers)):
+            if max_steps is not None and i >= max_steps:
+                break
+            progress = (epoch + i / steps_per_epoch) / self.total_epochs
+            for group in self.opt.param_groups:
+                group["lr"] = self.cfg.lr * lr_factor(self.step, progress, self.cfg)
+            loss = classification_loss(self.model(x), y, self.cfg.loss, self.log_prior)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.step += 1
+            losses.append(loss.item())
+        return float(np.mean(losses)) if losses else float("nan")
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+                "g": self.g.get_state()}
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.step = state["step"]
+        self.g.set_state(state["g"])
