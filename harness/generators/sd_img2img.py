@@ -1,0 +1,145 @@
+"""``sd_img2img``: the paper's generator. Stable Diffusion XL img2img (default: the SDXL refiner) through
+diffusers, loaded from a local folder or the local Hugging Face cache only.
+
+One pipeline call per (λ, batch): every item of a call shares λ, hence strength = 1 − λ and the timestep schedule,
+and has its own ``torch.Generator`` seeded from ``item.seed``, so an image does not depend on its batch-mates
+(up to floating-point differences between batch sizes on some GPU kernels).
+
+λ = 0 is true text-only generation: instead of letting img2img noise the source to the first timestep (at
+strength 1.0 diffusers still keeps a faint √ᾱ_t share of the source latents, ᾱ ≈ 0.005 for 50 leading-spaced
+steps), we hand the pipeline pure-noise latents scaled by ``scheduler.init_noise_sigma``, as the text-to-image
+pipeline does; the source image then only fixes the output size.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from harness.config import build
+from harness.data.base import DataError
+from harness.generators.base import GenerationItem, Generator
+from harness.registry import register_generator
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "stabilityai/stable-diffusion-xl-refiner-1.0"
+SCHEDULERS = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler",
+              "euler_a": "EulerAncestralDiscreteScheduler", "pndm": "PNDMScheduler",
+              "dpm": "DPMSolverMultistepScheduler", "lms": "LMSDiscreteScheduler"}
+
+
+@dataclass
+class SDImg2ImgParams:
+    model: str = DEFAULT_MODEL  # a hub id (found in the local HF cache) or a folder
+    width: int = 480
+    height: int = 270  # rounded down to a multiple of the VAE's scale factor (8): 270 → 264
+    dtype: str = "auto"  # auto (float16 on CUDA, float32 on CPU) | float16 | bfloat16 | float32
+    variant: str | None = None  # e.g. "fp16" if the cache holds the fp16 variant files
+    negative_prompt: str | None = None
+    aesthetic_score: float = 6.0  # the refiner's conditioning (its defaults)
+    negative_aesthetic_score: float = 2.5
+    tiny: bool = False  # a tiny random-weight pipeline built in-process (tests, *_tiny experiments)
+    tiny_seed: int = 0
+
+
+def torch_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[name]
+
+
+def load_pipeline(p: SDImg2ImgParams, dtype: torch.dtype):
+    """From a local folder or the local hub cache; never the network. A missing model is a one-line error."""
+    if p.tiny:
+        from harness.tiny_models import tiny_sdxl_img2img
+
+        return tiny_sdxl_img2img(p.tiny_seed, sample_size=max(p.width, p.height))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from diffusers import AutoPipelineForImage2Image
+
+    path = Path(p.model).expanduser()
+    source = str(path) if path.exists() else p.model
+    try:
+        return AutoPipelineForImage2Image.from_pretrained(source, torch_dtype=dtype, variant=p.variant,
+                                                          local_files_only=True, add_watermarker=False)
+    except (OSError, ValueError, EnvironmentError) as e:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        raise DataError(
+            f"generator.params.model: no local copy of {p.model!r} (looked for a folder of that name and in the "
+            f"Hugging Face cache {HF_HUB_CACHE}; {type(e).__name__}). On a connected machine run "
+            f"`hf download {p.model}` (or `huggingface-cli download {p.model}`) and copy its HF cache here (or set HF_HUB_CACHE), or point "
+            f"generator.params.model to a folder holding the pipeline") from None
+
+
+def set_scheduler(pipe, name: str) -> None:
+    """``default`` keeps the pipeline's own scheduler; otherwise one of SCHEDULERS built from its config."""
+    if name == "default":
+        return
+    if name not in SCHEDULERS:
+        raise ValueError(f"spectrum.scheduler must be default or one of {', '.join(SCHEDULERS)}, got {name!r}")
+    import diffusers
+
+    pipe.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(pipe.scheduler.config)
+
+
+@register_generator("sd_img2img")
+class SDImg2Img(Generator):
+    name = "sd_img2img"
+
+    def __init__(self, pipe, p: SDImg2ImgParams, steps: int, guidance_scale: float, device: torch.device):
+        self.pipe, self.p, self.steps, self.guidance_scale = pipe, p, steps, guidance_scale
+        self.device = torch.device(device)
+        pipe.set_progress_bar_config(disable=True)
+        scale = pipe.vae_scale_factor
+        self.size = (p.width // scale * scale, p.height // scale * scale)  # what diffusers will produce
+
+    @classmethod
+    def from_config(cls, cfg, data, cache: Path, device="cpu") -> "SDImg2Img":
+        p = build(SDImg2ImgParams, cfg.generator.params, "generator.params")
+        device = torch.device(device)
+        dtype = torch_dtype(p.dtype, device)
+        pipe = load_pipeline(p, dtype)
+        set_scheduler(pipe, cfg.spectrum.scheduler)
+        pipe.to(device, dtype)
+        return cls(pipe, p, cfg.spectrum.steps, cfg.spectrum.guidance_scale, device)
+
+    def describe(self) -> dict:
+        return {"model": "tiny-random" if self.p.tiny else self.p.model,
+                "pipeline": type(self.pipe).__name__, "scheduler": type(self.pipe.scheduler).__name__,
+                "steps": self.steps, "guidance_scale": self.guidance_scale, "dtype": str(self.pipe.unet.dtype),
+                "size": list(self.size), "requested_size": [self.p.width, self.p.height],
+                "aesthetic_score": self.p.aesthetic_score, "negative_prompt": self.p.negative_prompt}
+
+    def text_only_latents(self, generators: list[torch.Generator]) -> torch.Tensor:
+        """Pure noise, one draw per item's generator, scaled as the text-to-image pipelines scale it."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        scale = self.pipe.vae_scale_factor
+        channels = self.pipe.unet.config.in_channels
+        shape = (len(generators), channels, self.size[1] // scale, self.size[0] // scale)
+        self.pipe.scheduler.set_timesteps(self.steps, device=self.device)
+        noise = randn_tensor(shape, generator=generators, device=self.device, dtype=self.pipe.unet.dtype)
+        return noise * self.pipe.scheduler.init_noise_sigma
+
+    @torch.no_grad()
+    def generate(self, items: list[GenerationItem], lam: float) -> list[Image.Image]:
+        if not items:
+            return []
+        sources = [it.source.convert("RGB").resize(self.size, Image.BICUBIC) for it in items]
+        # CPU generators: the same seed gives the same noise on any device
+        generators = [torch.Generator().manual_seed(it.seed) for it in items]
+        latents = self.text_only_latents(generators) if lam == 0 else None
+        strength = max(1.0 - lam, 1.0 / self.steps)  # diffusers needs ≥ 1 step: a high λ runs the last one
+        negative = [self.p.negative_prompt] * len(items) if self.p.negative_prompt else None
+        out = self.pipe(prompt=[it.prompt for it in items], image=sources, strength=strength,
+                        num_inference_steps=self.steps, guidance_scale=self.guidance_scale,
+                        negative_prompt=negative, generator=generators, latents=latents,
+                        aesthetic_score=self.p.aesthetic_score,
+                        negative_aesthetic_score=self.p.negative_aesthetic_score, output_type="pil")
+        return list(out.images)

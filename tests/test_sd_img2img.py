@@ -1,0 +1,77 @@
+"""The sd_img2img generator on a tiny random-weight SDXL-refiner-like pipeline (CPU, 32×32, a few steps)."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness.config import load_config
+from harness.data.base import DataError
+from harness.generators.base import GenerationItem
+from harness.generators.sd_img2img import SDImg2Img, SDImg2ImgParams, load_pipeline
+
+
+def make_generator(scheduler="ddim", steps=4, size=32):
+    cfg = load_config("digits_lt_tiny", [
+        "generator.name=sd_img2img", f"generator.params={{tiny: true, width: {size}, height: {size}}}",
+        f"spectrum.scheduler={scheduler}", f"spectrum.steps={steps}", "spectrum.guidance_scale=10"])
+    return SDImg2Img.from_config(cfg, data=None, cache=None, device="cpu")
+
+
+def source(color, size=32):
+    rng = np.random.default_rng(sum(color))
+    pixels = np.clip(np.array(color) + rng.integers(-40, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+def items(seeds, sources=None, prompt="a photo of a cat"):
+    sources = sources or [source((200, 40, 40))] * len(seeds)
+    return [GenerationItem(f"img{i}", src, 0, prompt, seed) for i, (seed, src) in enumerate(zip(seeds, sources))]
+
+
+def arrays(images):
+    return [np.asarray(im, dtype=np.int16) for im in images]
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return make_generator()
+
+
+def test_batch_equals_one_at_a_time_and_seeds_matter(gen):
+    batch = arrays(gen.generate(items([11, 22, 33]), lam=0.5))
+    alone = [arrays(gen.generate(items([s]), lam=0.5))[0] for s in (11, 22, 33)]
+    assert [b.shape for b in batch] == [(32, 32, 3)] * 3
+    for b, a in zip(batch, alone):
+        assert np.abs(b - a).max() <= 1  # an image does not depend on its batch-mates
+    assert np.abs(batch[0] - batch[1]).mean() > 1  # different seeds, different images
+    again = arrays(gen.generate(items([11]), lam=0.5))[0]
+    assert np.array_equal(again, alone[0])
+
+
+def test_lambda_zero_ignores_the_source_and_high_lambda_stays_close(gen):
+    red, blue = source((220, 30, 30)), source((30, 30, 220))
+    text_only = arrays(gen.generate(items([5, 5], [red, blue]), lam=0.0))
+    assert np.abs(text_only[0] - text_only[1]).max() <= 1  # true text-only: the source plays no part
+    guided = arrays(gen.generate(items([5, 5], [red, blue]), lam=0.9))
+    assert np.abs(guided[0] - guided[1]).mean() > 5  # with image guidance the source shows through
+
+
+def test_describe_records_settings():
+    gen = make_generator(scheduler="euler", steps=3, size=40)
+    d = gen.describe()
+    assert d["scheduler"] == "EulerDiscreteScheduler" and d["steps"] == 3 and d["guidance_scale"] == 10
+    assert d["dtype"] == "torch.float32" and d["size"] == [40, 40] and d["pipeline"].startswith("StableDiffusionXL")
+    assert make_generator("ddim").describe()["scheduler"] == "DDIMScheduler"
+    assert gen.generate(items([1]), lam=0.9)[0].size == (40, 40)  # λ = 0.9 with 3 steps still runs one step
+
+
+def test_missing_weights_is_one_line_error(tmp_path):
+    for model in (str(tmp_path / "no-such-folder"), "someone/not-in-the-cache"):
+        with pytest.raises(DataError) as err:
+            load_pipeline(SDImg2ImgParams(model=model), dtype=None)
+        msg = str(err.value)
+        assert "\n" not in msg and model in msg and "download" in msg and "generator.params.model" in msg
+
+
+def test_unknown_scheduler_is_an_error():
+    with pytest.raises(ValueError, match="spectrum.scheduler"):
+        make_generator(scheduler="warp")
