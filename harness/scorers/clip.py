@@ -1,0 +1,110 @@
+"""``clip``: the paper's filter. CLIP (default ``openai/clip-vit-base-patch32``, local files only) scores each
+synthetic image by the cosine between its embedding and the filter prompt's, and records the cosine to the source
+image's embedding. The filter prompt is a template over the class name (the paper's "a photo of {name} in the
+wild" / "a photo of {name}"), which may differ from the generation prompt when class descriptions are used;
+without a template the item's generation prompt is scored.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.config import build
+from harness.data.base import DataError
+from harness.registry import register_scorer
+from harness.scorers.base import Scorer
+
+DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+
+
+@dataclass
+class ClipParams:
+    model: str = DEFAULT_CLIP  # a hub id (found in the local HF cache) or a folder
+    prompt: str | None = None  # filter prompt template over {name}; None: the generation prompt
+    batch_size: int = 64
+    dtype: str = "auto"  # auto (float16 on CUDA, float32 on CPU) | float16 | float32
+    tiny: bool = False  # a tiny random CLIP built in-process (tests, *_tiny experiments)
+    tiny_seed: int = 0
+
+
+def pooled(output) -> torch.Tensor:
+    """transformers ≥ 5 returns a model output from ``get_*_features``; earlier versions a tensor."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def load_clip(model: str, tiny: bool = False, tiny_seed: int = 0, what: str = "scorer.params.model"):
+    """(CLIPModel, CLIPProcessor) from a local folder or the local hub cache; a missing model is a one-line error."""
+    if tiny:
+        from harness.tiny_models import tiny_clip
+
+        return tiny_clip(tiny_seed)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import CLIPModel, CLIPProcessor
+
+    path = Path(model).expanduser()
+    source = str(path) if path.exists() else model
+    try:
+        return (CLIPModel.from_pretrained(source, local_files_only=True),
+                CLIPProcessor.from_pretrained(source, local_files_only=True))
+    except (OSError, ValueError) as e:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        raise DataError(
+            f"{what}: no local copy of {model!r} (looked for a folder of that name and in the Hugging Face cache "
+            f"{HF_HUB_CACHE}; {type(e).__name__}). On a connected machine run `hf download {model}` (or "
+            f"`huggingface-cli download {model}`) and copy its HF cache here, or point {what} to a folder") from None
+
+
+@register_scorer("clip")
+class ClipScorer(Scorer):
+    name = "clip"
+
+    def __init__(self, model, processor, class_names: list[str], p: ClipParams, device="cpu"):
+        self.device = torch.device(device)
+        dtype = torch.float16 if p.dtype == "float16" or (p.dtype == "auto" and self.device.type == "cuda") \
+            else torch.float32
+        self.model = model.to(self.device, dtype).eval()
+        self.processor, self.class_names, self.p = processor, class_names, p
+
+    @classmethod
+    def from_config(cls, cfg, data, cache: Path, device="cpu") -> "ClipScorer":
+        p = build(ClipParams, cfg.scorer.params, "scorer.params")
+        model, processor = load_clip(p.model, p.tiny, p.tiny_seed)
+        return cls(model, processor, list(data.class_names), p, device)
+
+    def filter_prompts(self, prompts: list[str], labels: list[int]) -> list[str]:
+        if self.p.prompt is None:
+            return list(prompts)
+        return [self.p.prompt.format(name=self.class_names[int(y)]) for y in labels]
+
+    @torch.no_grad()
+    def embed_images(self, images) -> torch.Tensor:
+        out = []
+        for start in range(0, len(images), self.p.batch_size):
+            chunk = [im.convert("RGB") for im in images[start:start + self.p.batch_size]]
+            pixels = self.processor(images=chunk, return_tensors="pt").pixel_values
+            pixels = pixels.to(self.device, self.model.dtype)
+            out.append(F.normalize(pooled(self.model.get_image_features(pixel_values=pixels)).float(), dim=-1))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        unique = sorted(set(texts))  # many images share a prompt
+        tokens = self.processor.tokenizer(unique, padding=True, truncation=True, return_tensors="pt")
+        tokens = {k: v.to(self.device) for k, v in tokens.items()}
+        emb = F.normalize(pooled(self.model.get_text_features(**tokens)).float(), dim=-1)
+        row = {t: i for i, t in enumerate(unique)}
+        return emb[torch.tensor([row[t] for t in texts], device=emb.device)]
+
+    def score(self, images, prompts, labels, sources):
+        image_emb = self.embed_images(images)
+        text_emb = self.embed_texts(self.filter_prompts(prompts, labels))
+        source_emb = self.embed_images(sources)
+        text = (image_emb * text_emb).sum(-1)
+        image = (image_emb * source_emb).sum(-1)
+        return text.cpu().numpy().astype(np.float64), image.cpu().numpy().astype(np.float64)
