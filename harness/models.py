@@ -53,8 +53,11 @@ class SmallCNN(Classifier):
         return cls(num_classes, channels, p.width, p.dropout)
 
 
-def build_model(cfg, num_classes: int, channels: int) -> Classifier:
-    return get_model(cfg.model.name).from_config(cfg, num_classes, channels)
+def build_model(cfg, num_classes: int, channels: int, class_names: list[str] | None = None) -> Classifier:
+    """``class_names`` reach models that need them (``needs_class_names``, e.g. CLIP's text prompts)."""
+    cls = get_model(cfg.model.name)
+    extra = {"class_names": class_names} if getattr(cls, "needs_class_names", False) else {}
+    return cls.from_config(cfg, num_classes, channels, **extra)
 
 
 def classification_loss(logits: torch.Tensor, y: torch.Tensor, kind: str,

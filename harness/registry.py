@@ -50,6 +50,7 @@ class Registry:
         import harness.data  # noqa: F401
         import harness.generators  # noqa: F401
         import harness.models  # noqa: F401
+        import harness.models_paper  # noqa: F401
         import harness.scorers  # noqa: F401
 
 

@@ -78,7 +78,9 @@ class Trainer:
             progress = (epoch + i / steps_per_epoch) / self.total_epochs
             for group in self.opt.param_groups:
                 group["lr"] = self.cfg.lr * lr_factor(self.step, progress, self.cfg)
-            loss = classification_loss(self.model(x), y, self.cfg.loss, self.log_prior)
+            own_loss = getattr(self.model, "loss", None)  # a model may train with its own objective (FLYP)
+            loss = own_loss(x, y) if callable(own_loss) else classification_loss(self.model(x), y, self.cfg.loss,
+                                                                                 self.log_prior)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()

@@ -1,0 +1,171 @@
+"""The paper's classifiers: ResNet-10 (ImageNet-LT), a torchvision ResNet-50 ERM option, and FLYP fine-tuning of
+CLIP (iWildCam). Images arrive in [0, 1]; each model normalizes (and for CLIP resizes) inside.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from harness.config import build
+from harness.models import Classifier
+from harness.registry import register_model
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+# WiSE-FT / FLYP's iWildCam templates
+IWILDCAM_TEMPLATES = ["a photo of {name}.", "{name} in the wild."]
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return (x - self.mean) / self.std
+
+
+class TorchvisionResNet(Classifier):
+    """``features`` is the pooled trunk of a torchvision ResNet; ``head`` its final linear layer."""
+
+    def __init__(self, net: ResNet):
+        super().__init__()
+        self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        self.head = net.fc
+        net.fc = nn.Identity()
+        self.net = net
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+
+@dataclass
+class ResNetParams:
+    weights: str | None = None  # a local state-dict file (.pth / .safetensors); its fc is dropped if shapes differ
+
+
+def load_backbone_weights(net: ResNet, path: str) -> None:
+    from harness.pipeline import load_checkpoint
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"model.params.weights: no file {p} (a local torchvision state dict; nothing is "
+                                f"downloaded: save one with torchvision.models.resnet50(weights=...).state_dict())")
+    state = load_checkpoint(str(p))
+    own = net.state_dict()
+    state = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    net.load_state_dict(state, strict=False)
+
+
+@register_model("resnet10")
+class ResNet10(TorchvisionResNet):
+    """ResNet-10: basic blocks, one per stage (torchvision's ResNet with layers [1, 1, 1, 1]). Trained from scratch,
+    or started from ``base.checkpoint`` (the pipeline loads it) or ``model.params.weights``."""
+
+    @classmethod
+    def from_config(cls, cfg, num_classes: int, channels: int) -> "ResNet10":
+        p = build(ResNetParams, cfg.model.params, "model.params")
+        net = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=num_classes)
+        if p.weights:
+            load_backbone_weights(net, p.weights)
+        return cls(net)
+
+
+@register_model("resnet50")
+class ResNet50(TorchvisionResNet):
+    """torchvision ResNet-50 for ERM; ImageNet weights only from a local file (``model.params.weights``)."""
+
+    @classmethod
+    def from_config(cls, cfg, num_classes: int, channels: int) -> "ResNet50":
+        p = build(ResNetParams, cfg.model.params, "model.params")
+        net = ResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes)
+        if p.weights:
+            load_backbone_weights(net, p.weights)
+        return cls(net)
+
+
+@dataclass
+class FlypParams:
+    model: str = "openai/clip-vit-base-patch16"  # a hub id (found in the local HF cache) or a folder
+    templates: list[str] = field(default_factory=lambda: list(IWILDCAM_TEMPLATES))
+    tiny: bool = False  # a tiny random CLIP (tests, *_tiny experiments)
+    tiny_seed: int = 0
+
+
+@register_model("clip_flyp")
+class ClipFlyp(Classifier):
+    """FLYP (Goyal et al. 2023): fine-tune CLIP with its own contrastive loss between images and their class-prompt
+    texts. Logits are the scaled cosines between the image embedding and each class's zero-shot text embedding
+    (the mean over templates), so the head is the text tower itself and is fine-tuned with it."""
+
+    needs_class_names = True
+
+    def __init__(self, clip, tokenizer, class_names: list[str], templates: list[str]):
+        super().__init__()
+        self.clip, self.templates = clip, list(templates)
+        self.normalize = Normalize(CLIP_MEAN, CLIP_STD)
+        self.image_size = clip.config.vision_config.image_size
+        prompts = [t.format(name=n) for n in class_names for t in templates]  # class-major
+        tokens = tokenizer(prompts, padding="max_length", truncation=True,
+                           max_length=min(77, tokenizer.model_max_length), return_tensors="pt")
+        self.register_buffer("prompt_ids", tokens.input_ids.view(len(class_names), len(templates), -1),
+                             persistent=False)
+        self.register_buffer("prompt_mask", tokens.attention_mask.view(len(class_names), len(templates), -1),
+                             persistent=False)
+        self._class_embeddings = None  # cached in eval mode
+
+    @classmethod
+    def from_config(cls, cfg, num_classes: int, channels: int, class_names: list[str] | None = None) -> "ClipFlyp":
+        from harness.scorers.clip import load_clip
+
+        p = build(FlypParams, cfg.model.params, "model.params")
+        clip, processor = load_clip(p.model, p.tiny, p.tiny_seed, what="model.params.model")
+        names = list(class_names) if class_names else [f"class {i}" for i in range(num_classes)]
+        return cls(clip, processor.tokenizer, names, p.templates)
+
+    def train(self, mode: bool = True):
+        self._class_embeddings = None
+        return super().train(mode)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
+        from harness.scorers.clip import pooled
+
+        return F.normalize(pooled(self.clip.get_image_features(pixel_values=self.normalize(x.clamp(0, 1)))), dim=-1)
+
+    def text_embeddings(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        from harness.scorers.clip import pooled
+
+        return F.normalize(pooled(self.clip.get_text_features(input_ids=ids, attention_mask=mask)), dim=-1)
+
+    def class_embeddings(self) -> torch.Tensor:
+        """The zero-shot head: per class, the normalized mean of its templates' normalized text embeddings."""
+        if self._class_embeddings is not None and not self.training:
+            return self._class_embeddings
+        c, t, n = self.prompt_ids.shape
+        emb = self.text_embeddings(self.prompt_ids.view(c * t, n), self.prompt_mask.view(c * t, n))
+        emb = F.normalize(emb.view(c, t, -1).mean(1), dim=-1)
+        if not self.training:
+            self._class_embeddings = emb.detach()
+        return emb
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.clip.logit_scale.exp() * self.features(x) @ self.class_embeddings().T
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """CLIP's symmetric contrastive loss between the images and their class prompts (a random template each),
+        as FLYP trains: the other images' prompts in the batch are the negatives."""
+        pick = torch.randint(len(self.templates), (len(y),)).to(y.device)
+        ids, mask = self.prompt_ids[y, pick], self.prompt_mask[y, pick]
+        logits = self.clip.logit_scale.exp() * self.features(x) @ self.text_embeddings(ids, mask).T
+        target = torch.arange(len(y), device=y.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
