@@ -68,12 +68,63 @@ def cmd_generate(args) -> int:
 
     cfg = load_config(args.experiment, args.overrides)
     workdir = resolve_workdir(args.workdir)
-    rank = int(os.environ.get("RANK", 0))
-    world = int(os.environ.get("WORLD_SIZE", 1))
+    from harness.distributed import rank_world
+
+    rank, world = rank_world()
     prep = prepare(cfg, workdir, methods=[m for m in cfg.methods], progress=not args.quiet, rank=rank, world=world)
-    if prep.pool_dir is not None:
+    if rank != 0:  # rank 0 waits for every shard, marks the pool complete and scores it
+        print(f"rank {rank} of {world}: shard done in {prep.pool_dir}")
+    elif prep.pool_dir is not None:
         kept = int(prep.pool.keep.sum())
         print(f"synthetic pool {prep.pool_dir}: {len(prep.pool)} images, {kept} kept by the filter")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from harness import sweep as sw
+
+    sweep = sw.make_sweep(args.experiment, args.overrides, args.workdir, args.storage, args.study)
+    say = (lambda line: None) if args.quiet and args.action == "worker" else (lambda line: print(line, flush=True))
+    try:
+        if args.action == "init":
+            study = sw.init_study(sweep)
+            print(f"study {sweep.study_name} in {sweep.storage_url}; MLflow parent run "
+                  f"{study.user_attrs[sw.PARENT_ATTR]}")
+            return 0
+        if args.trials is None:
+            raise UserError("harness sweep: give --trials N")
+        if args.action == "worker":
+            counts = sw.work(sweep, args.trials, args.worker_index, say=say)
+            if counts.finished >= args.trials:
+                sw.finalize(sweep, args.trials)
+            return 0
+        out = sw.run_sweep(sweep, args.trials, args.workers, say=say)
+    except sw.SweepError as e:
+        raise UserError(str(e)) from None
+    print(sw.progress_line(out["study"], args.trials))
+    for t in out["best"]:
+        print(f"best trial {t.number}: {', '.join(f'{v:.4f}' for v in t.values)}  {t.params}")
+    if out["paper"] is not None and out["paper"].values:
+        print(f"paper's diverse→specific (trial {out['paper'].number}): "
+              f"{', '.join(f'{v:.4f}' for v in out['paper'].values)}")
+    print(f"browse them with: harness ui --workdir {sweep.workdir}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    import time
+
+    from reports import build_report
+    from reports.collect import NoRunsError
+
+    workdir = resolve_workdir(args.workdir)
+    start = time.perf_counter()
+    try:
+        index = build_report(args.experiment, workdir, Path(args.out) if args.out else None, paper=args.paper)
+    except NoRunsError as e:
+        raise UserError(str(e)) from None
+    print(f"report of {args.experiment} in {time.perf_counter() - start:.1f} s: {index}")
+    print(f"tables: {index.parent / 'tables'}; figures: {index.parent / 'figures'}")
     return 0
 
 
@@ -111,6 +162,27 @@ def parser() -> argparse.ArgumentParser:
     add_experiment(s)
     add_common(s)
     s.set_defaults(fn=cmd_generate)
+
+    s = sub.add_parser("sweep", help="an Optuna study over curriculum schedules (`sweep init` creates it first)")
+    s.add_argument("action", nargs="?", default="run", choices=["run", "init", "worker"],
+                   help="init: create the study and its MLflow parent run only")
+    add_experiment(s)
+    s.add_argument("--trials", "-n", type=int, help="run until the study holds N finished (complete or pruned) "
+                                                   "trials")
+    s.add_argument("--workers", "-k", type=int, default=1, help="local worker processes")
+    s.add_argument("--storage", help="Optuna storage: an RDB URL (default sqlite:///WORKDIR/optuna.db, or "
+                                     "postgresql://...) or journal:PATH for a journal file")
+    s.add_argument("--study", help="study name (default: sweep.study or <experiment>-sweep); resume by name")
+    s.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    add_common(s)
+    s.set_defaults(fn=cmd_sweep)
+
+    s = sub.add_parser("report", help="tables, figures and index.html rebuilt from an experiment's MLflow runs")
+    s.add_argument("--experiment", "-e", required=True, help="MLflow experiment name (the harness experiment's)")
+    s.add_argument("--out", help="output folder (default: WORKDIR/reports/EXPERIMENT)")
+    s.add_argument("--paper", action="store_true", help="add the paper's numbers beside ours, labelled as the paper's")
+    add_common(s)
+    s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("ui", help="the MLflow UI on the workdir's store")
     s.add_argument("--host", default="127.0.0.1")

@@ -124,6 +124,53 @@ class CurriculumConfig:
 
 
 @dataclass
+class Range:
+    """A numeric search range; ``step`` makes it discrete (an integer range when low, high and step are whole)."""
+
+    low: float = 0.0
+    high: float = 1.0
+    step: float | None = None
+    log: bool = False
+
+
+@dataclass
+class SweepSpace:
+    """What a sweep may change. A list of choices or a range is searched; an empty list or null keeps the
+    experiment's own value."""
+
+    orderings: list[str] = field(default_factory=lambda: [
+        "diverse_to_specific", "specific_to_diverse", "random", "adaptive"])
+    levels: list[float] | None = None  # candidate λ levels, each in or out of the curriculum (null: spectrum.levels)
+    curriculum_fraction: Range | None = field(default_factory=lambda: Range(0.25, 1.0))  # of train.epochs
+    synthetic_scale: Range | None = field(default_factory=lambda: Range(0.5, 5.0))
+    undersample: Range | None = field(default_factory=lambda: Range(0.2, 1.0))
+    filter_threshold: Range | None = field(default_factory=lambda: Range(0.0, 0.9))
+    statistics: list[str] = field(default_factory=lambda: ["mean", "trimmed_mean", "median"])  # adaptive only
+    probe_steps: list[int] = field(default_factory=lambda: [2, 4, 8])  # adaptive only
+    losses: list[str] = field(default_factory=lambda: ["ce", "balanced_softmax"])
+
+
+@dataclass
+class SweepConfig:
+    """``harness sweep``: an Optuna study over curriculum schedules, objective on validation only."""
+
+    study: str | None = None  # default: "<experiment>-sweep"
+    space: SweepSpace = field(default_factory=SweepSpace)
+    objective: str | None = None  # default: val/acc_few (long-tail) or val/f1_macro (iWildCam)
+    multi_objective: list[str] | None = None  # e.g. [val/acc_few, val/acc_many]: a Pareto front, no pruning
+    pruner: str = "median"  # median | hyperband | none
+    pruner_startup_trials: int = 4  # median: trials before any pruning
+    pruner_warmup_epochs: int = 1  # median: epochs of a trial before it may be pruned
+    sampler_seed: int = 0
+    seed: int | None = None  # training seed of every trial (default: the experiment's first seed)
+    enqueue_paper: bool = True  # the paper's diverse→specific schedule is trial 0
+    heartbeat_interval: int = 10  # seconds (RDB storages); a trial silent for grace_period is retried once
+    grace_period: int = 60
+    max_retry: int = 1
+    max_failures: int = 5  # a worker gives up once the study holds this many failed trials
+
+
+@dataclass
 class Config:
     name: str = ""
     description: str = ""
@@ -141,7 +188,7 @@ class Config:
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
     device: str = "auto"  # auto | cpu | cuda
-    sweep: dict[str, Any] = field(default_factory=dict)  # search space for `harness sweep`
+    sweep: SweepConfig = field(default_factory=SweepConfig)  # search space for `harness sweep`
 
     @property
     def curriculum_levels(self) -> list[float]:
@@ -339,6 +386,7 @@ def validate(cfg: Config, path: Path | str = "config") -> None:
         bad(f"curriculum.adaptive.statistic must be mean, trimmed_mean or median")
     if not cfg.seeds:
         bad("seeds: give at least one seed")
+    validate_sweep(cfg.sweep, bad)
     try:
         registry.get_dataset(cfg.data.name)
         registry.get_generator(cfg.generator.name)
@@ -350,6 +398,39 @@ def validate(cfg: Config, path: Path | str = "config") -> None:
             registry.get_method(m)
     except registry.UnknownNameError as e:
         bad(str(e))
+
+
+SWEEP_ORDERINGS = ("diverse_to_specific", "specific_to_diverse", "random", "adaptive")
+
+
+def validate_sweep(sweep: SweepConfig, bad) -> None:
+    space = sweep.space
+    for name in space.orderings:
+        if name not in SWEEP_ORDERINGS:
+            bad(f"sweep.space.orderings: {name!r} is not one of {', '.join(SWEEP_ORDERINGS)}")
+    for name in space.statistics:
+        if name not in ("mean", "trimmed_mean", "median"):
+            bad(f"sweep.space.statistics: {name!r} is not mean, trimmed_mean or median")
+    for name in space.losses:
+        if name not in ("ce", "balanced_softmax"):
+            bad(f"sweep.space.losses: {name!r} is not ce or balanced_softmax")
+    for key in ("curriculum_fraction", "synthetic_scale", "undersample", "filter_threshold"):
+        r = getattr(space, key)
+        if r is not None and (r.low > r.high or (r.log and r.low <= 0)):
+            bad(f"sweep.space.{key}: need low <= high (and low > 0 with log), got {r.low}..{r.high}")
+    for key in ("curriculum_fraction", "undersample"):
+        r = getattr(space, key)
+        if r is not None and not (0 <= r.low and r.high <= 1):
+            bad(f"sweep.space.{key}: a fraction must lie in [0, 1], got {r.low}..{r.high}")
+    for name in [sweep.objective or "val/"] + list(sweep.multi_objective or []):
+        if not name.startswith("val/") or "test" in name:
+            bad(f"sweep objective {name!r}: a sweep optimizes a validation metric (val/...), never a test metric")
+    if sweep.multi_objective is not None and len(sweep.multi_objective) < 2:
+        bad("sweep.multi_objective: give at least two validation metrics, e.g. [val/acc_few, val/acc_many]")
+    if sweep.pruner not in ("median", "hyperband", "none"):
+        bad(f"sweep.pruner must be median, hyperband or none, got {sweep.pruner!r}")
+    if sweep.heartbeat_interval < 1 or sweep.grace_period <= sweep.heartbeat_interval:
+        bad("sweep: need heartbeat_interval >= 1 and grace_period > heartbeat_interval")
 
 
 # --------------------------------------------------------------------------- hashing and flattening

@@ -57,8 +57,10 @@ def append_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """Append rows durably. A crash can leave at most a torn last line, which ``read_jsonl`` drops."""
     if not rows:
         return
-    with open(path, "a") as f:
-        f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    with open(path, "a+b") as f:
+        torn = f.tell() > 0 and (f.seek(f.tell() - 1), f.read(1))[1] != b"\n"
+        f.write(("\n" if torn else "").encode())  # end a torn line so it cannot swallow the next row
+        f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
         f.flush()
         os.fsync(f.fileno())
 

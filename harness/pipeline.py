@@ -21,6 +21,7 @@ from harness.config import Config, stable_hash
 from harness.curriculum import Curriculum, StageContext, stage_of_epoch, summarize_gain
 from harness.data import DatasetBundle, load_dataset
 from harness.data.base import FileImages, LabeledImages, TensorImages, to_tensor01
+from harness.distributed import generation_lock, local_device, wait_for_shards
 from harness.evaluate import class_probs, evaluate_split, predict
 from harness.filter import acceptance_by_level, apply_filter, score_pool
 from harness.hard_samples import select_hard
@@ -52,7 +53,9 @@ def base_key(cfg: Config) -> str:
 def pool_key(cfg: Config) -> str:
     spectrum = dataclasses.asdict(cfg.spectrum)
     spectrum.pop("batch_size")  # how it is batched does not change what is generated
-    return stable_hash({"base": base_key(cfg), **section(cfg, "hard", "generator"), "spectrum": spectrum})
+    # few-shot hard samples do not depend on the base model: other base settings (e.g. its loss) share the pool
+    base = stable_hash(section(cfg, "data")) if cfg.hard.rule == "few_shot" else base_key(cfg)
+    return stable_hash({"base": base, **section(cfg, "hard", "generator"), "spectrum": spectrum})
 
 
 def scorer_key(cfg: Config) -> str:
@@ -86,7 +89,7 @@ def train_base(cfg: Config, data: DatasetBundle, cache: Path, device: torch.devi
     folder = cache / "base" / base_key(cfg)
     with lock(folder / "model"):
         if not (folder / "model.safetensors").exists():
-            model = build_model(cfg, data.num_classes, data.channels)
+            model = build_model(cfg, data.num_classes, data.channels, data.class_names)
             if cfg.base.checkpoint:
                 model.load_state_dict(load_checkpoint(cfg.base.checkpoint))
             else:
@@ -146,14 +149,17 @@ def prepare(cfg: Config, workdir: Path, methods: list[str] | None = None, progre
     pool_dir = cache / "pool" / pool_key(cfg)
     plan = plan_spectrum(data, hard, cfg.spectrum)
     t = time.perf_counter()
-    with lock(pool_dir / "generate"):
+    with generation_lock(pool_dir, rank):
         if not (pool_dir / "complete.json").exists():
             gen_cls = get_generator(cfg.generator.name)
-            generator = gen_cls.from_config(cfg, data, cache, device)
+            generator = gen_cls.from_config(cfg, data, cache, local_device(device))
             generate_spectrum(generator, data, plan, pool_dir, cfg.spectrum.batch_size, rank, world, progress)
-            if world == 1:
+            if rank == 0:
+                wait_for_shards(pool_dir, {p.key for p in plan})
                 mark_complete(pool_dir, plan, generator.describe())
     timings["generate_s"] = time.perf_counter() - t
+    if rank != 0:  # only rank 0 goes on to scoring, with the merged pool
+        return Prepared(cfg, data, device, base_state, hard, empty, pool_dir, None, timings)
     manifest = read_manifest(pool_dir)
     t = time.perf_counter()
     with lock(pool_dir / f"scores-{scorer_key(cfg)}"):
@@ -277,12 +283,15 @@ def true_class_prob(model, images: LabeledImages, device) -> np.ndarray:
 
 
 def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: Path | None = None,
-              progress: bool = True) -> RunResult:
-    """Fine-tune the base model with one method's curriculum; select on validation; evaluate on test."""
+              progress: bool = True, on_epoch=None) -> RunResult:
+    """Fine-tune the base model with one method's curriculum; select on validation; evaluate on test.
+
+    ``on_epoch(epoch, row)``, when given, sees each epoch's metrics row; it may raise to stop the run (a sweep
+    raises ``optuna.TrialPruned``)."""
     cfg, data, device = prep.cfg, prep.data, prep.device
     method: Curriculum = get_method(method_name)(**cfg.method_params.get(method_name, {}))
     seed_everything(seed)
-    model = build_model(cfg, data.num_classes, data.channels)
+    model = build_model(cfg, data.num_classes, data.channels, data.class_names)
     model.load_state_dict(prep.base_state)
     trainer = Trainer(model, cfg.train, cfg.train.epochs, log_prior(data), seed, device)
     trainer.current_epoch = 0
@@ -343,6 +352,8 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(ckpt) as tmp:
                 torch.save({"trainer": trainer.state(), "rng": rng.bit_generator.state, "state": state}, tmp)
+        if on_epoch is not None:
+            on_epoch(epoch, row)
 
     if state["best_state"] is not None:
         trainer.model.load_state_dict(state["best_state"])

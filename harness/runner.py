@@ -14,6 +14,7 @@ from harness import plots
 from harness.config import Config, stable_hash
 from harness.filter import acceptance_by_level
 from harness.pipeline import Prepared, RunResult, fine_tune, prepare
+from harness.registry import get_method
 from harness.tracking import Run, client, experiment_id
 from harness.workdir import cache_dir
 
@@ -40,6 +41,15 @@ def finished_run(workdir: Path, cfg: Config, method: str, seed: int, config_hash
     return runs[0] if runs else None
 
 
+POOL_SCORE_COLUMNS = ["key", "source_index", "label", "lam", "seed_index", "text_score", "image_score", "keep"]
+
+
+def class_counts(prep: Prepared) -> pd.DataFrame:
+    data = prep.data
+    return pd.DataFrame({"class": np.arange(data.num_classes), "name": data.class_names,
+                         "train_count": data.train_counts, "shot_group": data.shot_group()})
+
+
 def log_run_outputs(run: Run, cfg: Config, prep: Prepared, result: RunResult, grid_path: Path | None) -> None:
     run.log_metrics({**result.test_metrics, **{f"best/{k}": v for k, v in result.val_metrics.items()},
                      "best/epoch": result.best_epoch})
@@ -47,12 +57,14 @@ def log_run_outputs(run: Run, cfg: Config, prep: Prepared, result: RunResult, gr
     for split, frame in result.predictions.items():
         run.log_frame(frame, f"predictions/{split}.csv")
     run.log_text(yaml.safe_dump({"stages": result.stages}, sort_keys=False), "curriculum.yaml")
+    run.log_frame(class_counts(prep), "data/class_counts.csv")  # for reports: per-class accuracy vs count
     fig = plots.training_curves(result.history, f"{result.method} seed {result.seed}")
     run.log_figure(fig, "plots/training_curves.png")
     plots.close(fig)
-    if grid_path is not None and prep.pool_dir is not None:
+    if grid_path is not None and prep.pool_dir is not None and get_method(result.method).synthetic:
         run.log_file(grid_path, "spectrum")
         run.log_frame(acceptance_by_level(prep.pool), "spectrum/acceptance.csv")
+        run.log_frame(prep.pool[[c for c in POOL_SCORE_COLUMNS if c in prep.pool]], "spectrum/scores.csv")
 
 
 def run_experiment(cfg: Config, workdir: Path, methods: list[str] | None = None, seeds: list[int] | None = None,

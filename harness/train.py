@@ -90,10 +90,11 @@ class Trainer:
 
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
-                "g": self.g.get_state()}
+                "g": self.g.get_state(), "torch_rng": torch.get_rng_state()}  # the global RNG drives dropout
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.step = state["step"]
         self.g.set_state(state["g"])
+        torch.set_rng_state(state["torch_rng"])

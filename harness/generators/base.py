@@ -29,6 +29,8 @@ class Generator:
 
 
 def strength_timesteps(timesteps, steps: int, lam: float):
-    """The tail of a ``steps``-step schedule an SDEdit start at guidance λ runs (diffusers' strength = 1 − λ)."""
-    run = min(int(round(steps * (1.0 - lam), 6)), steps)
+    """The tail of a ``steps``-step schedule an SDEdit start at guidance λ runs (diffusers' strength = 1 − λ).
+
+    At least one step, so a high λ with few steps still denoises rather than returning noised input."""
+    run = max(1, min(int(round(steps * (1.0 - lam), 6)), steps))
     return timesteps[steps - run:]

@@ -1,0 +1,29 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    from harness.config import load_config
+
+    return load_config("digits_lt_tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("workdir")
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tiny_cfg, tiny_workdir):
+    """The shared phases of the tiny digits experiment (base model, pool, scores), built once per session."""
+    from harness.pipeline import prepare
+
+    return prepare(tiny_cfg, tiny_workdir, methods=["discl_diverse_to_specific"], progress=False)

@@ -1,0 +1,141 @@
+"""ImageNet-LT from its split files, on a tiny fake ImageNet tree."""
+import json
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from fakes import IMAGENET_LT_COUNTS, write_fake_imagenet_lt
+from harness.config import Config, build
+from harness.data import load_dataset
+from harness.data.base import DataError
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory):
+    return write_fake_imagenet_lt(tmp_path_factory.mktemp("imagenet"))
+
+
+def config(root, many=100, few=20, **params) -> Config:
+    return build(Config, {"data": {"name": "imagenet_lt", "root": str(root), "image_size": 16, "params": params,
+                                   "shot_groups": {"many": many, "few": few}}})
+
+
+@pytest.fixture(scope="module")
+def bundle(fake_root):
+    return load_dataset(config(fake_root))
+
+
+def read_lines(path):
+    return [line.split() for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_splits_follow_the_split_files(bundle, fake_root):
+    for split in ("train", "val", "test"):
+        lines = read_lines(fake_root / f"ImageNet_LT_{split}.txt")
+        images = bundle.splits[split]
+        assert images.ids == [rel for rel, _ in lines]
+        assert images.labels.tolist() == [int(label) for _, label in lines]
+        assert all(path == fake_root / rel for path, (rel, _) in zip(images.paths, lines))
+    assert bundle.num_classes == len(IMAGENET_LT_COUNTS)
+    assert bundle.class_names[0] == "class_0"
+    assert (bundle.val_split, bundle.test_splits) == ("val", {"test": "test"})
+    x = bundle.splits["test"].load(0)
+    assert x.shape == (3, 16, 16) and 0 <= float(x.min()) and float(x.max()) <= 1
+
+
+def test_shot_groups_equal_an_independent_count(bundle, fake_root):
+    counts = Counter(int(label) for _, label in read_lines(fake_root / "ImageNet_LT_train.txt"))
+    expected = ["many" if counts[c] > 100 else "few" if counts[c] < 20 else "medium"
+                for c in range(bundle.num_classes)]
+    assert bundle.shot_group().tolist() == expected
+    assert sorted(set(expected)) == ["few", "many", "medium"]  # the fake covers every group and both borders
+    assert bundle.shot_group().tolist() == ["many", "many", "medium", "medium", "few", "few"]
+
+
+def test_metrics_by_shot_group(bundle):
+    y_true = bundle.splits["test"].labels
+    y_pred = np.where(np.arange(len(y_true)) % 3 == 0, (y_true + 1) % bundle.num_classes, y_true)
+    metrics = bundle.evaluate(y_true, y_pred)
+    group = bundle.shot_group()[y_true]
+    for g in ("many", "medium", "few"):
+        assert metrics[f"acc_{g}"] == pytest.approx(np.mean((y_true == y_pred)[group == g]))
+    assert metrics["acc"] == pytest.approx(np.mean(y_true == y_pred)) and metrics["acc"] < 1
+
+
+def test_params_split_dir_names_and_subsampling(tmp_path):
+    root = write_fake_imagenet_lt(tmp_path / "root", counts=(8, 3), val_per_class=1, test_per_class=2,
+                                  split_dir=tmp_path / "splits")
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({"0": "tench", "1": "goldfish"}))
+    data = load_dataset(config(root, many=5, few=4, split_dir=str(tmp_path / "splits"), class_names=str(names),
+                               max_per_split=3))
+    assert data.class_names == ["tench", "goldfish"]
+    assert [len(data.splits[s]) for s in ("train", "val", "test")] == [3, 2, 3]
+    text = tmp_path / "names.txt"
+    text.write_text("tench\ngoldfish\n")
+    full = load_dataset(config(root, split_dir=str(tmp_path / "splits"), class_names=str(text)))
+    assert full.class_names == ["tench", "goldfish"] and len(full.train) == 11
+    with pytest.raises(DataError, match="ImageNet_LT_train.txt"):
+        load_dataset(config(root))  # split files are not in the root
+
+
+def corrupt(line: str):
+    def edit(root):
+        path = root / "ImageNet_LT_test.txt"
+        path.write_text(path.read_text() + line + "\n")
+    return edit
+
+
+BROKEN = {
+    "absolute_path": (corrupt("/etc/passwd 0"), "ImageNet_LT_test.txt", "escapes"),
+    "dotdot_path": (corrupt("train/../../secret.JPEG 1"), "ImageNet_LT_test.txt", "escapes"),
+    "label_too_large": (corrupt(f"val/x.JPEG {len(IMAGENET_LT_COUNTS)}"), "ImageNet_LT_test.txt", "out of range"),
+    "negative_label": (corrupt("val/x.JPEG -1"), "ImageNet_LT_test.txt", "negative"),
+    "no_label": (corrupt("val/x.JPEG"), "ImageNet_LT_test.txt", "expected"),
+    "label_not_a_number": (corrupt("val/x.JPEG cat"), "ImageNet_LT_test.txt", "expected"),
+    "missing_split_file": (lambda root: (root / "ImageNet_LT_val.txt").unlink(), "ImageNet_LT_val.txt", "OLTR"),
+    "missing_images": (lambda root: shutil.rmtree(root / "val"), "ILSVRC2012_val_", "image-net.org"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_split_files_are_rejected(case, fake_root, tmp_path):
+    root = shutil.copytree(fake_root, tmp_path / "root")
+    breakage, path_part, reason = BROKEN[case]
+    breakage(root)
+    with pytest.raises(DataError) as error:
+        load_dataset(config(root))
+    message = str(error.value)
+    assert "\n" not in message and str(root) in message and path_part in message and reason in message
+    if path_part == "ImageNet_LT_test.txt":
+        lines = (root / path_part).read_text().splitlines()
+        assert f"line {len(lines)}:" in message  # the appended bad line
+
+
+@pytest.mark.parametrize("where", ["missing_root", "unset_root"])
+def test_missing_root_says_what_to_stage(where, tmp_path):
+    root = tmp_path / "nowhere"
+    cfg = config(root)
+    if where == "unset_root":
+        cfg.data.root = None
+    with pytest.raises(DataError) as error:
+        load_dataset(cfg)
+    message = str(error.value)
+    assert "\n" not in message and "ImageNet_LT_train.txt" in message and "image-net.org" in message
+    if where == "missing_root":
+        assert str(root) in message
+
+
+def test_cli_run_on_missing_root_exits_2_with_one_line(tmp_path, capsys):
+    from harness.cli import main
+
+    experiment = tmp_path / "imagenet_lt_missing.yaml"
+    experiment.write_text("data: {name: imagenet_lt, image_size: 16}\nmethods: [plain]\n")
+    missing = tmp_path / "no_imagenet"
+    code = main(["run", "--experiment", str(experiment), "--set", f"data.root={missing}",
+                 "--workdir", str(tmp_path / "work"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("harness: error: imagenet_lt:") and str(missing) in err.splitlines()[-1]

@@ -1,0 +1,99 @@
+"""Every registered method, smoke-run on the tiny prepared pool (timm-style: new methods are tested for free)."""
+import numpy as np
+import pytest
+
+from harness.pipeline import fine_tune
+from harness.registry import UnknownNameError, get_method, list_methods
+
+METHODS = list_methods()
+
+
+def test_all_nine_methods_are_registered():
+    assert set(METHODS) == {"plain", "plain_rebalanced", "text_only", "fixed_guidance", "all_levels",
+                            "discl_diverse_to_specific", "discl_specific_to_diverse", "discl_random", "discl_adaptive"}
+    assert list_methods("discl*") == sorted(m for m in METHODS if m.startswith("discl"))
+
+
+def test_unknown_method_names_the_closest():
+    with pytest.raises(UnknownNameError, match="did you mean discl_random"):
+        get_method("discl_randm")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_smoke(method, tiny_prepared):
+    cfg = tiny_prepared.cfg
+    result = fine_tune(tiny_prepared, method, seed=0, progress=False)
+    assert len(result.history) == cfg.train.epochs
+    assert set(result.test_metrics) == {"test/acc", "test/acc_many", "test/acc_medium", "test/acc_few"}
+    assert all(0 <= v <= 1 for v in result.test_metrics.values())
+    assert 0 <= result.best_epoch < cfg.train.epochs
+    lams = [row["curriculum/lambda"] for row in result.history]
+    synthetic = [row["curriculum/synthetic"] for row in result.history]
+    cur = cfg.train.curriculum_epochs
+    assert lams[cur:] == [1.0] * (cfg.train.epochs - cur) and synthetic[cur:] == [0] * (cfg.train.epochs - cur)
+    if not get_method(method).synthetic:
+        assert lams == [1.0] * cfg.train.epochs and sum(synthetic) == 0
+        return
+    assert all(n > 0 for n in synthetic[:cur])
+    allowed = set(cfg.curriculum.adaptive_levels if method == "discl_adaptive" else cfg.curriculum_levels)
+    for stage in result.stages:
+        assert set(stage["levels"]) <= allowed
+    if method == "discl_diverse_to_specific":
+        assert lams[:cur] == sorted(lams[:cur]) and lams[0] == 0.0
+    if method == "discl_specific_to_diverse":
+        assert lams[:cur] == sorted(lams[:cur], reverse=True) and lams[cur - 1] == 0.0
+    if method == "text_only":
+        assert lams[:cur] == [0.0] * cur
+    if method == "fixed_guidance":
+        assert lams[:cur] == [0.5] * cur
+
+
+def test_same_seed_same_numbers_and_seeds_differ(tiny_prepared):
+    a = fine_tune(tiny_prepared, "discl_random", seed=3, progress=False)
+    b = fine_tune(tiny_prepared, "discl_random", seed=3, progress=False)
+    assert a.test_metrics == b.test_metrics and a.stages == b.stages
+    assert [r["train/loss"] for r in a.history] == [r["train/loss"] for r in b.history]
+    c = fine_tune(tiny_prepared, "discl_random", seed=4, progress=False)
+    assert [r["train/loss"] for r in a.history] != [r["train/loss"] for r in c.history]
+
+
+def test_adaptive_picks_the_level_with_the_largest_gain(tiny_prepared, monkeypatch):
+    from harness import pipeline
+
+    picks = iter([{0.5: 0.1, 0.7: 0.3, 0.9: -0.2}, {0.5: 0.4, 0.7: 0.0, 0.9: 0.1}, {0.5: 0.0, 0.7: 0.0, 0.9: 0.2},
+                  {0.5: 0.0, 0.7: 0.1, 0.9: 0.0}])
+    monkeypatch.setattr(pipeline, "guidance_val_probe", lambda *a, **k: lambda levels: next(picks))
+    result = fine_tune(tiny_prepared, "discl_adaptive", seed=0, progress=False)
+    assert [s["levels"] for s in result.stages] == [[0.7], [0.5], [0.9], [0.7]]
+
+
+def test_adaptive_probe_holds_out_sources(tiny_prepared):
+    from harness.pipeline import split_guidance_val
+
+    train, held = split_guidance_val(tiny_prepared, get_method("discl_adaptive")(), seed=0)
+    assert len(held) == round(len(np.unique(tiny_prepared.hard)) * tiny_prepared.cfg.curriculum.adaptive.holdout)
+    assert not set(train) & set(held) and set(train) | set(held) == set(tiny_prepared.hard)
+    train_all, held_none = split_guidance_val(tiny_prepared, get_method("discl_diverse_to_specific")(), seed=0)
+    assert len(held_none) == 0 and len(train_all) == len(np.unique(tiny_prepared.hard))
+
+
+def test_killed_training_resumes_to_the_same_metrics(tiny_prepared, tmp_path, monkeypatch):
+    from harness.train import Trainer
+
+    full = fine_tune(tiny_prepared, "discl_diverse_to_specific", seed=1, progress=False)
+    original = Trainer.train_epoch
+    calls = {"n": 0}
+
+    def dies_at_third_epoch(self, parts, epoch, max_steps=None):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, parts, epoch, max_steps)
+
+    monkeypatch.setattr(Trainer, "train_epoch", dies_at_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        fine_tune(tiny_prepared, "discl_diverse_to_specific", seed=1, ckpt_dir=tmp_path, progress=False)
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    resumed = fine_tune(tiny_prepared, "discl_diverse_to_specific", seed=1, ckpt_dir=tmp_path, progress=False)
+    assert resumed.test_metrics == full.test_metrics
+    assert [r["train/loss"] for r in resumed.history] == [r["train/loss"] for r in full.history]

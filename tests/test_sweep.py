@@ -1,0 +1,228 @@
+"""`harness sweep`: study + MLflow parent, trials as child runs, pruning, a killed worker, concurrent workers."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from harness import sweep as sw
+from harness.config import ConfigError, load_config
+
+# Two epochs per trial; heartbeats fast enough for a test to see a dead worker's trial go stale.
+FAST = ["train.epochs=2", "train.curriculum_epochs=2", "sweep.heartbeat_interval=1", "sweep.grace_period=3",
+        "sweep.pruner=none"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """One workdir for the module: the base model and the synthetic pool are built once and shared."""
+    from harness.pipeline import prepare
+
+    wd = tmp_path_factory.mktemp("sweep")
+    cfg = load_config("digits_lt_tiny", FAST)
+    prepare(cfg, wd, methods=sw.sweep_methods(cfg), progress=False)
+    return wd
+
+
+def make(workdir, study, extra=(), storage=None) -> sw.Sweep:
+    return sw.make_sweep("digits_lt_tiny", FAST + list(extra), workdir, storage, study)
+
+
+def runs_of(workdir, experiment: str, study: str):
+    """(parent runs, active child runs) of one study, from MLflow."""
+    from harness.tracking import client
+
+    c = client(workdir)
+    exp = c.get_experiment_by_name(experiment)
+    parents = c.search_runs([exp.experiment_id], f"tags.study = '{study}' and tags.sweep = 'true'")
+    children = c.search_runs([exp.experiment_id], f"tags.sweep = '{study}'")
+    return c, parents, children
+
+
+def assert_exactly(workdir, sweep: sw.Sweep, n: int) -> list:
+    """N finished trials, one parent, one child run per finished trial and no other, no trial twice."""
+    study = sw.load_study(sweep)
+    finished = [t for t in study.get_trials() if t.state in sw.FINISHED]
+    assert len(finished) == n
+    assert len({t.number for t in finished}) == n
+    c, parents, children = runs_of(workdir, sweep.cfg.name, sweep.study_name)
+    assert len(parents) == 1
+    assert study.user_attrs[sw.PARENT_ATTR] == parents[0].info.run_id
+    assert sorted(int(r.data.tags["sweep_trial"]) for r in children) == sorted(t.number for t in finished)
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    return finished
+
+
+# --------------------------------------------------------------------------- config and search space
+
+def test_sweep_config_is_typed_and_refuses_test_objectives():
+    with pytest.raises(ConfigError, match="never a test metric"):
+        load_config("digits_lt_tiny", ["sweep.objective=test/acc_few"])
+    with pytest.raises(ConfigError, match="never a test metric"):
+        load_config("digits_lt_tiny", ["sweep.multi_objective=[val/acc_few, test/acc_many]"])
+    with pytest.raises(ConfigError, match="sweep.pruner"):
+        load_config("digits_lt_tiny", ["sweep.pruner=asha"])
+    with pytest.raises(ConfigError, match="no key 'sweep.space.ordering'"):
+        load_config("digits_lt_tiny", ["sweep.space.ordering=[random]"])
+    cfg = load_config("digits_lt_discl")
+    assert sw.objective_names(cfg) == ["val/acc_few"]
+    assert cfg.sweep.space.curriculum_fraction.high == 1.0
+
+
+def test_paper_params_reproduce_the_experiments_own_schedule():
+    cfg = load_config("digits_lt_discl")
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(sw.paper_params(cfg))
+    params = sw.suggest(study.ask(), cfg)
+    tcfg, method = sw.trial_config(cfg, params)
+    assert method == "discl_diverse_to_specific"
+    assert tcfg.curriculum_levels == cfg.curriculum_levels
+    for key in ("curriculum_epochs", "synthetic_scale", "undersample", "loss", "epochs"):
+        assert getattr(tcfg.train, key) == getattr(cfg.train, key)
+    assert tcfg.filter.threshold == cfg.filter.threshold
+
+
+def test_empty_level_subset_runs_real_only_and_adaptive_gets_its_levels():
+    cfg = load_config("digits_lt_tiny")
+    base = {"curriculum_fraction": 0.5, "synthetic_scale": 1.0, "undersample": 0.5, "filter_threshold": 0.1,
+            "loss": "balanced_softmax"}
+    _, method = sw.trial_config(cfg, {**base, "ordering": "random", "levels": []})
+    assert method == sw.NO_SYNTHETIC_METHOD
+    tcfg, method = sw.trial_config(cfg, {**base, "ordering": "adaptive", "levels": [0.5, 0.9],
+                                         "statistic": "median", "probe_steps": 2})
+    assert method == "discl_adaptive" and tcfg.curriculum.adaptive_levels == [0.5, 0.9]
+    assert tcfg.curriculum.adaptive.statistic == "median" and tcfg.train.curriculum_epochs == 2
+    assert tcfg.train.loss == "balanced_softmax"
+
+
+# --------------------------------------------------------------------------- sweeps
+
+def test_few_trial_sweep_logs_parent_children_best_and_plots(workdir):
+    from harness.runner import finished_run, run_config_hash
+
+    sweep = make(workdir, "few")
+    out = sw.run_sweep(sweep, 3, say=lambda line: None)
+    finished = assert_exactly(workdir, sweep, 3)
+    study = out["study"]
+    assert study.trials[0].user_attrs["schedule"] == "paper"
+    assert study.trials[0].params["ordering"] == "diverse_to_specific"
+    c, parents, children = runs_of(workdir, sweep.cfg.name, "few")
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.data.tags["study"] == "few"
+    artifacts = {f.path for f in c.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/optimization_history.png", "plots/parallel_coordinate.png",
+            "plots/param_importances.png"} <= artifacts
+    best = [r for r in children if r.data.tags.get("best") == "true"]
+    assert len(best) == 1 and best[0].info.run_id == out["best"][0].user_attrs["mlflow_run_id"]
+    for r in children:
+        assert "method" not in r.data.tags and "config_hash" not in r.data.tags
+        assert r.data.params["ordering"] in sw.ORDERING_METHODS
+        assert len(c.get_metric_history(r.info.run_id, "val/acc_few")) == 2  # one value per epoch
+    trial = next(t for t in finished if t.number == 0)
+    method = trial.user_attrs["method"]
+    tcfg, _ = sw.trial_config(sweep.cfg, sw.suggest(optuna.trial.FixedTrial(trial.params), sweep.cfg))
+    assert finished_run(workdir, tcfg, method, sweep.seed, run_config_hash(tcfg, method)) is None
+    # Running again resumes the finished study: nothing new, still one parent.
+    sw.run_sweep(sweep, 3, say=lambda line: None)
+    assert_exactly(workdir, sweep, 3)
+
+
+class AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return True
+
+
+def test_pruned_trial_ends_killed_with_a_tag(workdir):
+    from harness.pipeline import prepare
+
+    sweep = make(workdir, "pruned")
+    study = sw.init_study(sweep)
+    study.pruner = AlwaysPrune()
+    prep = prepare(sweep.cfg, workdir, methods=sw.sweep_methods(sweep.cfg), progress=False)
+    trial = study.ask()
+    assert sw.run_trial(sweep, study, trial, prep) == TrialState.PRUNED
+    frozen = study.trials[trial.number]
+    assert frozen.state == TrialState.PRUNED and list(frozen.intermediate_values) == [0]
+    c, _, children = runs_of(workdir, sweep.cfg.name, "pruned")
+    (run,) = children
+    assert run.info.status == "KILLED" and run.data.tags["pruned"] == "true"
+
+
+def test_changed_config_cannot_resume_a_study(workdir):
+    sw.init_study(make(workdir, "fixed"))
+    with pytest.raises(sw.SweepError, match="another config"):
+        sw.load_study(make(workdir, "fixed", ["train.lr=0.01"]))
+
+
+def wait_for(predicate, timeout: float, what: str):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_worker_trial_is_retried_once(workdir):
+    # Longer trials, so the kill lands mid-trial.
+    sweep = make(workdir, "kill", ["train.epochs=12", "train.curriculum_epochs=8"])
+    study = sw.init_study(sweep)
+    worker = subprocess.Popen(sw.worker_command(sweep, 3, 0), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        running = wait_for(lambda: study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)), 120,
+                           "a running trial")
+        wait_for(lambda: runs_of(workdir, sweep.cfg.name, "kill")[2], 30, "the trial's MLflow run")
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+    killed = running[0]
+    counts = sw.work(sweep, 3, say=lambda line: None)
+    assert counts.finished == 3 and counts.retried == 1
+    trials = sw.load_study(sweep).get_trials()
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].state in sw.FINISHED
+    assert retries[0].params == killed.params
+    assert trials[killed.number].state == TrialState.FAIL
+    assert_exactly(workdir, sweep, 3)  # the dead trial's run was retired: one child per finished trial
+
+
+def run_concurrent(workdir, sweep: sw.Sweep, n: int, k: int) -> None:
+    lines: list[str] = []
+    out = sw.run_sweep(sweep, n, k, say=lines.append)
+    assert out["finished"] == n
+    assert any(f"finished {n}/{n}" in line for line in lines)
+    assert_exactly(workdir, sweep, n)
+
+
+def test_four_workers_on_a_journal_file_finish_exactly_n(workdir):
+    sweep = make(workdir, "journal", storage=f"journal:{workdir / 'optuna-journal.log'}")
+    run_concurrent(workdir, sweep, 6, 4)
+
+
+def postgres_url() -> str:
+    url = os.environ.get("HARNESS_TEST_POSTGRES_URL")
+    candidate = url or "postgresql://harness:harness@localhost/harness_test"
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(sw.rdb_url(candidate))
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("select 1"))
+        engine.dispose()
+    except Exception as e:
+        if url:  # CI sets the variable: a server that does not answer is a failure, not a skip
+            pytest.fail(f"HARNESS_TEST_POSTGRES_URL={url} does not answer: {e}")
+        pytest.skip("no PostgreSQL server: set HARNESS_TEST_POSTGRES_URL (.ci/run starts one)")
+    return candidate
+
+
+def test_four_workers_on_postgresql_finish_exactly_n(workdir):
+    url = postgres_url()
+    study = f"pg-{os.getpid()}-{int(time.time())}"  # the database outlives the test's workdir
+    run_concurrent(workdir, make(workdir, study, storage=url), 6, 4)
