@@ -173,3 +173,19 @@ def test_cli_run_on_missing_root_exits_2_with_one_line(tmp_path, capsys):
     errors = [line for line in err.splitlines() if line.startswith("harness: error:")]
     assert len(errors) == 1 and errors[0].startswith("harness: error: iwildcam:") and str(missing) in errors[0]
     assert err.splitlines()[-1] == errors[0]
+
+
+def test_logged_predictions_recompute_to_wilds_eval(bundle, wilds_dataset, tmp_path):
+    """predictions CSV (as the pipeline logs it) → wilds' evaluator gives the metrics the bundle reports."""
+    from harness.evaluate import evaluate_split
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 20 * 20, NUM_CLASSES))
+    metrics, preds = evaluate_split(model, bundle, "test", torch.device("cpu"))
+    preds.to_csv(tmp_path / "test.csv", index=False)
+    logged = pd.read_csv(tmp_path / "test.csv")
+    assert {"location", "sequence", "datetime"} <= set(logged.columns)
+    expected, _ = wilds_dataset.eval(torch.tensor(logged.y_pred.to_numpy()), torch.tensor(logged.y_true.to_numpy()),
+                                     None)
+    assert metrics["f1_macro"] == pytest.approx(expected["F1-macro_all"], abs=1e-6)
+    assert metrics["acc"] == pytest.approx(expected["acc_avg"], abs=1e-6)
