@@ -12,7 +12,9 @@ from harness.cli import main
 from harness.spectrum import read_manifest
 
 QUICK = ["--set", "base.epochs=1", "--set", "generator.params.train_steps=3", "--set", "scorer.params.epochs=1",
-         "--set", "spectrum.seeds=2", "--set", "spectrum.steps=4", "--set", "spectrum.batch_size=16"]
+         "--set", "spectrum.seeds=2", "--set", "spectrum.steps=4", "--set", "spectrum.batch_size=16",
+         "--set", "spectrum.levels=[0.0, 0.5]", "--set", "curriculum.levels=[0.0, 0.5]",
+         "--set", "curriculum.adaptive_levels=[0.5]"]
 
 
 def pool_of(workdir):
