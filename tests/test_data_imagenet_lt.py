@@ -139,3 +139,12 @@ def test_cli_run_on_missing_root_exits_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "Traceback" not in err
     assert err.splitlines()[-1].startswith("harness: error: imagenet_lt:") and str(missing) in err.splitlines()[-1]
+
+
+def test_subsampling_keeps_shot_groups_of_the_full_file(fake_root, bundle):
+    small = load_dataset(build(Config, {"data": {"name": "imagenet_lt", "root": str(fake_root), "image_size": 16,
+                                                 "max_train": 60, "params": {"max_per_split": 10}}}))
+    assert len(small.train) == 10 and len(small.splits["test"]) == 10
+    assert len(set(small.train.labels.tolist())) > 1  # a random subset, not the first class of the file
+    assert small.shot_group().tolist() == bundle.shot_group().tolist()
+    assert small.train_counts.tolist() == list(IMAGENET_LT_COUNTS)

@@ -189,3 +189,12 @@ def test_logged_predictions_recompute_to_wilds_eval(bundle, wilds_dataset, tmp_p
                                      None)
     assert metrics["f1_macro"] == pytest.approx(expected["F1-macro_all"], abs=1e-6)
     assert metrics["acc"] == pytest.approx(expected["acc_avg"], abs=1e-6)
+
+
+def test_max_train_is_a_random_subset(fake_root):
+    cfg = config(fake_root)
+    cfg.data.max_train = 7
+    data = load_dataset(cfg)
+    assert len(data.train) == 7 and len(data.splits["test"]) == 15
+    train_ids = pd.read_csv(fake_root / "iwildcam_v2.0" / "metadata.csv").query("split == 'train'").image_id
+    assert set(data.train.ids) < set(train_ids) and data.train.ids != train_ids.tolist()[:7]

@@ -8,7 +8,7 @@ or a label out of range is a ``DataError`` naming the file and line. Shot groups
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -33,6 +33,17 @@ class ImageNetLTParams:
     num_classes: int | None = None  # default: the number of names, else the largest training label + 1
     max_per_split: int | None = None  # keep a random subset of each split (quick runs)
     num_workers: int = 0  # DataLoader workers the pipeline may use for these files
+
+
+@dataclass
+class ImageNetLTBundle(DatasetBundle):
+    """Shot groups from the counts of the whole training file, so subsampling for a quick run keeps them."""
+
+    full_train_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def train_counts(self) -> np.ndarray:
+        return self.full_train_counts
 
 
 def split_file(split_dir: Path, split: str) -> Path:
@@ -106,6 +117,18 @@ def check_first_image(root: Path, path: Path, rels: list[str]) -> None:
         raise DataError(f"imagenet_lt: {root / rels[0]} (first image listed in {path}) not found; {HOW_TO_OBTAIN}")
 
 
+def limit(*limits: int | None) -> int | None:
+    given = [n for n in limits if n]
+    return min(given) if given else None
+
+
+def subsample(n: int, size: int | None, rng: np.random.Generator) -> np.ndarray:
+    """A random subset in file order (split files are sorted by class: a prefix would drop whole classes)."""
+    if size is None or n <= size:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=size, replace=False))
+
+
 @register_dataset("imagenet_lt")
 def imagenet_lt(cfg) -> DatasetBundle:
     p = build(ImageNetLTParams, cfg.data.params, "data.params")
@@ -117,6 +140,8 @@ def imagenet_lt(cfg) -> DatasetBundle:
     split_dir = Path(p.split_dir).expanduser() if p.split_dir else root
     files = {split: split_file(split_dir, split) for split in SPLITS}
     entries = {split: read_split(path) for split, path in files.items()}
+    if not len(entries["train"][1]):
+        raise DataError(f"imagenet_lt: {files['train']} lists no images; {HOW_TO_OBTAIN}")
     names = read_class_names(p.class_names) if p.class_names else None
     num_classes = p.num_classes or (len(names) if names else int(entries["train"][1].max(initial=-1)) + 1)
     if names is not None and len(names) != num_classes:
@@ -126,15 +151,12 @@ def imagenet_lt(cfg) -> DatasetBundle:
     for split, (rels, labels, numbers) in entries.items():
         check_labels(files[split], labels, numbers, num_classes)
         check_first_image(root, files[split], rels)
-        index = np.arange(len(rels))
-        if p.max_per_split is not None and len(index) > p.max_per_split:
-            index = np.sort(rng.choice(index, size=p.max_per_split, replace=False))
-        if split == "train" and cfg.data.max_train:
-            index = index[: cfg.data.max_train]
+        index = subsample(len(rels), limit(p.max_per_split, cfg.data.max_train if split == "train" else None), rng)
         splits[split] = FileImages([root / rels[i] for i in index], labels[index], [rels[i] for i in index],
                                    cfg.data.image_size)
-    bundle = DatasetBundle("imagenet_lt", names or [f"class_{i}" for i in range(num_classes)], splits, channels=3,
-                           val_split="val", test_splits={"test": "test"}, metrics=long_tail_metrics,
-                           many=cfg.data.shot_groups.many, few=cfg.data.shot_groups.few)
+    bundle = ImageNetLTBundle("imagenet_lt", names or [f"class_{i}" for i in range(num_classes)], splits,
+                              channels=3, val_split="val", test_splits={"test": "test"}, metrics=long_tail_metrics,
+                              many=cfg.data.shot_groups.many, few=cfg.data.shot_groups.few,
+                              full_train_counts=np.bincount(entries["train"][1], minlength=num_classes))
     bundle.num_workers = p.num_workers  # type: ignore[attr-defined]
     return bundle

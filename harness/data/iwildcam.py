@@ -211,10 +211,11 @@ def wilds_metrics(y_true: np.ndarray, y_pred: np.ndarray, data: DatasetBundle | 
 
 # --------------------------------------------------------------------------- the dataset
 
-def subsample(index: np.ndarray, limit: int | None, rng: np.random.Generator) -> np.ndarray:
-    if limit is None or len(index) <= limit:
+def subsample(index: np.ndarray, size: int | None, rng: np.random.Generator) -> np.ndarray:
+    """A random subset in metadata order (a prefix would keep only the first locations)."""
+    if size is None or len(index) <= size:
         return index
-    return np.sort(rng.choice(index, size=limit, replace=False))
+    return np.sort(rng.choice(index, size=size, replace=False))
 
 
 @register_dataset("iwildcam")
@@ -236,14 +237,14 @@ def iwildcam(cfg) -> DatasetBundle:
                           "datetime": metadata["datetime"].astype(str).to_numpy()})
     rng = np.random.default_rng(cfg.data.split_seed)
     splits = {}
+    image_ids = metadata["image_id"].astype(str).to_numpy()
     for split in SPLITS:
-        index = subsample(np.flatnonzero(dataset.split_array == dataset.split_dict[split]), p.max_per_split, rng)
-        if split == "train" and cfg.data.max_train:
-            index = index[: cfg.data.max_train]
-        files = dataset._input_array[index]
-        splits[split] = ReducedJpegImages(
-            [dataset.data_dir / "train" / f for f in files], labels[index], metadata["image_id"].astype(str).
-            to_numpy()[index].tolist(), cfg.data.image_size, extra=extra.iloc[index].reset_index(drop=True))
+        limits = [n for n in (p.max_per_split, cfg.data.max_train if split == "train" else None) if n]
+        in_split = np.flatnonzero(dataset.split_array == dataset.split_dict[split])
+        index = subsample(in_split, min(limits, default=None), rng)
+        paths = [dataset.data_dir / "train" / name for name in dataset._input_array[index]]
+        splits[split] = ReducedJpegImages(paths, labels[index], image_ids[index].tolist(), cfg.data.image_size,
+                                          extra=extra.iloc[index].reset_index(drop=True))
     bundle = DatasetBundle("iwildcam", class_names(dataset.n_classes, categories, p.common_names), splits,
                            channels=3, val_split=p.val_split, test_splits={"test_id": "id_test", "test_ood": "test"},
                            metrics=wilds_metrics, many=cfg.data.shot_groups.many, few=cfg.data.shot_groups.few)
