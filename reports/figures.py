@@ -236,7 +236,8 @@ def acceptance(rs: RunSet):
     run_id, local = first_artifact(rs, "spectrum/acceptance.csv")
     if local is None:
         return None
-    frame = pd.read_csv(local)
+    frame = pd.read_csv(local).sort_values("lam")
+    frame["lam"] = frame.lam.map("{:g}".format)  # categories, drawn in λ order
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     sns.barplot(frame, x="lam", y="acceptance", color="tab:blue", ax=ax)
     for i, row in enumerate(frame.itertuples()):
@@ -260,7 +261,7 @@ def score_distributions(rs: RunSet):
     scores = pool_scores(rs)
     if scores is None or scores.empty:
         return None
-    scores = scores.assign(lam=scores.lam.round(3))
+    scores = scores.sort_values("lam").assign(lam=lambda f: f.lam.round(3).map("{:g}".format))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for ax, col, title in ((axes[0], "text_score", "image–text score"), (axes[1], "image_score",
                                                                           "image–image score (to the source)")):
