@@ -22,14 +22,18 @@ IWILDCAM_SPLITS = ("train", "val", "test", "id_val", "id_test")
 IMAGENET_LT_COUNTS = (130, 101, 100, 20, 19, 5)  # many, many, medium, medium, few, few (thresholds 100 / 20)
 
 
-def class_colour(label: int, num_classes: int) -> tuple[int, int, int]:
-    r, g, b = colorsys.hsv_to_rgb(label / max(num_classes, 1), 0.9, 0.95)
+def class_colour(label: int, num_classes: int, rng: np.random.Generator) -> tuple[int, int, int]:
+    """The class's hue, jittered so that neighbouring classes overlap a little (a classifier can learn the classes,
+    but not perfectly)."""
+    hue = (label + rng.uniform(-0.6, 0.6)) / max(num_classes, 1) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.9, 0.95)
     return int(r * 255), int(g * 255), int(b * 255)
 
 
 def draw_image(label: int, num_classes: int, size: tuple[int, int], background: tuple[int, int, int],
                rng: np.random.Generator) -> Image.Image:
-    """A noisy background with one shape in the class colour; the shape's kind also depends on the class."""
+    """A noisy background with one shape in the class colour; the shape's kind (disc or square) alternates with
+    the class."""
     w, h = size
     noise = rng.normal(0, 12, (h, w, 3))
     pixels = np.clip(np.asarray(background, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
@@ -38,7 +42,7 @@ def draw_image(label: int, num_classes: int, size: tuple[int, int], background: 
     x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
     box = (x0, y0, x0 + side, y0 + side)
     draw = ImageDraw.Draw(img)
-    (draw.ellipse if label % 2 else draw.rectangle)(box, fill=class_colour(label, num_classes))
+    (draw.ellipse if label % 2 else draw.rectangle)(box, fill=class_colour(label, num_classes, rng))
     return img
 
 
@@ -118,6 +122,11 @@ def synset(label: int) -> str:
     return f"n{1440764 + 1000 * label:08d}"
 
 
+def grey(rng: np.random.Generator) -> tuple[int, int, int]:
+    level = int(rng.integers(60, 190))
+    return level, level, level
+
+
 def write_fake_imagenet_lt(root, counts: tuple[int, ...] | list[int] = IMAGENET_LT_COUNTS, val_per_class: int = 2,
                            test_per_class: int = 3, seed: int = 0, image_size: int = 32,
                            split_dir=None) -> Path:
@@ -133,17 +142,16 @@ def write_fake_imagenet_lt(root, counts: tuple[int, ...] | list[int] = IMAGENET_
     lines: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     test_index = 0
     for label, count in enumerate(counts):
-        background = tuple(int(v) for v in rng.integers(60, 190, 3))
         (root / "train" / synset(label)).mkdir(parents=True, exist_ok=True)
         (root / "val" / synset(label)).mkdir(parents=True, exist_ok=True)
         for k in range(count + val_per_class):
             rel = f"train/{synset(label)}/{synset(label)}_{k}.JPEG"
-            draw_image(label, num_classes, (image_size, image_size), background, rng).save(root / rel, "JPEG")
+            draw_image(label, num_classes, (image_size, image_size), grey(rng), rng).save(root / rel, "JPEG")
             lines["train" if k < count else "val"].append(f"{rel} {label}")
         for _ in range(test_per_class):
             test_index += 1
             rel = f"val/{synset(label)}/ILSVRC2012_val_{test_index:08d}.JPEG"
-            draw_image(label, num_classes, (image_size, image_size), background, rng).save(root / rel, "JPEG")
+            draw_image(label, num_classes, (image_size, image_size), grey(rng), rng).save(root / rel, "JPEG")
             lines["test"].append(f"{rel} {label}")
     for split, split_lines in lines.items():
         order = rng.permutation(len(split_lines))
