@@ -4,6 +4,7 @@ import shutil
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fakes import IMAGENET_LT_COUNTS, write_fake_imagenet_lt
@@ -148,3 +149,29 @@ def test_subsampling_keeps_shot_groups_of_the_full_file(fake_root, bundle):
     assert len(set(small.train.labels.tolist())) > 1  # a random subset, not the first class of the file
     assert small.shot_group().tolist() == bundle.shot_group().tolist()
     assert small.train_counts.tolist() == list(IMAGENET_LT_COUNTS)
+
+
+def test_tiny_experiment_end_to_end_matches_an_independent_count(tmp_path):
+    """`harness run --experiment imagenet_lt_discl_tiny` on a fake tree: logged accuracies overall and by shot group
+    equal a count over the logged predictions with groups counted from the split file. Trimmed budgets."""
+    from mlflow.tracking import MlflowClient
+
+    from harness.cli import main
+
+    root = write_fake_imagenet_lt(tmp_path / "data", counts=(14, 11, 6, 3, 2), val_per_class=2, test_per_class=4)
+    argv = ["run", "--experiment", "imagenet_lt_discl_tiny", "--set", f"data.root={root}",
+            "--set", "data.shot_groups.many=10", "--set", "data.shot_groups.few=4", "--set", "spectrum.seeds=1",
+            "--set", "spectrum.steps=4", "--set", "base.epochs=1", "--set", "train.epochs=2",
+            "--set", "train.curriculum_epochs=1", "--method", "discl_diverse_to_specific",
+            "--workdir", str(tmp_path / "work"), "--quiet"]
+    assert main(argv) == 0
+    client = MlflowClient(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("imagenet_lt_discl_tiny").experiment_id],
+                                filter_string="tags.method = 'discl_diverse_to_specific'")
+    logged = pd.read_csv(client.download_artifacts(run.info.run_id, "predictions/test.csv", str(tmp_path)))
+    counts = Counter(int(label) for _, label in read_lines(root / "ImageNet_LT_train.txt"))
+    group = np.array(["many" if counts[y] > 10 else "few" if counts[y] < 4 else "medium" for y in logged.y_true])
+    correct = (logged.y_true == logged.y_pred).to_numpy()
+    assert len(logged) == 20 and run.data.metrics["test/acc"] == pytest.approx(correct.mean())
+    for g in ("many", "medium", "few"):
+        assert run.data.metrics[f"test/acc_{g}"] == pytest.approx(correct[group == g].mean())

@@ -198,3 +198,30 @@ def test_max_train_is_a_random_subset(fake_root):
     assert len(data.train) == 7 and len(data.splits["test"]) == 15
     train_ids = pd.read_csv(fake_root / "iwildcam_v2.0" / "metadata.csv").query("split == 'train'").image_id
     assert set(data.train.ids) < set(train_ids) and data.train.ids != train_ids.tolist()[:7]
+
+
+def test_tiny_experiment_end_to_end_matches_wilds_eval(tmp_path):
+    """`harness run --experiment iwildcam_discl_tiny` on a fake copy: the logged F1 and accuracy equal what wilds'
+    evaluator gives on the logged predictions. One method, trimmed budgets, to stay quick on shared CPUs."""
+    from mlflow.tracking import MlflowClient
+
+    from harness.cli import main
+
+    root = write_fake_iwildcam(tmp_path / "data", n_per_split=8, num_classes=4, seed=1)
+    argv = ["run", "--experiment", "iwildcam_discl_tiny", "--set", f"data.root={root}", "--set", "spectrum.seeds=1",
+            "--set", "spectrum.steps=4", "--set", "base.epochs=1", "--set", "train.epochs=2",
+            "--set", "train.curriculum_epochs=1", "--method", "discl_adaptive", "--workdir", str(tmp_path / "work"),
+            "--quiet"]
+    assert main(argv) == 0
+    client = MlflowClient(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("iwildcam_discl_tiny").experiment_id],
+                                filter_string="tags.method = 'discl_adaptive'")
+    evaluator = import_wilds().get_dataset("iwildcam", root_dir=str(root), download=False)
+    for name, split in (("test_id", "id_test"), ("test_ood", "test")):
+        path = client.download_artifacts(run.info.run_id, f"predictions/{split}.csv", str(tmp_path / name))
+        logged = pd.read_csv(path)
+        assert len(logged) == 8 and {"location", "sequence"} <= set(logged.columns)
+        expected, _ = evaluator.eval(torch.tensor(logged.y_pred.to_numpy()), torch.tensor(logged.y_true.to_numpy()),
+                                     None)
+        assert run.data.metrics[f"{name}/f1_macro"] == pytest.approx(expected["F1-macro_all"], abs=1e-6)
+        assert run.data.metrics[f"{name}/acc"] == pytest.approx(expected["acc_avg"], abs=1e-6)
