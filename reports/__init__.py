@@ -54,6 +54,8 @@ def report_tables(rs, paper: bool) -> list:
 
 
 def summary_lines(rs, paper: bool) -> list[str]:
+    import pandas as pd
+
     runs = rs.runs
     seeds = runs.groupby("label").seed.nunique()
     lines = [f"{len(runs)} finished runs: {len(seeds)} methods, seeds per method "
@@ -63,6 +65,13 @@ def summary_lines(rs, paper: bool) -> list[str]:
     if "git_commit" in rs.tags:
         commits = rs.tags.git_commit.dropna().unique()
         lines.append(f"code: {len(commits)} git commit(s): " + ", ".join(c[:10] for c in commits))
+    hashes = rs.tags.get("config_hash", pd.Series(dtype=str)).groupby(runs.set_index("run_id").label).nunique()
+    for label, n in hashes[hashes > 1].items():
+        lines.append(f"warning: the runs of {label} come from {n} different configs (config_hash).")
+    differing = differing_settings(rs)
+    if differing:
+        lines.append("warning: the runs differ in settings other than method and seed: " + ", ".join(differing[:8])
+                     + (" …" if len(differing) > 8 else ""))
     if rs.superseded:
         lines.append(f"{rs.superseded} older run(s) of the same method and seed were superseded by newer ones.")
     if not rs.sweep_runs.empty:
@@ -70,6 +79,18 @@ def summary_lines(rs, paper: bool) -> list[str]:
     if paper:
         lines.append("columns and tables marked 'paper' hold the paper's published numbers, not ours.")
     return lines
+
+
+RUN_IDENTITY = ("method", "seed", "methods", "seeds", "name", "description")
+
+
+def differing_settings(rs) -> list[str]:
+    """Config keys whose logged value is not the same in every run (besides what names the run); a loss that
+    differs is expected (it splits the rows) and not listed."""
+    params = rs.params.drop(columns=[c for c in rs.params.columns if c in RUN_IDENTITY
+                                     or c.startswith("method_params.") or c == "train.loss"])
+    varying = params.nunique(dropna=False)
+    return sorted(varying[varying > 1].index)
 
 
 def log_report_run(workdir: Path, experiment: str, out: Path, rs) -> str:

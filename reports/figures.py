@@ -315,7 +315,8 @@ def sweep_figure(done: pd.DataFrame, objective: str, name: str, label: str):
     fig, axes = plt.subplots(1, 1 + len(varied), figsize=(4 * (1 + len(varied)), 3.2), squeeze=False)
     ax = axes[0, 0]
     ax.plot(np.arange(len(values)), values, "o", ms=4, label="trial")
-    ax.plot(np.arange(len(values)), np.fmax.accumulate(np.nan_to_num(values, nan=-np.inf)), "-", label="best so far")
+    ax.plot(np.arange(len(values)), np.fmax.accumulate(np.nan_to_num(values, nan=-np.inf)), "-", drawstyle="steps-post",
+            label="best so far")
     ax.set(title=f"{name}: {label}", xlabel="trial (finished, in order)")
     ax.legend(fontsize=7)
     for ax, col in zip(axes[0, 1:], varied):

@@ -177,6 +177,8 @@ def difference_table(runs: pd.DataFrame, baseline: str, order: list[str], decima
     cells["paired seeds"] = [str(int(diffs[diffs.label == lab].n.max())) for lab in labels]
     notes = [f"difference to {baseline} (same loss), paired by seed, in percentage points: mean "
              f"[95% t-interval over seeds]; bold and † where the interval excludes zero."]
+    if ((diffs.n >= 2) & (diffs.ci_low == diffs.ci_high)).any():
+        notes.append("an interval of zero width means every paired seed gave the same difference.")
     if (diffs.n < 2).any():
         notes.append("n < 2 paired seeds: no interval can be computed (shown as 'n=1, no CI').")
     return Table(f"vs_{baseline}", f"Paired difference vs {baseline}", cells, diffs, bold, notes)

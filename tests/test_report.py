@@ -1,0 +1,208 @@
+"""`harness report`: tables recomputed from the MLflow runs, figures drawn, page complete, CIs right."""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+# the tiny experiment made tinier still: the report is under test here, not the method
+OVERRIDES = ["model.params.width=8", "generator.params.channels=[8,8,16]", "generator.params.batch_size=16",
+             "generator.params.train_steps=4", "spectrum.steps=4", "spectrum.seeds=1",
+             "spectrum.levels=[0.0,0.5,0.9]", "curriculum.levels=[0.0,0.5]", "curriculum.adaptive_levels=[0.5,0.9]",
+             "scorer.params.epochs=1", "base.epochs=1", "filter.threshold=0.1", "train.epochs=3",
+             "train.curriculum_epochs=2", "data.params.max_per_class=30", "data.params.pool_per_class=15",
+             "data.params.test_per_class=10", "data.params.val_per_class=5", "data.shot_groups.many=15",
+             "data.shot_groups.few=5"]
+FIGURES = ["final_metrics", "per_class", "lambda_schedule", "adaptive_picks", "training_curves", "spectrum_grid",
+           "acceptance", "score_distributions"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Tiny end-to-end runs: plain and diverse→specific × 2 seeds, adaptive and plain_rebalanced × 1 seed,
+    plus a fake sweep (parent and two trials) that the tables must leave out."""
+    from harness.config import load_config
+    from harness.runner import run_experiment
+
+    workdir = tmp_path_factory.mktemp("report_wd")
+    cfg = load_config("digits_lt_tiny", OVERRIDES)
+    run_experiment(cfg, workdir, ["plain", "discl_diverse_to_specific"], [0, 1], progress=False)
+    run_experiment(cfg, workdir, ["discl_adaptive", "plain_rebalanced"], [0], progress=False)
+    fake_sweep(workdir, cfg.name)
+    return workdir, cfg
+
+
+def fake_sweep(workdir, experiment):
+    from harness.tracking import Run
+
+    parent = Run(workdir, experiment, "sweep-s", tags={"sweep": "true", "objective": "val/acc"})
+    for trial, (lr, value) in enumerate([(0.001, 0.5), (0.01, 0.7)]):
+        child = Run(workdir, experiment, f"s-trial{trial}", parent_run_id=parent.id,
+                    tags={"sweep": "s", "sweep_trial": str(trial), "seed": "0"})
+        child.log_params({"lr": lr})
+        child.log_metrics({"objective/0": value, "test/acc": 0.99})
+        child.end()
+    parent.end()
+
+
+@pytest.fixture(scope="module")
+def report(store):
+    from reports import build_report
+
+    workdir, cfg = store
+    out = workdir / "report"
+    index = build_report(cfg.name, workdir, out, paper=True)
+    return index, out
+
+
+def method_runs_from_mlflow(workdir, experiment) -> pd.DataFrame:
+    """Independently of reports.collect: the finished runs tagged with a method, one row each."""
+    from mlflow.tracking import MlflowClient
+
+    from harness.workdir import tracking_uri
+
+    c = MlflowClient(tracking_uri(workdir))
+    exp = c.get_experiment_by_name(experiment)
+    runs = c.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'")
+    rows = [{"method": r.data.tags["method"], "seed": int(r.data.tags["seed"]), **r.data.metrics}
+            for r in runs if "method" in r.data.tags and r.data.tags.get("report") != "true"]
+    return pd.DataFrame(rows)
+
+
+def test_table_cells_match_the_runs(store, report):
+    workdir, cfg = store
+    _, out = report
+    runs = method_runs_from_mlflow(workdir, cfg.name)
+    assert sorted(runs.groupby("method").seed.count()) == [1, 1, 2, 2]
+    table = pd.read_csv(out / "tables" / "results.csv", index_col="method")
+    markdown = (out / "tables" / "results.md").read_text()
+    for method, group in runs.groupby("method"):
+        row = next(line for line in markdown.splitlines() if line.startswith(f"| {method} |"))
+        for metric in ["test/acc", "test/acc_many", "test/acc_medium", "test/acc_few"]:
+            values = group[metric].dropna() * 100
+            assert table.loc[method, f"{metric}:mean"] == pytest.approx(values.mean())
+            assert table.loc[method, f"{metric}:n"] == len(values)
+            cell = f"{values.mean():.2f}" + (f" ({values.std(ddof=1):.2f})" if len(values) > 1 else "")
+            assert cell in row
+        assert table.loc[method, "seeds"] == group.seed.nunique()
+
+
+def test_best_mean_is_bold_and_paper_columns_are_labelled(report):
+    _, out = report
+    table = pd.read_csv(out / "tables" / "results.csv", index_col="method")
+    markdown = (out / "tables" / "results.md").read_text()
+    best = table["test/acc:mean"].idxmax()
+    row = next(line for line in markdown.splitlines() if line.startswith(f"| {best} |"))
+    assert f"**{table.loc[best, 'test/acc:mean']:.2f}" in row
+    assert "All (paper)" in markdown and "not ours" in markdown
+    plain = next(line for line in markdown.splitlines() if line.startswith("| plain |"))
+    assert "35.80" in plain and "| CE |" in plain  # the paper's CE row beside our plain fine-tune
+    assert "\\textbf{" in (out / "tables" / "results.tex").read_text()
+
+
+def test_paired_differences_per_seed(store, report):
+    workdir, cfg = store
+    _, out = report
+    runs = method_runs_from_mlflow(workdir, cfg.name)
+    diffs = pd.read_csv(out / "tables" / "vs_plain.csv")
+    row = diffs[(diffs.label == "discl_diverse_to_specific") & (diffs.metric == "test/acc")].iloc[0]
+    ours = runs[runs.method == "discl_diverse_to_specific"].set_index("seed")["test/acc"]
+    base = runs[runs.method == "plain"].set_index("seed")["test/acc"]
+    assert row.n == 2
+    assert row.mean_diff == pytest.approx(((ours - base) * 100).mean())
+    single = diffs[diffs.label == "discl_adaptive"]
+    assert (single.n == 1).all() and single.ci_low.isna().all()  # one paired seed: no interval
+    assert "n=1, no CI" in (out / "tables" / "vs_plain.md").read_text()
+    assert (out / "tables" / "vs_plain_rebalanced.md").exists()
+
+
+def test_figures_exist_and_are_not_blank(report):
+    from harness.plots import is_blank
+
+    _, out = report
+    for name in FIGURES + ["sweep_sweep-s"]:
+        path = out / "figures" / f"{name}.png"
+        assert path.exists(), name
+        assert not is_blank(path), name
+
+
+def test_page_references_every_table_and_figure(report):
+    index, out = report
+    page = index.read_text()
+    refs = set(re.findall(r"(?:src|href)='([^']+)'", page))
+    files = {p.relative_to(out).as_posix() for p in out.glob("tables/*")} | \
+        {p.relative_to(out).as_posix() for p in out.glob("figures/*.png")}
+    assert files <= refs
+    for ref in refs:
+        assert not ref.startswith(("http:", "https:", "/")), ref  # offline, relative
+        assert (out / ref).exists(), ref
+    assert "<script" not in page and "stylesheet" not in page
+
+
+def test_report_run_is_logged_and_never_taken_for_a_method_run(store, report):
+    from mlflow.tracking import MlflowClient
+
+    from harness.runner import finished_run, run_config_hash
+    from harness.workdir import tracking_uri
+    from reports import build_report
+    from reports.collect import collect
+
+    workdir, cfg = store
+    build_report(cfg.name, workdir, workdir / "report2")  # a second report run
+    c = MlflowClient(tracking_uri(workdir))
+    exp = c.get_experiment_by_name(cfg.name)
+    reports = c.search_runs([exp.experiment_id], filter_string="tags.report = 'true'")
+    assert len(reports) == 2
+    logged = {f.path for f in c.list_artifacts(reports[0].info.run_id)}
+    assert {"index.html", "tables", "figures"} <= logged
+    found = finished_run(workdir, cfg, "plain", 0, run_config_hash(cfg, "plain"))
+    assert found is not None and "report" not in found.data.tags
+    rs = collect(cfg.name, workdir, workdir / "dl")
+    assert len(rs.runs) == 6 and set(rs.runs.method) == {"plain", "discl_diverse_to_specific", "discl_adaptive",
+                                                         "plain_rebalanced"}
+    assert len(rs.sweep_runs) == 3
+
+
+def test_paired_ci_on_a_hand_made_example():
+    from reports.tables import excludes_zero, paired_ci, paired_differences
+
+    mean, low, high = paired_ci([1.0, 2.0, 3.0])  # sd 1, sem 1/√3, t(0.975, 2) = 4.3027
+    assert mean == 2.0
+    assert low == pytest.approx(2 - 4.302653 / math.sqrt(3), abs=1e-5)
+    assert high == pytest.approx(2 + 4.302653 / math.sqrt(3), abs=1e-5)
+    assert not excludes_zero(low, high)
+    mean, low, high = paired_ci([1.0, 1.5, 2.0])
+    assert low == pytest.approx(1.5 - 4.302653 * 0.5 / math.sqrt(3), abs=1e-5) and excludes_zero(low, high)
+    mean, low, high = paired_ci([0.7])
+    assert mean == 0.7 and math.isnan(low) and math.isnan(high)
+
+    runs = pd.DataFrame({"label": ["plain"] * 3 + ["x"] * 2, "method": ["plain"] * 3 + ["x"] * 2,
+                         "loss": "ce", "seed": [0, 1, 2, 0, 2], "test/acc": [0.5, 0.6, 0.7, 0.52, 0.75]})
+    diffs = paired_differences(runs, "plain", ["test/acc"])
+    (row,) = diffs.itertuples()
+    assert row.n == 2 and row.seeds == "0 2"  # seed 1 has no partner: not paired
+    assert row.mean_diff == pytest.approx(np.mean([2.0, 5.0]))
+
+
+def test_cli_without_runs_says_to_run_first(tmp_path, capsys):
+    from harness.cli import main
+
+    assert main(["report", "--experiment", "nothing_here", "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "harness run" in err
+
+
+def test_iwildcam_table_gets_the_paper_iwildcam_columns():
+    from reports import tables
+
+    runs = pd.DataFrame({"label": ["plain"] * 3 + ["discl_adaptive"] * 3,
+                         "method": ["plain"] * 3 + ["discl_adaptive"] * 3, "loss": "ce", "seed": [0, 1, 2] * 2,
+                         "test_ood/f1_macro": [.30, .31, .32, .35, .36, .37], "test_id/f1_macro": [.5] * 3 + [.53] * 3})
+    t = tables.results_table(runs, ["plain", "discl_adaptive"], paper=True, dataset="iwildcam")
+    assert list(t.cells.columns) == ["OOD F1", "OOD (paper)", "ID F1", "ID (paper)", "seeds", "paper row"]
+    assert t.cells.loc["discl_adaptive", "OOD (paper)"] == "38.2 (0.5)"
+    assert t.cells.loc["plain", "OOD F1"] == "31.00 (1.00)" and t.bold.loc["discl_adaptive", "OOD F1"]
+    assert not t.bold.loc["plain", "OOD F1"]
