@@ -71,8 +71,7 @@ def class_counts(rs: RunSet) -> pd.DataFrame | None:
 
 
 def counts_from_dataset(rs: RunSet) -> pd.DataFrame | None:
-    from harness.config import ConfigError, build
-    from harness.config import Config
+    from harness.config import Config, ConfigError, build
     from harness.data import DataError, load_dataset
 
     try:
