@@ -36,7 +36,8 @@ class Figure:
 
 
 def palette(labels: list[str]) -> dict[str, tuple]:
-    return dict(zip(labels, sns.color_palette("tab10", n_colors=max(len(labels), 1))))
+    colors = sns.color_palette("tab10") + sns.color_palette("Dark2") + sns.color_palette("Set1")  # 26 distinct
+    return {label: colors[i % len(colors)] for i, label in enumerate(labels)}
 
 
 # --------------------------------------------------------------------------- results
@@ -56,7 +57,7 @@ def final_metrics(rs: RunSet):
     sns.stripplot(long, x="group", y="value", hue="label", hue_order=rs.methods, palette=colors, dodge=True,
                   size=3, color="black", legend=False, ax=ax, edgecolor="black", linewidth=0.5)
     ax.set(xlabel="", ylabel="test metric (%)", title="final test metrics: mean ± std over seeds (dots: seeds)")
-    ax.legend(fontsize=7, ncol=2, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -100,7 +101,7 @@ def per_class(rs: RunSet):
         return None
     frame = acc.merge(counts, left_on="y_true", right_on="class")
     frame["train_count"] = frame.train_count.clip(lower=1)  # a log axis has no 0
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     colors = palette(rs.methods)
     for label in rs.methods:
         sub = frame[frame.label == label].groupby("train_count").acc.mean().sort_index()
@@ -110,7 +111,7 @@ def per_class(rs: RunSet):
     add_shot_group_bounds(ax, rs)
     ax.set(xlabel="training images of the class (log)", ylabel="test accuracy (%)",
            title="per-class test accuracy vs training count (mean over seeds)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -212,10 +213,10 @@ def training_curves(rs: RunSet):
     for ax, key in zip(axes[0], keys):
         sub = hist[hist.key == key]
         sns.lineplot(sub, x="step", y="value", hue="label", hue_order=rs.methods, palette=palette(rs.methods),
-                     errorbar="sd", ax=ax, legend=ax is axes[0, 0])
+                     errorbar="sd", ax=ax, legend=ax is axes[0, -1])
         ax.set(title=key, xlabel="epoch", ylabel="")
-    if axes[0, 0].get_legend():
-        sns.move_legend(axes[0, 0], "best", fontsize=6, title=None)
+    if axes[0, -1].get_legend():
+        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title=None, frameon=False)
     fig.suptitle("training curves: mean ± std over seeds", fontsize=9)
     fig.tight_layout()
     return fig
