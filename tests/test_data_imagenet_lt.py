@@ -129,7 +129,7 @@ def test_missing_root_says_what_to_stage(where, tmp_path):
         assert str(root) in message
 
 
-def test_cli_run_on_missing_root_exits_2_with_one_line(tmp_path, capsys):
+def test_cli_run_on_missing_root_exits_2_with_one_line(tmp_path, capsys, own_tracking_store):
     from harness.cli import main
 
     experiment = tmp_path / "imagenet_lt_missing.yaml"
@@ -151,7 +151,7 @@ def test_subsampling_keeps_shot_groups_of_the_full_file(fake_root, bundle):
     assert small.train_counts.tolist() == list(IMAGENET_LT_COUNTS)
 
 
-def test_tiny_experiment_end_to_end_matches_an_independent_count(tmp_path):
+def test_tiny_experiment_end_to_end_matches_an_independent_count(tmp_path, own_tracking_store):
     """`harness run --experiment imagenet_lt_discl_tiny` on a fake tree: logged accuracies overall and by shot group
     equal a count over the logged predictions with groups counted from the split file. Trimmed budgets."""
     from mlflow.tracking import MlflowClient
@@ -186,3 +186,10 @@ def require_experiment(name):
         find_experiment(name)
     except ConfigError:
         pytest.skip(f"experiment {name} not present")
+
+
+@pytest.fixture
+def own_tracking_store(monkeypatch):
+    """`mlflow.set_tracking_uri` exports MLFLOW_TRACKING_URI, which the harness then prefers over --workdir: keep
+    each CLI run of this file on its own workdir's store, and leave the variable as it was afterwards."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")

@@ -158,7 +158,7 @@ def test_missing_copy_says_how_to_stage_it(where, tmp_path):
     assert "iwildcam_v2.0" in message and "RELEASE_v2.0.txt" in message and "by hand" in message
 
 
-def test_cli_run_on_missing_root_exits_2_with_one_line(tmp_path, capsys):
+def test_cli_run_on_missing_root_exits_2_with_one_line(tmp_path, capsys, own_tracking_store):
     from harness.cli import main
 
     experiment = tmp_path / "iwildcam_missing.yaml"
@@ -200,7 +200,7 @@ def test_max_train_is_a_random_subset(fake_root):
     assert set(data.train.ids) < set(train_ids) and data.train.ids != train_ids.tolist()[:7]
 
 
-def test_tiny_experiment_end_to_end_matches_wilds_eval(tmp_path):
+def test_tiny_experiment_end_to_end_matches_wilds_eval(tmp_path, own_tracking_store):
     """`harness run --experiment iwildcam_discl_tiny` on a fake copy: the logged F1 and accuracy equal what wilds'
     evaluator gives on the logged predictions. One method, trimmed budgets, to stay quick on shared CPUs."""
     from mlflow.tracking import MlflowClient
@@ -211,7 +211,8 @@ def test_tiny_experiment_end_to_end_matches_wilds_eval(tmp_path):
     root = write_fake_iwildcam(tmp_path / "data", n_per_split=8, num_classes=4, seed=1)
     argv = ["run", "--experiment", "iwildcam_discl_tiny", "--set", f"data.root={root}", "--set", "spectrum.seeds=1",
             "--set", "spectrum.steps=4", "--set", "base.epochs=1", "--set", "train.epochs=2",
-            "--set", "train.curriculum_epochs=1", "--method", "discl_adaptive", "--workdir", str(tmp_path / "work"),
+            "--set", "train.curriculum_epochs=1", "--set", "hard.rule=k_hardest", "--set", "hard.k=4",
+            "--method", "discl_adaptive", "--workdir", str(tmp_path / "work"),
             "--quiet"]
     assert main(argv) == 0
     client = MlflowClient(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
@@ -236,3 +237,10 @@ def require_experiment(name):
         find_experiment(name)
     except ConfigError:
         pytest.skip(f"experiment {name} not present")
+
+
+@pytest.fixture
+def own_tracking_store(monkeypatch):
+    """`mlflow.set_tracking_uri` exports MLFLOW_TRACKING_URI, which the harness then prefers over --workdir: keep
+    each CLI run of this file on its own workdir's store, and leave the variable as it was afterwards."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
