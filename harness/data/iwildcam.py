@@ -35,8 +35,9 @@ METADATA_COLUMNS = ["split", "location_remapped", "location", "sequence_remapped
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # what wilds parses with datetime.strptime
 NOT_IN_BENCHMARK = 99999  # y of the categories.csv rows outside the 182 benchmark classes
 HOW_TO_STAGE = (
-    "stage it by hand (the wilds download server has been failing): download the iWildCam v2.0 archive from "
-    "https://wilds.stanford.edu/datasets (or its Kaggle / CodaLab mirrors) and extract it so that "
+    "stage it by hand (the wilds download server has been failing): download the iWildCam v2.0 archive (12 GB "
+    "tar.gz: https://worksheets.codalab.org/rest/bundles/0x6313da2b204647e79a14b468131fcd64/contents/blob/, or a "
+    "mirror linked from https://wilds.stanford.edu/datasets or Kaggle) and extract it so that "
     f"ROOT/{DATA_DIR}/ holds {RELEASE}, metadata.csv, categories.csv and train/ (every split's images), "
     "then pass ROOT as data.root (--set data.root=ROOT)")
 
