@@ -39,6 +39,7 @@ class DataConfig:
     shot_groups: ShotGroups = field(default_factory=ShotGroups)
     params: dict[str, Any] = field(default_factory=dict)  # dataset-specific, validated by the dataset
     max_train: int | None = None  # keep at most this many training images (quick runs)
+    max_corrupt_fraction: float = 0.001  # unreadable images per split that are skipped (and counted) before failing
 
 
 @dataclass

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from harness.config import Config, stable_hash
 from harness.curriculum import Curriculum, StageContext, stage_of_epoch, summarize_gain
 from harness.data import DatasetBundle, load_dataset
+from harness.data.verify import drop_corrupt
 from harness.data.base import FileImages, LabeledImages, TensorImages, to_tensor01
 from harness.distributed import generation_lock, local_device, wait_for_shards
 from harness.evaluate import class_probs, evaluate_split, predict
@@ -135,7 +136,7 @@ def prepare(cfg: Config, workdir: Path, methods: list[str] | None = None, progre
     methods = methods or cfg.methods
     cache, device, timings = cache_dir(workdir), pick_device(cfg), {}
     t = time.perf_counter()
-    data = load_dataset(cfg)
+    data = drop_corrupt(load_dataset(cfg), cfg.data.max_corrupt_fraction, cache, progress)
     timings["data_s"] = time.perf_counter() - t
     t = time.perf_counter()
     base_state, train_probs = train_base(cfg, data, cache, device)

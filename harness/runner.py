@@ -107,7 +107,11 @@ def run_one(cfg: Config, workdir: Path, prep: Prepared, method: str, seed: int, 
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         run_id_file.write_text(run.id)
         run.log_params(cfg.to_dict() | {"method": method, "seed": seed})
-        run.log_metrics({"hard/count": len(prep.hard), "spectrum/generated": len(prep.pool),
+        if prep.data.corrupt:
+            run.log_text("\n".join(f"{split}\t{path}\t{reason}" for split, rows in prep.data.corrupt.items()
+                                    for path, reason in rows), "data/corrupt_images.tsv")
+        run.log_metrics({"data/corrupt_images": sum(len(v) for v in prep.data.corrupt.values()),
+                         "hard/count": len(prep.hard), "spectrum/generated": len(prep.pool),
                          "spectrum/kept": int(prep.pool.keep.sum()) if len(prep.pool) else 0,
                          **{f"time/{k}": v for k, v in prep.timings.items()}})
     try:

@@ -29,11 +29,9 @@ def git_commit() -> str:
 
 def client(workdir: Path):
     """An MlflowClient on the workdir's store; the first use creates the SQLite schema under a lock."""
-    import mlflow
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri(workdir)
-    mlflow.set_tracking_uri(uri)
+    uri = tracking_uri(workdir)  # never mlflow.set_tracking_uri: it exports MLFLOW_TRACKING_URI to later workdirs
     with lock(workdir / "mlflow.db"):
         c = MlflowClient(uri)
         c.search_experiments(max_results=1)  # runs the schema migrations once, serialized

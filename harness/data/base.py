@@ -97,6 +97,7 @@ class DatasetBundle:
     metrics: Callable[[np.ndarray, np.ndarray, "DatasetBundle"], dict[str, float]] | None = None
     many: int = 100
     few: int = 20
+    corrupt: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # split → skipped (path, reason)
 
     @property
     def num_classes(self) -> int:
