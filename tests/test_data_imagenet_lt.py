@@ -78,6 +78,9 @@ def test_params_split_dir_names_and_subsampling(tmp_path):
     text.write_text("tench\ngoldfish\n")
     full = load_dataset(config(root, split_dir=str(tmp_path / "splits"), class_names=str(text)))
     assert full.class_names == ["tench", "goldfish"] and len(full.train) == 11
+    text.write_text("tench\ngoldfish\nshark\n")
+    with pytest.raises(DataError, match="3 names for 2 classes"):
+        load_dataset(config(root, split_dir=str(tmp_path / "splits"), class_names=str(text), num_classes=2))
     with pytest.raises(DataError, match="ImageNet_LT_train.txt"):
         load_dataset(config(root))  # split files are not in the root
 

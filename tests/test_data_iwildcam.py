@@ -62,6 +62,13 @@ def test_class_names_shipped_user_and_categories(fake_root, tmp_path):
     user.write_text(json.dumps({"1": "peccary"}))
     names = load_dataset(config(fake_root, common_names=str(user))).class_names
     assert names[:3] == ["empty", "peccary", "Central American agouti"]
+    user.write_text(json.dumps({"classes": [{"y": 0, "category_id": 0, "common_name": "nothing"},
+                                            {"y": 99999, "category_id": 7, "common_name": "not a class"}]}))
+    assert load_dataset(config(fake_root, common_names=str(user))).class_names[:2] == ["nothing",
+                                                                                      "White-lipped peccary"]
+    user.write_text(json.dumps(["a", "b"]))
+    with pytest.raises(DataError, match="names.json"):
+        load_dataset(config(fake_root, common_names=str(user)))
     # a category the shipped list does not know falls back to categories.csv
     copy = shutil.copytree(fake_root, tmp_path / "copy")
     categories = copy / "iwildcam_v2.0" / "categories.csv"

@@ -187,7 +187,7 @@ def class_names(num_classes: int, categories: pd.DataFrame, user_file: str | Non
     """Per y: the user's name, else the shipped common name of its category_id, else categories.csv's name."""
     user = user_names(user_file) if user_file else {}
     shipped = shipped_names()
-    rows = categories[categories["y"] != NOT_IN_BENCHMARK].set_index("y")
+    rows = categories[categories["y"] != NOT_IN_BENCHMARK].drop_duplicates("y").set_index("y")
     names = []
     for y in range(num_classes):
         if y in user:
