@@ -106,7 +106,9 @@ class SDImg2Img(Generator):
         dtype = torch_dtype(p.dtype, device)
         pipe = load_pipeline(p, dtype)
         set_scheduler(pipe, cfg.spectrum.scheduler)
-        pipe.to(device, dtype)
+        pipe.to(device)  # a loaded pipeline already has its dtype; casting the tiny one only when asked
+        if p.tiny and dtype != torch.float32:
+            pipe.to(dtype=dtype)
         return cls(pipe, p, cfg.spectrum.steps, cfg.spectrum.guidance_scale, device)
 
     def describe(self) -> dict:
