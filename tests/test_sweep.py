@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -19,11 +20,13 @@ FAST = ["train.epochs=2", "train.curriculum_epochs=2", "sweep.heartbeat_interval
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """One workdir for the module: the base model and the synthetic pool are built once and shared."""
+def workdir(tmp_path_factory, tiny_prepared, tiny_workdir):
+    """One workdir for the module, its own MLflow store and Optuna database; the phase caches (base model,
+    synthetic pool, scores) are copied from the session's tiny build, so they are built once per session."""
     from harness.pipeline import prepare
 
     wd = tmp_path_factory.mktemp("sweep")
+    shutil.copytree(tiny_workdir / "cache", wd / "cache")
     cfg = load_config("digits_lt_tiny", FAST)
     prepare(cfg, wd, methods=sw.sweep_methods(cfg), progress=False)
     return wd
@@ -173,23 +176,21 @@ def test_killed_worker_trial_is_retried_once(workdir):
     # Longer trials, so the kill lands mid-trial.
     sweep = make(workdir, "kill", ["train.epochs=12", "train.curriculum_epochs=8"])
     study = sw.init_study(sweep)
-    worker = subprocess.Popen(sw.worker_command(sweep, 3, 0), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(sw.worker_command(sweep, 2, 0), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        running = wait_for(lambda: study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)), 120,
-                           "a running trial")
-        wait_for(lambda: runs_of(workdir, sweep.cfg.name, "kill")[2], 30, "the trial's MLflow run")
+        wait_for(lambda: runs_of(workdir, sweep.cfg.name, "kill")[2], 120, "a trial's MLflow run")
     finally:
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
-    killed = running[0]
-    counts = sw.work(sweep, 3, say=lambda line: None)
-    assert counts.finished == 3 and counts.retried == 1
+    (killed,) = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    counts = sw.work(sweep, 2, say=lambda line: None)
+    assert counts.finished == 2 and counts.retried == 1
     trials = sw.load_study(sweep).get_trials()
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retries) == 1 and retries[0].state in sw.FINISHED
     assert retries[0].params == killed.params
     assert trials[killed.number].state == TrialState.FAIL
-    assert_exactly(workdir, sweep, 3)  # the dead trial's run was retired: one child per finished trial
+    assert_exactly(workdir, sweep, 2)  # the dead trial's run was retired: one child per finished trial
 
 
 def run_concurrent(workdir, sweep: sw.Sweep, n: int, k: int) -> None:
@@ -202,7 +203,7 @@ def run_concurrent(workdir, sweep: sw.Sweep, n: int, k: int) -> None:
 
 def test_four_workers_on_a_journal_file_finish_exactly_n(workdir):
     sweep = make(workdir, "journal", storage=f"journal:{workdir / 'optuna-journal.log'}")
-    run_concurrent(workdir, sweep, 6, 4)
+    run_concurrent(workdir, sweep, 5, 4)
 
 
 def postgres_url() -> str:
@@ -225,4 +226,4 @@ def postgres_url() -> str:
 def test_four_workers_on_postgresql_finish_exactly_n(workdir):
     url = postgres_url()
     study = f"pg-{os.getpid()}-{int(time.time())}"  # the database outlives the test's workdir
-    run_concurrent(workdir, make(workdir, study, storage=url), 6, 4)
+    run_concurrent(workdir, make(workdir, study, storage=url), 5, 4)
