@@ -95,13 +95,14 @@ def train_base(cfg: Config, data: DatasetBundle, cache: Path, device: torch.devi
                 model.load_state_dict(load_checkpoint(cfg.base.checkpoint))
             else:
                 seed_everything(cfg.base.seed)
-                trainer = Trainer(model, cfg.base, cfg.base.epochs, log_prior(data), cfg.base.seed, device)
+                trainer = Trainer(model, cfg.base, cfg.base.epochs, log_prior(data), cfg.base.seed, device,
+                                  data.num_workers)
                 all_real = [Part(data.train, np.arange(len(data.train)))]
                 from tqdm.auto import tqdm
 
                 for epoch in tqdm(range(cfg.base.epochs), desc="train base model", unit="epoch", mininterval=2):
                     trainer.train_epoch(all_real, epoch)
-            probs = class_probs(model.to(device), data.train, device)
+            probs = class_probs(model.to(device), data.train, device, workers=data.num_workers)
             folder.mkdir(parents=True, exist_ok=True)
             with atomic_path(folder / "train_probs.npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, probs)
@@ -294,7 +295,7 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
     seed_everything(seed)
     model = build_model(cfg, data.num_classes, data.channels, data.class_names)
     model.load_state_dict(prep.base_state)
-    trainer = Trainer(model, cfg.train, cfg.train.epochs, log_prior(data), seed, device)
+    trainer = Trainer(model, cfg.train, cfg.train.epochs, log_prior(data), seed, device, data.num_workers)
     trainer.current_epoch = 0
     rng = np.random.default_rng(seed)
     levels = tuple(sorted(cfg.curriculum.adaptive_levels if method.adaptive and cfg.curriculum.adaptive_levels
@@ -318,6 +319,11 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
         state = saved["state"]
         state["levels"] = tuple(state["levels"])
         log.info("resuming %s seed %d at epoch %d", method_name, seed, state["epoch"])
+        if run is not None:
+            logged = {m.step for m in run.c.get_metric_history(run.id, "train/loss")}
+            for row in state["history"]:
+                if row["epoch"] not in logged:
+                    run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
 
     from tqdm.auto import tqdm
 
@@ -335,14 +341,12 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
         stage_levels = state["levels"] if in_curriculum else ()
         parts = epoch_parts(prep, method, stage_levels, in_curriculum, train_sources, rng)
         loss = trainer.train_epoch(parts, epoch)
-        val_metrics, _ = evaluate_split(trainer.model, data, data.val_split, device)
+        val_metrics, _ = evaluate_split(trainer.model, data, data.val_split, device, data.num_workers)
         lam = float(np.mean(stage_levels)) if stage_levels else 1.0
         n_syn = sum(len(p.indices) for p in parts if p.images is prep.pool_images)
         row = {"epoch": epoch, "train/loss": loss, "curriculum/lambda": lam, "curriculum/synthetic": n_syn,
                "lr": trainer.opt.param_groups[0]["lr"], **{f"val/{k}": v for k, v in val_metrics.items()}}
         state["history"].append(row)
-        if run is not None:
-            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
         score = row.get(cfg.train.select_on, float("nan"))
         if score > state["best"]:
             state["best"], state["best_epoch"] = float(score), epoch
@@ -353,6 +357,8 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(ckpt) as tmp:
                 torch.save({"trainer": trainer.state(), "rng": rng.bit_generator.state, "state": state}, tmp)
+        if run is not None:  # after the checkpoint: a resumed run re-logs only epochs MLflow lacks
+            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
         if on_epoch is not None:
             on_epoch(epoch, row)
 
@@ -360,7 +366,7 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
         trainer.model.load_state_dict(state["best_state"])
     predictions, test_metrics = {}, {}
     for name, split in {**data.test_splits, "val": data.val_split}.items():
-        metrics, preds = evaluate_split(trainer.model, data, split, device)
+        metrics, preds = evaluate_split(trainer.model, data, split, device, data.num_workers)
         predictions[split] = preds
         if name != "val":
             test_metrics.update({f"{name}/{k}": v for k, v in metrics.items()})

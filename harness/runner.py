@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -91,13 +92,15 @@ def run_experiment(cfg: Config, workdir: Path, methods: list[str] | None = None,
             fig.savefig(grid_path, dpi=110)
             plots.close(fig)
         for m, s, h in todo:
-            rows.append(run_one(cfg, workdir, prep, m, s, h, grid_path, progress, tags))
+            rows.append(run_one(cfg, workdir, prep, m, s, h, grid_path, progress, tags, force))
     return pd.DataFrame(rows)
 
 
 def run_one(cfg: Config, workdir: Path, prep: Prepared, method: str, seed: int, config_hash: str,
-            grid_path: Path | None, progress: bool, tags: dict | None = None) -> dict:
+            grid_path: Path | None, progress: bool, tags: dict | None = None, force: bool = False) -> dict:
     ckpt_dir = cache_dir(workdir) / "runs" / f"{cfg.name}-{method}-seed{seed}-{config_hash}"
+    if force and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)  # a forced rerun starts from the base model, in a new MLflow run
     run_id_file = ckpt_dir / "run_id"
     run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
     run = Run(workdir, cfg.name, f"{method}-seed{seed}", run_id=run_id, tags={

@@ -15,6 +15,7 @@ from harness.io import lock
 from harness.workdir import artifact_root, tracking_uri
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no "Creating initial MLflow database tables" chatter
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 

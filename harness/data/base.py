@@ -98,6 +98,7 @@ class DatasetBundle:
     many: int = 100
     few: int = 20
     corrupt: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # split → skipped (path, reason)
+    num_workers: int = 0  # DataLoader workers for datasets read from disk
 
     @property
     def num_classes(self) -> int:

@@ -158,5 +158,5 @@ def imagenet_lt(cfg) -> DatasetBundle:
                               channels=3, val_split="val", test_splits={"test": "test"}, metrics=long_tail_metrics,
                               many=cfg.data.shot_groups.many, few=cfg.data.shot_groups.few,
                               full_train_counts=np.bincount(entries["train"][1], minlength=num_classes))
-    bundle.num_workers = p.num_workers  # type: ignore[attr-defined]
+    bundle.num_workers = p.num_workers
     return bundle

@@ -249,5 +249,5 @@ def iwildcam(cfg) -> DatasetBundle:
     bundle = DatasetBundle("iwildcam", class_names(dataset.n_classes, categories, p.common_names), splits,
                            channels=3, val_split=p.val_split, test_splits={"test_id": "id_test", "test_ood": "test"},
                            metrics=wilds_metrics, many=cfg.data.shot_groups.many, few=cfg.data.shot_groups.few)
-    bundle.num_workers = p.num_workers  # type: ignore[attr-defined]
+    bundle.num_workers = p.num_workers
     return bundle
