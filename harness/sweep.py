@@ -42,6 +42,8 @@ from harness.workdir import resolve_workdir
 
 log = logging.getLogger("harness.sweep")
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# Workers use ask/tell with their own heartbeat thread (below), which Optuna warns about needlessly.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 ORDERING_METHODS = {
     "diverse_to_specific": "discl_diverse_to_specific",
