@@ -107,3 +107,23 @@ class Run:
 
     def end(self, status: str = "FINISHED") -> None:
         self.c.set_terminated(self.id, status=status)
+
+
+def runs_frame(c, experiment_ids: list[str]) -> pd.DataFrame:
+    """Every run of the experiments as one wide frame (``metrics.*``, ``params.*``, ``tags.*``), like the fluent
+    ``mlflow.search_runs`` but on this client's store rather than the process-global one."""
+    rows, token = [], None
+    while True:
+        page = c.search_runs(experiment_ids, max_results=1000, page_token=token)
+        for r in page:
+            rows.append({"run_id": r.info.run_id, "experiment_id": r.info.experiment_id, "status": r.info.status,
+                         "artifact_uri": r.info.artifact_uri,
+                         "start_time": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
+                         "end_time": pd.to_datetime(r.info.end_time, unit="ms", utc=True) if r.info.end_time else pd.NaT,
+                         **{f"metrics.{k}": v for k, v in r.data.metrics.items()},
+                         **{f"params.{k}": v for k, v in r.data.params.items()},
+                         **{f"tags.{k}": v for k, v in r.data.tags.items()}})
+        token = page.token
+        if not token:
+            return pd.DataFrame(rows)
+

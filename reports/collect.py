@@ -113,12 +113,12 @@ def local_artifact_root(uri: str) -> Path | None:
 
 def search_all(client, experiment: str) -> pd.DataFrame:
     """Every run of the experiment as mlflow.search_runs' wide frame (metrics.*, params.*, tags.*)."""
-    import mlflow
+    from harness.tracking import runs_frame
 
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return pd.DataFrame()
-    return mlflow.search_runs([exp.experiment_id], output_format="pandas", max_results=100_000)
+    return runs_frame(client, [exp.experiment_id])
 
 
 def is_sweep_run(frame: pd.DataFrame) -> pd.Series:
