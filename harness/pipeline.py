@@ -313,17 +313,8 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
              "stage": None, "levels": ()}
     ckpt = ckpt_dir / "checkpoint.pt" if ckpt_dir else None
     if ckpt and ckpt.exists():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-        trainer.load_state(saved["trainer"])
-        rng.bit_generator.state = saved["rng"]
-        state = saved["state"]
-        state["levels"] = tuple(state["levels"])
+        state = resume(ckpt, trainer, rng, run)
         log.info("resuming %s seed %d at epoch %d", method_name, seed, state["epoch"])
-        if run is not None:
-            logged = {m.step for m in run.c.get_metric_history(run.id, "train/loss")}
-            for row in state["history"]:
-                if row["epoch"] not in logged:
-                    run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
 
     from tqdm.auto import tqdm
 
@@ -354,23 +345,53 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
         state["epoch"] = epoch + 1
         bar.set_postfix(loss=f"{loss:.3f}", val=f"{score:.3f}", lam=lam)
         if ckpt:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(ckpt) as tmp:
-                torch.save({"trainer": trainer.state(), "rng": rng.bit_generator.state, "state": state}, tmp)
+            save_checkpoint(ckpt, trainer, rng, state)
         if run is not None:  # after the checkpoint: a resumed run re-logs only epochs MLflow lacks
-            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            log_row(run, row)
         if on_epoch is not None:
             on_epoch(epoch, row)
 
     if state["best_state"] is not None:
         trainer.model.load_state_dict(state["best_state"])
-    predictions, test_metrics = {}, {}
-    for name, split in {**data.test_splits, "val": data.val_split}.items():
-        metrics, preds = evaluate_split(trainer.model, data, split, device, data.num_workers)
-        predictions[split] = preds
-        if name != "val":
-            test_metrics.update({f"{name}/{k}": v for k, v in metrics.items()})
+    test_metrics, predictions = evaluate_final(trainer.model, data, device)
     val_metrics = {k: v for k, v in state["history"][state["best_epoch"]].items() if k.startswith("val/")} \
         if state["best_epoch"] >= 0 else {}
     return RunResult(method_name, seed, run.id if run else None, test_metrics, val_metrics, state["best_epoch"],
                      state["stages"], predictions, state["history"])
+
+
+def evaluate_final(model, data: DatasetBundle, device) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
+    """Test metrics of the selected model (named by report split, e.g. ``test_ood/f1_macro``) and the predictions
+    of every test split and the validation split."""
+    predictions, test_metrics = {}, {}
+    for name, split in {**data.test_splits, "val": data.val_split}.items():
+        metrics, preds = evaluate_split(model, data, split, device, data.num_workers)
+        predictions[split] = preds
+        if name != "val":
+            test_metrics.update({f"{name}/{k}": v for k, v in metrics.items()})
+    return test_metrics, predictions
+
+
+def log_row(run, row: dict) -> None:
+    run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+
+
+def save_checkpoint(path: Path, trainer: Trainer, rng: np.random.Generator, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save({"trainer": trainer.state(), "rng": rng.bit_generator.state, "state": state}, tmp)
+
+
+def resume(path: Path, trainer: Trainer, rng: np.random.Generator, run=None) -> dict:
+    """Restore a run's training state from its last checkpoint; log to MLflow the epochs it does not have yet."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    trainer.load_state(saved["trainer"])
+    rng.bit_generator.state = saved["rng"]
+    state = saved["state"]
+    state["levels"] = tuple(state["levels"])
+    if run is not None:
+        logged = {m.step for m in run.c.get_metric_history(run.id, "train/loss")}
+        for row in state["history"]:
+            if row["epoch"] not in logged:
+                log_row(run, row)
+    return state
