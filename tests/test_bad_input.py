@@ -1,0 +1,77 @@
+"""Bad input: property tests of the split-file parser; corrupt and truncated images skipped, counted, or refused."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fakes import write_fake_imagenet_lt
+from harness.config import load_config
+from harness.data import load_dataset
+from harness.data.base import DataError
+from harness.data.imagenet_lt import inside_root, read_split
+from harness.data.verify import drop_corrupt
+
+segment = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Zs", "Cc")), min_size=1, max_size=8)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.lists(segment, min_size=1, max_size=4), st.integers(-3, 10**6)), max_size=20))
+def test_split_parser_accepts_exactly_the_safe_lines(tmp_path, entries):
+    """Every line either parses to the same (path, label), or the file is refused with a DataError naming a line."""
+    path = tmp_path / "split.txt"
+    lines = [f"{'/'.join(parts)} {label}" for parts, label in entries]
+    path.write_text("\n".join(lines) + "\n")
+    safe = all(inside_root("/".join(parts)) and label >= 0 for parts, label in entries)
+    try:
+        rels, labels, numbers = read_split(path)
+    except DataError as e:
+        assert not safe and "line" in str(e) and "\n" not in str(e)
+        return
+    assert safe
+    assert rels == ["/".join(parts) for parts, _ in entries]
+    assert labels.tolist() == [label for _, label in entries]
+    for rel in rels:  # nothing accepted can leave the root once joined
+        resolved = (tmp_path / "root" / rel).resolve()
+        assert resolved.is_relative_to((tmp_path / "root").resolve())
+
+
+@pytest.mark.parametrize("rel", ["../etc/passwd", "/etc/passwd", "train/../../x.JPEG", "C:/x.JPEG", "a/../../b"])
+def test_escaping_paths_are_refused(tmp_path, rel):
+    path = tmp_path / "split.txt"
+    path.write_text(f"train/n0/ok.JPEG 0\n{rel} 1\n")
+    with pytest.raises(DataError, match="line 2.*escapes the data root"):
+        read_split(path)
+
+
+@pytest.fixture()
+def imagenet_with_bad_images(tmp_path):
+    root = write_fake_imagenet_lt(tmp_path / "imagenet", counts=(30, 25, 21, 10, 5), val_per_class=2,
+                                  test_per_class=2)
+    train = sorted((root / "train").rglob("*.JPEG"))
+    truncated, garbage = train[3], train[7]
+    truncated.write_bytes(truncated.read_bytes()[: len(truncated.read_bytes()) // 2])
+    garbage.write_bytes(b"not an image at all")
+    cfg = load_config("imagenet_lt_discl_tiny", [f"data.root={root}"])
+    return cfg, {str(truncated), str(garbage)}, tmp_path / "cache"
+
+
+def test_corrupt_images_are_skipped_and_listed(imagenet_with_bad_images):
+    cfg, bad, cache = imagenet_with_bad_images
+    data = load_dataset(cfg)
+    n_train = len(data.train)
+    data = drop_corrupt(data, max_fraction=0.1, cache_dir=cache, progress=False)
+    dropped = {path for path, _ in data.corrupt.get("train", [])}
+    assert dropped == bad
+    assert len(data.train) == n_train - 2 and not bad & {str(p) for p in data.train.paths}
+    assert all(reason for _, reason in data.corrupt["train"])
+    again = drop_corrupt(load_dataset(cfg), max_fraction=0.1, cache_dir=cache, progress=False)  # cached scan
+    assert {p for p, _ in again.corrupt["train"]} == bad
+
+
+def test_too_many_corrupt_images_fail_with_a_list(imagenet_with_bad_images):
+    cfg, bad, cache = imagenet_with_bad_images
+    with pytest.raises(DataError, match=r"2 of \d+ train images are unreadable.*max_corrupt_fraction=0.001") as e:
+        drop_corrupt(load_dataset(cfg), max_fraction=0.001, cache_dir=cache, progress=False)
+    assert all(Path(p).name in str(e.value) for p in bad)
