@@ -48,12 +48,16 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from harness import distributed
     from harness.runner import run_experiment, summary_table
 
     cfg = load_config(args.experiment, args.overrides)
     workdir = resolve_workdir(args.workdir)
+    distributed.init_from_env()  # under torchrun: one DDP rank of each run
     results = run_experiment(cfg, workdir, args.method or None, args.seed or None, progress=not args.quiet,
                              force=args.force)
+    if not distributed.is_main():
+        return 0
     print()
     print(f"experiment {cfg.name}: test metrics (%), mean ± std over seeds")
     print(summary_table(results).to_string())

@@ -1,13 +1,17 @@
 """Sharded generation under ``torchrun`` / ``accelerate launch``: which shard this process owns, its device, the
 locks that let the ranks run in parallel while an independent job still cannot generate the same pool, and
 rank 0's wait for the other shards. Shards meet through the pool folder (a shared file system across nodes),
-so no process group is needed.
+so generation needs no process group.
+
+Training under ``torchrun`` (DDP) does: ``init_from_env`` starts it, and ``rank``/``world``/``is_main``/
+``barrier``/``share`` are no-ops in a one-process run.
 """
 from __future__ import annotations
 
 import logging
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -15,6 +19,53 @@ import torch
 from harness.io import lock
 
 log = logging.getLogger("harness")
+
+# Ranks > 0 wait in a barrier while rank 0 scores the synthetic pool, which can take hours at paper scale.
+PROCESS_GROUP_TIMEOUT = timedelta(hours=12)
+
+
+def init_from_env() -> None:
+    """Join torchrun's process group (nccl on GPUs, gloo on CPUs) when WORLD_SIZE > 1; a no-op otherwise."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1 or dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=PROCESS_GROUP_TIMEOUT)
+
+
+def active() -> bool:
+    """Whether this process trains as one rank of several."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return torch.distributed.get_rank() if active() else 0
+
+
+def world() -> int:
+    return torch.distributed.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if active():
+        torch.distributed.barrier()
+
+
+def share(obj):
+    """Rank 0's ``obj`` on every rank (any picklable value)."""
+    if not active():
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def rank_world() -> tuple[int, int]:

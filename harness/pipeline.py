@@ -22,7 +22,7 @@ from harness.curriculum import Curriculum, StageContext, stage_of_epoch, summari
 from harness.data import DatasetBundle, load_dataset
 from harness.data.verify import drop_corrupt
 from harness.data.base import FileImages, LabeledImages, TensorImages, to_tensor01
-from harness.distributed import generation_lock, local_device, wait_for_shards
+from harness.distributed import generation_lock, is_main, local_device, wait_for_shards
 from harness.evaluate import class_probs, evaluate_split, predict
 from harness.filter import acceptance_by_level, apply_filter, score_pool
 from harness.hard_samples import select_hard
@@ -295,7 +295,8 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
     seed_everything(seed)
     model = build_model(cfg, data.num_classes, data.channels, data.class_names)
     model.load_state_dict(prep.base_state)
-    trainer = Trainer(model, cfg.train, cfg.train.epochs, log_prior(data), seed, device, data.num_workers)
+    trainer = Trainer(model, cfg.train, cfg.train.epochs, log_prior(data), seed, device, data.num_workers,
+                      distributed=True)  # one DDP rank under torchrun; the base model trains in one process
     trainer.current_epoch = 0
     rng = np.random.default_rng(seed)
     levels = tuple(sorted(cfg.curriculum.adaptive_levels if method.adaptive and cfg.curriculum.adaptive_levels
@@ -344,7 +345,7 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
             state["best_state"] = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
         state["epoch"] = epoch + 1
         bar.set_postfix(loss=f"{loss:.3f}", val=f"{score:.3f}", lam=lam)
-        if ckpt:
+        if ckpt and is_main():  # DDP ranks hold the same state; rank 0 writes it
             save_checkpoint(ckpt, trainer, rng, state)
         if run is not None:  # after the checkpoint: a resumed run re-logs only epochs MLflow lacks
             log_row(run, row)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from harness import distributed as dist
 from harness import plots
 from harness.config import Config, stable_hash
 from harness.filter import acceptance_by_level
@@ -70,10 +71,13 @@ def log_run_outputs(run: Run, cfg: Config, prep: Prepared, result: RunResult, gr
 
 def run_experiment(cfg: Config, workdir: Path, methods: list[str] | None = None, seeds: list[int] | None = None,
                    progress: bool = True, tags: dict | None = None, force: bool = False) -> pd.DataFrame:
-    """Every (method, seed); returns one row per run with its test metrics and MLflow run id."""
+    """Every (method, seed); returns one row per run with its test metrics and MLflow run id.
+
+    Under torchrun (DDP) every rank trains each run in lockstep; rank 0 decides what to run, scores the pool,
+    tracks in MLflow and writes checkpoints, and only its rows are complete."""
     methods, seeds = methods or cfg.methods, seeds if seeds is not None else cfg.seeds
     todo, rows = [], []
-    for m in methods:
+    for m in methods if dist.is_main() else ():
         h = run_config_hash(cfg, m)
         for s in seeds:
             done = None if force else finished_run(workdir, cfg, m, s, h)
@@ -83,10 +87,11 @@ def run_experiment(cfg: Config, workdir: Path, methods: list[str] | None = None,
                              **{k: v for k, v in done.data.metrics.items() if k.startswith("test")}})
             else:
                 todo.append((m, s, h))
+    todo = dist.share(todo)
     if todo:
-        prep = prepare(cfg, workdir, sorted({m for m, _, _ in todo}), progress=progress)
+        prep = prepare_all_ranks(cfg, workdir, sorted({m for m, _, _ in todo}), progress)
         grid_path = None
-        if prep.pool_dir is not None and len(prep.pool):
+        if prep.pool_dir is not None and len(prep.pool) and dist.is_main():
             grid_path = Path(tempfile.mkdtemp()) / "grid.png"
             fig = plots.spectrum_grid(prep.pool, prep.pool_dir, prep.data.train)
             fig.savefig(grid_path, dpi=110)
@@ -96,9 +101,22 @@ def run_experiment(cfg: Config, workdir: Path, methods: list[str] | None = None,
     return pd.DataFrame(rows)
 
 
+def prepare_all_ranks(cfg: Config, workdir: Path, methods: list[str], progress: bool) -> Prepared:
+    """Each rank generates its shard; only rank 0 scores, so the others then load its scored pool from the cache."""
+    prep = prepare(cfg, workdir, methods, progress=progress and dist.is_main(), rank=dist.rank(), world=dist.world())
+    dist.barrier()
+    if not dist.is_main() and prep.pool_dir is not None:
+        prep = prepare(cfg, workdir, methods, progress=False)
+    return prep
+
+
 def run_one(cfg: Config, workdir: Path, prep: Prepared, method: str, seed: int, config_hash: str,
             grid_path: Path | None, progress: bool, tags: dict | None = None, force: bool = False) -> dict:
     ckpt_dir = cache_dir(workdir) / "runs" / f"{cfg.name}-{method}-seed{seed}-{config_hash}"
+    if not dist.is_main():  # a DDP rank: train in lockstep with rank 0, which tracks and checkpoints
+        dist.barrier()  # rank 0 has cleared (force) or kept the checkpoint
+        result = fine_tune(prep, method, seed, None, ckpt_dir, progress=False)
+        return {"method": method, "seed": seed, "run_id": None, "cached": False, **result.test_metrics}
     if force and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)  # a forced rerun starts from the base model, in a new MLflow run
     run_id_file = ckpt_dir / "run_id"
@@ -117,6 +135,7 @@ def run_one(cfg: Config, workdir: Path, prep: Prepared, method: str, seed: int, 
                          "hard/count": len(prep.hard), "spectrum/generated": len(prep.pool),
                          "spectrum/kept": int(prep.pool.keep.sum()) if len(prep.pool) else 0,
                          **{f"time/{k}": v for k, v in prep.timings.items()}})
+    dist.barrier()
     try:
         result = fine_tune(prep, method, seed, run, ckpt_dir, progress)
         log_run_outputs(run, cfg, prep, result, grid_path)

@@ -1,0 +1,108 @@
+"""`harness run` under torchrun (DDP over 2 CPU processes, gloo): each rank trains on its own half of every epoch,
+gradients are averaged, and only rank 0 tracks the run in MLflow."""
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from harness.config import OptimConfig
+from harness.data.base import TensorImages
+from harness.train import Part, Trainer, batches, rank_shard
+
+N, PER_RANK_BATCH = 8, 2
+OPT = OptimConfig(epochs=2, batch_size=PER_RANK_BATCH, lr=0.1, optimizer="adam")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny_part() -> Part:
+    """Image i is filled with the value i, so a batch says which samples it holds."""
+    images = torch.arange(N, dtype=torch.float32).view(N, 1, 1, 1).expand(N, 1, 2, 2) / N
+    return Part(TensorImages(images, np.arange(N) % 3, [str(i) for i in range(N)]), np.arange(N))
+
+
+class OwnLoss(torch.nn.Sequential):
+    """A model that trains with its own objective (as FLYP does), so it bypasses DDP's forward."""
+
+    def loss(self, x, y):
+        return torch.nn.functional.cross_entropy(self(x), y)
+
+
+def tiny_model(own_loss: bool = False) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return (OwnLoss if own_loss else torch.nn.Sequential)(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+
+
+def train(opt: OptimConfig, distributed: bool, own_loss: bool = False) -> tuple[Trainer, list[float]]:
+    trainer = Trainer(tiny_model(own_loss), opt, opt.epochs, None, seed=0, device=torch.device("cpu"),
+                      distributed=distributed)
+    return trainer, [trainer.train_epoch([tiny_part()], epoch) for epoch in range(opt.epochs)]
+
+
+def ddp_worker(rank: int, port: int, out: str, own_loss: bool) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    from harness import distributed
+
+    distributed.init_from_env()
+    seen = [int(v) for x, _ in batches([tiny_part()], PER_RANK_BATCH, torch.Generator().manual_seed(0),
+                                       torch.device("cpu"), rank=rank, world=2) for v in (x[:, 0, 0, 0] * N).round()]
+    trainer, losses = train(OPT, distributed=True, own_loss=own_loss)
+    assert trainer.world == 2 and (trainer.net is trainer.model) == own_loss  # DDP wraps unless the model has a loss
+    torch.save({"seen": seen, "losses": losses, "model": trainer.state()["model"]}, f"{out}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("own_loss", [False, True])
+def test_two_ranks_match_one_process_with_the_global_batch(tmp_path, own_loss):
+    torch.multiprocessing.spawn(ddp_worker, args=(free_port(), str(tmp_path), own_loss), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert len(r0["seen"]) == len(r1["seen"]) == N // 2 and sorted(r0["seen"] + r1["seen"]) == list(range(N))
+    for k in r0["model"]:
+        assert torch.equal(r0["model"][k], r1["model"][k]), k  # gradients were averaged: ranks never drift
+    one, losses = train(OptimConfig(**{**vars(OPT), "batch_size": 2 * PER_RANK_BATCH}), False, own_loss)
+    for k, v in one.model.state_dict().items():
+        assert torch.allclose(r0["model"][k], v, atol=1e-6), k
+    assert r0["losses"] == r1["losses"] and np.allclose(r0["losses"], losses, atol=1e-6)
+    assert not torch.equal(one.model.state_dict()["1.weight"], tiny_model().state_dict()["1.weight"])
+
+
+def test_shards_pad_to_equal_length():
+    shards = [rank_shard(torch.arange(7), r, 3) for r in range(3)]
+    assert [len(s) for s in shards] == [3, 3, 3] and set(torch.cat(shards).tolist()) == set(range(7))
+
+
+QUICK = ["--set", "base.epochs=1", "--set", "generator.params.train_steps=3", "--set", "scorer.params.epochs=1",
+         "--set", "spectrum.seeds=2", "--set", "spectrum.steps=4", "--set", "spectrum.batch_size=16",
+         "--set", "spectrum.levels=[0.0, 0.5]", "--set", "curriculum.levels=[0.0, 0.5]",
+         "--set", "curriculum.adaptive_levels=[0.5]", "--set", "train.epochs=2", "--set", "train.curriculum_epochs=1"]
+METHODS = ["plain", "discl_diverse_to_specific"]  # the DisCL run needs rank 0's scored pool on rank 1 too
+
+
+def test_harness_run_under_torchrun(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(free_port()), "-m", "harness.cli", "run", "--experiment", "digits_lt_tiny",
+           "--seed", "0", "--quiet", "--workdir", str(tmp_path), *QUICK, *(a for m in METHODS for a in ("--method", m))]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("MLflow runs:") == 1  # only rank 0 reports
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("digits_lt_tiny")
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.method != ''")
+    assert sorted(r.info.run_name for r in runs) == [f"{m}-seed0" for m in sorted(METHODS)]  # one run each
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert {"test/acc", "test/acc_many", "test/acc_medium", "test/acc_few"} <= set(run.data.metrics)
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == [0, 1]
+    discl = next(r for r in runs if r.data.tags["method"].startswith("discl"))
+    assert client.get_metric_history(discl.info.run_id, "curriculum/synthetic")[0].value > 0  # trained on the pool
