@@ -82,7 +82,16 @@ class ClipScorer(Scorer):
             return list(prompts)
         return [self.p.prompt.format(name=self.class_names[int(y)]) for y in labels]
 
-    @torch.no_grad()
+    def embed_unique_images(self, images) -> torch.Tensor:
+        """Each distinct image embedded once: the sources repeat (one per synthetic image of a real one), as
+        equal images though not always the same object, so they are keyed by content."""
+        row: dict[tuple, int] = {}
+        keys = [(im.mode, im.size, im.tobytes()) for im in images]
+        unique = [im for key, im in zip(keys, images) if row.setdefault(key, len(row)) == len(row) - 1]
+        emb = self.embed_images(unique)
+        return emb[torch.tensor([row[key] for key in keys], dtype=torch.long, device=emb.device)]
+
+    @torch.inference_mode()
     def embed_images(self, images) -> torch.Tensor:
         out = []
         for start in range(0, len(images), self.p.batch_size):
@@ -92,7 +101,7 @@ class ClipScorer(Scorer):
             out.append(F.normalize(pooled(self.model.get_image_features(pixel_values=pixels)).float(), dim=-1))
         return torch.cat(out)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         unique = sorted(set(texts))  # many images share a prompt
         tokens = self.processor.tokenizer(unique, padding=True, truncation=True, return_tensors="pt")
@@ -104,7 +113,7 @@ class ClipScorer(Scorer):
     def score(self, images, prompts, labels, sources):
         image_emb = self.embed_images(images)
         text_emb = self.embed_texts(self.filter_prompts(prompts, labels))
-        source_emb = self.embed_images(sources)
+        source_emb = self.embed_unique_images(sources)
         text = (image_emb * text_emb).sum(-1)
         image = (image_emb * source_emb).sum(-1)
         return text.cpu().numpy().astype(np.float64), image.cpu().numpy().astype(np.float64)
