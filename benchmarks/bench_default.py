@@ -1,6 +1,8 @@
 """Wall time of the default experiment cold and warm, and of the nine-method suite, against the targets.
 
-    python benchmarks/bench_default.py [--skip-suite] [--json FILE]
+    python benchmarks/bench_default.py [--skip-suite] [--experiment NAME] [--json FILE]
+
+Rows: reference = the target budget in seconds, ratio = harness / budget, better = lower (≤ 1 meets it).
 
 Each figure is a fresh `harness run` subprocess; cold = empty workdir, warm = shared phases cached (runs forced).
 Also reports peak memory (max RSS of the child processes).
@@ -15,6 +17,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import print_table, row, write_json  # noqa: E402
 
 
 def timed_run(args: list[str]) -> tuple[float, float]:
@@ -31,27 +36,28 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-suite", action="store_true")
     ap.add_argument("--json")
+    ap.add_argument("--experiment", default="digits_lt_discl", help="the single-run experiment to time")
     args = ap.parse_args()
+    rows = measure(args.experiment, args.skip_suite)
+    print_table(rows)
+    write_json(rows, args.json)
+
+
+def measure(experiment: str = "digits_lt_discl", skip_suite: bool = False) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         wd = Path(tmp) / "wd"
-        cold, peak = timed_run(["--experiment", "digits_lt_discl", "--workdir", str(wd)])
-        rows.append({"name": "digits_lt_discl cold", "unit": "s", "harness": cold, "target": 300.0})
-        warm, _ = timed_run(["--experiment", "digits_lt_discl", "--workdir", str(wd), "--force"])
-        rows.append({"name": "digits_lt_discl warm", "unit": "s", "harness": warm, "target": 60.0})
-        if not args.skip_suite:
+        cold, peak = timed_run(["--experiment", experiment, "--workdir", str(wd)])
+        rows.append({"name": f"{experiment} cold", "unit": "s", "harness": cold, "target": 300.0})
+        warm, _ = timed_run(["--experiment", experiment, "--workdir", str(wd), "--force"])
+        rows.append({"name": f"{experiment} warm", "unit": "s", "harness": warm, "target": 60.0})
+        if not skip_suite:
             suite, peak = timed_run(["--experiment", "digits_lt_suite", "--workdir", str(Path(tmp) / "suite")])
             rows.append({"name": "digits_lt_suite cold (27 runs)", "unit": "s", "harness": suite, "target": 1200.0})
         rows.append({"name": "peak RSS of a run", "unit": "MiB", "harness": peak, "target": None})
-    print(f"{'figure':34s} {'harness':>10s} {'target':>10s} {'ratio':>7s}")
-    for r in rows:
-        r.update(reference=r["target"], better="lower",
-                 ratio=(r["harness"] / r["target"]) if r["target"] else None)
-        ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
-        target = f"{r['target']:.0f}" if r["target"] else "-"
-        print(f"{r['name']:34s} {r['harness']:10.1f} {target:>10s} {ratio:>7s}   ({r['unit']}; ratio < 1 meets the target)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return [row(r["name"], r["unit"], r["harness"], r["target"],
+                r["harness"] / r["target"] if r["target"] else None, 1.0 if r["target"] else None, "lower")
+            for r in rows]
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ FIELDS = ("name", "unit", "harness", "reference", "ratio", "target", "better")
 
 
 def row(name: str, unit: str, harness, reference, ratio, target, better: str) -> dict:
-    """One figure. ``ratio`` is oriented so that ``better`` says which way is good, and ``target`` bounds it."""
+    """One figure. ``ratio`` is harness / reference; ``better`` says which way is good for the values and the
+    ratio, and ``target`` is the bound on the ratio."""
     assert better in ("higher", "lower"), better
     return dict(zip(FIELDS, (name, unit, harness, reference, ratio, target, better)))
 
