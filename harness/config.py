@@ -442,6 +442,13 @@ def stable_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
+def data_identity(cfg: Config) -> dict[str, Any]:
+    """The data settings that decide which images a dataset holds: the key of caches built from the data alone
+    (a new unrelated ``data`` field, or a different corrupt-image tolerance, must not retrain the generator)."""
+    d = cfg.data
+    return {"name": d.name, "root": d.root, "image_size": d.image_size, "split_seed": d.split_seed, "params": d.params}
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():

@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from harness.config import build, stable_hash
+from harness.config import build, data_identity, stable_hash
 from harness.data.base import to_tensor01
 from harness.generators.base import GenerationItem, Generator, strength_timesteps
 from harness.io import atomic_path, lock, write_json
@@ -89,7 +89,7 @@ class TinyDDPM(Generator):
     @classmethod
     def from_config(cls, cfg, data, cache: Path, device="cpu") -> "TinyDDPM":
         p = build(TinyDDPMParams, cfg.generator.params, "generator.params")
-        key = stable_hash({"data": cfg.data.__dict__ | {"shot_groups": None}, "params": p.__dict__})
+        key = stable_hash({"data": data_identity(cfg), "params": p.__dict__})
         path = cache / "generator" / f"tiny_ddpm-{key}.safetensors"
         pool = data.splits.get("pool")
         if pool is None:

@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from harness.config import build, stable_hash
+from harness.config import build, data_identity, stable_hash
 from harness.data.base import to_tensor01
 from harness.generators.tiny_ddpm import random_shift
 from harness.io import atomic_path, lock
@@ -57,7 +57,7 @@ class Judge(Scorer):
     @classmethod
     def from_config(cls, cfg, data, cache: Path, device="cpu") -> "Judge":
         p = build(JudgeParams, cfg.scorer.params, "scorer.params")
-        key = stable_hash({"data": cfg.data.__dict__ | {"shot_groups": None}, "params": p.__dict__})
+        key = stable_hash({"data": data_identity(cfg), "params": p.__dict__})
         path = cache / "scorer" / f"judge-{key}.safetensors"
         pool = data.splits["pool"]
         model = SmallCNN(data.num_classes, data.channels, p.width)
