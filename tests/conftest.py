@@ -9,6 +9,12 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(autouse=True)
+def own_tracking_store(monkeypatch):
+    """A user's MLFLOW_TRACKING_URI would win over each test's --workdir store; tests use their own."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_cfg():
     from harness.config import load_config

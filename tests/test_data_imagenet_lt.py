@@ -132,7 +132,7 @@ def test_missing_root_says_what_to_stage(where, tmp_path):
         assert str(root) in message
 
 
-def test_cli_run_on_missing_root_exits_2_with_one_line(tmp_path, capsys, own_tracking_store):
+def test_cli_run_on_missing_root_exits_2_with_one_line(tmp_path, capsys):
     from harness.cli import main
 
     experiment = tmp_path / "imagenet_lt_missing.yaml"
@@ -154,14 +154,13 @@ def test_subsampling_keeps_shot_groups_of_the_full_file(fake_root, bundle):
     assert small.train_counts.tolist() == list(IMAGENET_LT_COUNTS)
 
 
-def test_tiny_experiment_end_to_end_matches_an_independent_count(tmp_path, own_tracking_store):
+def test_tiny_experiment_end_to_end_matches_an_independent_count(tmp_path):
     """`harness run --experiment imagenet_lt_discl_tiny` on a fake tree: logged accuracies overall and by shot group
     equal a count over the logged predictions with groups counted from the split file. Trimmed budgets."""
     from mlflow.tracking import MlflowClient
 
     from harness.cli import main
 
-    require_experiment("imagenet_lt_discl_tiny")
     root = write_fake_imagenet_lt(tmp_path / "data", counts=(14, 11, 6, 3, 2), val_per_class=2, test_per_class=4)
     argv = ["run", "--experiment", "imagenet_lt_discl_tiny", "--set", f"data.root={root}",
             "--set", "data.shot_groups.many=10", "--set", "data.shot_groups.few=4", "--set", "spectrum.seeds=1",
@@ -179,20 +178,3 @@ def test_tiny_experiment_end_to_end_matches_an_independent_count(tmp_path, own_t
     assert len(logged) == 20 and run.data.metrics["test/acc"] == pytest.approx(correct.mean())
     for g in ("many", "medium", "few"):
         assert run.data.metrics[f"test/acc_{g}"] == pytest.approx(correct[group == g].mean())
-
-
-def require_experiment(name):
-    """The tiny experiments come from another part of the project; until they exist, say so instead of failing."""
-    from harness.config import ConfigError, find_experiment
-
-    try:
-        find_experiment(name)
-    except ConfigError:
-        pytest.skip(f"experiment {name} not present")
-
-
-@pytest.fixture
-def own_tracking_store(monkeypatch):
-    """`mlflow.set_tracking_uri` exports MLFLOW_TRACKING_URI, which the harness then prefers over --workdir: keep
-    each CLI run of this file on its own workdir's store, and leave the variable as it was afterwards."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")

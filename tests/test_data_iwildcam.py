@@ -165,7 +165,7 @@ def test_missing_copy_says_how_to_stage_it(where, tmp_path):
     assert "iwildcam_v2.0" in message and "RELEASE_v2.0.txt" in message and "by hand" in message
 
 
-def test_cli_run_on_missing_root_exits_2_with_one_line(tmp_path, capsys, own_tracking_store):
+def test_cli_run_on_missing_root_exits_2_with_one_line(tmp_path, capsys):
     from harness.cli import main
 
     experiment = tmp_path / "iwildcam_missing.yaml"
@@ -207,14 +207,13 @@ def test_max_train_is_a_random_subset(fake_root):
     assert set(data.train.ids) < set(train_ids) and data.train.ids != train_ids.tolist()[:7]
 
 
-def test_tiny_experiment_end_to_end_matches_wilds_eval(tmp_path, own_tracking_store):
+def test_tiny_experiment_end_to_end_matches_wilds_eval(tmp_path):
     """`harness run --experiment iwildcam_discl_tiny` on a fake copy: the logged F1 and accuracy equal what wilds'
     evaluator gives on the logged predictions. One method, trimmed budgets, to stay quick on shared CPUs."""
     from mlflow.tracking import MlflowClient
 
     from harness.cli import main
 
-    require_experiment("iwildcam_discl_tiny")
     root = write_fake_iwildcam(tmp_path / "data", n_per_split=8, num_classes=4, seed=1)
     argv = ["run", "--experiment", "iwildcam_discl_tiny", "--set", f"data.root={root}", "--set", "spectrum.seeds=1",
             "--set", "spectrum.steps=4", "--set", "base.epochs=1", "--set", "train.epochs=2",
@@ -234,20 +233,3 @@ def test_tiny_experiment_end_to_end_matches_wilds_eval(tmp_path, own_tracking_st
                                      None)
         assert run.data.metrics[f"{name}/f1_macro"] == pytest.approx(expected["F1-macro_all"], abs=1e-6)
         assert run.data.metrics[f"{name}/acc"] == pytest.approx(expected["acc_avg"], abs=1e-6)
-
-
-def require_experiment(name):
-    """The tiny experiments come from another part of the project; until they exist, say so instead of failing."""
-    from harness.config import ConfigError, find_experiment
-
-    try:
-        find_experiment(name)
-    except ConfigError:
-        pytest.skip(f"experiment {name} not present")
-
-
-@pytest.fixture
-def own_tracking_store(monkeypatch):
-    """`mlflow.set_tracking_uri` exports MLFLOW_TRACKING_URI, which the harness then prefers over --workdir: keep
-    each CLI run of this file on its own workdir's store, and leave the variable as it was afterwards."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
