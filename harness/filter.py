@@ -26,7 +26,8 @@ def score_pool(scorer: Scorer, data: DatasetBundle, manifest: pd.DataFrame, pool
                       disable=not progress or todo.empty, mininterval=2):
         chunk = todo.iloc[start:start + batch_size]
         images = [Image.open(pool_dir / f).copy() for f in chunk.file]
-        sources = [data.train.raw(i) for i in chunk.source_index]
+        raw = {i: data.train.raw(i) for i in set(chunk.source_index)}  # each real image read once per chunk
+        sources = [raw[i] for i in chunk.source_index]
         text, image = scorer.score(images, list(chunk.prompt), list(chunk.label), sources)
         rows = [{"key": k, "text_score": float(t), "image_score": float(s)}
                 for k, t, s in zip(chunk.key, text, image)]

@@ -75,3 +75,18 @@ def test_missing_model_is_one_line_error(tmp_path):
     with pytest.raises(DataError) as err:
         load_clip(str(tmp_path / "no-clip-here"))
     assert "\n" not in str(err.value) and "no-clip-here" in str(err.value) and "download" in str(err.value)
+
+
+def test_repeated_sources_score_against_their_own_image():
+    """Sources come in runs (8 seeds of one real image): each synthetic image is compared with its own source,
+    exactly as when scored alone; mixed sizes take the unbatched path with the same result."""
+    s = scorer(batch_size=4)
+    real = pictures(3, seed=2)
+    images = pictures(9, seed=3) + [Image.new("RGB", (30, 20), (200, 10, 10))]
+    sources = [real[i // 3] for i in range(9)] + [real[0]]
+    labels, prompts = [i % 3 for i in range(10)], ["a photo"] * 10
+    text, image = s.score(images, prompts, labels, sources)
+    for i in range(10):
+        t1, i1 = s.score(images[i:i + 1], prompts[i:i + 1], labels[i:i + 1], sources[i:i + 1])
+        np.testing.assert_allclose([text[i], image[i]], [t1[0], i1[0]], atol=1e-5)
+    assert len({round(v, 4) for v in image}) > 3

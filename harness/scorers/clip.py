@@ -83,20 +83,33 @@ class ClipScorer(Scorer):
         return [self.p.prompt.format(name=self.class_names[int(y)]) for y in labels]
 
     def embed_unique_images(self, images) -> torch.Tensor:
-        """Each distinct image embedded once: the sources repeat (one per synthetic image of a real one), as
-        equal images though not always the same object, so they are keyed by content."""
-        row: dict[tuple, int] = {}
-        keys = [(im.mode, im.size, im.tobytes()) for im in images]
-        unique = [im for key, im in zip(keys, images) if row.setdefault(key, len(row)) == len(row) - 1]
+        """Each distinct image object embedded once: the sources repeat, one per synthetic image of a real one
+        (``score_pool`` passes the same object for the same real image)."""
+        row: dict[int, int] = {}
+        unique = []
+        for im in images:
+            if id(im) not in row:
+                row[id(im)] = len(unique)
+                unique.append(im)
         emb = self.embed_images(unique)
-        return emb[torch.tensor([row[key] for key in keys], dtype=torch.long, device=emb.device)]
+        return emb[torch.tensor([row[id(im)] for im in images], dtype=torch.long, device=emb.device)]
+
+    def pixel_batch(self, images):
+        """uint8 CHW tensors, stacked into one batch when the sizes agree (generated images do), so that CLIP's
+        image processor resizes, crops and normalizes the whole batch in a few tensor ops, on the scoring device,
+        instead of image by image through PIL."""
+        arrays = [np.asarray(im if im.mode == "RGB" else im.convert("RGB")) for im in images]
+        if len({a.shape for a in arrays}) == 1:
+            return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        return [torch.from_numpy(a.copy()).permute(2, 0, 1) for a in arrays]
 
     @torch.inference_mode()
     def embed_images(self, images) -> torch.Tensor:
         out = []
         for start in range(0, len(images), self.p.batch_size):
-            chunk = [im.convert("RGB") for im in images[start:start + self.p.batch_size]]
-            pixels = self.processor(images=chunk, return_tensors="pt").pixel_values
+            batch = self.pixel_batch(images[start:start + self.p.batch_size])
+            pixels = self.processor.image_processor(images=batch, return_tensors="pt", device=self.device,
+                                                    disable_grouping=False).pixel_values  # batched on CPU too
             pixels = pixels.to(self.device, self.model.dtype)
             out.append(F.normalize(pooled(self.model.get_image_features(pixel_values=pixels)).float(), dim=-1))
         return torch.cat(out)
