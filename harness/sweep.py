@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import logging
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -290,6 +291,35 @@ def trial_config(cfg: Config, params: dict[str, Any]) -> tuple[Config, str]:
     tcfg.methods = [method]
     validate(tcfg, "sweep trial")
     return tcfg, method
+
+
+SCHEDULE_FIELDS = ("methods", "curriculum.levels", "curriculum.adaptive_levels", "train.curriculum_epochs",
+                   "train.synthetic_scale", "train.undersample", "train.loss", "filter.threshold",
+                   "curriculum.adaptive.statistic", "curriculum.adaptive.probe_steps")
+
+
+def field(cfg: Config, dotted: str) -> Any:
+    node: Any = cfg
+    for key in dotted.split("."):
+        node = getattr(node, key)
+    return node
+
+
+def trial_overrides(cfg: Config, trial_params: dict[str, Any]) -> list[str]:
+    """``--set`` lines that make ``harness run`` train a finished trial's schedule (``trial_params``: Optuna's
+    ``FrozenTrial.params``): rerun the best one over seeds."""
+    import yaml
+
+    tcfg, _ = trial_config(cfg, suggest(optuna.trial.FixedTrial(trial_params), cfg))
+    return [f"{name}={yaml.safe_dump(field(tcfg, name), default_flow_style=True).strip().removesuffix('...').strip()}"
+            for name in SCHEDULE_FIELDS if field(tcfg, name) != field(cfg, name)]
+
+
+def rerun_command(sweep: "Sweep", trial_params: dict[str, Any], seeds: str = "[0, 1, 2]") -> str:
+    sets = [*sweep.overrides, *trial_overrides(sweep.cfg, trial_params), f"name={sweep.cfg.name}_best",
+            f"seeds={seeds}"]
+    return shlex.join(["harness", "run", "--experiment", sweep.experiment,
+                       *[a for text in sets for a in ("--set", text)]])
 
 
 def sweep_methods(cfg: Config) -> list[str]:
@@ -563,7 +593,7 @@ def finalize(sweep: Sweep, n_trials: int) -> dict[str, Any]:
         if best:
             parent.log_metrics({f"best/{o}": v for o, v in zip(sweep.objectives, best[0].values)})
             parent.set_tags({"best_trial": best[0].number, "best_run_id": best[0].user_attrs.get("mlflow_run_id")})
-            parent.log_text(best_summary_yaml(study, best, sweep.objectives), "best.yaml")
+            parent.log_text(best_summary_yaml(sweep, study, best), "best.yaml")
         paper = paper_trial(study)
         if paper is not None and paper.state == TrialState.COMPLETE:
             parent.log_metrics({f"paper/{o}": v for o, v in zip(sweep.objectives, paper.values)})
@@ -577,11 +607,12 @@ def paper_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return done[0] if done else None
 
 
-def best_summary_yaml(study: optuna.Study, best: list, objectives: list[str]) -> str:
+def best_summary_yaml(sweep: Sweep, study: optuna.Study, best: list) -> str:
     import yaml
 
-    rows = [{"trial": t.number, "values": dict(zip(objectives, t.values)), "params": t.params,
-             "method": t.user_attrs.get("method"), "mlflow_run_id": t.user_attrs.get("mlflow_run_id")}
+    rows = [{"trial": t.number, "values": dict(zip(sweep.objectives, t.values)), "params": t.params,
+             "method": t.user_attrs.get("method"), "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+             "rerun_over_seeds": rerun_command(sweep, t.params)}
             for t in best]
     return yaml.safe_dump({"study": study.study_name, "best": rows}, sort_keys=False)
 

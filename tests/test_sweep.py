@@ -103,6 +103,29 @@ def test_empty_level_subset_runs_real_only_and_adaptive_gets_its_levels():
     assert tcfg.train.loss == "balanced_softmax"
 
 
+def test_rerun_command_rebuilds_each_trials_config(tmp_path):
+    """The `--set` lines printed for the best trial give `harness run` the very config the trial trained."""
+    import shlex
+
+    cfg = load_config("digits_lt_discl")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    study.enqueue_trial(sw.paper_params(cfg))
+    for _ in range(12):
+        trial = study.ask()
+        tcfg, method = sw.trial_config(cfg, sw.suggest(trial, cfg))
+        overrides = sw.trial_overrides(cfg, trial.params)
+        assert load_config("digits_lt_discl", overrides).to_dict() == tcfg.to_dict()
+        study.tell(trial, 0.0)
+    assert sw.trial_overrides(cfg, sw.paper_params(cfg)) == ["methods=[discl_diverse_to_specific]"]
+    sweep = sw.make_sweep("digits_lt_discl", ["train.epochs=10"], tmp_path, None, "s")
+    words = shlex.split(sw.rerun_command(sweep, study.trials[1].params))
+    sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
+    rerun = load_config(words[words.index("--experiment") + 1], sets)
+    expected, _ = sw.trial_config(sweep.cfg, sw.suggest(optuna.trial.FixedTrial(study.trials[1].params), sweep.cfg))
+    assert rerun.seeds == [0, 1, 2] and rerun.name == "digits_lt_discl_best" and rerun.train.epochs == 10
+    assert {**rerun.to_dict(), "seeds": None, "name": None} == {**expected.to_dict(), "seeds": None, "name": None}
+
+
 # --------------------------------------------------------------------------- sweeps
 
 def test_few_trial_sweep_logs_parent_children_best_and_plots(workdir):
