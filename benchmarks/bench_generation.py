@@ -75,8 +75,8 @@ def tiny_ddpm_rows(quick: bool) -> list[dict]:
     from harness.generators.tiny_ddpm import TinyDDPM, build_unet
 
     torch.manual_seed(0)
-    gen = TinyDDPM(build_unet(16, 1, 10, [32, 32, 64]), 10, steps=10 if quick else 25, guidance_scale=2.0)
-    levels, seeds, n_sources = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9], (2 if quick else 8), (2 if quick else 4)
+    gen = TinyDDPM(build_unet(16, 1, 10, [32, 32, 64]), 10, steps=8 if quick else 25, guidance_scale=2.0)
+    levels, seeds, n_sources = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9], 8, 4  # 32 images per λ, as digits_lt_discl
     rng = np.random.default_rng(0)
     sources = [Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8), "L") for _ in range(n_sources)]
     work = {lam: [GenerationItem(f"src{i}", src, i, "", sample_seed(f"src{i}", lam, k))
@@ -91,10 +91,11 @@ def tiny_ddpm_rows(quick: bool) -> list[dict]:
 
     harness(), reference()
     t_ours, t_ref = interleaved(harness, reference, 1 if quick else 3)
-    same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(harness(), reference()))
+    diff = max(int(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max())
+               for a, b in zip(harness(), reference()))
     label = f"tiny_ddpm, CPU, 16x16, {gen.steps} steps, {len(levels)} levels, {n_images} images"
     print(f"{label}: harness {n_images / t_ours:.1f} images/s, reference {n_images / t_ref:.1f} images/s, "
-          f"ratio {t_ref / t_ours:.2f}x, identical pixels: {same}")
+          f"ratio {t_ref / t_ours:.2f}x, max pixel difference {diff}/255 (CPU kernels differ by batch size)")
     return [{"name": f"spectrum generation ({label})", "unit": "images/s", "harness": n_images / t_ours,
              "reference": n_images / t_ref, "ratio": t_ref / t_ours, "target": 3.0, "better": "higher"}]
 

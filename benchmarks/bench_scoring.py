@@ -54,7 +54,7 @@ def workload(n: int, size: int):
 def measure(quick: bool, n_images: int | None = None, repeats: int | None = None) -> list[dict]:
     device = torch.device("cuda" if torch.cuda.is_available() and not quick else "cpu")
     scorer, shape = build_scorer(device, quick)
-    n = n_images or (32 if quick else 256)
+    n = n_images or (128 if quick else 256)  # 16 real images × 8 samples each
     images, prompts, labels, sources = workload(n, 256)
 
     def harness():
@@ -69,7 +69,7 @@ def measure(quick: bool, n_images: int | None = None, repeats: int | None = None
             torch.cuda.synchronize()
 
     reference(), harness()  # warm-up
-    t_ours, t_ref = interleaved(harness, reference, repeats or (2 if quick else 5))
+    t_ours, t_ref = interleaved(harness, reference, repeats or (3 if quick else 5))
     return [row(f"CLIP scoring ({shape}, {n} images 256px, {device.type})", "images/s", n / t_ours, n / t_ref,
                 t_ref / t_ours, 5.0, "higher")]
 

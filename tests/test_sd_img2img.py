@@ -47,6 +47,31 @@ def test_batch_equals_one_at_a_time_and_seeds_matter(gen):
     assert np.array_equal(again, alone[0])
 
 
+def test_same_images_as_one_pipeline_call_per_item_and_each_source_encoded_once():
+    """The harness encodes each distinct source once and draws each item's posterior sample from the item's own
+    generator, so its images are the ones diffusers gives for one call per (image, λ, seed)."""
+    import torch
+    from PIL import Image
+
+    gen = make_generator(steps=5)
+    red, blue = source((220, 30, 30)), source((30, 30, 220))
+    work = [GenerationItem(f"src{i % 2}", (red, blue)[i % 2].copy(), 0, "a photo of a cat", 100 + i) for i in range(6)]
+    calls = []
+    encode = gen.pipe.vae.encode
+    gen.pipe.vae.encode = lambda x, *a, **k: calls.append(len(x)) or encode(x, *a, **k)
+    try:
+        ours = {lam: arrays(gen.generate(work, lam)) for lam in (0.4, 0.8)}
+    finally:
+        gen.pipe.vae.encode = encode
+    assert calls == [2]  # two distinct sources, one batch, reused for the second λ
+    for lam, images in ours.items():
+        for it, image in zip(work, images):
+            ref = gen.pipe(prompt=it.prompt, image=it.source.resize(gen.size, Image.BICUBIC),
+                           strength=max(1 - lam, 1 / gen.steps), num_inference_steps=gen.steps,
+                           guidance_scale=gen.guidance_scale, generator=torch.Generator().manual_seed(it.seed)).images[0]
+            assert np.abs(image - np.asarray(ref, dtype=np.int16)).max() <= 1
+
+
 def test_lambda_zero_ignores_the_source_and_high_lambda_stays_close(gen):
     red, blue = source((220, 30, 30)), source((30, 30, 220))
     text_only = arrays(gen.generate(items([5, 5], [red, blue]), lam=0.0))

@@ -12,6 +12,7 @@ pipeline does; the source image then only fixes the output size.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -103,6 +104,8 @@ class SDImg2Img(Generator):
         pipe.set_progress_bar_config(disable=True)
         scale = pipe.vae_scale_factor
         self.size = (p.width // scale * scale, p.height // scale * scale)  # what diffusers will produce
+        self.posteriors: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # source → VAE (mean, std)
+        self.max_cached_sources = 4096
 
     @classmethod
     def from_config(cls, cfg, data, cache: Path, device="cpu") -> "SDImg2Img":
@@ -134,14 +137,66 @@ class SDImg2Img(Generator):
         noise = randn_tensor(shape, generator=generators, device=self.device, dtype=self.pipe.unet.dtype)
         return noise * self.pipe.scheduler.init_noise_sigma
 
+    @staticmethod
+    def source_key(item: GenerationItem) -> tuple:
+        """An item's source by content, not only by id: one generator may see two datasets."""
+        im = item.source
+        return item.source_id, im.mode, im.size, hashlib.blake2b(im.tobytes(), digest_size=16).digest()
+
+    def source_posteriors(self, items: list[GenerationItem]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of the VAE posterior of each item's source, one row per item. A spectrum repeats each
+        source seeds × levels times; diffusers would encode it once per item, one image at a time. Here each
+        distinct source is encoded once, in batches, and kept for the next λ."""
+        keys = [self.source_key(it) for it in items]
+        first = {k: it.source for k, it in zip(reversed(keys), reversed(items))}
+        missing = [k for k in dict.fromkeys(keys) if k not in self.posteriors]
+        if missing:
+            pixels = self.pipe.image_processor.preprocess(
+                [first[k].convert("RGB").resize(self.size, Image.BICUBIC) for k in missing]).to(self.device)
+            vae = self.pipe.vae
+            upcast = vae.config.force_upcast and vae.dtype == torch.float16  # SDXL's VAE overflows in fp16
+            if upcast:
+                vae.to(dtype=torch.float32)
+            try:
+                for start in range(0, len(missing), 16):
+                    dist = vae.encode(pixels[start:start + 16].to(vae.dtype)).latent_dist
+                    for k, mean, std in zip(missing[start:start + 16], dist.mean, dist.std):
+                        self.posteriors[k] = (mean, std)
+            finally:
+                if upcast:
+                    vae.to(dtype=self.pipe.unet.dtype)
+            while len(self.posteriors) > self.max_cached_sources:
+                self.posteriors.pop(next(iter(self.posteriors)))
+        mean, std = zip(*(self.posteriors[k] for k in keys))
+        return torch.stack(mean), torch.stack(std)
+
+    def source_latents(self, items: list[GenerationItem], generators: list[torch.Generator]) -> torch.Tensor:
+        """Exactly what the pipeline's ``prepare_latents`` would start from, item by item: a posterior sample
+        drawn from the item's own generator (so the noise drawn after it is the same too), then scaled."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        mean, std = self.source_posteriors(items)
+        draws = torch.cat([randn_tensor((1, *mean.shape[1:]), generator=g, device=mean.device, dtype=mean.dtype)
+                           for g in generators])
+        latents = (mean + std * draws).to(self.pipe.unet.dtype)
+        cfg = self.pipe.vae.config
+        if getattr(cfg, "latents_mean", None) is not None and getattr(cfg, "latents_std", None) is not None:
+            shift = torch.tensor(cfg.latents_mean, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+            spread = torch.tensor(cfg.latents_std, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+            return (latents - shift) * cfg.scaling_factor / spread
+        return cfg.scaling_factor * latents
+
     @torch.no_grad()
     def generate(self, items: list[GenerationItem], lam: float) -> list[Image.Image]:
         if not items:
             return []
-        sources = [it.source.convert("RGB").resize(self.size, Image.BICUBIC) for it in items]
         # CPU generators: the same seed gives the same noise on any device
         generators = [torch.Generator().manual_seed(it.seed) for it in items]
-        latents = self.text_only_latents(generators) if lam == 0 else None
+        if lam == 0:  # text-only: the pipeline starts from our noise and never looks at the image
+            latents = self.text_only_latents(generators)
+            sources = torch.zeros_like(latents)
+        else:  # a 4-channel image is taken as the encoded source
+            latents, sources = None, self.source_latents(items, generators)
         strength = max(1.0 - lam, 1.0 / self.steps)  # diffusers needs ≥ 1 step: a high λ runs the last one
         negative = [self.p.negative_prompt] * len(items) if self.p.negative_prompt else None
         out = self.pipe(prompt=[it.prompt for it in items], image=sources, strength=strength,
