@@ -660,6 +660,15 @@ def worker_command(sweep: Sweep, n_trials: int, index: int) -> list[str]:
     return cmd
 
 
+def worker_env(n_workers: int) -> dict[str, str]:
+    """Local workers share this machine's cores: each gets its share as torch's thread count (unless
+    OMP_NUM_THREADS is set), rather than every worker starting a thread per core and all of them thrashing."""
+    env = dict(os.environ)
+    if "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // n_workers))
+    return env
+
+
 def run_workers(sweep: Sweep, n_trials: int, n_workers: int, say=print, poll_s: float = 3.0,
                 max_restarts: int | None = None) -> None:
     """K local worker processes; a worker that dies while trials remain is restarted (its trial is retried)."""
@@ -670,7 +679,8 @@ def run_workers(sweep: Sweep, n_trials: int, n_workers: int, say=print, poll_s: 
 
     def start(i: int) -> None:
         out = open(log_dir / f"worker-{i}.log", "ab")
-        procs[i] = subprocess.Popen(worker_command(sweep, n_trials, i), stdout=out, stderr=subprocess.STDOUT)
+        procs[i] = subprocess.Popen(worker_command(sweep, n_trials, i), stdout=out, stderr=subprocess.STDOUT,
+                                    env=worker_env(n_workers))
         out.close()
 
     for i in range(n_workers):

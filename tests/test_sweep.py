@@ -250,3 +250,14 @@ def test_four_workers_on_postgresql_finish_exactly_n(workdir):
     url = postgres_url()
     study = f"pg-{os.getpid()}-{int(time.time())}"  # the database outlives the test's workdir
     run_concurrent(workdir, make(workdir, study, storage=url), 5, 4)
+
+
+def test_local_workers_split_the_cores(monkeypatch):
+    import os
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = len(os.sched_getaffinity(0))
+    assert sw.worker_env(1)["OMP_NUM_THREADS"] == str(cores)
+    assert sw.worker_env(4 * cores)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert sw.worker_env(4)["OMP_NUM_THREADS"] == "3"  # the user's choice wins
