@@ -64,6 +64,15 @@ def test_same_images_as_one_pipeline_call_per_item_and_each_source_encoded_once(
     finally:
         gen.pipe.vae.encode = encode
     assert calls == [2]  # two distinct sources, one batch, reused for the second λ
+    gen.posteriors.clear()
+    gen.cached_bytes, gen.cache_bytes = 0, 0  # a full cache: each batch still encodes each source once
+    calls.clear()
+    gen.pipe.vae.encode = lambda x, *a, **k: calls.append(len(x)) or encode(x, *a, **k)
+    try:
+        uncached = arrays(gen.generate(work, 0.4)) + arrays(gen.generate(work, 0.8))
+    finally:
+        gen.pipe.vae.encode = encode
+    assert calls == [2, 2] and all(np.array_equal(a, b) for a, b in zip(uncached, ours[0.4] + ours[0.8]))
     for lam, images in ours.items():
         for it, image in zip(work, images):
             ref = gen.pipe(prompt=it.prompt, image=it.source.resize(gen.size, Image.BICUBIC),

@@ -104,8 +104,8 @@ class SDImg2Img(Generator):
         pipe.set_progress_bar_config(disable=True)
         scale = pipe.vae_scale_factor
         self.size = (p.width // scale * scale, p.height // scale * scale)  # what diffusers will produce
-        self.posteriors: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # source → VAE (mean, std)
-        self.max_cached_sources = 4096
+        self.posteriors: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # source → VAE (mean, std), CPU
+        self.cached_bytes, self.cache_bytes = 0, 2 << 30  # ImageNet-LT's 1643 sources at 512×512: ≈ 215 MB
 
     @classmethod
     def from_config(cls, cfg, data, cache: Path, device="cpu") -> "SDImg2Img":
@@ -146,29 +146,31 @@ class SDImg2Img(Generator):
     def source_posteriors(self, items: list[GenerationItem]) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) of the VAE posterior of each item's source, one row per item. A spectrum repeats each
         source seeds × levels times; diffusers would encode it once per item, one image at a time. Here each
-        distinct source is encoded once, in batches, and kept for the next λ."""
+        distinct source in a batch is encoded once, and kept (on the CPU, up to ``cache_bytes``) for the next λ."""
         keys = [self.source_key(it) for it in items]
         first = {k: it.source for k, it in zip(reversed(keys), reversed(items))}
-        missing = [k for k in dict.fromkeys(keys) if k not in self.posteriors]
-        if missing:
-            pixels = self.pipe.image_processor.preprocess(
-                [first[k].convert("RGB").resize(self.size, Image.BICUBIC) for k in missing]).to(self.device)
-            vae = self.pipe.vae
-            upcast = vae.config.force_upcast and vae.dtype == torch.float16  # SDXL's VAE overflows in fp16
-            if upcast:
-                vae.to(dtype=torch.float32)
-            try:
-                for start in range(0, len(missing), 16):
-                    dist = vae.encode(pixels[start:start + 16].to(vae.dtype)).latent_dist
-                    for k, mean, std in zip(missing[start:start + 16], dist.mean, dist.std):
+        found = {k: self.posteriors[k] for k in first if k in self.posteriors}
+        missing = [k for k in first if k not in found]
+        vae = self.pipe.vae
+        upcast = vae.config.force_upcast and vae.dtype == torch.float16  # SDXL's VAE overflows in fp16
+        if missing and upcast:
+            vae.to(dtype=torch.float32)
+        try:
+            for start in range(0, len(missing), 16):
+                batch = missing[start:start + 16]
+                pixels = self.pipe.image_processor.preprocess(
+                    [first[k].convert("RGB").resize(self.size, Image.BICUBIC) for k in batch])
+                dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
+                for k, mean, std in zip(batch, dist.mean.cpu(), dist.std.cpu()):
+                    found[k] = (mean, std)
+                    if self.cached_bytes + 2 * mean.nbytes <= self.cache_bytes:
                         self.posteriors[k] = (mean, std)
-            finally:
-                if upcast:
-                    vae.to(dtype=self.pipe.unet.dtype)
-            while len(self.posteriors) > self.max_cached_sources:
-                self.posteriors.pop(next(iter(self.posteriors)))
-        mean, std = zip(*(self.posteriors[k] for k in keys))
-        return torch.stack(mean), torch.stack(std)
+                        self.cached_bytes += 2 * mean.nbytes
+        finally:
+            if missing and upcast:
+                vae.to(dtype=self.pipe.unet.dtype)
+        mean, std = zip(*(found[k] for k in keys))
+        return torch.stack(mean).to(self.device), torch.stack(std).to(self.device)
 
     def source_latents(self, items: list[GenerationItem], generators: list[torch.Generator]) -> torch.Tensor:
         """Exactly what the pipeline's ``prepare_latents`` would start from, item by item: a posterior sample
