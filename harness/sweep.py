@@ -318,7 +318,7 @@ def trial_overrides(cfg: Config, trial_params: dict[str, Any]) -> list[str]:
 def rerun_command(sweep: "Sweep", trial_params: dict[str, Any], seeds: str = "[0, 1, 2]") -> str:
     sets = [*sweep.overrides, *trial_overrides(sweep.cfg, trial_params), f"name={sweep.cfg.name}_best",
             f"seeds={seeds}"]
-    return shlex.join(["harness", "run", "--experiment", sweep.experiment,
+    return shlex.join(["harness", "run", "--experiment", sweep.experiment, "--workdir", str(sweep.workdir),
                        *[a for text in sets for a in ("--set", text)]])
 
 
