@@ -108,7 +108,8 @@ def cmd_sweep(args) -> int:
     print(sw.progress_line(out["study"], args.trials))
     for t in out["best"]:
         print(f"best trial {t.number}: {', '.join(f'{v:.4f}' for v in t.values)}  {t.params}")
-        print(f"  rerun it over seeds (validation picked it, so judge it on fresh seeds): {sw.rerun_command(sweep, t.params)}")
+        print("  rerun it over seeds (validation picked it, so judge it on fresh seeds): "
+              + sw.rerun_command(sweep, t.params))
     if out["paper"] is not None and out["paper"].values:
         print(f"paper's diverse→specific (trial {out['paper'].number}): "
               f"{', '.join(f'{v:.4f}' for v in out['paper'].values)}")

@@ -91,8 +91,9 @@ def generate_spectrum(generator: Generator, data: DatasetBundle, plan: list[Plan
         todo = [p for p in mine if p.lam == lam]
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
-            items = [GenerationItem(p.source_id, data.train.raw(p.source_index), p.label, p.prompt, p.seed)
-                     for p in chunk]
+            # each real image read once per batch, not once per seed
+            raw = {i: data.train.raw(i) for i in dict.fromkeys(p.source_index for p in chunk)}
+            items = [GenerationItem(p.source_id, raw[p.source_index], p.label, p.prompt, p.seed) for p in chunk]
             images = generator.generate(items, lam)
             for p, img in zip(chunk, images):
                 (pool_dir / p.file).parent.mkdir(parents=True, exist_ok=True)

@@ -147,8 +147,14 @@ class SDImg2Img(Generator):
         """(mean, std) of the VAE posterior of each item's source, one row per item. A spectrum repeats each
         source seeds × levels times; diffusers would encode it once per item, one image at a time. Here each
         distinct source in a batch is encoded once, and kept (on the CPU, up to ``cache_bytes``) for the next λ."""
-        keys = [self.source_key(it) for it in items]
-        first = {k: it.source for k, it in zip(reversed(keys), reversed(items))}
+        by_object: dict[tuple, tuple] = {}  # hash each source object once (the spectrum passes one per real image)
+        for it in items:
+            if (id(it.source), it.source_id) not in by_object:
+                by_object[id(it.source), it.source_id] = self.source_key(it)
+        keys = [by_object[id(it.source), it.source_id] for it in items]
+        first: dict[tuple, Image.Image] = {}
+        for k, it in zip(keys, items):
+            first.setdefault(k, it.source)
         found = {k: self.posteriors[k] for k in first if k in self.posteriors}
         missing = [k for k in first if k not in found]
         vae = self.pipe.vae
