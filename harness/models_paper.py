@@ -43,8 +43,19 @@ class TorchvisionResNet(Classifier):
         net.fc = nn.Identity()
         self.net = net
 
+    block: type = BasicBlock
+    layers: tuple[int, ...] = ()
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x))
+
+    @classmethod
+    def from_config(cls, cfg, num_classes: int, channels: int) -> "TorchvisionResNet":
+        p = build(ResNetParams, cfg.model.params, "model.params")
+        net = ResNet(cls.block, list(cls.layers), num_classes=num_classes)
+        if p.weights:
+            load_backbone_weights(net, p.weights)
+        return cls(net)
 
 
 @dataclass
@@ -70,26 +81,14 @@ class ResNet10(TorchvisionResNet):
     """ResNet-10: basic blocks, one per stage (torchvision's ResNet with layers [1, 1, 1, 1]). Trained from scratch,
     or started from ``base.checkpoint`` (the pipeline loads it) or ``model.params.weights``."""
 
-    @classmethod
-    def from_config(cls, cfg, num_classes: int, channels: int) -> "ResNet10":
-        p = build(ResNetParams, cfg.model.params, "model.params")
-        net = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=num_classes)
-        if p.weights:
-            load_backbone_weights(net, p.weights)
-        return cls(net)
+    block, layers = BasicBlock, (1, 1, 1, 1)
 
 
 @register_model("resnet50")
 class ResNet50(TorchvisionResNet):
     """torchvision ResNet-50 for ERM; ImageNet weights only from a local file (``model.params.weights``)."""
 
-    @classmethod
-    def from_config(cls, cfg, num_classes: int, channels: int) -> "ResNet50":
-        p = build(ResNetParams, cfg.model.params, "model.params")
-        net = ResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes)
-        if p.weights:
-            load_backbone_weights(net, p.weights)
-        return cls(net)
+    block, layers = Bottleneck, (3, 4, 6, 3)
 
 
 @dataclass
