@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from PIL import Image
 from sklearn.metrics import f1_score
+from torchvision.transforms.functional import pil_to_tensor
 
 from harness.config import build
 from harness.data.base import DataError, DatasetBundle, FileImages, to_tensor01
@@ -51,17 +52,23 @@ class IWildCamParams:
 
 
 class ReducedJpegImages(FileImages):
-    """``load`` decodes the JPEG at the smallest DCT scale still ≥ the tensor size: camera-trap frames are
-    ~1920×1080 and a full decode per epoch dominates training time. ``raw`` stays full resolution."""
+    """``load`` and ``decode`` decode the JPEG at the smallest DCT scale still ≥ the tensor size on both sides:
+    camera-trap frames are ~1920×1080 and a full decode per epoch dominates training time, while CLIP's
+    preprocessing brings the shorter side down to the tensor size anyway. ``raw`` stays full resolution."""
 
-    def load(self, i: int) -> torch.Tensor:
+    def reduced(self, i: int) -> Image.Image:
         try:
             with Image.open(self.paths[i]) as img:
                 img.draft("RGB", (self.size, self.size))
-                img = img.convert("RGB")
+                return img.convert("RGB")
         except (OSError, SyntaxError) as e:
             raise DataError(f"cannot read image {self.paths[i]}: {e}") from None
-        return to_tensor01(img, self.size, self.channels)
+
+    def load(self, i: int) -> torch.Tensor:
+        return to_tensor01(self.reduced(i), self.size, self.channels)
+
+    def decode(self, i: int) -> torch.Tensor:
+        return pil_to_tensor(self.reduced(i))
 
 
 # --------------------------------------------------------------------------- layout checks
