@@ -399,6 +399,25 @@ def validate(cfg: Config, path: Path | str = "config") -> None:
             registry.get_method(m)
     except registry.UnknownNameError as e:
         bad(str(e))
+    validate_metric_names(cfg, bad)
+
+
+def validate_metric_names(cfg: Config, bad) -> None:
+    """``train.select_on`` and the sweep objectives name metrics the dataset logs on validation (declared at
+    ``@register_dataset``): a misspelt name would otherwise select the last epoch silently."""
+    import difflib
+
+    from harness.registry import validation_metrics
+
+    known = validation_metrics(cfg.data.name)
+    named = [("train.select_on", cfg.train.select_on), ("sweep.objective", cfg.sweep.objective)]
+    named += [(f"sweep.multi_objective[{i}]", m) for i, m in enumerate(cfg.sweep.multi_objective or [])]
+    for key, name in named:
+        if name is not None and name not in known:
+            close = difflib.get_close_matches(name, known, n=2, cutoff=0.5)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            bad(f"{key}: {name!r} is not a validation metric of dataset {cfg.data.name}; {hint}"
+                f"(it logs {', '.join(known)})")
 
 
 SWEEP_ORDERINGS = ("diverse_to_specific", "specific_to_diverse", "random", "adaptive")

@@ -15,7 +15,7 @@ import numpy as np
 
 from harness.config import build
 from harness.data.base import DataError, DatasetBundle, FileImages, long_tail_metrics
-from harness.registry import register_dataset
+from harness.registry import LONG_TAIL_METRICS, register_dataset
 
 SPLITS = ("train", "val", "test")
 HOW_TO_OBTAIN = (
@@ -129,7 +129,7 @@ def subsample(n: int, size: int | None, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(n, size=size, replace=False))
 
 
-@register_dataset("imagenet_lt")
+@register_dataset("imagenet_lt", val_metrics=LONG_TAIL_METRICS)
 def imagenet_lt(cfg) -> DatasetBundle:
     p = build(ImageNetLTParams, cfg.data.params, "data.params")
     if not cfg.data.root:
