@@ -463,9 +463,11 @@ def stable_hash(obj: Any, length: int = 12) -> str:
 
 def data_identity(cfg: Config) -> dict[str, Any]:
     """The data settings that decide which images a dataset holds: the key of caches built from the data alone
-    (a new unrelated ``data`` field, or a different corrupt-image tolerance, must not retrain the generator)."""
-    d = cfg.data
-    return {"name": d.name, "root": d.root, "image_size": d.image_size, "split_seed": d.split_seed, "params": d.params}
+    (a new unrelated ``data`` field, a different corrupt-image tolerance or worker count must not retrain the
+    generator; a names file enters by its contents). See ``harness.cache_keys``."""
+    from harness.cache_keys import data_identity as identity
+
+    return identity(cfg)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -3,7 +3,7 @@ import pytest
 
 from harness.config import ConfigError, load_config
 from harness.data.iwildcam import IWildCamParams
-from harness.registry import get_dataset, validation_metrics
+from harness.registry import get_dataset
 
 
 def test_cli_refuses_a_misspelt_select_on_with_one_line(tmp_path, capsys):
@@ -19,6 +19,8 @@ def test_cli_refuses_a_misspelt_select_on_with_one_line(tmp_path, capsys):
 
 
 def test_datasets_declare_their_validation_metrics_without_loading_data():
+    from harness.registry import validation_metrics
+
     assert validation_metrics("imagenet_lt") == ["val/acc", "val/acc_many", "val/acc_medium", "val/acc_few"]
     assert validation_metrics("digits_lt") == ["val/acc", "val/acc_many", "val/acc_medium", "val/acc_few"]
     assert validation_metrics("iwildcam") == ["val/f1_macro", "val/acc"]
