@@ -73,6 +73,7 @@ class HardConfig:
     rule: str = "few_shot"  # few_shot | low_prob | k_hardest | misclassified
     threshold: float = 0.5  # low_prob: true-class probability below this
     k: int = 100  # k_hardest
+    exclude_classes: list[str] = field(default_factory=list)  # class names never hard (iWildCam: [empty])
 
 
 @dataclass
@@ -90,7 +91,8 @@ class SpectrumConfig:
     scheduler: str = "ddim"
     batch_size: int = 256
     prompt: str = "a photo of a {name}"
-    descriptions: str | None = None  # JSON {class name: [descriptions]} for richer prompts
+    descriptions: str | None = None  # JSON {class name: [descriptions]}: the prompts of the classes it lists
+    description_prefix: str = ""  # prepended to each description (the paper: "a 8k real photo: ")
 
 
 @dataclass
