@@ -76,6 +76,7 @@ class HardConfig:
     rule: str = "few_shot"  # few_shot | low_prob | k_hardest | misclassified
     threshold: float = 0.5  # low_prob: true-class probability below this
     k: int = 100  # k_hardest
+    exclude_classes: list[str] = field(default_factory=list)  # class names never hard (iWildCam: [empty])
 
 
 @dataclass
@@ -93,7 +94,8 @@ class SpectrumConfig:
     scheduler: str = "ddim"
     batch_size: int = 256
     prompt: str = "a photo of a {name}"
-    descriptions: str | None = None  # JSON {class name: [descriptions]} for richer prompts
+    descriptions: str | None = None  # JSON {class name: [descriptions]}: the prompts of the classes it lists
+    description_prefix: str = ""  # prepended to each description (the paper: "a 8k real photo: ")
 
 
 @dataclass
@@ -413,6 +415,7 @@ def validate(cfg: Config, path: Path | str = "config") -> None:
     if cfg.train.init == "pretrained" and not registry.get_model(cfg.model.name).has_pretrained(cfg):
         bad(f"train.init: pretrained, but model {cfg.model.name!r} has no pretrained weights (give "
             "model.params.weights, or train.init: base)")
+    validate_metric_names(cfg, bad)
 
 
 def check_transforms(cfg: Config, bad) -> None:
@@ -428,6 +431,24 @@ def check_transforms(cfg: Config, bad) -> None:
                          f"data.{key}")
         except TransformError as e:
             bad(str(e))
+
+
+def validate_metric_names(cfg: Config, bad) -> None:
+    """``train.select_on`` and the sweep objectives name metrics the dataset logs on validation (declared at
+    ``@register_dataset``): a misspelt name would otherwise select the last epoch silently."""
+    import difflib
+
+    from harness.registry import validation_metrics
+
+    known = validation_metrics(cfg.data.name)
+    named = [("train.select_on", cfg.train.select_on), ("sweep.objective", cfg.sweep.objective)]
+    named += [(f"sweep.multi_objective[{i}]", m) for i, m in enumerate(cfg.sweep.multi_objective or [])]
+    for key, name in named:
+        if name is not None and name not in known:
+            close = difflib.get_close_matches(name, known, n=2, cutoff=0.5)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            bad(f"{key}: {name!r} is not a validation metric of dataset {cfg.data.name}; {hint}"
+                f"(it logs {', '.join(known)})")
 
 
 SWEEP_ORDERINGS = ("diverse_to_specific", "specific_to_diverse", "random", "adaptive")
@@ -473,9 +494,11 @@ def stable_hash(obj: Any, length: int = 12) -> str:
 
 def data_identity(cfg: Config) -> dict[str, Any]:
     """The data settings that decide which images a dataset holds: the key of caches built from the data alone
-    (a new unrelated ``data`` field, or a different corrupt-image tolerance, must not retrain the generator)."""
-    d = cfg.data
-    return {"name": d.name, "root": d.root, "image_size": d.image_size, "split_seed": d.split_seed, "params": d.params}
+    (a new unrelated ``data`` field, a different corrupt-image tolerance or worker count must not retrain the
+    generator; a names file enters by its contents). See ``harness.cache_keys``."""
+    from harness.cache_keys import data_identity as identity
+
+    return identity(cfg)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -17,6 +17,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from harness.cache_keys import base_key, pool_key, scorer_key  # noqa: F401 (reports import them from here)
 from harness.config import Config, stable_hash
 from harness.curriculum import Curriculum, StageContext, stage_of_epoch, summarize_gain
 from harness.data import DatasetBundle, load_dataset
@@ -42,26 +43,6 @@ def pick_device(cfg: Config) -> torch.device:
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(cfg.device)
-
-
-def section(cfg: Config, *names: str) -> dict:
-    return {n: dataclasses.asdict(getattr(cfg, n)) for n in names}
-
-
-def base_key(cfg: Config) -> str:
-    return stable_hash(section(cfg, "data", "model", "base"))
-
-
-def pool_key(cfg: Config) -> str:
-    spectrum = dataclasses.asdict(cfg.spectrum)
-    spectrum.pop("batch_size")  # how it is batched does not change what is generated
-    # few-shot hard samples do not depend on the base model: other base settings (e.g. its loss) share the pool
-    base = stable_hash(section(cfg, "data")) if cfg.hard.rule == "few_shot" else base_key(cfg)
-    return stable_hash({"base": base, **section(cfg, "hard", "generator"), "spectrum": spectrum})
-
-
-def scorer_key(cfg: Config) -> str:
-    return stable_hash(section(cfg, "scorer"))
 
 
 @dataclass

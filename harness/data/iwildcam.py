@@ -1,7 +1,8 @@
 """``iwildcam``: iWildCam2020-WILDS (wilds 2.0), loaded through ``wilds.get_dataset`` from a copy staged by hand.
 
-Splits train, val (OOD), test (OOD), id_val and id_test, as wilds defines them; model selection on ``id_val`` by
-default (the WILDS convention), reported test splits ``test_id`` = id_test and ``test_ood`` = test. Metrics are
+Splits train, val (OOD), test (OOD), id_val and id_test, as wilds defines them; model selection on the OOD ``val``
+split by default (the WILDS convention: its iWildCam baselines select on OOD val; ``id_val`` is selectable through
+``data.params.val_split``), reported test splits ``test_id`` = id_test and ``test_ood`` = test. Metrics are
 what ``IWildCamDataset.eval`` computes: macro F1 over the classes present in y_true, and accuracy.
 
 The layout is checked before wilds sees it, so a missing or broken copy gets a one-line ``DataError`` that says
@@ -45,7 +46,7 @@ HOW_TO_STAGE = (
 
 @dataclass
 class IWildCamParams:
-    val_split: str = "id_val"  # model selection: id_val (WILDS convention) or val (OOD validation)
+    val_split: str = "val"  # model selection: val (OOD validation, the WILDS convention) or id_val
     common_names: str | None = None  # JSON mapping y → common name, overriding the shipped one
     max_per_split: int | None = None  # keep a random subset of each split (quick runs)
     num_workers: int = 0  # DataLoader workers the pipeline may use for these files
@@ -226,7 +227,7 @@ def subsample(index: np.ndarray, size: int | None, rng: np.random.Generator) -> 
     return np.sort(rng.choice(index, size=size, replace=False))
 
 
-@register_dataset("iwildcam")
+@register_dataset("iwildcam", val_metrics=("f1_macro", "acc"))  # what wilds_metrics returns
 def iwildcam(cfg) -> DatasetBundle:
     p = build(IWildCamParams, cfg.data.params, "data.params")
     if p.val_split not in ("id_val", "val"):
