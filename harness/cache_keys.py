@@ -97,7 +97,7 @@ def pool_key(cfg: Config) -> str:
     spectrum["descriptions"] = file_digest(cfg.spectrum.descriptions)
     # few-shot hard samples do not depend on the base model: other base settings (e.g. its loss) share the pool
     if cfg.hard.rule == "few_shot":
-        base = stable_hash({"data": training_data_identity(cfg),
+        base = stable_hash({"data": {**data_identity(cfg), "max_train": cfg.data.max_train},
                             "shot_groups": dataclasses.asdict(cfg.data.shot_groups)})
     else:
         base = base_key(cfg)

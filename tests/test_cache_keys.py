@@ -40,8 +40,8 @@ def test_speed_only_settings_leave_every_key_unchanged(experiment, override):
     ("base.batch_size=3", {"base"}),  # few_shot: the pool does not depend on the base model
     ("data.shot_groups.few=3", {"pool"}),  # ... but on which classes are few-shot
     ("data.image_size=12", {"base", "pool", "data"}),
-    ("data.train_transform=[RandomHorizontalFlip]", {"base"}),  # what the base model trains on
-    ("data.eval_transform=[RandomVerticalFlip]", {"base"}),  # how its training-set probabilities are measured
+    ("data.train_transform=[{Resize: {size: [16, 16]}}, RandomHorizontalFlip]", {"base"}),  # what the base model trains on
+    ("data.eval_transform=[{Resize: {size: [16, 16]}}, RandomVerticalFlip]", {"base"}),  # how its training-set probabilities are measured
 ])
 def test_settings_that_decide_the_output_change_their_keys(override, changed):
     before, after = keys("digits_lt_tiny"), keys("digits_lt_tiny", [override])
