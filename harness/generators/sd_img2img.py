@@ -23,7 +23,7 @@ from PIL import Image
 
 from harness.config import build
 from harness.data.base import DataError
-from harness.generators.base import GenerationItem, Generator
+from harness.generators.base import GenerationItem, Generator, denoising_steps
 from harness.registry import register_generator
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,14 @@ def load_pipeline(p: SDImg2ImgParams, dtype: torch.dtype):
             f"Hugging Face cache {HF_HUB_CACHE}; {type(e).__name__}). On a connected machine run "
             f"`hf download {p.model}` (or `huggingface-cli download {p.model}`) and copy its HF cache here (or set HF_HUB_CACHE), or point "
             f"generator.params.model to a folder holding the pipeline") from None
+
+
+def img2img_strength(steps: int, lam: float) -> float:
+    """The ``strength`` that makes diffusers' img2img run exactly ``denoising_steps(steps, λ)`` steps. Its
+    ``get_timesteps`` runs ``min(int(steps * strength), steps)``; passing 1 − λ itself loses a step to float
+    error (λ = 0.9 at 50 steps: 4 steps, not 5), so pass the middle of the interval that truncates to the count
+    (diffusers rejects strength > 1; the full schedule is 1.0)."""
+    return min(1.0, (denoising_steps(steps, lam) + 0.5) / steps)
 
 
 def set_scheduler(pipe, name: str) -> None:
@@ -205,7 +213,7 @@ class SDImg2Img(Generator):
             sources = torch.zeros_like(latents)
         else:  # a 4-channel image is taken as the encoded source
             latents, sources = None, self.source_latents(items, generators)
-        strength = max(1.0 - lam, 1.0 / self.steps)  # diffusers needs ≥ 1 step: a high λ runs the last one
+        strength = img2img_strength(self.steps, lam)  # exactly denoising_steps(steps, λ) steps, at least 1
         negative = [self.p.negative_prompt] * len(items) if self.p.negative_prompt else None
         out = self.pipe(prompt=[it.prompt for it in items], image=sources, strength=strength,
                         num_inference_steps=self.steps, guidance_scale=self.guidance_scale,
