@@ -108,6 +108,19 @@ def test_clip_flyp_loads_a_saved_clip(saved):
         build_model(cfg, num_classes=3, channels=3, class_names=names)
 
 
+def test_weight_variants_are_read_from_file_names(tmp_path):
+    from harness.local_weights import weight_variants
+
+    for name in ("unet/diffusion_pytorch_model.fp16.safetensors",
+                 "text_encoder_2/model.fp16-00001-of-00002.safetensors",
+                 "vae/diffusion_pytorch_model-00001-of-00002.bf16.safetensors", "model.safetensors.index.fp16.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert weight_variants(tmp_path) == ({"fp16", "bf16"}, False)
+    (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"")
+    assert weight_variants(tmp_path) == ({"fp16", "bf16"}, True)
+
+
 # ---- imagenet_lt_discl_tiny through the real loading code, in fresh processes (HF_HUB_CACHE is read at import)
 
 QUICK = ["data.shot_groups={many: 20, few: 8}", "base.epochs=1", "train.epochs=2", "train.curriculum_epochs=2",
@@ -134,8 +147,7 @@ def real_run(tmp_path_factory):
         pools = {}
         for complete in (workdir / "cache" / "pool").glob("*/complete.json"):
             info = json.loads(complete.read_text())
-            (scores,) = complete.parent.glob("scores-*.jsonl") or [None]
-            pools[info["generator"]["model"]] = (info, scores)
+            pools[info["generator"]["model"]] = (info, next(complete.parent.glob("scores-*.jsonl"), None))
         return done, pools
 
     return root, run
