@@ -28,17 +28,18 @@ def local_folder(model: str) -> Path | None:
 
 def weight_variants(folder: Path) -> tuple[set[str], bool]:
     """The variants among the weight files under ``folder`` (``model.fp16.safetensors``,
-    ``diffusion_pytorch_model.fp16-00001-of-00002.safetensors`` → fp16) and whether variant-less ones exist."""
-    variants, plain = set(), False
+    ``diffusion_pytorch_model.fp16-00001-of-00002.safetensors`` → fp16) and whether every folder holding weights
+    (each pipeline component) has variant-less ones too (the refiner's single-file checkpoint at the top does not
+    make up for a ``unet/`` with only fp16 files)."""
+    variants, plain = set(), {}
     for f in folder.rglob("*"):
         if f.suffix not in WEIGHT_SUFFIXES:
             continue
         parts = SHARD.sub("", f.stem).split(".")
         if len(parts) > 1:
             variants.add(parts[-1])
-        else:
-            plain = True
-    return variants, plain
+        plain[f.parent] = plain.get(f.parent, False) or len(parts) == 1
+    return variants, all(plain.values())
 
 
 def load_error(model: str, variant: str | None, error: Exception, key: str, hint: str) -> DataError:

@@ -117,7 +117,10 @@ def test_weight_variants_are_read_from_file_names(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     assert weight_variants(tmp_path) == ({"fp16", "bf16"}, False)
-    (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"")
+    (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"")  # plain at the top, not in unet/ and the rest
+    assert weight_variants(tmp_path) == ({"fp16", "bf16"}, False)
+    for part in ("unet", "text_encoder_2", "vae"):
+        (tmp_path / part / "diffusion_pytorch_model.safetensors").write_bytes(b"")
     assert weight_variants(tmp_path) == ({"fp16", "bf16"}, True)
 
 
