@@ -98,6 +98,7 @@ class ResNet50(TorchvisionResNet):
 @dataclass
 class FlypParams:
     model: str = "openai/clip-vit-base-patch16"  # a hub id (found in the local HF cache) or a folder
+    variant: str | None = None  # "fp16" when the copy holds only the fp16 variant files (model.fp16.safetensors)
     templates: list[str] = field(default_factory=lambda: list(IWILDCAM_TEMPLATES))
     tiny: bool = False  # a tiny random CLIP (tests, *_tiny experiments)
     tiny_seed: int = 0
@@ -134,7 +135,7 @@ class ClipFlyp(Classifier):
         from harness.scorers.clip import load_clip
 
         p = build(FlypParams, cfg.model.params, "model.params")
-        clip, processor = load_clip(p.model, p.tiny, p.tiny_seed, what="model.params.model")
+        clip, processor = load_clip(p.model, p.tiny, p.tiny_seed, what="model.params.model", variant=p.variant)
         names = list(class_names) if class_names else [f"class {i}" for i in range(num_classes)]
         return cls(clip, processor.tokenizer, names, p.templates)
 

@@ -1,12 +1,15 @@
 """The sd_img2img generator on a tiny random-weight SDXL-refiner-like pipeline (CPU, 32×32, a few steps)."""
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from harness.config import load_config
 from harness.data.base import DataError
-from harness.generators.base import GenerationItem
-from harness.generators.sd_img2img import SDImg2Img, SDImg2ImgParams, load_pipeline
+from harness.generators.base import GenerationItem, denoising_steps
+from harness.generators.sd_img2img import SDImg2Img, SDImg2ImgParams, img2img_strength, load_pipeline
 
 
 def make_generator(scheduler="ddim", steps=4, size=32):
@@ -76,7 +79,7 @@ def test_same_images_as_one_pipeline_call_per_item_and_each_source_encoded_once(
     for lam, images in ours.items():
         for it, image in zip(work, images):
             ref = gen.pipe(prompt=it.prompt, image=it.source.resize(gen.size, Image.BICUBIC),
-                           strength=max(1 - lam, 1 / gen.steps), num_inference_steps=gen.steps,
+                           strength=img2img_strength(gen.steps, lam), num_inference_steps=gen.steps,
                            guidance_scale=gen.guidance_scale, generator=torch.Generator().manual_seed(it.seed)).images[0]
             assert np.abs(image - np.asarray(ref, dtype=np.int16)).max() <= 1
 
@@ -87,6 +90,44 @@ def test_lambda_zero_ignores_the_source_and_high_lambda_stays_close(gen):
     assert np.abs(text_only[0] - text_only[1]).max() <= 1  # true text-only: the source plays no part
     guided = arrays(gen.generate(items([5, 5], [red, blue]), lam=0.9))
     assert np.abs(guided[0] - guided[1]).mean() > 5  # with image guidance the source shows through
+
+
+def paper_steps(steps, lam):
+    """⌊(1 − λ)·steps⌋ in exact arithmetic, at least 1: the step count a λ must run."""
+    return max(1, math.floor(steps * (1 - Fraction(str(lam)))))
+
+
+@pytest.mark.parametrize("scheduler, steps", [("ddim", 50), ("euler", 20), ("default", 10), ("dpm", 7)])
+def test_each_lambda_runs_its_share_of_the_denoising_steps(scheduler, steps):
+    """Counted UNet calls (classifier-free guidance batches cond + uncond into one): λ = 0.9 at 50 steps runs 5,
+    not the 4 that strength = 1 − λ = 0.0999… gives in diffusers."""
+    import torch
+
+    gen = make_generator(scheduler=scheduler, steps=steps, size=16)
+    calls = []
+
+    def unet(sample, *args, return_dict=True, **kwargs):  # counts, and predicts zero noise (no compute)
+        calls.append(len(sample))
+        return (torch.zeros_like(sample),) if not return_dict else None
+
+    gen.pipe.unet.forward = unet
+    counts = {}
+    for lam in (0.0, 0.1, 0.3, 0.5, 0.7, 0.9):
+        calls.clear()
+        gen.generate(items([3, 4], [source((120, 60, 200), size=16)] * 2), lam)
+        assert set(calls) <= {4}  # cond + uncond of both items in one call
+        counts[lam] = len(calls)
+    assert counts == {lam: paper_steps(steps, lam) for lam in counts}
+
+
+def test_strength_gives_the_step_count_for_any_lambda_and_step_count():
+    """What diffusers' ``get_timesteps`` runs for the strength we pass, over a grid of λ and step counts."""
+    for steps in range(1, 101):
+        for k in range(0, 100):
+            lam = k / 100
+            strength = img2img_strength(steps, lam)
+            assert 0 < strength <= 1
+            assert min(int(steps * strength), steps) == denoising_steps(steps, lam) == paper_steps(steps, lam)
 
 
 def test_describe_records_settings():

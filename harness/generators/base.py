@@ -28,9 +28,14 @@ class Generator:
         return {}
 
 
-def strength_timesteps(timesteps, steps: int, lam: float):
-    """The tail of a ``steps``-step schedule an SDEdit start at guidance λ runs (diffusers' strength = 1 − λ).
+def denoising_steps(steps: int, lam: float) -> int:
+    """How many steps of a ``steps``-step schedule an SDEdit start at guidance λ runs: ⌊(1 − λ)·steps⌋, the
+    paper's t(λ), computed so that float error cannot drop a step (in floats (1 − 0.9)·50 is 4.99…, which
+    diffusers' ``int(steps * strength)`` truncates to 4), and at least 1, so a high λ with few steps still
+    denoises rather than returning the noised input. Every generator uses this one definition."""
+    return max(1, min(int(round(steps * (1.0 - lam), 6)), steps))
 
-    At least one step, so a high λ with few steps still denoises rather than returning noised input."""
-    run = max(1, min(int(round(steps * (1.0 - lam), 6)), steps))
-    return timesteps[steps - run:]
+
+def strength_timesteps(timesteps, steps: int, lam: float):
+    """The tail of a ``steps``-step schedule an SDEdit start at guidance λ runs (diffusers' strength = 1 − λ)."""
+    return timesteps[steps - denoising_steps(steps, lam):]

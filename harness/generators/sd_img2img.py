@@ -22,8 +22,7 @@ import torch
 from PIL import Image
 
 from harness.config import build
-from harness.data.base import DataError
-from harness.generators.base import GenerationItem, Generator
+from harness.generators.base import GenerationItem, Generator, denoising_steps
 from harness.registry import register_generator
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,7 @@ class SDImg2ImgParams:
     width: int = 480
     height: int = 270  # rounded down to a multiple of the VAE's scale factor (8): 270 → 264
     dtype: str = "auto"  # auto (float16 on CUDA, float32 on CPU) | float16 | bfloat16 | float32
-    variant: str | None = None  # e.g. "fp16" if the cache holds the fp16 variant files
+    variant: str | None = None  # "fp16" when the copy holds only the fp16 variant files (model.fp16.safetensors)
     negative_prompt: str | None = None
     aesthetic_score: float = 6.0  # the refiner's conditioning (its defaults)
     negative_aesthetic_score: float = 2.5
@@ -66,19 +65,23 @@ def load_pipeline(p: SDImg2ImgParams, dtype: torch.dtype):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from diffusers import AutoPipelineForImage2Image
 
+    from harness.local_weights import load_error
+
     path = Path(p.model).expanduser()
     source = str(path) if path.exists() else p.model
-    try:
+    try:  # fp16-variant files load into float32 too: diffusers casts to torch_dtype
         return AutoPipelineForImage2Image.from_pretrained(source, torch_dtype=dtype, variant=p.variant,
                                                           local_files_only=True, add_watermarker=False)
-    except (OSError, ValueError, EnvironmentError) as e:
-        from huggingface_hub.constants import HF_HUB_CACHE
+    except (OSError, ValueError) as e:
+        raise load_error(p.model, p.variant, e, "generator.params.model", "holding the pipeline") from None
 
-        raise DataError(
-            f"generator.params.model: no local copy of {p.model!r} (looked for a folder of that name and in the "
-            f"Hugging Face cache {HF_HUB_CACHE}; {type(e).__name__}). On a connected machine run "
-            f"`hf download {p.model}` (or `huggingface-cli download {p.model}`) and copy its HF cache here (or set HF_HUB_CACHE), or point "
-            f"generator.params.model to a folder holding the pipeline") from None
+
+def img2img_strength(steps: int, lam: float) -> float:
+    """The ``strength`` that makes diffusers' img2img run exactly ``denoising_steps(steps, λ)`` steps. Its
+    ``get_timesteps`` runs ``min(int(steps * strength), steps)``; passing 1 − λ itself loses a step to float
+    error (λ = 0.9 at 50 steps: 4 steps, not 5), so pass the middle of the interval that truncates to the count
+    (diffusers rejects strength > 1; the full schedule is 1.0)."""
+    return min(1.0, (denoising_steps(steps, lam) + 0.5) / steps)
 
 
 def set_scheduler(pipe, name: str) -> None:
@@ -205,7 +208,7 @@ class SDImg2Img(Generator):
             sources = torch.zeros_like(latents)
         else:  # a 4-channel image is taken as the encoded source
             latents, sources = None, self.source_latents(items, generators)
-        strength = max(1.0 - lam, 1.0 / self.steps)  # diffusers needs ≥ 1 step: a high λ runs the last one
+        strength = img2img_strength(self.steps, lam)  # exactly denoising_steps(steps, λ) steps, at least 1
         negative = [self.p.negative_prompt] * len(items) if self.p.negative_prompt else None
         out = self.pipe(prompt=[it.prompt for it in items], image=sources, strength=strength,
                         num_inference_steps=self.steps, guidance_scale=self.guidance_scale,

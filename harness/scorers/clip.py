@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from harness.config import build
-from harness.data.base import DataError
 from harness.registry import register_scorer
 from harness.scorers.base import Scorer
 
@@ -25,6 +24,7 @@ DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 @dataclass
 class ClipParams:
     model: str = DEFAULT_CLIP  # a hub id (found in the local HF cache) or a folder
+    variant: str | None = None  # "fp16" when the copy holds only the fp16 variant files (model.fp16.safetensors)
     prompt: str | None = None  # filter prompt template over {name}; None: the generation prompt
     batch_size: int = 64
     dtype: str = "auto"  # auto (float16 on CUDA, float32 on CPU) | float16 | float32
@@ -37,8 +37,10 @@ def pooled(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-def load_clip(model: str, tiny: bool = False, tiny_seed: int = 0, what: str = "scorer.params.model"):
-    """(CLIPModel, CLIPProcessor) from a local folder or the local hub cache; a missing model is a one-line error."""
+def load_clip(model: str, tiny: bool = False, tiny_seed: int = 0, what: str = "scorer.params.model",
+              variant: str | None = None, dtype: torch.dtype = torch.float32):
+    """(CLIPModel, CLIPProcessor) from a local folder or the local hub cache, its weights in ``dtype`` (float32
+    unless asked: transformers ≥ 5 would keep an fp16 checkpoint's float16); a failure is a one-line error."""
     if tiny:
         from harness.tiny_models import tiny_clip
 
@@ -46,18 +48,15 @@ def load_clip(model: str, tiny: bool = False, tiny_seed: int = 0, what: str = "s
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import CLIPModel, CLIPProcessor
 
+    from harness.local_weights import load_error
+
     path = Path(model).expanduser()
     source = str(path) if path.exists() else model
     try:
-        return (CLIPModel.from_pretrained(source, local_files_only=True),
+        return (CLIPModel.from_pretrained(source, local_files_only=True, variant=variant, torch_dtype=dtype),
                 CLIPProcessor.from_pretrained(source, local_files_only=True))
     except (OSError, ValueError) as e:
-        from huggingface_hub.constants import HF_HUB_CACHE
-
-        raise DataError(
-            f"{what}: no local copy of {model!r} (looked for a folder of that name and in the Hugging Face cache "
-            f"{HF_HUB_CACHE}; {type(e).__name__}). On a connected machine run `hf download {model}` (or "
-            f"`huggingface-cli download {model}`) and copy its HF cache here, or point {what} to a folder") from None
+        raise load_error(model, variant, e, what, "holding the model and its processor") from None
 
 
 @register_scorer("clip")
@@ -74,7 +73,7 @@ class ClipScorer(Scorer):
     @classmethod
     def from_config(cls, cfg, data, cache: Path, device="cpu") -> "ClipScorer":
         p = build(ClipParams, cfg.scorer.params, "scorer.params")
-        model, processor = load_clip(p.model, p.tiny, p.tiny_seed)
+        model, processor = load_clip(p.model, p.tiny, p.tiny_seed, variant=p.variant)
         return cls(model, processor, list(data.class_names), p, device)
 
     def filter_prompts(self, prompts: list[str], labels: list[int]) -> list[str]:
