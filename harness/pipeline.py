@@ -310,7 +310,8 @@ def true_class_prob(model, images: LabeledImages, prep: Prepared) -> np.ndarray:
     if len(images) == 0:
         return np.zeros(0)
     probs = class_probs(model, images, prep.device, workers=prep.data.num_workers,
-                        transform=prep.data.eval_transform, amp=amp_dtype(prep.cfg.train.precision, prep.device))
+                        transform=prep.data.eval_transform, amp=amp_dtype(prep.cfg.train.precision, prep.device),
+                        distributed=True)  # the adaptive probe runs on every rank in lockstep
     return probs[np.arange(len(images)), images.labels]
 
 
@@ -367,7 +368,8 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
         stage_levels = state["levels"] if in_curriculum else ()
         parts = epoch_parts(prep, method, stage_levels, in_curriculum, train_sources, rng)
         loss = trainer.train_epoch(parts, epoch)
-        val_metrics, _ = evaluate_split(trainer.model, data, data.val_split, device, data.num_workers, trainer.amp)
+        val_metrics, _ = evaluate_split(trainer.model, data, data.val_split, device, data.num_workers, trainer.amp,
+                                        distributed=True)
         lam = float(np.mean(stage_levels)) if stage_levels and method.synthetic else 1.0
         n_syn = sum(len(p.indices) for p in parts if p.images is prep.pool_images)
         row = {"epoch": epoch, "train/loss": loss, "curriculum/lambda": lam, "curriculum/synthetic": n_syn,
@@ -401,7 +403,7 @@ def evaluate_final(model, data: DatasetBundle, device, amp=None) -> tuple[dict[s
     of every test split and the validation split."""
     predictions, test_metrics = {}, {}
     for name, split in {**data.test_splits, "val": data.val_split}.items():
-        metrics, preds = evaluate_split(model, data, split, device, data.num_workers, amp)
+        metrics, preds = evaluate_split(model, data, split, device, data.num_workers, amp, distributed=True)
         predictions[split] = preds
         if name != "val":
             test_metrics.update({f"{name}/{k}": v for k, v in metrics.items()})
