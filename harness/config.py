@@ -61,6 +61,7 @@ class OptimConfig:
     schedule: str = "cosine"  # cosine | constant
     warmup_steps: int = 0
     loss: str = "ce"  # ce | balanced_softmax
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32: autocast for training and eval
 
 
 @dataclass
@@ -391,6 +392,9 @@ def validate(cfg: Config, path: Path | str = "config") -> None:
         bad(f"train.undersample must be in (0, 1], got {cfg.train.undersample}")
     if cfg.train.select_on.startswith("test"):
         bad("train.select_on must be a validation metric: selecting on test would leak the test split")
+    for key, opt in (("train", cfg.train), ("base", cfg.base)):
+        if opt.precision not in ("auto", "bf16", "fp16", "fp32"):
+            bad(f"{key}.precision must be auto, bf16, fp16 or fp32, got {opt.precision!r}")
     for loss in (cfg.train.loss, cfg.base.loss):
         if loss not in ("ce", "balanced_softmax"):
             bad(f"loss must be ce or balanced_softmax, got {loss!r}")

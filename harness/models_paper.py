@@ -36,6 +36,8 @@ class Normalize(nn.Module):
 class TorchvisionResNet(Classifier):
     """``features`` is the pooled trunk of a torchvision ResNet; ``head`` its final linear layer."""
 
+    channels_last = True  # the trainer keeps it (and its inputs) channels-last on a GPU
+
     def __init__(self, net: ResNet):
         super().__init__()
         self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
@@ -104,6 +106,13 @@ class FlypParams:
     tiny_seed: int = 0
 
 
+def trim_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and mask cut to the longest prompt among them, not CLIP's 77 positions: the text tower is causal
+    and pools at the end-of-text token, so the padding after the longest prompt never changes an embedding."""
+    n = max(1, int(mask.sum(1).max()))
+    return ids[:, :n], mask[:, :n]
+
+
 @register_model("clip_flyp")
 class ClipFlyp(Classifier):
     """FLYP (Goyal et al. 2023): fine-tune CLIP with its own contrastive loss between images and their class-prompt
@@ -160,7 +169,7 @@ class ClipFlyp(Classifier):
         if self._class_embeddings is not None and not self.training:
             return self._class_embeddings
         c, t, n = self.prompt_ids.shape
-        emb = self.text_embeddings(self.prompt_ids.view(c * t, n), self.prompt_mask.view(c * t, n))
+        emb = self.text_embeddings(*trim_padding(self.prompt_ids.view(c * t, n), self.prompt_mask.view(c * t, n)))
         emb = F.normalize(emb.view(c, t, -1).mean(1), dim=-1)
         if not self.training:
             self._class_embeddings = emb.detach()
@@ -173,7 +182,7 @@ class ClipFlyp(Classifier):
         """CLIP's symmetric contrastive loss between the images and their class prompts (a random template each),
         as FLYP trains: the other images' prompts in the batch are the negatives."""
         pick = torch.randint(len(self.templates), (len(y),)).to(y.device)
-        ids, mask = self.prompt_ids[y, pick], self.prompt_mask[y, pick]
+        ids, mask = trim_padding(self.prompt_ids[y, pick], self.prompt_mask[y, pick])
         logits = self.clip.logit_scale.exp() * self.features(x) @ self.text_embeddings(ids, mask).T
         target = torch.arange(len(y), device=y.device)
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2

@@ -33,16 +33,18 @@ from harness.models import build_model
 from harness.registry import get_generator, get_method, get_scorer
 from harness.seeding import seed_everything
 from harness.spectrum import generate_spectrum, plan_spectrum, read_manifest
-from harness.train import Part, Trainer
+from harness.train import Part, Trainer, amp_dtype
 from harness.workdir import cache_dir
 
 log = logging.getLogger("harness")
 
 
 def pick_device(cfg: Config) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # what fp32 work remains (outside autocast) runs in TF32
+        torch.backends.cudnn.allow_tf32 = True
+    return device
 
 
 @dataclass
@@ -79,7 +81,7 @@ def train_base(cfg: Config, data: DatasetBundle, cache: Path, device: torch.devi
             else:
                 train_base_epochs(cfg, data, model, folder / "checkpoint.pt", device)
             probs = class_probs(model.to(device), data.train, device, workers=data.num_workers,
-                                transform=data.eval_transform)
+                                transform=data.eval_transform, amp=amp_dtype(cfg.base.precision, device))
             folder.mkdir(parents=True, exist_ok=True)
             with atomic_path(folder / "train_probs.npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, probs)
@@ -308,7 +310,8 @@ def true_class_prob(model, images: LabeledImages, prep: Prepared) -> np.ndarray:
     if len(images) == 0:
         return np.zeros(0)
     probs = class_probs(model, images, prep.device, workers=prep.data.num_workers,
-                        transform=prep.data.eval_transform)
+                        transform=prep.data.eval_transform, amp=amp_dtype(prep.cfg.train.precision, prep.device),
+                        distributed=True)  # the adaptive probe runs on every rank in lockstep
     return probs[np.arange(len(images)), images.labels]
 
 
@@ -365,7 +368,8 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
         stage_levels = state["levels"] if in_curriculum else ()
         parts = epoch_parts(prep, method, stage_levels, in_curriculum, train_sources, rng)
         loss = trainer.train_epoch(parts, epoch)
-        val_metrics, _ = evaluate_split(trainer.model, data, data.val_split, device, data.num_workers)
+        val_metrics, _ = evaluate_split(trainer.model, data, data.val_split, device, data.num_workers, trainer.amp,
+                                        distributed=True)
         lam = float(np.mean(stage_levels)) if stage_levels and method.synthetic else 1.0
         n_syn = sum(len(p.indices) for p in parts if p.images is prep.pool_images)
         row = {"epoch": epoch, "train/loss": loss, "curriculum/lambda": lam, "curriculum/synthetic": n_syn,
@@ -387,19 +391,19 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
 
     if state["best_state"] is not None:
         trainer.model.load_state_dict(state["best_state"])
-    test_metrics, predictions = evaluate_final(trainer.model, data, device)
+    test_metrics, predictions = evaluate_final(trainer.model, data, device, trainer.amp)
     val_metrics = {k: v for k, v in state["history"][state["best_epoch"]].items() if k.startswith("val/")} \
         if state["best_epoch"] >= 0 else {}
     return RunResult(method_name, seed, run.id if run else None, test_metrics, val_metrics, state["best_epoch"],
                      state["stages"], predictions, state["history"])
 
 
-def evaluate_final(model, data: DatasetBundle, device) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
+def evaluate_final(model, data: DatasetBundle, device, amp=None) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
     """Test metrics of the selected model (named by report split, e.g. ``test_ood/f1_macro``) and the predictions
     of every test split and the validation split."""
     predictions, test_metrics = {}, {}
     for name, split in {**data.test_splits, "val": data.val_split}.items():
-        metrics, preds = evaluate_split(model, data, split, device, data.num_workers)
+        metrics, preds = evaluate_split(model, data, split, device, data.num_workers, amp, distributed=True)
         predictions[split] = preds
         if name != "val":
             test_metrics.update({f"{name}/{k}": v for k, v in metrics.items()})

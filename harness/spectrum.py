@@ -2,7 +2,7 @@
 
 Images are written beside a JSON-lines manifest, which is the truth about what exists: an image is written
 (atomically) before its manifest row, so a killed job resumes where it stopped and never duplicates a row.
-Work is split into shards by item position, so ``world`` processes each generate a disjoint part.
+Work is split into shards by contiguous blocks of sources, so ``world`` processes each generate a disjoint part.
 """
 from __future__ import annotations
 
@@ -128,12 +128,21 @@ def read_manifest(pool_dir: Path) -> pd.DataFrame:
     return frame.drop_duplicates("key").sort_values(["lam", "source_index", "seed_index"]).reset_index(drop=True)
 
 
+def shard(plan: list[PlannedImage], rank: int, world: int) -> list[PlannedImage]:
+    """This rank's items: those of a contiguous block of the sources (in plan order), so each rank reads, decodes
+    and VAE-encodes each of its sources once and its batches share sources across seeds; every item still has
+    its own seed, so the pool does not depend on the sharding."""
+    sources = list(dict.fromkeys(p.source_index for p in plan))
+    block = {s: i * world // max(1, len(sources)) for i, s in enumerate(sources)}
+    return [p for p in plan if block[p.source_index] == rank]
+
+
 def generate_spectrum(generator: Generator, data: DatasetBundle, plan: list[PlannedImage], pool_dir: Path,
                       batch_size: int, rank: int = 0, world: int = 1, progress: bool = True) -> int:
     """Generate this shard's missing images; returns how many were made now."""
     pool_dir.mkdir(parents=True, exist_ok=True)
     done = set(read_manifest(pool_dir).key)
-    mine = [p for n, p in enumerate(plan) if n % world == rank and p.key not in done]
+    mine = [p for p in shard(plan, rank, world) if p.key not in done]
     manifest = pool_dir / (f"manifest.shard{rank:03d}.jsonl" if world > 1 else "manifest.jsonl")
     bar = tqdm(total=len(mine), desc=f"generate spectrum{f' [{rank}/{world}]' if world > 1 else ''}",
                unit="img", disable=not progress, mininterval=2)

@@ -73,6 +73,17 @@ def batches(parts: list[Part], batch_size: int, g: torch.Generator, device: torc
         yield to_float01(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
 
 
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.precision`` (``auto``: bf16 on CUDA, fp32 elsewhere); None means fp32."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 class Trainer:
     """Holds the model, optimizer and step count across the epochs of one run."""
 
@@ -81,6 +92,11 @@ class Trainer:
         """``distributed``: under torchrun, train as one DDP rank (each rank a shard of each epoch, gradients
         averaged). ``self.model`` stays the plain module, so evaluation and state dicts never see the wrapper."""
         self.model, self.cfg, self.total_epochs = model.to(device), opt_cfg, total_epochs
+        self.channels_last = device.type == "cuda" and getattr(model, "channels_last", False)  # conv nets on GPUs
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.amp = amp_dtype(opt_cfg.precision, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)  # fp16 needs loss scaling
         self.opt = make_optimizer(model, opt_cfg)
         self.log_prior, self.device, self.workers, self.transform = log_prior, device, workers, transform
         self.g = torch.Generator().manual_seed(seed)
@@ -104,14 +120,18 @@ class Trainer:
             progress = (epoch + i / steps_per_epoch) / self.total_epochs
             for group in self.opt.param_groups:
                 group["lr"] = self.cfg.lr * lr_factor(self.step, progress, self.cfg)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             own_loss = getattr(self.model, "loss", None)  # a model may train with its own objective (FLYP)
-            loss = own_loss(x, y) if callable(own_loss) else classification_loss(self.net(x), y, self.cfg.loss,
-                                                                                 self.log_prior)
+            with autocast(self.device, self.amp):
+                loss = own_loss(x, y) if callable(own_loss) else classification_loss(
+                    self.net(x).float(), y, self.cfg.loss, self.log_prior)
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             if self.world > 1 and self.net is self.model:
                 self.average_gradients()  # a model's own loss bypasses DDP's forward, so it goes unwrapped
-            self.opt.step()
+            self.scaler.step(self.opt)
+            self.scaler.update()
             self.step += 1
             losses.append(loss.item())
         mean = float(np.mean(losses)) if losses else float("nan")
@@ -131,11 +151,14 @@ class Trainer:
 
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
-                "g": self.g.get_state(), "torch_rng": torch.get_rng_state()}  # the global RNG drives dropout
+                "g": self.g.get_state(), "torch_rng": torch.get_rng_state(),  # the global RNG drives dropout
+                "scaler": self.scaler.state_dict()}
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.step = state["step"]
         self.g.set_state(state["g"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])

@@ -106,3 +106,57 @@ def test_harness_run_under_torchrun(tmp_path):
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == [0, 1]
     discl = next(r for r in runs if r.data.tags["method"].startswith("discl"))
     assert client.get_metric_history(discl.info.run_id, "curriculum/synthetic")[0].value > 0  # trained on the pool
+
+
+class CountingModel(torch.nn.Module):
+    """Scores an image by its pixel values; counts how many images it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = 0
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+
+    def forward(self, x):
+        self.seen += len(x)
+        return self.net(x)
+
+
+def eval_images() -> TensorImages:
+    g = torch.Generator().manual_seed(1)
+    return TensorImages(torch.rand(9, 1, 2, 2, generator=g), np.arange(9) % 3, [str(i) for i in range(9)])
+
+
+def eval_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    from torchvision.transforms import v2
+
+    from harness import distributed
+    from harness.evaluate import class_probs
+
+    distributed.init_from_env()
+    results = {}
+    for name, transform in (("memory", None), ("loader", v2.Identity())):
+        model = CountingModel()
+        probs = class_probs(model, eval_images(), torch.device("cpu"), batch_size=2, transform=transform,
+                            distributed=True)
+        results[name] = (probs, model.seen)
+    torch.save(results, f"{out}/eval{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_sharded_evaluation_equals_one_process(tmp_path):
+    """Under torchrun each rank evaluates half of a split (9 images: 5 and 4) and every rank ends with the whole
+    split's probabilities, equal to one process's."""
+    from torchvision.transforms import v2
+
+    from harness.evaluate import class_probs
+
+    torch.multiprocessing.spawn(eval_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"eval{r}.pt", weights_only=False) for r in (0, 1)]
+    for name, transform in (("memory", None), ("loader", v2.Identity())):
+        one = class_probs(CountingModel(), eval_images(), torch.device("cpu"), batch_size=2, transform=transform)
+        assert sorted(r[name][1] for r in ranks) == [4, 5]
+        for r in ranks:
+            assert np.allclose(r[name][0], one, atol=1e-6)

@@ -47,3 +47,28 @@ def test_two_ranks_equal_one_process(tmp_path):
     for f in m1.file:
         a, b = np.asarray(Image.open(pool1 / f)), np.asarray(Image.open(pool2 / f))
         assert np.array_equal(a, b), f
+
+
+def test_shards_are_contiguous_blocks_of_sources():
+    """Each rank owns whole sources (every λ and seed of them), a contiguous block in plan order, so it reads and
+    VAE-encodes each of its sources once; together the ranks cover the plan exactly once."""
+    from harness.config import SpectrumConfig
+    from harness.data.base import DatasetBundle, TensorImages
+    from harness.spectrum import plan_spectrum, shard
+
+    import torch
+
+    train = TensorImages(torch.zeros(20, 1, 4, 4), np.arange(20) % 2, [f"img{i}" for i in range(20)])
+    data = DatasetBundle("toy", ["zero", "one"], {"train": train}, channels=1)
+    plan = plan_spectrum(data, np.arange(3, 20), SpectrumConfig(levels=[0.0, 0.5, 0.9], seeds=4))
+    for world in (1, 2, 3, 8):
+        shards = [shard(plan, r, world) for r in range(world)]
+        assert sorted(p.key for s in shards for p in s) == sorted(p.key for p in plan)
+        blocks = [list(dict.fromkeys(p.source_index for p in s)) for s in shards]
+        assert [i for b in blocks for i in b] == list(range(3, 20))  # contiguous, in order, disjoint
+        assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+        for s in shards:
+            by_source = {}
+            for p in s:
+                by_source.setdefault(p.source_index, set()).add((p.lam, p.seed_index))
+            assert all(len(v) == 12 for v in by_source.values())  # every λ and seed of an owned source
