@@ -21,6 +21,9 @@ from typing import Any
 from harness.config import Config, stable_hash
 
 ANY = "*"
+# Bumped when the generators' code makes other images from the same settings, so older pools are not reused
+# (2: each λ runs ⌊(1 − λ)·steps⌋ denoising steps in sd_img2img; before, λ = 0.9 at 50 steps ran 4)
+GENERATION_VERSION = 2
 # (section, component name) → params that change speed only. Only where known: a judge's or tiny DDPM's
 # ``batch_size`` is a *training* batch size and does change their output.
 SPEED_ONLY_PARAMS: dict[tuple[str, str], frozenset[str]] = {
@@ -104,7 +107,7 @@ def pool_key(cfg: Config) -> str:
     generator = {"name": cfg.generator.name,
                  "params": params_identity("generator", cfg.generator.name, cfg.generator.params)}
     return stable_hash({"base": base, "hard": dataclasses.asdict(cfg.hard), "generator": generator,
-                        "spectrum": spectrum})
+                        "spectrum": spectrum, "version": GENERATION_VERSION})
 
 
 def scorer_key(cfg: Config) -> str:
