@@ -10,10 +10,25 @@ from harness.data.base import DatasetBundle, ImageView, LabeledImages, TensorIma
 from harness.transforms import to_float01
 
 
+def eval_loader(images: LabeledImages, rows: np.ndarray, transform, batch_size: int, workers: int,
+                device: torch.device, kept: dict | None) -> DataLoader:
+    """A loader over ``rows`` of a split. ``kept``: a dict that keeps the loader (and its workers) for the next
+    call, so evaluating the validation split every epoch starts its workers once."""
+    make = lambda: DataLoader(ImageView([(images, rows)], transform), batch_size=batch_size,  # noqa: E731
+                              num_workers=workers, pin_memory=device.type == "cuda",
+                              persistent_workers=kept is not None and workers > 0)
+    if kept is None:
+        return make()
+    key = (id(images), len(rows), int(rows[0]) if len(rows) else -1, id(transform), batch_size, workers)
+    if key not in kept:
+        kept[key] = make()
+    return kept[key]
+
+
 @torch.no_grad()
 def class_probs(model, images: LabeledImages, device: torch.device, batch_size: int = 512,
                 workers: int = 0, transform=None, amp: torch.dtype | None = None,
-                distributed: bool = False) -> np.ndarray:
+                distributed: bool = False, loaders: dict | None = None) -> np.ndarray:
     """Softmax outputs for every image of a split, through the eval ``transform`` (None: as the images are), under
     autocast to ``amp`` (None: fp32). ``distributed``: every DDP rank calls this in lockstep, evaluates every
     world-th image and the ranks gather the full result (the same on every rank as one process's)."""
@@ -27,9 +42,7 @@ def class_probs(model, images: LabeledImages, device: torch.device, batch_size: 
         chunks = images.images[torch.as_tensor(rows, dtype=torch.long)].split(batch_size) if world > 1 \
             else images.images.split(batch_size)
     else:
-        view = ImageView([(images, rows)], transform)
-        loader = DataLoader(view, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
-        chunks = (x for x, _ in loader)
+        chunks = (x for x, _ in eval_loader(images, rows, transform, batch_size, workers, device, loaders))
     with autocast(device, amp):
         out = [model(to_float01(x.to(device, non_blocking=True))).float().softmax(-1).cpu() for x in chunks]
     probs = torch.cat(out).numpy() if out else np.zeros((0, 0))
@@ -46,9 +59,9 @@ def class_probs(model, images: LabeledImages, device: torch.device, batch_size: 
 
 
 def predict(model, images: LabeledImages, device: torch.device, workers: int = 0, transform=None,
-            amp: torch.dtype | None = None, distributed: bool = False) -> pd.DataFrame:
+            amp: torch.dtype | None = None, distributed: bool = False, loaders: dict | None = None) -> pd.DataFrame:
     probs = class_probs(model, images, device, workers=workers, transform=transform, amp=amp,
-                        distributed=distributed)
+                        distributed=distributed, loaders=loaders)
     y_true = images.labels
     frame = pd.DataFrame({"index": np.arange(len(y_true)), "id": images.ids, "y_true": y_true,
                           "y_pred": probs.argmax(1), "p_true": probs[np.arange(len(y_true)), y_true]})
@@ -61,5 +74,5 @@ def predict(model, images: LabeledImages, device: torch.device, workers: int = 0
 def evaluate_split(model, data: DatasetBundle, split: str, device, workers: int = 0, amp: torch.dtype | None = None,
                    distributed: bool = False):
     """Metrics and predictions of one split; ``distributed``: sharded over the DDP ranks (see ``class_probs``)."""
-    preds = predict(model, data.splits[split], device, workers, data.eval_transform, amp, distributed)
+    preds = predict(model, data.splits[split], device, workers, data.eval_transform, amp, distributed, data.loaders)
     return data.evaluate(preds.y_true.to_numpy(), preds.y_pred.to_numpy()), preds

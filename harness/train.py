@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Sampler
 
 from harness import distributed as dist
 from harness.config import OptimConfig
@@ -51,11 +51,12 @@ def rank_shard(perm: torch.Tensor, rank: int, world: int) -> torch.Tensor:
 
 
 def batches(parts: list[Part], batch_size: int, g: torch.Generator, device: torch.device, workers: int = 0,
-            rank: int = 0, world: int = 1, transform=None):
+            rank: int = 0, world: int = 1, transform=None, loader: "EpochLoader | None" = None):
     """Shuffled batches over the union of ``parts``, as float images in [0, 1] on ``device``. In-memory splits
     without a transform are gathered by indexing, no DataLoader; otherwise each image is decoded to uint8 and
-    transformed in the loader, and converted to float on the device. With ``world`` > 1 every rank draws the same
-    permutation from ``g`` (seeded alike) and takes its shard."""
+    transformed in ``loader`` (a new one unless the caller keeps one across epochs), and converted to float on the
+    device. With ``world`` > 1 every rank draws the same permutation from ``g`` (seeded alike) and takes its
+    shard."""
     parts = [p for p in parts if len(p.indices)]
     if transform is None and all(isinstance(p.images, TensorImages) for p in parts):
         x = torch.cat([p.images.images[torch.as_tensor(p.indices)] for p in parts])
@@ -64,13 +65,55 @@ def batches(parts: list[Part], batch_size: int, g: torch.Generator, device: torc
         for idx in (perm if world == 1 else rank_shard(perm, rank, world)).split(batch_size):
             yield x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
         return
-    union = ImageView([(p.images, p.indices) for p in parts], transform)
-    if world > 1:
-        union = Subset(union, rank_shard(torch.randperm(len(union), generator=g), rank, world).tolist())
-    loader = DataLoader(union, batch_size=batch_size, shuffle=world == 1, generator=g, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
-    for x, y in loader:
+    loader = loader or EpochLoader(batch_size, workers, device, transform)
+    for x, y in loader.epoch(parts, g, rank, world):
         yield to_float01(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+
+
+class EpochOrder(Sampler):
+    """The current epoch's (union index, seed) pairs; set before each epoch."""
+
+    def __init__(self):
+        self.items: list[tuple[int, int]] = []
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class EpochLoader:
+    """One DataLoader over every split an epoch may draw from, kept for the whole run, so its workers start once
+    (persistent workers, pinned memory); each epoch only sets the order. Each sample carries a seed drawn from the
+    run's generator for its random transforms, so the images do not depend on the worker count, and a resumed
+    run sees the same images as an uninterrupted one."""
+
+    def __init__(self, batch_size: int, workers: int, device: torch.device, transform):
+        self.batch_size, self.workers, self.device, self.transform = batch_size, workers, device, transform
+        self.splits: list[LabeledImages] = []
+        self.order = EpochOrder()
+        self.loader: DataLoader | None = None
+
+    def offsets(self) -> dict[int, int]:
+        starts = np.cumsum([0] + [len(s) for s in self.splits])
+        return {id(s): int(o) for s, o in zip(self.splits, starts)}
+
+    def epoch(self, parts: list[Part], g: torch.Generator, rank: int = 0, world: int = 1):
+        new = [p.images for p in parts if all(p.images is not s for s in self.splits)]
+        if new or self.loader is None:
+            self.splits += list({id(s): s for s in new}.values())
+            view = ImageView([(s, np.arange(len(s))) for s in self.splits], self.transform)
+            self.loader = DataLoader(view, batch_size=self.batch_size, sampler=self.order,
+                                     num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                                     persistent_workers=self.workers > 0)
+        start = self.offsets()
+        flat = torch.cat([torch.as_tensor(p.indices, dtype=torch.long) + start[id(p.images)] for p in parts])
+        perm = torch.randperm(len(flat), generator=g)
+        order = flat[perm if world == 1 else rank_shard(perm, rank, world)]
+        seeds = torch.randint(2**62, (len(order),), generator=g)
+        self.order.items = list(zip(order.tolist(), seeds.tolist()))
+        yield from self.loader
 
 
 def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -99,6 +142,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)  # fp16 needs loss scaling
         self.opt = make_optimizer(model, opt_cfg)
         self.log_prior, self.device, self.workers, self.transform = log_prior, device, workers, transform
+        self.loader = EpochLoader(opt_cfg.batch_size, workers, device, transform)  # its workers live across epochs
         self.g = torch.Generator().manual_seed(seed)
         self.step = 0
         self.rank, self.world = (dist.rank(), dist.world()) if distributed else (0, 1)
@@ -114,7 +158,7 @@ class Trainer:
         steps_per_epoch = max(1, math.ceil(n / self.cfg.batch_size))
         losses = []
         for i, (x, y) in enumerate(batches(parts, self.cfg.batch_size, self.g, self.device, self.workers,
-                                           self.rank, self.world, self.transform)):
+                                           self.rank, self.world, self.transform, self.loader)):
             if max_steps is not None and i >= max_steps:
                 break
             progress = (epoch + i / steps_per_epoch) / self.total_epochs

@@ -116,12 +116,21 @@ class ImageView(Dataset):
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """``key``: an index, or (index, seed): the seed then drives the random transforms of this one image, so
+        what a sample looks like does not depend on the worker that loads it or on what was loaded before."""
+        k, seed = key if isinstance(key, tuple) else (key, None)
         p = int(np.searchsorted(self.offsets, k, side="right")) - 1
         images, indices = self.parts[p]
         i = int(indices[k - self.offsets[p]])
         x = images.decode(i)
-        return (self.transform(x) if self.transform is not None else images.fit(x)), int(images.labels[i])
+        if self.transform is None:
+            return images.fit(x), int(images.labels[i])
+        if seed is None:
+            return self.transform(x), int(images.labels[i])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(x), int(images.labels[i])
 
 
 @dataclass
@@ -140,6 +149,7 @@ class DatasetBundle:
     num_workers: int = 0  # DataLoader workers for datasets read from disk
     train_transform: Transform | None = None  # None: images as they are (squashed to S×S)
     eval_transform: Transform | None = None
+    loaders: dict = field(default_factory=dict, repr=False, compare=False)  # evaluation loaders kept across epochs
 
     @property
     def num_classes(self) -> int:
