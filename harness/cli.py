@@ -162,7 +162,9 @@ def cmd_ui(args) -> int:
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(workdir),
            "--default-artifact-root", (workdir / "mlartifacts").as_uri(), "--host", args.host, "--port",
            str(args.port)]
-    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    # MLflow 3.17's UI opens on its GenAI views unless told the workflow (the experiments' kind tag alone does not)
+    print(f"MLflow UI on http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning "
+          "(Ctrl-C to stop)")
     return subprocess.call(cmd)
 
 

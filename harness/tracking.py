@@ -80,16 +80,26 @@ def run_in_store(c, run_id: str | None) -> bool:
 def command_line() -> str:
     """The command that started this process, as a user would type it (``harness run -e ...``)."""
     argv = list(sys.argv)
-    if argv and Path(argv[0]).name in ("harness", "cli.py"):
-        argv[0] = "harness"
+    if argv:
+        argv[0] = "harness" if Path(argv[0]).name in ("harness", "cli.py") else Path(argv[0]).name
     return shlex.join(argv) if argv else "python"
 
 
+def short_source(command: str) -> str:
+    """The command up to its first path: MLflow's UI shows a LOCAL source name's last path segment, so a
+    ``--workdir /tmp/x`` would make the Source column read ``x ...``."""
+    words = shlex.split(command)
+    cut = next((i for i, w in enumerate(words) if "/" in w), len(words))
+    while cut > 1 and words[cut - 1].startswith("-"):  # drop the option whose value was the path
+        cut -= 1
+    return shlex.join(words[:cut]) or "harness"
+
+
 def source_tags() -> dict[str, str]:
-    """MLflow's own source tags (the UI's Source and User columns) and the harness's ``git_commit``."""
-    commit = git_commit()
-    return {"mlflow.source.type": "LOCAL", "mlflow.source.name": command_line()[:500], "mlflow.user": user(),
-            "mlflow.source.git.commit": commit, "git_commit": commit}
+    """MLflow's own source tags (the UI's Source and User columns), the full ``command`` and ``git_commit``."""
+    commit, command = git_commit(), command_line()
+    return {"mlflow.source.type": "LOCAL", "mlflow.source.name": short_source(command)[:500], "command": command[:5000],
+            "mlflow.user": user(), "mlflow.source.git.commit": commit, "git_commit": commit}
 
 
 def user() -> str:

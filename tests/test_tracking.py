@@ -60,6 +60,10 @@ def test_source_tags_and_description(store):
         tags = r.data.tags
         assert tags["mlflow.source.name"].split()[0].endswith(("harness", "pytest", "py.test", "__main__.py"))
         assert tags["mlflow.source.git.commit"] == tags["git_commit"]
+        assert "/" not in tags["mlflow.source.name"] and tags["command"].startswith(tags["mlflow.source.name"])
+    from harness.tracking import short_source
+
+    assert short_source("harness run -e digits_lt_tiny --workdir /tmp/w --quiet") == "harness run -e digits_lt_tiny"
     desc = runs["discl_diverse_to_specific"].data.tags["mlflow.note.content"]
     assert "diverse" in desc and "λ 0, .1, .3, .5 over the first 4 of 5 epochs" in desc, desc
     assert "real images only, 5 epochs" in runs["plain"].data.tags["mlflow.note.content"]
