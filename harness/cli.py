@@ -134,6 +134,24 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from harness.runner import evaluate_logged_model
+    from harness.tracking import client
+
+    workdir = resolve_workdir(args.workdir)
+    try:
+        logged = client(workdir).get_run(args.run).data.metrics
+        metrics = evaluate_logged_model(args.run, workdir, args.device)
+    except MlflowException as e:
+        raise UserError(f"run {args.run}: {e.message}") from None
+    print(f"run {args.run}: its logged model, reloaded from MLflow and evaluated now (logged value beside it)")
+    for k, v in metrics.items():
+        print(f"  {k:<20} {v:.4f}   logged {logged.get(k, float('nan')):.4f}")
+    return 0
+
+
 def cmd_ui(args) -> int:
     import subprocess
 
@@ -144,7 +162,9 @@ def cmd_ui(args) -> int:
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(workdir),
            "--default-artifact-root", (workdir / "mlartifacts").as_uri(), "--host", args.host, "--port",
            str(args.port)]
-    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    # MLflow 3.17's UI opens on its GenAI views unless told the workflow (the experiments' kind tag alone does not)
+    print(f"MLflow UI on http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning "
+          "(Ctrl-C to stop)")
     return subprocess.call(cmd)
 
 
@@ -189,6 +209,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--paper", action="store_true", help="add the paper's numbers beside ours, labelled as the paper's")
     add_common(s)
     s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("evaluate", help="reload a run's logged model from MLflow and evaluate it on test")
+    s.add_argument("--run", required=True, help="MLflow run id (printed by `harness run`)")
+    s.add_argument("--device", default="cpu")
+    add_common(s)
+    s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("ui", help="the MLflow UI on the workdir's store")
     s.add_argument("--host", default="127.0.0.1")

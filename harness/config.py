@@ -181,6 +181,17 @@ class SweepConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """What each run records in MLflow besides params and metrics; none of it changes a run's results (and
+    none of it enters the run's config hash)."""
+
+    log_model: str = "auto"  # auto: the selected model when under max_model_mb | always | never
+    max_model_mb: float = 200.0
+    system_metrics: bool = True  # CPU, memory, disk, network (and GPU with nvidia-ml-py) as system/* metrics
+    system_metrics_interval_s: float = 10.0
+
+
+@dataclass
 class Config:
     name: str = ""
     description: str = ""
@@ -199,6 +210,7 @@ class Config:
     seeds: list[int] = field(default_factory=lambda: [0])
     device: str = "auto"  # auto | cpu | cuda
     sweep: SweepConfig = field(default_factory=SweepConfig)  # search space for `harness sweep`
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # what MLflow records besides metrics
 
     @property
     def curriculum_levels(self) -> list[float]:
@@ -405,6 +417,10 @@ def validate(cfg: Config, path: Path | str = "config") -> None:
     if not cfg.seeds:
         bad("seeds: give at least one seed")
     validate_sweep(cfg.sweep, bad)
+    if cfg.tracking.log_model not in ("auto", "always", "never"):
+        bad(f"tracking.log_model must be auto, always or never, got {cfg.tracking.log_model!r}")
+    if cfg.tracking.system_metrics_interval_s <= 0:
+        bad("tracking.system_metrics_interval_s must be positive")
     try:
         registry.get_dataset(cfg.data.name)
         registry.get_generator(cfg.generator.name)

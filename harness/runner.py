@@ -17,7 +17,8 @@ from harness.config import Config, stable_hash
 from harness.filter import acceptance_by_level
 from harness.pipeline import Prepared, RunResult, fine_tune, prepare
 from harness.registry import get_method
-from harness.tracking import Run, client, experiment_id
+from harness.io import read_json, write_json
+from harness.tracking import Run, client, dataset_entity, digest_of, experiment_id, log_model, run_in_store, state_mb
 from harness.workdir import cache_dir
 
 log = logging.getLogger("harness")
@@ -26,8 +27,8 @@ log = logging.getLogger("harness")
 def run_config_hash(cfg: Config, method: str) -> str:
     """What determines one run besides its seed: the config less the run list and other methods' params."""
     d = cfg.to_dict()
-    for k in ("methods", "seeds", "name", "description", "sweep"):
-        d.pop(k)
+    for k in ("methods", "seeds", "name", "description", "sweep", "tracking"):
+        d.pop(k, None)
     d["method_params"] = cfg.method_params.get(method, {})
     return stable_hash(d)
 
@@ -123,15 +124,18 @@ def run_one(cfg: Config, workdir: Path, prep: Prepared, method: str, seed: int, 
         return {"method": method, "seed": seed, "run_id": None, "cached": False, **result.test_metrics}
     if force and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)  # a forced rerun starts from the base model, in a new MLflow run
-    run_id_file = ckpt_dir / "run_id"
-    run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
+    c = client(workdir)
+    run_id = remembered_run_id(ckpt_dir, c)
     run = Run(workdir, cfg.name, f"{method}-seed{seed}", run_id=run_id, tags={
         "method": method, "dataset": cfg.data.name, "seed": str(seed), "generator": cfg.generator.name,
         "scorer": cfg.scorer.name, "config_hash": config_hash, "experiment": cfg.name, **(tags or {})})
-    if run_id is None:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        run_id_file.write_text(run.id)
+    if cfg.tracking.system_metrics:
+        run.start_system_metrics(cfg.tracking.system_metrics_interval_s)
+    if run_id is None:  # a new run in this store (resuming from the cached checkpoint, if any, re-logs its epochs)
+        remember_run_id(ckpt_dir, c.tracking_uri, run.id)
+        run.describe(method_description(cfg, method))
         run.log_params(cfg.to_dict() | {"method": method, "seed": seed})
+        run.log_inputs(dataset_inputs(cfg, prep, method))
         if prep.data.corrupt:
             run.log_text("\n".join(f"{split}\t{path}\t{reason}" for split, rows in prep.data.corrupt.items()
                                     for path, reason in rows), "data/corrupt_images.tsv")
@@ -143,11 +147,135 @@ def run_one(cfg: Config, workdir: Path, prep: Prepared, method: str, seed: int, 
     try:
         result = fine_tune(prep, method, seed, run, ckpt_dir, progress)
         log_run_outputs(run, cfg, prep, result, grid_path)
+        log_selected_model(run, cfg, workdir, prep, result, ckpt_dir)
     except BaseException:
         run.end("FAILED")
         raise
     run.end("FINISHED")
     return {"method": method, "seed": seed, "run_id": run.id, "cached": False, **result.test_metrics}
+
+
+RUN_IDS = "run_ids.json"  # in a run's cache folder: {tracking URI: MLflow run id}
+
+
+def remembered_run_id(ckpt_dir: Path, c) -> str | None:
+    """The MLflow run this cached run logs to in the store ``c`` talks to, or None: the cache may have been
+    made with another store (``MLFLOW_TRACKING_URI`` pointing elsewhere, a deleted ``mlflow.db``, a cache
+    copied from another workdir), whose run ids this store does not know."""
+    ids = read_json(ckpt_dir / RUN_IDS) if (ckpt_dir / RUN_IDS).exists() else {}
+    legacy = ckpt_dir / "run_id"  # before run_ids.json: one id, of whichever store made it
+    candidates = [ids.get(c.tracking_uri), *ids.values(), legacy.read_text().strip() if legacy.exists() else None]
+    return next((r for r in candidates if run_in_store(c, r)), None)
+
+
+def remember_run_id(ckpt_dir: Path, uri: str, run_id: str) -> None:
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    ids = read_json(ckpt_dir / RUN_IDS) if (ckpt_dir / RUN_IDS).exists() else {}
+    write_json(ckpt_dir / RUN_IDS, {**ids, uri: run_id})
+
+
+def fmt_levels(levels) -> str:
+    return ", ".join(f"{x:g}"[1:] if 0 < x < 1 else f"{x:g}" for x in levels)  # 0, .1, .3, .5
+
+
+def method_description(cfg: Config, method: str) -> str:
+    """One line for the run's MLflow description: the method's own summary (its class docstring) and what it
+    trained on here, e.g. "... λ 0, .1, .3, .5 over the first 8 of 12 epochs, then real data only"."""
+    cls = get_method(method)
+    doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+    params = cfg.method_params.get(method, {})
+    head = f"{method}" + (f" ({', '.join(f'{k}={v}' for k, v in params.items())})" if params else "")
+    epochs, cur = cfg.train.epochs, cfg.train.curriculum_epochs
+    if cls.synthetic:
+        levels = cfg.curriculum.adaptive_levels if cls.adaptive and cfg.curriculum.adaptive_levels \
+            else cfg.curriculum_levels
+        what = f"λ {fmt_levels(sorted(levels))} over the first {cur} of {epochs} epochs, then real data only"
+    elif cls.rebalance:
+        what = f"real images only, re-balanced in the first {cur} of {epochs} epochs"
+    else:
+        what = f"real images only, {epochs} epochs"
+    return f"{head}: {doc} {what}." if doc else f"{head}: {what}."
+
+
+def dataset_inputs(cfg: Config, prep: Prepared, method: str) -> list[tuple[dict, str]]:
+    """MLflow dataset inputs of one run: the real splits (contexts training / validation / test, digest over
+    ids and labels) and, for methods that draw on it, the synthetic pool (digest: its cache key)."""
+    data = prep.data
+    source, kind = (cfg.data.root, "local") if cfg.data.root else (f"harness.data:{cfg.data.name} (embedded)", "code")
+    contexts = {"train": "training", data.val_split: "validation", **{s: "test" for s in data.test_splits.values()}}
+    out = []
+    for split, context in contexts.items():
+        images = data.splits[split]
+        counts = np.bincount(images.labels, minlength=data.num_classes)
+        profile = {"num_rows": len(images), "num_classes": int((counts > 0).sum()),
+                   "min_per_class": int(counts.min()), "max_per_class": int(counts.max()), "split": split}
+        out.append((dataset_entity(f"{cfg.data.name}/{split}", digest_of(images.ids, images.labels),
+                                   source if kind == "code" else f"{source}#{split}", profile, kind), context))
+    if get_method(method).synthetic and prep.pool_dir is not None and len(prep.pool):
+        pool = prep.pool
+        kept = pool[pool.keep]
+        profile = {"num_rows": len(kept), "generated": len(pool), "kept": len(kept),
+                   "levels": sorted(float(x) for x in pool.lam.unique()),
+                   "kept_per_level": {f"{k:g}": int(v) for k, v in kept.groupby("lam").size().items()},
+                   "generator": cfg.generator.name, "scorer": cfg.scorer.name, "filter_threshold": cfg.filter.threshold,
+                   "cache_key": prep.pool_dir.name}
+        # the pool's cache key, then which of its images the scorer and threshold kept
+        digest = f"{prep.pool_dir.name}-{stable_hash([cfg.scorer.name, cfg.scorer.params, cfg.filter.threshold], 6)}"
+        out.append((dataset_entity("synthetic_pool", digest, str(prep.pool_dir), profile), "training"))
+    return out
+
+
+def log_selected_model(run: Run, cfg: Config, workdir: Path, prep: Prepared, result: RunResult,
+                       ckpt_dir: Path) -> None:
+    """The validation-selected weights (from the run's last checkpoint) as the run's logged model, when
+    ``tracking.log_model`` says so: ``auto`` logs models up to ``tracking.max_model_mb``."""
+    import torch
+
+    from harness.models import build_model
+
+    mode, ckpt = cfg.tracking.log_model, ckpt_dir / "checkpoint.pt"
+    if mode == "never" or not ckpt.exists():
+        return
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = saved["state"].get("best_state") or saved["trainer"]["model"]
+    mb = state_mb(state)
+    if mode == "auto" and mb > cfg.tracking.max_model_mb:
+        run.set_tags({"model_logged": f"no: {mb:.0f} MB > tracking.max_model_mb {cfg.tracking.max_model_mb:g}"})
+        log.info("%s seed %d: model not logged (%.0f MB > tracking.max_model_mb)", result.method, result.seed, mb)
+        return
+    data = prep.data
+    model = build_model(cfg, data.num_classes, data.channels, data.class_names)
+    model.load_state_dict(state)
+    info = {"config": cfg.to_dict() | {"methods": [result.method], "seeds": [result.seed]},
+            "num_classes": data.num_classes, "channels": data.channels, "class_names": list(data.class_names),
+            "method": result.method, "seed": result.seed, "best_epoch": result.best_epoch,
+            "test_metrics": {k: float(v) for k, v in result.test_metrics.items()}}
+    log_model(run, cfg.name, workdir, model, info, f"{result.method}-seed{result.seed}", max(result.best_epoch, 0),
+              params={"method": result.method, "seed": result.seed, "model": cfg.model.name,
+                      "size_mb": round(mb, 2), "best_epoch": result.best_epoch})
+    run.set_tags({"model_logged": "yes"})
+
+
+def evaluate_logged_model(run_id: str, workdir: Path | str | None = None, device: str = "cpu") -> dict[str, float]:
+    """Reload a run's logged model from MLflow and evaluate it on the test split(s) of the data its config
+    names; the result matches the run's logged ``test/*`` metrics."""
+    import torch
+
+    from harness.data import load_dataset
+    from harness.data.verify import drop_corrupt
+    from harness.evaluate import evaluate_split
+    from harness.tracking import load_model
+    from harness.workdir import resolve_workdir
+
+    wd = resolve_workdir(workdir)
+    model, cfg = load_model(run_id, wd)
+    dev = torch.device(device)
+    data = drop_corrupt(load_dataset(cfg), cfg.data.max_corrupt_fraction, cache_dir(wd), False)
+    metrics = {}
+    for name, split in data.test_splits.items():
+        m, _ = evaluate_split(model.to(dev), data, split, dev, data.num_workers)
+        metrics.update({f"{name}/{k}": v for k, v in m.items()})
+    return metrics
 
 
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:

@@ -38,7 +38,7 @@ from harness.config import Config, ConfigError, Range, load_config, stable_hash,
 from harness.filter import apply_filter
 from harness.io import lock
 from harness.pipeline import Prepared, fine_tune, prepare
-from harness.tracking import Run, client
+from harness.tracking import Run, client, run_in_store
 from harness.workdir import resolve_workdir
 
 log = logging.getLogger("harness.sweep")
@@ -153,7 +153,9 @@ def load_study(sweep: Sweep, worker_index: int = 0) -> optuna.Study:
 
 
 def config_fingerprint(cfg: Config) -> str:
-    return stable_hash(cfg.to_dict())
+    d = cfg.to_dict()
+    d.pop("tracking", None)  # what MLflow records does not change a trial; studies made before it still match
+    return stable_hash(d)
 
 
 def check_same_config(sweep: Sweep, study: optuna.Study) -> None:
@@ -175,12 +177,14 @@ def init_study(sweep: Sweep) -> optuna.Study:
             sampler=optuna.samplers.TPESampler(seed=s.sampler_seed, constant_liar=True))
         if PARENT_ATTR in study.user_attrs:
             check_same_config(sweep, study)
+            if not run_in_store(client(sweep.workdir), study.user_attrs[PARENT_ATTR]):
+                # the study's parent run lives in another MLflow store (MLFLOW_TRACKING_URI changed, mlflow.db
+                # deleted): give it a parent run in this one; later trials are its children here
+                parent = parent_run(sweep)
+                study.set_user_attr(PARENT_ATTR, parent.id)
+                log.info("study %s: new MLflow parent run %s in this store", sweep.study_name, parent.id)
             return study
-        parent = Run(sweep.workdir, sweep.cfg.name, f"sweep-{sweep.study_name}", tags={
-            "sweep": "true", "study": sweep.study_name, "experiment": sweep.cfg.name,
-            "dataset": sweep.cfg.data.name, "objective": ",".join(sweep.objectives), "storage": sweep.storage_url})
-        parent.log_params({"sweep": dataclasses.asdict(s), "objective": ",".join(sweep.objectives),
-                           "seed": sweep.seed, "overrides": " ".join(sweep.overrides)})
+        parent = parent_run(sweep)
         if s.enqueue_paper:
             study.enqueue_trial(paper_params(sweep.cfg), user_attrs={"schedule": "paper"},
                                 skip_if_exists=True)
@@ -191,6 +195,40 @@ def init_study(sweep: Sweep) -> optuna.Study:
         study.set_user_attr(PARENT_ATTR, parent.id)  # last: its presence marks a complete init
         log.info("study %s created in %s; MLflow parent run %s", sweep.study_name, sweep.storage_url, parent.id)
         return study
+
+
+def public_url(url: str) -> str:
+    """A storage URL fit for a tag: any password masked."""
+    if url.startswith("journal:") or "@" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def dashboard_command(storage_url: str) -> str:
+    """The optuna-dashboard command that browses a study's storage (an RDB URL or a journal file)."""
+    target = storage_url[len("journal:"):] if storage_url.startswith("journal:") else public_url(storage_url)
+    return f"optuna-dashboard {shlex.quote(target)} --host 127.0.0.1 --port 8080"
+
+
+def parent_run(sweep: Sweep) -> Run:
+    """The study's MLflow parent run; its description links the Optuna study and how to browse it."""
+    s = sweep.cfg.sweep
+    storage = public_url(sweep.storage_url)
+    parent = Run(sweep.workdir, sweep.cfg.name, f"sweep-{sweep.study_name}", tags={
+        "sweep": "true", "study": sweep.study_name, "experiment": sweep.cfg.name,
+        "dataset": sweep.cfg.data.name, "objective": ",".join(sweep.objectives), "storage": storage,
+        "optuna.study": sweep.study_name, "optuna.storage": storage,
+        "optuna.dashboard": dashboard_command(sweep.storage_url)})
+    parent.describe(
+        f"Optuna study **{sweep.study_name}** (objective {', '.join(sweep.objectives)}, on validation) in "
+        f"`{storage}`; each trial is a child run of this one. Browse the study, its history, parameter "
+        f"importances and trials with:\n\n`{dashboard_command(sweep.storage_url)}`\n\n(then open "
+        "http://127.0.0.1:8080). The best trial's rerun command is in this run's `best.yaml`.")
+    parent.log_params({"sweep": dataclasses.asdict(s), "objective": ",".join(sweep.objectives),
+                       "seed": sweep.seed, "overrides": " ".join(sweep.overrides)})
+    return parent
 
 
 # --------------------------------------------------------------------------- the search space

@@ -88,13 +88,14 @@ def differing_settings(rs) -> list[str]:
     """Config keys whose logged value is not the same in every run (besides what names the run); a loss that
     differs is expected (it splits the rows) and not listed."""
     params = rs.params.drop(columns=[c for c in rs.params.columns if c in RUN_IDENTITY
-                                     or c.startswith("method_params.") or c == "train.loss"])
+                                     or c.startswith(("method_params.", "tracking.")) or c == "train.loss"])
     varying = params.nunique(dropna=False)
     return sorted(varying[varying > 1].index)
 
 
 def log_report_run(workdir: Path, experiment: str, out: Path, rs) -> str:
     from harness.tracking import Run
+    from reports import page
 
     run = Run(workdir, experiment, "report", tags={"report": "true", "experiment": experiment,
                                                   "report_runs": str(len(rs.runs))})
@@ -102,7 +103,9 @@ def log_report_run(workdir: Path, experiment: str, out: Path, rs) -> str:
         for sub in ("tables", "figures"):  # only what the build wrote, whatever else lives in ``out``
             if (out / sub).is_dir():
                 run.c.log_artifacts(run.id, str(out / sub), sub)
-        run.log_file(out / "index.html")
+        run.log_text(page.self_contained(out / "index.html"), "index.html")  # figures inline for MLflow's viewer
+        run.describe(f"Report of {experiment} over {len(rs.runs)} finished runs: open index.html under Artifacts "
+                     "(tables, figures); the same files are in tables/ and figures/.")
     except BaseException:
         run.end("FAILED")
         raise

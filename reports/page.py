@@ -1,7 +1,9 @@
 """``index.html``: the tables and figures on one page, readable offline (relative paths, inline CSS, no JS)."""
 from __future__ import annotations
 
+import base64
 import html
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -53,3 +55,21 @@ def write_page(out: Path, experiment: str, summary: list[str], tables: list[tupl
     path = out / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def self_contained(index: Path) -> str:
+    """``index.html`` with its figures inlined as data URIs: MLflow's artifact viewer shows an HTML artifact in a
+    sandboxed frame where the page's relative image paths do not resolve."""
+    folder = index.parent
+
+    def inline(match: re.Match) -> str:
+        path = (folder / html.unescape(match.group(2))).resolve()
+        if not path.is_file() or folder.resolve() not in path.parents:
+            return match.group(0)
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f"{match.group(1)}data:image/png;base64,{data}{match.group(3)}"
+
+    text = re.sub(r"(<img src=')([^']+\.png)(')", inline, index.read_text(encoding="utf-8"))
+    note = ("<p class='note'>This copy, logged to MLflow, carries its figures inline; the tables' download links "
+            "point at the run's <code>tables/</code> artifacts.</p>")
+    return text.replace("</h1>", "</h1>" + note, 1)

@@ -1,0 +1,216 @@
+"""What a run records in MLflow beyond params and metrics (issue 13), read back through MLflow's own client:
+the experiment kind, dataset inputs, source tags and description, the logged model (reloaded and re-evaluated),
+system metrics; and a workdir pointed at another store (or with its mlflow.db gone) logs there without crashing."""
+import shutil
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from harness.cli import main
+
+METHODS = ["plain", "discl_diverse_to_specific"]
+ARGV = ["run", "--experiment", "digits_lt_tiny", "--seed", "0", "--quiet"] + [a for m in METHODS
+                                                                              for a in ("--method", m)]
+FAST = ["--set", "tracking.log_model=never", "--set", "tracking.system_metrics=false"]
+
+
+def method_runs(client: MlflowClient):
+    exp = client.get_experiment_by_name("digits_lt_tiny")
+    return exp, {r.data.tags["method"]: r for r in client.search_runs([exp.experiment_id],
+                                                                      filter_string="tags.method != ''")}
+
+
+@pytest.fixture(scope="module")
+def store(tiny_workdir):
+    assert main(ARGV + ["--workdir", str(tiny_workdir)]) == 0
+    client = MlflowClient(f"sqlite:///{tiny_workdir / 'mlflow.db'}")
+    exp, runs = method_runs(client)
+    assert sorted(runs) == sorted(METHODS)
+    return client, exp, runs
+
+
+def test_experiment_opens_on_training_runs(store):
+    _, exp, _ = store
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_dataset_inputs_with_contexts(store):
+    _, _, runs = store
+    seen = {}
+    for method, r in runs.items():
+        inputs = {(d.dataset.name, next(t.value for t in d.tags if t.key == "mlflow.data.context"))
+                  for d in r.inputs.dataset_inputs}
+        assert {("digits_lt/train", "training"), ("digits_lt/val", "validation"), ("digits_lt/test", "test")} <= inputs
+        assert (("synthetic_pool", "training") in inputs) == method.startswith("discl")
+        for d in r.inputs.dataset_inputs:
+            seen.setdefault(d.dataset.name, set()).add(d.dataset.digest)
+    assert all(len(digests) == 1 for digests in seen.values())  # both methods saw the same real splits
+    pool = next(d.dataset for d in runs["discl_diverse_to_specific"].inputs.dataset_inputs
+                if d.dataset.name == "synthetic_pool")
+    import json
+
+    profile = json.loads(pool.profile)
+    assert profile["generated"] >= profile["kept"] == profile["num_rows"] > 0
+    assert profile["levels"] == [0.0, 0.1, 0.3, 0.5, 0.7, 0.9] and pool.digest.startswith(profile["cache_key"])
+
+
+def test_source_tags_and_description(store):
+    _, _, runs = store
+    for r in runs.values():
+        tags = r.data.tags
+        assert tags["mlflow.source.name"].split()[0].endswith(("harness", "pytest", "py.test", "__main__.py"))
+        assert tags["mlflow.source.git.commit"] == tags["git_commit"]
+        assert "/" not in tags["mlflow.source.name"] and tags["command"].startswith(tags["mlflow.source.name"])
+    from harness.tracking import short_source
+
+    assert short_source("harness run -e digits_lt_tiny --workdir /tmp/w --quiet") == "harness run -e digits_lt_tiny"
+    desc = runs["discl_diverse_to_specific"].data.tags["mlflow.note.content"]
+    assert "diverse" in desc and "λ 0, .1, .3, .5 over the first 4 of 5 epochs" in desc, desc
+    assert "real images only, 5 epochs" in runs["plain"].data.tags["mlflow.note.content"]
+
+
+def test_logged_model_reloads_and_reproduces_test_acc(store, tiny_workdir):
+    from harness.runner import evaluate_logged_model
+
+    client, _, runs = store
+    for r in runs.values():
+        [out] = r.outputs.model_outputs
+        model = client.get_logged_model(out.model_id)
+        assert model.source_run_id == r.info.run_id and str(model.status) in ("READY", "LoggedModelStatus.READY")
+        files = {f.path for f in client.list_logged_model_artifacts(out.model_id)}
+        assert {"MLmodel", "model.safetensors", "harness_model.yaml"} <= files
+    r = runs["discl_diverse_to_specific"]
+    metrics = evaluate_logged_model(r.info.run_id, tiny_workdir)
+    assert metrics["test/acc"] == pytest.approx(r.data.metrics["test/acc"], abs=1e-9)
+    assert metrics["test/acc_few"] == pytest.approx(r.data.metrics["test/acc_few"], abs=1e-9)
+
+
+def test_model_over_the_size_limit_is_not_logged(tiny_cfg, tmp_path):
+    import dataclasses
+    from types import SimpleNamespace
+
+    from harness.runner import log_selected_model
+
+    cfg = dataclasses.replace(tiny_cfg, tracking=dataclasses.replace(tiny_cfg.tracking, max_model_mb=1e-6))
+    tags = {}
+    run = SimpleNamespace(set_tags=tags.update)
+    ckpt = tmp_path / "run"
+    ckpt.mkdir()
+    import torch
+
+    torch.save({"state": {"best_state": {"w": torch.zeros(1000)}}, "trainer": {}}, ckpt / "checkpoint.pt")
+    result = SimpleNamespace(method="plain", seed=0)
+    log_selected_model(run, cfg, tmp_path, None, result, ckpt)  # would fail on prep=None if it went on
+    assert tags["model_logged"].startswith("no:")
+
+
+def test_system_metrics(store):
+    _, _, runs = store
+    for r in runs.values():
+        keys = set(r.data.metrics)
+        assert "system/cpu_utilization_percentage" in keys and "system/system_memory_usage_megabytes" in keys
+
+
+def test_another_store_logs_there(store, tiny_workdir, tmp_path, monkeypatch):
+    """MLFLOW_TRACKING_URI at a fresh store: the cache's run ids are the old store's; new runs, from the cache."""
+    old_client, exp, old_runs = store
+    uri = f"sqlite:///{tmp_path / 'team.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert main(ARGV + FAST + ["--workdir", str(tiny_workdir)]) == 0
+    new = MlflowClient(uri)
+    _, runs = method_runs(new)
+    assert sorted(runs) == sorted(METHODS) and {r.info.status for r in runs.values()} == {"FINISHED"}
+    for m, r in runs.items():
+        assert r.info.run_id != old_runs[m].info.run_id
+        assert sorted(x.step for x in new.get_metric_history(r.info.run_id, "val/acc")) == list(range(5))
+        assert r.data.metrics["test/acc"] == pytest.approx(old_runs[m].data.metrics["test/acc"])
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    _, again = method_runs(old_client)  # the old store still resolves to its own runs
+    assert {m: r.info.run_id for m, r in again.items()} == {m: r.info.run_id for m, r in old_runs.items()}
+
+
+def test_copied_cache_and_deleted_store(store, tiny_workdir, tmp_path):
+    """A cache copied to a new workdir, then that workdir's mlflow.db deleted: each time, new runs there. (The
+    second run is a new process, read back with sqlite3: in one process MLflow keeps one engine per store URI,
+    open on the deleted file.)"""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    wd = tmp_path / "copy"
+    shutil.copytree(tiny_workdir / "cache", wd / "cache")
+    argv = ARGV + FAST + ["--workdir", str(wd)]
+    assert main(argv) == 0
+    client = MlflowClient(f"sqlite:///{wd / 'mlflow.db'}")
+    _, runs = method_runs(client)
+    assert sorted(runs) == sorted(METHODS) and {r.info.status for r in runs.values()} == {"FINISHED"}
+    assert all(len(client.get_metric_history(r.info.run_id, "train/loss")) == 5 for r in runs.values())
+    first = {r.info.run_id for r in runs.values()}
+
+    (wd / "mlflow.db").unlink()
+    done = subprocess.run([sys.executable, "-m", "harness.cli", *argv], capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    with sqlite3.connect(wd / "mlflow.db") as db:
+        rows = db.execute("SELECT r.run_uuid, r.status, count(m.step) FROM runs r JOIN latest_metrics l "
+                          "ON l.run_uuid = r.run_uuid AND l.key = 'train/loss' JOIN metrics m ON "
+                          "m.run_uuid = r.run_uuid AND m.key = 'train/loss' GROUP BY r.run_uuid").fetchall()
+    assert len(rows) == 2 and {(status, n) for _, status, n in rows} == {("FINISHED", 5)}
+    assert not first & {run_id for run_id, _, _ in rows}
+    assert all(run_id in done.stdout for run_id, _, _ in rows)
+
+
+def test_sweep_parent_links_its_study_and_moves_to_another_store(tmp_path, monkeypatch):
+    """The parent run names the Optuna study and the optuna-dashboard command; a study whose parent run is in
+    another store gets a new parent in the store it is given."""
+    from harness import sweep as sw
+
+    sweep = sw.make_sweep("digits_lt_tiny", [], tmp_path, None, "linked")
+    study = sw.init_study(sweep)
+    first = study.user_attrs[sw.PARENT_ATTR]
+    parent = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(first)
+    command = f"optuna-dashboard sqlite:///{tmp_path / 'optuna.db'}"
+    assert parent.data.tags["optuna.dashboard"].startswith(command)
+    assert command in parent.data.tags["mlflow.note.content"] and "linked" in parent.data.tags["mlflow.note.content"]
+    assert sw.public_url("postgresql://me:secret@db/optuna") == "postgresql://me:***@db/optuna"
+
+    uri = f"sqlite:///{tmp_path / 'team.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    again = sw.init_study(sw.make_sweep("digits_lt_tiny", [], tmp_path, None, "linked"))
+    second = again.user_attrs[sw.PARENT_ATTR]
+    assert second != first and MlflowClient(uri).get_run(second).data.tags["study"] == "linked"
+
+
+def test_optuna_dashboard_opens_the_sweep_storage(tmp_path):
+    pytest.importorskip("optuna_dashboard")
+    import json
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="shown", storage=storage)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = shutil.which("optuna-dashboard") or pytest.skip("no optuna-dashboard command")
+    proc = subprocess.Popen([exe, storage, "--host", "127.0.0.1", "--port", str(port)],  # as the README says
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    studies = json.load(r)["study_summaries"]
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("optuna-dashboard did not answer in 60 s")
+        assert [s["study_name"] for s in studies] == ["shown"]
+    finally:
+        proc.kill()  # its server does not stop on SIGTERM
+        proc.wait(10)
