@@ -748,6 +748,10 @@ def run_workers(sweep: Sweep, n_trials: int, n_workers: int, say=print, poll_s: 
 def run_sweep(sweep: Sweep, n_trials: int, n_workers: int = 1, say=print) -> dict[str, Any]:
     init_study(sweep)
     if n_workers > 1:
+        # the shared phases (base model, generator, pool, scores) are built here with every core, before the
+        # workers split the cores among themselves; they then find them cached
+        say("building the shared phases with every core before the workers start")
+        prepare(sweep.cfg, sweep.workdir, methods=sweep_methods(sweep.cfg), progress=True)
         run_workers(sweep, n_trials, n_workers, say)
     else:
         work(sweep, n_trials, say=say)

@@ -262,3 +262,15 @@ def test_local_workers_split_the_cores(monkeypatch):
     assert sw.worker_env(4 * cores)["OMP_NUM_THREADS"] == "1"
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert sw.worker_env(4)["OMP_NUM_THREADS"] == "3"  # the user's choice wins
+
+
+def test_local_workers_start_warm(workdir, monkeypatch):
+    """With K local workers the shared phases are built once in the parent, with every core, before any worker
+    starts (each worker gets cores // K threads)."""
+    events = []
+    monkeypatch.setattr(sw, "prepare", lambda cfg, wd, methods, progress: events.append(("prepare", methods)))
+    monkeypatch.setattr(sw, "run_workers", lambda *a, **k: events.append(("workers",)))
+    with pytest.raises(sw.SweepError):  # the stubbed workers ran no trial
+        sw.run_sweep(make(workdir, "warm-start"), n_trials=2, n_workers=2, say=lambda line: None)
+    assert [e[0] for e in events] == ["prepare", "workers"]
+    assert events[0][1] == sw.sweep_methods(make(workdir, "warm-start").cfg)
