@@ -33,7 +33,7 @@ def class_probs(model, images: LabeledImages, device: torch.device, batch_size: 
     autocast to ``amp`` (None: fp32). ``distributed``: every DDP rank calls this in lockstep, evaluates every
     world-th image and the ranks gather the full result (the same on every rank as one process's)."""
     from harness import distributed as dist
-    from harness.train import autocast
+    from harness.train import autocast, clear_shm_errors
 
     model.eval()
     rank, world = (dist.rank(), dist.world()) if distributed else (0, 1)
@@ -43,7 +43,7 @@ def class_probs(model, images: LabeledImages, device: torch.device, batch_size: 
             else images.images.split(batch_size)
     else:
         chunks = (x for x, _ in eval_loader(images, rows, transform, batch_size, workers, device, loaders))
-    with autocast(device, amp):
+    with autocast(device, amp), clear_shm_errors():
         out = [model(to_float01(x.to(device, non_blocking=True))).float().softmax(-1).cpu() for x in chunks]
     probs = torch.cat(out).numpy() if out else np.zeros((0, 0))
     if world == 1:

@@ -1,7 +1,10 @@
 """The training loop: an epoch is a list of (split, indices) parts, drawn fresh by the curriculum each epoch."""
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +14,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from harness import distributed as dist
 from harness.config import OptimConfig
-from harness.data.base import ImageView, LabeledImages, TensorImages
+from harness.data.base import DataError, ImageView, LabeledImages, TensorImages
 from harness.models import classification_loss
 from harness.transforms import to_float01
 
@@ -113,7 +116,27 @@ class EpochLoader:
         order = flat[perm if world == 1 else rank_shard(perm, rank, world)]
         seeds = torch.randint(2**62, (len(order),), generator=g)
         self.order.items = list(zip(order.tolist(), seeds.tolist()))
-        yield from self.loader
+        with clear_shm_errors():
+            yield from self.loader
+
+
+SHM_SIGNS = ("shared memory", "bus error", "no space left on device", "shm")
+
+
+@contextlib.contextmanager
+def clear_shm_errors():
+    """DataLoader workers hand batches over through /dev/shm; when it is too small (a container's default is
+    64 MB) PyTorch dies with a bus error or "No space left on device". Say what it means and what to do."""
+    try:
+        yield
+    except RuntimeError as e:
+        if not any(sign in str(e).lower() for sign in SHM_SIGNS):
+            raise
+        free = shutil.disk_usage("/dev/shm").total // 2**20 if os.path.isdir("/dev/shm") else 0
+        raise DataError(f"DataLoader workers ran out of shared memory (/dev/shm holds {free} MB; they need about "
+                        "2 × workers × one batch of uint8 images, ~300 MB for 8 workers at batch 128 and 224 px): "
+                        "give the container more (docker run --shm-size=8g) or set data.params.num_workers: 0 "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
 
 def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:

@@ -52,3 +52,30 @@ def test_the_trainer_keeps_one_loader_for_the_run(tmp_path):
     trainer.train_epoch([Part(images, np.arange(3))], 1, max_steps=1)
     trainer.train_epoch([Part(images, np.arange(6))], 1)
     assert trainer.loader.loader is first and len(trainer.loader.splits) == 1
+
+
+def test_short_shared_memory_gets_a_clear_error():
+    import pytest
+
+    from harness.data.base import DataError
+    from harness.train import clear_shm_errors
+
+    with pytest.raises(DataError, match="ran out of shared memory.*--shm-size.*num_workers: 0"):
+        with clear_shm_errors():
+            raise RuntimeError("DataLoader worker (pid 123) is killed by signal: Bus error. It is possible that "
+                               "dataloader's workers are out of shared memory.")
+    with pytest.raises(RuntimeError, match="something else"):
+        with clear_shm_errors():
+            raise RuntimeError("something else")
+
+
+def test_worker_count_defaults_to_this_process_share_of_the_cores(monkeypatch):
+    import os
+
+    from harness.data.base import default_workers
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_workers() == cores
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * cores))
+    assert default_workers() == 1

@@ -24,6 +24,15 @@ class DataError(RuntimeError):
     """Missing or malformed data; the message says what was expected where."""
 
 
+def default_workers() -> int:
+    """DataLoader workers when the config leaves it open: this process's share of the cores available (torchrun
+    starts one process per GPU on a node)."""
+    import os
+
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(1, len(os.sched_getaffinity(0)) // max(1, local_world))
+
+
 def to_tensor01(img: Image.Image, size: int, channels: int) -> torch.Tensor:
     img = img.convert("L" if channels == 1 else "RGB")
     x = pil_to_tensor(img).float() / 255.0

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from harness.config import build
-from harness.data.base import DataError, DatasetBundle, FileImages, long_tail_metrics
+from harness.data.base import DataError, DatasetBundle, FileImages, default_workers, long_tail_metrics
 from harness.registry import LONG_TAIL_METRICS, register_dataset
 
 SPLITS = ("train", "val", "test")
@@ -36,7 +36,7 @@ class ImageNetLTParams:
     class_names: str | None = None
     num_classes: int | None = None  # default: the number of names, else the largest training label + 1
     max_per_split: int | None = None  # keep a random subset of each split (quick runs)
-    num_workers: int = 0  # DataLoader workers the pipeline may use for these files
+    num_workers: int | None = None  # DataLoader workers for these files (default: this process's share of the cores)
 
 
 @dataclass
@@ -174,5 +174,5 @@ def imagenet_lt(cfg) -> DatasetBundle:
                               channels=3, val_split="val", test_splits={"test": "test"}, metrics=long_tail_metrics,
                               many=cfg.data.shot_groups.many, few=cfg.data.shot_groups.few,
                               full_train_counts=np.bincount(entries["train"][1], minlength=num_classes))
-    bundle.num_workers = p.num_workers
+    bundle.num_workers = p.num_workers if p.num_workers is not None else default_workers()
     return bundle

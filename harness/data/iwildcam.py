@@ -26,7 +26,7 @@ from sklearn.metrics import f1_score
 from torchvision.transforms.functional import pil_to_tensor
 
 from harness.config import build
-from harness.data.base import DataError, DatasetBundle, FileImages, to_tensor01
+from harness.data.base import DataError, DatasetBundle, FileImages, default_workers, to_tensor01
 from harness.registry import register_dataset
 
 DATA_DIR = "iwildcam_v2.0"
@@ -49,7 +49,7 @@ class IWildCamParams:
     val_split: str = "val"  # model selection: val (OOD validation, the WILDS convention) or id_val
     common_names: str | None = None  # JSON mapping y → common name, overriding the shipped one
     max_per_split: int | None = None  # keep a random subset of each split (quick runs)
-    num_workers: int = 0  # DataLoader workers the pipeline may use for these files
+    num_workers: int | None = None  # DataLoader workers for these files (default: this process's share of the cores)
 
 
 class ReducedJpegImages(FileImages):
@@ -257,5 +257,5 @@ def iwildcam(cfg) -> DatasetBundle:
     bundle = DatasetBundle("iwildcam", class_names(dataset.n_classes, categories, p.common_names), splits,
                            channels=3, val_split=p.val_split, test_splits={"test_id": "id_test", "test_ood": "test"},
                            metrics=wilds_metrics, many=cfg.data.shot_groups.many, few=cfg.data.shot_groups.few)
-    bundle.num_workers = p.num_workers
+    bundle.num_workers = p.num_workers if p.num_workers is not None else default_workers()
     return bundle
