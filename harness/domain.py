@@ -5,7 +5,9 @@ filter's score: how well the image fits the clean world the generator and the ju
 (a classifier trained on the real training split only: how much the image looks like the target domain). A real
 spectrum starts near the judge's world at λ = 0 and ends near the target's as λ → 1. Reference rows give both
 probabilities on real validation images (``source = real val``), and, where the dataset has one, on the
-generator's clean pool (``source = clean pool``; the judge was trained on it, so its score there is optimistic).
+generator's clean pool (``source = clean pool``; the judge was trained on it, so its score there is optimistic),
+both restricted to the classes the synthetic images have (the hard samples' classes): a tail class scores lower
+in any domain, so only same-class rows compare.
 The base model saw the hard sources in training, so its score at λ → 1 is optimistic too; the val row is the
 unbiased level for real target images.
 
@@ -91,19 +93,21 @@ def compute(prep, max_per_level: int, max_real: int) -> pd.DataFrame:
 
 
 def reference_rows(prep, model, max_real: int, rng: np.random.Generator) -> list[dict]:
-    """Both probabilities on real images: the validation split (target domain) and the clean pool, if any."""
+    """Both probabilities on real images of the pool's classes: the validation split (target domain) and the clean
+    pool, if the dataset has one."""
     from harness.registry import get_scorer
     from harness.spectrum import class_prompts
 
     data, cfg = prep.data, prep.cfg
     scorer = get_scorer(cfg.scorer.name).from_config(cfg, data, prep.pool_dir.parents[1], prep.device)
     prompts = [options[0] for options in class_prompts(cfg.spectrum, data.class_names)]
+    classes = np.unique(prep.pool.label.to_numpy())  # the hard classes: a tail class is harder in any domain
     out = []
     for source, split in (("real val", data.val_split), ("clean pool", "pool")):
         images = data.splits.get(split)
         if images is None or len(images) == 0:
             continue
-        idx = np.arange(len(images))
+        idx = np.flatnonzero(np.isin(images.labels, classes))
         if len(idx) > max_real:
             idx = np.sort(rng.choice(idx, max_real, replace=False))
         labels = images.labels[idx]

@@ -119,7 +119,10 @@ def test_run_logs_the_domain_table_and_the_report_draws_it(tmp_path):
     assert np.allclose(synthetic.judge_p_true.to_numpy(), per_level.to_numpy())
     assert (synthetic.images == 29 * cfg.spectrum.seeds).all()
     assert (synthetic.kept <= synthetic.images).all()
-    assert frame[frame.source == "real val"].images.tolist() == [100]  # 10 classes × 10
+    # references: the hard (few-shot) classes only, 10 val and 45 pool images each
+    hard_classes = pd.read_csv(scores).label.nunique()
+    assert frame.set_index("source").loc[["real val", "clean pool"], "images"].tolist() == \
+        [10 * hard_classes, 45 * hard_classes]
     index = build_report("digits_field_tiny", workdir, tmp_path / "report", log_to_mlflow=False)
     assert (index.parent / "figures" / "domain_gap.png").is_file()
     assert "Domain per λ" in index.read_text()

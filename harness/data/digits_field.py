@@ -25,16 +25,16 @@ from harness.data.digits_lt import DigitsParams, digits_lt
 from harness.registry import register_dataset
 
 # the degradations at gap = 1; gap scales each (ranges are per-image uniform draws)
-SHRINK = (0.1, 0.3)         # the digit covers 1 − shrink of the canvas side ...
-ROTATE = 20.0               # ... rotated by up to ± this many degrees, shifted anywhere that keeps it inside
-TEXTURE = 0.25              # amplitude of a smooth background texture (4×4 noise, upsampled)
-STROKES = (1, 3, 0.25, 0.55)  # clutter: this many (inclusive range) stray strokes of this intensity range
-FADE = (0.2, 0.45)          # the digit's contrast drops by this fraction
-OCCLUDE = 0.5               # chance of a bar (a branch) across the canvas, intensity U(0, 0.5), opacity = gap
-NIGHT = (0.3, 0.5)          # half the images are night: brightness × (1 − this) ...
-GLARE = (0.1, 0.3)          # ... the other half day: washed out towards white by this much
-BLUR = (0.3, 0.7)           # Gaussian blur σ in pixels
-NOISE = (0.03, 0.05)        # sensor noise σ, day / night
+SHRINK = (0.05, 0.2)        # the digit covers 1 − shrink of the canvas side ...
+ROTATE = 12.0               # ... rotated by up to ± this many degrees, shifted anywhere that keeps it inside
+TEXTURE = 0.15              # amplitude of a smooth background texture (4×4 noise, upsampled)
+STROKES = (1, 2, 0.2, 0.4)  # clutter: this many (inclusive range) stray strokes of this intensity range
+FADE = (0.1, 0.3)           # the digit's contrast drops by this fraction
+OCCLUDE = 0.35              # chance of a bar (a branch) across the canvas, intensity U(0, 0.5), opacity = gap
+NIGHT = (0.2, 0.35)         # half the images are night: brightness × (1 − this) ...
+GLARE = (0.05, 0.2)         # ... the other half day: washed out towards white by this much
+BLUR = (0.25, 0.5)          # Gaussian blur σ in pixels
+NOISE = (0.015, 0.03)       # sensor noise σ, day / night
 
 
 @dataclass
