@@ -1,15 +1,11 @@
-from harness.curriculum import Curriculum
+from baselines.discl_diverse_to_specific import DiverseToSpecific
 from harness.registry import register_method
 
 
 @register_method("plain_rebalanced")
-class PlainRebalanced(Curriculum):
-    """The control the paper lacks: DisCL's extra epochs and head-class undersampling, real images only."""
+class PlainRebalanced(DiverseToSpecific):
+    """The control the paper lacks: DisCL diverse→specific's epochs, undersampling and tail share, with each stage's
+    synthetic images replaced by as many real hard images drawn with replacement (the authors' ``baseline``)."""
 
     synthetic = False
-
-    def n_stages(self, levels, curriculum_epochs):
-        return 1
-
-    def stage_levels(self, stage, ctx):
-        return ()
+    real_stand_in = True

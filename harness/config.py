@@ -40,6 +40,9 @@ class DataConfig:
     params: dict[str, Any] = field(default_factory=dict)  # dataset-specific, validated by the dataset
     max_train: int | None = None  # keep at most this many training images (quick runs)
     max_corrupt_fraction: float = 0.001  # unreadable images per split that are skipped (and counted) before failing
+    # torchvision.transforms.v2 steps on uint8 images ([Name, {Name: {arg: value}}, ...]); null: squash to S×S
+    train_transform: list[Any] | None = None  # real and synthetic training images alike
+    eval_transform: list[Any] | None = None  # validation, test, hard-sample mining and the adaptive probe
 
 
 @dataclass
@@ -73,6 +76,7 @@ class HardConfig:
     rule: str = "few_shot"  # few_shot | low_prob | k_hardest | misclassified
     threshold: float = 0.5  # low_prob: true-class probability below this
     k: int = 100  # k_hardest
+    exclude_classes: list[str] = field(default_factory=list)  # class names never hard (iWildCam: [empty])
 
 
 @dataclass
@@ -90,7 +94,8 @@ class SpectrumConfig:
     scheduler: str = "ddim"
     batch_size: int = 256
     prompt: str = "a photo of a {name}"
-    descriptions: str | None = None  # JSON {class name: [descriptions]} for richer prompts
+    descriptions: str | None = None  # JSON {class name: [descriptions]}: the prompts of the classes it lists
+    description_prefix: str = ""  # prepended to each description (the paper: "a 8k real photo: ")
 
 
 @dataclass
@@ -103,8 +108,11 @@ class TrainConfig(OptimConfig):
     """Fine-tuning from the base model, where the methods differ."""
 
     curriculum_epochs: int = 8  # epochs under the curriculum; the rest are real data only
+    init: str = "base"  # base: start from the base model | pretrained: from the model's pretrained weights
     undersample: float = 1.0  # fraction of non-hard real images drawn afresh each epoch (when re-balancing)
-    synthetic_scale: float = 3.0  # synthetic images per epoch, as a multiple of the real hard images
+    # synthetic images per curriculum epoch, as a multiple of the hard sources; null: every kept synthetic image of
+    # the stage's levels (the paper's S_λ)
+    synthetic_scale: float | None = 3.0
     select_on: str = "val/acc"  # model selection metric (never a test metric)
     include_hard_real: bool = True  # real hard images join curriculum stages (iWildCam's stages use S_λ ∪ non-hard)
 
@@ -374,6 +382,11 @@ def validate(cfg: Config, path: Path | str = "config") -> None:
             bad(f"curriculum level {lam} is not among the generated spectrum.levels {cfg.spectrum.levels}")
     if cfg.train.curriculum_epochs > cfg.train.epochs:
         bad(f"train.curriculum_epochs ({cfg.train.curriculum_epochs}) exceeds train.epochs ({cfg.train.epochs})")
+    if cfg.train.init not in ("base", "pretrained"):
+        bad(f"train.init must be base or pretrained, got {cfg.train.init!r}")
+    if cfg.train.synthetic_scale is not None and cfg.train.synthetic_scale <= 0:
+        bad(f"train.synthetic_scale must be positive or null (every kept image), got {cfg.train.synthetic_scale}")
+    check_transforms(cfg, bad)
     if not 0 < cfg.train.undersample <= 1:
         bad(f"train.undersample must be in (0, 1], got {cfg.train.undersample}")
     if cfg.train.select_on.startswith("test"):
@@ -399,6 +412,43 @@ def validate(cfg: Config, path: Path | str = "config") -> None:
             registry.get_method(m)
     except registry.UnknownNameError as e:
         bad(str(e))
+    if cfg.train.init == "pretrained" and not registry.get_model(cfg.model.name).has_pretrained(cfg):
+        bad(f"train.init: pretrained, but model {cfg.model.name!r} has no pretrained weights (give "
+            "model.params.weights, or train.init: base)")
+    validate_metric_names(cfg, bad)
+
+
+def check_transforms(cfg: Config, bad) -> None:
+    """Both transforms build and end in uint8 images of data.image_size (checked on a dummy image)."""
+    from harness.transforms import TransformError, build_transform, check_output
+
+    for key in ("train_transform", "eval_transform"):
+        spec = getattr(cfg.data, key)
+        if spec is None:
+            continue
+        try:
+            check_output(build_transform(spec, cfg.data.image_size, f"data.{key}"), cfg.data.image_size,
+                         f"data.{key}")
+        except TransformError as e:
+            bad(str(e))
+
+
+def validate_metric_names(cfg: Config, bad) -> None:
+    """``train.select_on`` and the sweep objectives name metrics the dataset logs on validation (declared at
+    ``@register_dataset``): a misspelt name would otherwise select the last epoch silently."""
+    import difflib
+
+    from harness.registry import validation_metrics
+
+    known = validation_metrics(cfg.data.name)
+    named = [("train.select_on", cfg.train.select_on), ("sweep.objective", cfg.sweep.objective)]
+    named += [(f"sweep.multi_objective[{i}]", m) for i, m in enumerate(cfg.sweep.multi_objective or [])]
+    for key, name in named:
+        if name is not None and name not in known:
+            close = difflib.get_close_matches(name, known, n=2, cutoff=0.5)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            bad(f"{key}: {name!r} is not a validation metric of dataset {cfg.data.name}; {hint}"
+                f"(it logs {', '.join(known)})")
 
 
 SWEEP_ORDERINGS = ("diverse_to_specific", "specific_to_diverse", "random", "adaptive")
@@ -444,9 +494,11 @@ def stable_hash(obj: Any, length: int = 12) -> str:
 
 def data_identity(cfg: Config) -> dict[str, Any]:
     """The data settings that decide which images a dataset holds: the key of caches built from the data alone
-    (a new unrelated ``data`` field, or a different corrupt-image tolerance, must not retrain the generator)."""
-    d = cfg.data
-    return {"name": d.name, "root": d.root, "image_size": d.image_size, "split_seed": d.split_seed, "params": d.params}
+    (a new unrelated ``data`` field, a different corrupt-image tolerance or worker count must not retrain the
+    generator; a names file enters by its contents). See ``harness.cache_keys``."""
+    from harness.cache_keys import data_identity as identity
+
+    return identity(cfg)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -26,6 +26,7 @@ class Curriculum:
     synthetic = True  # draws on the synthetic pool
     rebalance = True  # undersamples non-hard real images during the curriculum
     adaptive = False  # needs a guidance-validation set and a probe
+    real_stand_in = False  # no synthetic images: as many real hard images (drawn with replacement) take their place
 
     def __init__(self, **params):
         if params:

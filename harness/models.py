@@ -22,6 +22,11 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
+    @classmethod
+    def has_pretrained(cls, cfg) -> bool:
+        """Whether ``from_config`` starts from pretrained weights (what ``train.init: pretrained`` needs)."""
+        return False
+
 
 @dataclass
 class SmallCNNParams:

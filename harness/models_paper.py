@@ -50,6 +50,10 @@ class TorchvisionResNet(Classifier):
         return self.net(self.normalize(x))
 
     @classmethod
+    def has_pretrained(cls, cfg) -> bool:
+        return bool(build(ResNetParams, cfg.model.params, "model.params").weights)
+
+    @classmethod
     def from_config(cls, cfg, num_classes: int, channels: int) -> "TorchvisionResNet":
         p = build(ResNetParams, cfg.model.params, "model.params")
         net = ResNet(cls.block, list(cls.layers), num_classes=num_classes)
@@ -106,6 +110,10 @@ class ClipFlyp(Classifier):
     (the mean over templates), so the head is the text tower itself and is fine-tuned with it."""
 
     needs_class_names = True
+
+    @classmethod
+    def has_pretrained(cls, cfg) -> bool:
+        return True  # CLIP's weights (random ones for tiny: true, which stand in for them)
 
     def __init__(self, clip, tokenizer, class_names: list[str], templates: list[str]):
         super().__init__()

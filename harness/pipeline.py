@@ -17,11 +17,13 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from harness.cache_keys import base_key, pool_key, scorer_key  # noqa: F401 (reports import them from here)
 from harness.config import Config, stable_hash
 from harness.curriculum import Curriculum, StageContext, stage_of_epoch, summarize_gain
 from harness.data import DatasetBundle, load_dataset
 from harness.data.verify import drop_corrupt
 from harness.data.base import FileImages, LabeledImages, TensorImages, to_tensor01
+from harness import distributed as dist
 from harness.distributed import generation_lock, is_main, local_device, wait_for_shards
 from harness.evaluate import class_probs, evaluate_split, predict
 from harness.filter import acceptance_by_level, apply_filter, score_pool
@@ -41,26 +43,6 @@ def pick_device(cfg: Config) -> torch.device:
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(cfg.device)
-
-
-def section(cfg: Config, *names: str) -> dict:
-    return {n: dataclasses.asdict(getattr(cfg, n)) for n in names}
-
-
-def base_key(cfg: Config) -> str:
-    return stable_hash(section(cfg, "data", "model", "base"))
-
-
-def pool_key(cfg: Config) -> str:
-    spectrum = dataclasses.asdict(cfg.spectrum)
-    spectrum.pop("batch_size")  # how it is batched does not change what is generated
-    # few-shot hard samples do not depend on the base model: other base settings (e.g. its loss) share the pool
-    base = stable_hash(section(cfg, "data")) if cfg.hard.rule == "few_shot" else base_key(cfg)
-    return stable_hash({"base": base, **section(cfg, "hard", "generator"), "spectrum": spectrum})
-
-
-def scorer_key(cfg: Config) -> str:
-    return stable_hash(section(cfg, "scorer"))
 
 
 @dataclass
@@ -90,25 +72,43 @@ def train_base(cfg: Config, data: DatasetBundle, cache: Path, device: torch.devi
     folder = cache / "base" / base_key(cfg)
     with lock(folder / "model"):
         if not (folder / "model.safetensors").exists():
+            seed_everything(cfg.base.seed)  # before the model is built: its initial weights come from the seed
             model = build_model(cfg, data.num_classes, data.channels, data.class_names)
             if cfg.base.checkpoint:
                 model.load_state_dict(load_checkpoint(cfg.base.checkpoint))
             else:
-                seed_everything(cfg.base.seed)
-                trainer = Trainer(model, cfg.base, cfg.base.epochs, log_prior(data), cfg.base.seed, device,
-                                  data.num_workers)
-                all_real = [Part(data.train, np.arange(len(data.train)))]
-                from tqdm.auto import tqdm
-
-                for epoch in tqdm(range(cfg.base.epochs), desc="train base model", unit="epoch", mininterval=2):
-                    trainer.train_epoch(all_real, epoch)
-            probs = class_probs(model.to(device), data.train, device, workers=data.num_workers)
+                train_base_epochs(cfg, data, model, folder / "checkpoint.pt", device)
+            probs = class_probs(model.to(device), data.train, device, workers=data.num_workers,
+                                transform=data.eval_transform)
             folder.mkdir(parents=True, exist_ok=True)
             with atomic_path(folder / "train_probs.npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, probs)
             with atomic_path(folder / "model.safetensors") as tmp:
                 save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+            (folder / "checkpoint.pt").unlink(missing_ok=True)
     return load_file(str(folder / "model.safetensors")), np.load(folder / "train_probs.npy")
+
+
+def train_base_epochs(cfg: Config, data: DatasetBundle, model, ckpt: Path, device: torch.device) -> None:
+    """The base model's epochs over all real training images, checkpointed after every epoch, so a killed job
+    (90 ImageNet-LT epochs are hours) resumes where it stopped."""
+    from tqdm.auto import tqdm
+
+    trainer = Trainer(model, cfg.base, cfg.base.epochs, log_prior(data), cfg.base.seed, device, data.num_workers,
+                      transform=data.train_transform)
+    start = 0
+    if ckpt.exists():
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+        trainer.load_state(saved["trainer"])
+        start = saved["epoch"]
+        log.info("base model: resuming at epoch %d of %d", start, cfg.base.epochs)
+    all_real = [Part(data.train, np.arange(len(data.train)))]
+    for epoch in tqdm(range(start, cfg.base.epochs), desc="train base model", unit="epoch", mininterval=2,
+                      initial=start, total=cfg.base.epochs):
+        trainer.train_epoch(all_real, epoch)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(ckpt) as tmp:
+            torch.save({"trainer": trainer.state(), "epoch": epoch + 1}, tmp)
 
 
 def load_checkpoint(path: str) -> dict:
@@ -129,7 +129,8 @@ def log_prior(data: DatasetBundle) -> torch.Tensor:
 # --------------------------------------------------------------------------- phases 2–4: hard → spectrum → filter
 
 def needs_pool(cfg: Config, methods: list[str]) -> bool:
-    return any(get_method(m).synthetic for m in methods)
+    """Synthetic methods train on the pool; the real-only control draws as many real images as they would."""
+    return any(get_method(m).synthetic or get_method(m).real_stand_in for m in methods)
 
 
 def prepare(cfg: Config, workdir: Path, methods: list[str] | None = None, progress: bool = True,
@@ -183,11 +184,12 @@ def mark_complete(pool_dir: Path, plan, generator_settings: dict) -> None:
 
 
 def load_pool_images(pool: pd.DataFrame, pool_dir: Path, cfg: Config, data: DatasetBundle) -> LabeledImages:
-    """Decode the pool once into memory when it is small (a few hundred MB); read from disk otherwise."""
+    """In memory (squashed to S×S) when the real images are in memory too, no transform is configured and the pool
+    is small; otherwise read from disk and transformed like the real training images."""
     size, channels = cfg.data.image_size, data.channels
-    bytes_needed = len(pool) * channels * size * size * 4
+    in_memory = isinstance(data.train, TensorImages) and data.train_transform is None
     ids = list(pool.key)
-    if bytes_needed < 512 * 2**20:
+    if in_memory and len(pool) * channels * size * size * 4 < 512 * 2**20:
         from PIL import Image
 
         images = torch.stack([to_tensor01(Image.open(pool_dir / f), size, channels) for f in pool.file]) \
@@ -212,7 +214,8 @@ class RunResult:
 
 
 def split_guidance_val(prep: Prepared, method: Curriculum, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hard sources whose synthetic images train, and those held out to guide the adaptive choice."""
+    """Hard sources that train, and those held out to guide the adaptive choice (never trained on: neither their
+    real images nor their synthetic ones)."""
     sources = np.unique(prep.hard)
     if not method.adaptive:
         return sources, np.array([], dtype=int)
@@ -222,49 +225,73 @@ def split_guidance_val(prep: Prepared, method: Curriculum, seed: int) -> tuple[n
     return np.setdiff1d(sources, held), np.sort(held)
 
 
+def synthetic_candidates(prep: Prepared, levels: tuple[float, ...], train_sources: np.ndarray) -> np.ndarray:
+    """Rows of the pool a stage may draw: kept images of the stage's levels whose source trains."""
+    pool = prep.pool
+    usable = pool.keep & pool.lam.round(4).isin([round(x, 4) for x in levels]) & pool.source_index.isin(train_sources)
+    return np.flatnonzero(usable.to_numpy())
+
+
 def epoch_parts(prep: Prepared, method: Curriculum, levels: tuple[float, ...], in_curriculum: bool,
                 train_sources: np.ndarray, rng: np.random.Generator) -> list[Part]:
-    """The images of one epoch: real hard + real non-hard (a fresh undersample when re-balancing) + synthetic."""
+    """The images of one epoch: real non-hard (a fresh undersample during a re-balancing curriculum), real hard,
+    and during the curriculum the stage's synthetic images: every kept one of its levels (S_λ) or
+    ``synthetic_scale`` per hard source. The real-only control draws as many real hard images, with replacement,
+    in their place. Held-out guidance-validation sources (not in ``train_sources``) never join."""
     cfg, train = prep.cfg, prep.data.train
-    hard_mask = np.zeros(len(train), bool)
-    hard_mask[prep.hard] = True
-    non_hard = np.flatnonzero(~hard_mask)
+    hard = np.unique(prep.hard)
+    non_hard = np.setdiff1d(np.arange(len(train)), hard)
     if in_curriculum and method.rebalance and cfg.train.undersample < 1:
         non_hard = np.sort(rng.choice(non_hard, size=int(round(len(non_hard) * cfg.train.undersample)),
                                       replace=False))
-    parts = [Part(train, non_hard)]
-    synthetic = np.array([], dtype=int)
+    hard_real = hard[np.isin(hard, train_sources)]
+    tail = []
     if in_curriculum and levels and prep.pool_images is not None:
-        pool = prep.pool
-        usable = pool.keep & pool.lam.round(4).isin([round(x, 4) for x in levels]) & \
-            pool.source_index.isin(train_sources)
-        candidates = np.flatnonzero(usable.to_numpy())
-        n = int(round(cfg.train.synthetic_scale * len(train_sources)))
-        synthetic = np.sort(rng.choice(candidates, size=min(n, len(candidates)), replace=False))
-        parts.append(Part(prep.pool_images, synthetic))
-    if not (in_curriculum and len(synthetic) and not cfg.train.include_hard_real):
-        parts.append(Part(train, np.asarray(prep.hard)))
-    return parts
+        candidates = synthetic_candidates(prep, levels, train_sources)
+        scale = cfg.train.synthetic_scale
+        n = len(candidates) if scale is None else min(int(round(scale * len(train_sources))), len(candidates))
+        if method.synthetic:
+            tail.append(Part(prep.pool_images, np.sort(rng.choice(candidates, size=n, replace=False))))
+        elif method.real_stand_in and len(hard_real):
+            tail.append(Part(train, np.sort(rng.choice(hard_real, size=n, replace=True))))
+    parts = [Part(train, non_hard)]
+    if cfg.train.include_hard_real or not tail:
+        parts.append(Part(train, hard_real))
+    return parts + tail
+
+
+def tail_share(parts: list[Part]) -> float:
+    """The fraction of an epoch's images that are hard or synthetic (everything but the first, non-hard part)."""
+    total = sum(len(p.indices) for p in parts)
+    return sum(len(p.indices) for p in parts[1:]) / total if total else 0.0
+
+
+def probe_sets(prep: Prepared, held: np.ndarray, levels: tuple[float, ...]) -> dict[float, LabeledImages]:
+    """The guidance-validation images: per level, one kept synthetic image of each held-out source (its lowest
+    kept seed), for the sources that have one at every level, so every level is measured on the same sources."""
+    pool = prep.pool
+    kept = pool[pool.keep & pool.source_index.isin(held)].rename_axis("row").reset_index()
+    first = {lam: kept[(kept.lam - lam).abs() < 1e-6].sort_values("seed_index").drop_duplicates("source_index")
+             .set_index("source_index") for lam in levels}
+    common = sorted(set.intersection(*(set(f.index) for f in first.values()))) if first else []
+    if not common:
+        raise RuntimeError(f"discl_adaptive: none of the {len(held)} held-out hard sources has a synthetic image "
+                           f"that passed the filter at every level {list(levels)}; raise "
+                           "curriculum.adaptive.holdout or lower filter.threshold")
+    return {lam: take(prep.pool_images, np.array(f.loc[common, "row"], dtype=np.int64)) for lam, f in first.items()}
 
 
 def guidance_val_probe(prep: Prepared, trainer: Trainer, held: np.ndarray, probe_parts) -> callable:
     """The adaptive rule's measurement: true-class probability on each level's held-out synthetic images,
     before and after a short stretch of training; the per-image gains summarized per level."""
     acfg = prep.cfg.curriculum.adaptive
-    pool = prep.pool
-
-    def subset(lam: float) -> LabeledImages:
-        rows = np.flatnonzero(((pool.lam - lam).abs() < 1e-6) & pool.source_index.isin(held) & pool.keep
-                              & (pool.seed_index == pool[pool.source_index.isin(held)].seed_index.min()))
-        return take(prep.pool_images, rows)
 
     def probe(levels: tuple[float, ...]) -> dict[float, float]:
-        sets = {lam: subset(lam) for lam in levels}
-        before = {lam: true_class_prob(trainer.model, s, prep.device) for lam, s in sets.items()}
+        sets = probe_sets(prep, held, levels)
+        before = {lam: true_class_prob(trainer.model, s, prep) for lam, s in sets.items()}
         trainer.train_epoch(probe_parts(), epoch=trainer.current_epoch, max_steps=acfg.probe_steps)
-        after = {lam: true_class_prob(trainer.model, s, prep.device) for lam, s in sets.items()}
-        return {lam: summarize_gain(after[lam] - before[lam], acfg.statistic, acfg.drop_outliers)
-                if len(sets[lam]) else float("-inf") for lam in levels}
+        after = {lam: true_class_prob(trainer.model, s, prep) for lam, s in sets.items()}
+        return {lam: summarize_gain(after[lam] - before[lam], acfg.statistic, acfg.drop_outliers) for lam in levels}
 
     return probe
 
@@ -277,16 +304,18 @@ def take(images: LabeledImages, rows: np.ndarray) -> LabeledImages:
                       images.size, images.channels)
 
 
-def true_class_prob(model, images: LabeledImages, device) -> np.ndarray:
+def true_class_prob(model, images: LabeledImages, prep: Prepared) -> np.ndarray:
     if len(images) == 0:
         return np.zeros(0)
-    probs = class_probs(model, images, device)
+    probs = class_probs(model, images, prep.device, workers=prep.data.num_workers,
+                        transform=prep.data.eval_transform)
     return probs[np.arange(len(images)), images.labels]
 
 
 def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: Path | None = None,
               progress: bool = True, on_epoch=None) -> RunResult:
-    """Fine-tune the base model with one method's curriculum; select on validation; evaluate on test.
+    """Fine-tune with one method's curriculum, from the base model or the pretrained weights (``train.init``);
+    select on validation; evaluate on test.
 
     ``on_epoch(epoch, row)``, when given, sees each epoch's metrics row; it may raise to stop the run (a sweep
     raises ``optuna.TrialPruned``)."""
@@ -294,14 +323,15 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
     method: Curriculum = get_method(method_name)(**cfg.method_params.get(method_name, {}))
     seed_everything(seed)
     model = build_model(cfg, data.num_classes, data.channels, data.class_names)
-    model.load_state_dict(prep.base_state)
+    if cfg.train.init == "base":
+        model.load_state_dict(prep.base_state)
     trainer = Trainer(model, cfg.train, cfg.train.epochs, log_prior(data), seed, device, data.num_workers,
-                      distributed=True)  # one DDP rank under torchrun; the base model trains in one process
+                      distributed=True, transform=data.train_transform)  # one DDP rank under torchrun
     trainer.current_epoch = 0
     rng = np.random.default_rng(seed)
     levels = tuple(sorted(cfg.curriculum.adaptive_levels if method.adaptive and cfg.curriculum.adaptive_levels
                           else cfg.curriculum_levels))
-    if not method.synthetic:
+    if not (method.synthetic or method.real_stand_in):
         levels = ()
     train_sources, held = split_guidance_val(prep, method, seed)
     n_stages = method.n_stages(levels, cfg.train.curriculum_epochs) if cfg.train.curriculum_epochs else 0
@@ -325,18 +355,21 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
         trainer.current_epoch = epoch
         stage = stage_of_epoch(epoch, cfg.train.curriculum_epochs, n_stages)
         if stage is not None and stage != state["stage"]:
-            state["levels"] = tuple(method.stage_levels(stage, ctx)) if method.synthetic else ()
+            # every rank computes the choice (the adaptive probe trains in lockstep); rank 0's is the one taken
+            state["levels"] = dist.share(tuple(method.stage_levels(stage, ctx))) if levels else ()
             state["stage"] = stage
             ctx.history.append(state["levels"])
-            state["stages"].append({"stage": stage, "first_epoch": epoch, "levels": list(state["levels"])})
+            state["stages"].append({"stage": stage, "first_epoch": epoch, "levels": list(state["levels"]),
+                                    **({"real_stand_in": True} if method.real_stand_in else {})})
         in_curriculum = stage is not None
         stage_levels = state["levels"] if in_curriculum else ()
         parts = epoch_parts(prep, method, stage_levels, in_curriculum, train_sources, rng)
         loss = trainer.train_epoch(parts, epoch)
         val_metrics, _ = evaluate_split(trainer.model, data, data.val_split, device, data.num_workers)
-        lam = float(np.mean(stage_levels)) if stage_levels else 1.0
+        lam = float(np.mean(stage_levels)) if stage_levels and method.synthetic else 1.0
         n_syn = sum(len(p.indices) for p in parts if p.images is prep.pool_images)
         row = {"epoch": epoch, "train/loss": loss, "curriculum/lambda": lam, "curriculum/synthetic": n_syn,
+               "curriculum/tail_share": tail_share(parts), "curriculum/images": sum(len(p.indices) for p in parts),
                "lr": trainer.opt.param_groups[0]["lr"], **{f"val/{k}": v for k, v in val_metrics.items()}}
         state["history"].append(row)
         score = row.get(cfg.train.select_on, float("nan"))

@@ -64,6 +64,10 @@ def log_run_outputs(run: Run, cfg: Config, prep: Prepared, result: RunResult, gr
     fig = plots.training_curves(result.history, f"{result.method} seed {result.seed}")
     run.log_figure(fig, "plots/training_curves.png")
     plots.close(fig)
+    if prep.pool_dir is not None and get_method(result.method).synthetic:
+        from harness.spectrum import prompts_frame
+
+        run.log_frame(prompts_frame(prep.pool, prep.data.class_names), "spectrum/prompts.csv")
     if grid_path is not None and prep.pool_dir is not None and get_method(result.method).synthetic:
         run.log_file(grid_path, "spectrum")
         run.log_frame(acceptance_by_level(prep.pool), "spectrum/acceptance.csv")

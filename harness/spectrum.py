@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from harness.config import SpectrumConfig
+from harness.config import ConfigError, SpectrumConfig
 from harness.data.base import DatasetBundle
 from harness.generators.base import GenerationItem, Generator
 from harness.io import append_jsonl, atomic_path, read_jsonl
@@ -35,15 +35,63 @@ class PlannedImage:
     file: str
 
 
-def class_prompts(spec: SpectrumConfig, class_names: list[str]) -> list[list[str]]:
-    """Per class, the prompts to cycle through: descriptions from a JSON file, else the template."""
-    descriptions = {}
-    if spec.descriptions:
-        path = Path(spec.descriptions)
-        if not path.is_file():
-            raise FileNotFoundError(f"spectrum.descriptions: no file {path} (a JSON of class name → [descriptions])")
-        descriptions = json.loads(path.read_text())
-    return [list(descriptions.get(name) or [spec.prompt.format(name=name)]) for name in class_names]
+# what loaders call a class they have no name for (``class_17``, FLYP's ``class 3``)
+PLACEHOLDER_NAME = re.compile(r"class[ _-]?\d+", re.IGNORECASE)
+HOW_TO_NAME = ("give the class names in a file: imagenet_lt data.params.class_names (one name per line in label "
+               "order, or JSON), iwildcam data.params.common_names (JSON {y: name})")
+
+
+def check_class_names(class_names: list[str], labels) -> None:
+    """Prompts (and the CLIP filter's text) need real class names: a placeholder such as ``class_17`` is an error."""
+    unnamed = [int(c) for c in labels if PLACEHOLDER_NAME.fullmatch(class_names[int(c)].strip())]
+    if unnamed:
+        c = unnamed[0]
+        raise ConfigError(f"spectrum: class {c} has no name ({class_names[c]!r}; {len(unnamed)} classes with hard "
+                          f"images are unnamed), so its prompts cannot depict it; {HOW_TO_NAME}")
+
+
+def read_descriptions(path: str) -> dict[str, list[str]]:
+    """``spectrum.descriptions``: a JSON object {class name: [description, ...]} (a single string is one)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"spectrum.descriptions: no file {file} (a JSON of class name → [descriptions])")
+    try:
+        data = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"spectrum.descriptions: {file} is not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) or (isinstance(v, list) and all(
+            isinstance(x, str) for x in v)) for v in data.values()):
+        raise ConfigError(f"spectrum.descriptions: {file}: expected {{\"class name\": [\"description\", ...], ...}}")
+    return {str(k): [v] if isinstance(v, str) else list(v) for k, v in data.items()}
+
+
+def class_prompts(spec: SpectrumConfig, class_names: list[str], labels=None) -> list[list[str]]:
+    """Per class, the prompts to cycle through: with ``spectrum.descriptions``, the class's descriptions, each after
+    ``spectrum.description_prefix``; else the template ``spectrum.prompt``. ``labels``: the classes that will be
+    prompted (default: all); each must have descriptions when a descriptions file is given."""
+    labels = range(len(class_names)) if labels is None else [int(c) for c in labels]
+    if not spec.descriptions:
+        return [[spec.prompt.format(name=name)] for name in class_names]
+    descriptions = read_descriptions(spec.descriptions)
+    missing = [class_names[c] for c in labels if not descriptions.get(class_names[c])]
+    if missing:
+        raise ConfigError(f"spectrum.descriptions: {spec.descriptions} has no descriptions for {len(missing)} of the "
+                          f"{len(labels)} classes to prompt, e.g. {', '.join(repr(m) for m in missing[:3])} (keys "
+                          "are the dataset's class names); add them or drop spectrum.descriptions")
+    return [[spec.description_prefix + d for d in descriptions[name]] if name in descriptions
+            else [spec.prompt.format(name=name)] for name in class_names]
+
+
+def prompts_frame(pool: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
+    """``label,class_name,prompt``: one row per class in the pool (the classes with hard images), its prompts as
+    generated (from the manifest, in order of use) joined with " | "."""
+    if not len(pool) or "prompt" not in pool:
+        return pd.DataFrame(columns=["label", "class_name", "prompt"])
+    ordered = pool.sort_values(["label", "seed_index", "source_index", "lam"], kind="stable")
+    prompts = ordered.groupby("label", sort=True)["prompt"].agg(lambda p: " | ".join(dict.fromkeys(p)))
+    labels = prompts.index.astype(int)
+    return pd.DataFrame({"label": labels, "class_name": [class_names[c] for c in labels],
+                         "prompt": prompts.to_numpy()})
 
 
 def safe_name(text: str) -> str:
@@ -52,8 +100,10 @@ def safe_name(text: str) -> str:
 
 def plan_spectrum(data: DatasetBundle, hard: np.ndarray, spec: SpectrumConfig) -> list[PlannedImage]:
     """Every image of the spectrum, ordered by λ (one denoising schedule per λ batches well)."""
-    prompts = class_prompts(spec, data.class_names)
     train = data.train
+    labels = np.unique(train.labels[np.asarray(hard, dtype=np.int64)])
+    check_class_names(data.class_names, labels)
+    prompts = class_prompts(spec, data.class_names, labels)
     plan = []
     for lam in spec.levels:
         for i in hard:

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import ConcatDataset, DataLoader, Subset
+from torch.utils.data import DataLoader, Subset
 
 from harness import distributed as dist
 from harness.config import OptimConfig
-from harness.data.base import LabeledImages, TensorImages
+from harness.data.base import ImageView, LabeledImages, TensorImages
 from harness.models import classification_loss
+from harness.transforms import to_float01
 
 
 @dataclass
@@ -50,36 +51,38 @@ def rank_shard(perm: torch.Tensor, rank: int, world: int) -> torch.Tensor:
 
 
 def batches(parts: list[Part], batch_size: int, g: torch.Generator, device: torch.device, workers: int = 0,
-            rank: int = 0, world: int = 1):
-    """Shuffled batches over the union of ``parts``. In-memory splits are gathered by indexing, no DataLoader.
-    With ``world`` > 1 every rank draws the same permutation from ``g`` (seeded alike) and takes its shard."""
+            rank: int = 0, world: int = 1, transform=None):
+    """Shuffled batches over the union of ``parts``, as float images in [0, 1] on ``device``. In-memory splits
+    without a transform are gathered by indexing, no DataLoader; otherwise each image is decoded to uint8 and
+    transformed in the loader, and converted to float on the device. With ``world`` > 1 every rank draws the same
+    permutation from ``g`` (seeded alike) and takes its shard."""
     parts = [p for p in parts if len(p.indices)]
-    if all(isinstance(p.images, TensorImages) for p in parts):
+    if transform is None and all(isinstance(p.images, TensorImages) for p in parts):
         x = torch.cat([p.images.images[torch.as_tensor(p.indices)] for p in parts])
         y = torch.cat([torch.as_tensor(p.images.labels[p.indices]) for p in parts])
         perm = torch.randperm(len(y), generator=g)
         for idx in (perm if world == 1 else rank_shard(perm, rank, world)).split(batch_size):
             yield x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
         return
-    union = ConcatDataset([Subset(p.images, p.indices.tolist()) for p in parts])
+    union = ImageView([(p.images, p.indices) for p in parts], transform)
     if world > 1:
         union = Subset(union, rank_shard(torch.randperm(len(union), generator=g), rank, world).tolist())
     loader = DataLoader(union, batch_size=batch_size, shuffle=world == 1, generator=g, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=False)
     for x, y in loader:
-        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield to_float01(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
 
 
 class Trainer:
     """Holds the model, optimizer and step count across the epochs of one run."""
 
     def __init__(self, model, opt_cfg: OptimConfig, total_epochs: int, log_prior: torch.Tensor, seed: int,
-                 device: torch.device, workers: int = 0, distributed: bool = False):
+                 device: torch.device, workers: int = 0, distributed: bool = False, transform=None):
         """``distributed``: under torchrun, train as one DDP rank (each rank a shard of each epoch, gradients
         averaged). ``self.model`` stays the plain module, so evaluation and state dicts never see the wrapper."""
         self.model, self.cfg, self.total_epochs = model.to(device), opt_cfg, total_epochs
         self.opt = make_optimizer(model, opt_cfg)
-        self.log_prior, self.device, self.workers = log_prior, device, workers
+        self.log_prior, self.device, self.workers, self.transform = log_prior, device, workers, transform
         self.g = torch.Generator().manual_seed(seed)
         self.step = 0
         self.rank, self.world = (dist.rank(), dist.world()) if distributed else (0, 1)
@@ -95,7 +98,7 @@ class Trainer:
         steps_per_epoch = max(1, math.ceil(n / self.cfg.batch_size))
         losses = []
         for i, (x, y) in enumerate(batches(parts, self.cfg.batch_size, self.g, self.device, self.workers,
-                                           self.rank, self.world)):
+                                           self.rank, self.world, self.transform)):
             if max_steps is not None and i >= max_steps:
                 break
             progress = (epoch + i / steps_per_epoch) / self.total_epochs

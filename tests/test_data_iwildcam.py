@@ -48,7 +48,7 @@ def test_splits_match_metadata(bundle, fake_root):
         assert images.extra.location.tolist() == rows.location_remapped.tolist()
         assert images.extra.sequence.tolist() == rows.sequence_remapped.tolist()
     assert bundle.num_classes == NUM_CLASSES
-    assert bundle.val_split == "id_val"
+    assert bundle.val_split == "val"  # OOD val selects, the WILDS convention
     assert bundle.test_splits == {"test_id": "id_test", "test_ood": "test"}
     x = bundle.splits["test"].load(0)
     assert x.shape == (3, 20, 20) and 0 <= float(x.min()) and float(x.max()) <= 1

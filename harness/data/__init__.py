@@ -7,6 +7,14 @@ from harness.data.base import DataError, DatasetBundle, LabeledImages  # noqa: F
 
 
 def load_dataset(cfg) -> DatasetBundle:
+    """The dataset with the configured train and eval transforms attached (None where none is configured)."""
     from harness.registry import get_dataset
+    from harness.transforms import build_transform
 
-    return get_dataset(cfg.data.name)(cfg)
+    bundle = get_dataset(cfg.data.name)(cfg)
+    d = cfg.data
+    if d.train_transform is not None:
+        bundle.train_transform = build_transform(d.train_transform, d.image_size, "data.train_transform")
+    if d.eval_transform is not None:
+        bundle.eval_transform = build_transform(d.eval_transform, d.image_size, "data.eval_transform")
+    return bundle

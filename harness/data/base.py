@@ -1,7 +1,9 @@
 """What every dataset provides: labelled image splits, class names, training counts and its metrics.
 
-Every image in the harness is a float tensor in [0, 1] of shape C×S×S (S = ``data.image_size``); models
-normalize inside. ``raw(i)`` gives the full-resolution PIL image, for the generator and the scorer.
+``decode(i)`` gives image ``i`` as uint8 C×H×W; the configured train or eval transform (``harness.transforms``)
+turns it into uint8 C×S×S (S = ``data.image_size``), and the float conversion to [0, 1] happens on the device;
+models normalize inside. ``load(i)`` is the untransformed float image squashed to S×S, and ``raw(i)`` the
+full-resolution PIL image, for the generator and the scorer.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor, resize
+from torchvision.transforms.v2 import Transform
 
 
 class DataError(RuntimeError):
@@ -41,6 +44,13 @@ class LabeledImages(Dataset):
     def load(self, i: int) -> torch.Tensor:  # C×S×S in [0, 1]
         raise NotImplementedError
 
+    def decode(self, i: int) -> torch.Tensor:  # uint8 C×H×W, before any transform
+        raise NotImplementedError
+
+    def fit(self, x: torch.Tensor) -> torch.Tensor:
+        """A decoded image at the split's size when no transform is configured (squashed, as ``load``)."""
+        return x
+
     def raw(self, i: int) -> Image.Image:
         raise NotImplementedError
 
@@ -56,6 +66,9 @@ class TensorImages(LabeledImages):
 
     def load(self, i: int) -> torch.Tensor:
         return self.images[i]
+
+    def decode(self, i: int) -> torch.Tensor:
+        return (self.images[i].clamp(0, 1) * 255).round().byte()
 
     def raw(self, i: int) -> Image.Image:
         x = (self.images[i].clamp(0, 1) * 255).round().byte()
@@ -84,6 +97,32 @@ class FileImages(LabeledImages):
     def load(self, i: int) -> torch.Tensor:
         return to_tensor01(self.raw(i), self.size, self.channels)
 
+    def decode(self, i: int) -> torch.Tensor:
+        return pil_to_tensor(self.raw(i))
+
+    def fit(self, x: torch.Tensor) -> torch.Tensor:
+        return resize(x, [self.size, self.size], antialias=True) if x.shape[-2:] != (self.size, self.size) else x
+
+
+class ImageView(Dataset):
+    """Some images of one or more splits, each decoded and put through a transform: what a DataLoader reads.
+    Items are (uint8 C×S×S, label); without a transform an image is squashed to its split's size."""
+
+    def __init__(self, parts: Sequence[tuple[LabeledImages, np.ndarray]], transform: Transform | None = None):
+        self.parts = [(images, np.asarray(indices, dtype=np.int64)) for images, indices in parts]
+        self.offsets = np.cumsum([0] + [len(indices) for _, indices in self.parts])
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
+        p = int(np.searchsorted(self.offsets, k, side="right")) - 1
+        images, indices = self.parts[p]
+        i = int(indices[k - self.offsets[p]])
+        x = images.decode(i)
+        return (self.transform(x) if self.transform is not None else images.fit(x)), int(images.labels[i])
+
 
 @dataclass
 class DatasetBundle:
@@ -99,6 +138,8 @@ class DatasetBundle:
     few: int = 20
     corrupt: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # split → skipped (path, reason)
     num_workers: int = 0  # DataLoader workers for datasets read from disk
+    train_transform: Transform | None = None  # None: images as they are (squashed to S×S)
+    eval_transform: Transform | None = None
 
     @property
     def num_classes(self) -> int:

@@ -4,6 +4,8 @@
 ``relative/path.JPEG label`` with paths relative to ``data.root``. A path that escapes the root, a malformed line
 or a label out of range is a ``DataError`` naming the file and line. Shot groups come from the training counts
 (many > ``data.shot_groups.many``, few < ``data.shot_groups.few``); model selection on the 20-per-class val split.
+Labels are ImageNet-1k class ids, so class ``i`` is named by torchvision's ImageNet-1k category ``i`` unless
+``data.params.class_names`` gives a names file (more than 1000 classes need one).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 
 from harness.config import build
 from harness.data.base import DataError, DatasetBundle, FileImages, long_tail_metrics
-from harness.registry import register_dataset
+from harness.registry import LONG_TAIL_METRICS, register_dataset
 
 SPLITS = ("train", "val", "test")
 HOW_TO_OBTAIN = (
@@ -29,7 +31,9 @@ HOW_TO_OBTAIN = (
 @dataclass
 class ImageNetLTParams:
     split_dir: str | None = None  # folder of ImageNet_LT_*.txt (default: data.root)
-    class_names: str | None = None  # a text file (one name per line, in label order) or JSON (list or {label: name})
+    # a text file (one name per line, in label order) or JSON (list or {label: name}); default: the ImageNet-1k
+    # names of the label ids (torchvision's list)
+    class_names: str | None = None
     num_classes: int | None = None  # default: the number of names, else the largest training label + 1
     max_per_split: int | None = None  # keep a random subset of each split (quick runs)
     num_workers: int = 0  # DataLoader workers the pipeline may use for these files
@@ -103,6 +107,17 @@ def read_class_names(path: str) -> list[str]:
                     "{\"0\": name, \"1\": name, ...} covering 0..N-1")
 
 
+def imagenet_names(num_classes: int) -> list[str]:
+    """The ImageNet-1k names of ids 0..num_classes-1, as torchvision ships them (no download)."""
+    from torchvision.models import ResNet50_Weights
+
+    categories = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
+    if num_classes > len(categories):
+        raise DataError(f"imagenet_lt: {num_classes} classes but ImageNet-1k names only {len(categories)}; give "
+                        "data.params.class_names (a text file, one name per line in label order, or JSON)")
+    return list(categories[:num_classes])
+
+
 def check_labels(path: Path, labels: np.ndarray, numbers: np.ndarray, num_classes: int) -> None:
     bad = np.flatnonzero(labels >= num_classes)
     if len(bad):
@@ -129,7 +144,7 @@ def subsample(n: int, size: int | None, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(n, size=size, replace=False))
 
 
-@register_dataset("imagenet_lt")
+@register_dataset("imagenet_lt", val_metrics=LONG_TAIL_METRICS)
 def imagenet_lt(cfg) -> DatasetBundle:
     p = build(ImageNetLTParams, cfg.data.params, "data.params")
     if not cfg.data.root:
@@ -146,6 +161,7 @@ def imagenet_lt(cfg) -> DatasetBundle:
     num_classes = p.num_classes or (len(names) if names else int(entries["train"][1].max(initial=-1)) + 1)
     if names is not None and len(names) != num_classes:
         raise DataError(f"imagenet_lt: {p.class_names} has {len(names)} names for {num_classes} classes")
+    names = names if names is not None else imagenet_names(num_classes)
     rng = np.random.default_rng(cfg.data.split_seed)
     splits = {}
     for split, (rels, labels, numbers) in entries.items():
@@ -154,7 +170,7 @@ def imagenet_lt(cfg) -> DatasetBundle:
         index = subsample(len(rels), limit(p.max_per_split, cfg.data.max_train if split == "train" else None), rng)
         splits[split] = FileImages([root / rels[i] for i in index], labels[index], [rels[i] for i in index],
                                    cfg.data.image_size)
-    bundle = ImageNetLTBundle("imagenet_lt", names or [f"class_{i}" for i in range(num_classes)], splits,
+    bundle = ImageNetLTBundle("imagenet_lt", names, splits,
                               channels=3, val_split="val", test_splits={"test": "test"}, metrics=long_tail_metrics,
                               many=cfg.data.shot_groups.many, few=cfg.data.shot_groups.few,
                               full_train_counts=np.bincount(entries["train"][1], minlength=num_classes))

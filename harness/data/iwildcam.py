@@ -1,7 +1,8 @@
 """``iwildcam``: iWildCam2020-WILDS (wilds 2.0), loaded through ``wilds.get_dataset`` from a copy staged by hand.
 
-Splits train, val (OOD), test (OOD), id_val and id_test, as wilds defines them; model selection on ``id_val`` by
-default (the WILDS convention), reported test splits ``test_id`` = id_test and ``test_ood`` = test. Metrics are
+Splits train, val (OOD), test (OOD), id_val and id_test, as wilds defines them; model selection on the OOD ``val``
+split by default (the WILDS convention: its iWildCam baselines select on OOD val; ``id_val`` is selectable through
+``data.params.val_split``), reported test splits ``test_id`` = id_test and ``test_ood`` = test. Metrics are
 what ``IWildCamDataset.eval`` computes: macro F1 over the classes present in y_true, and accuracy.
 
 The layout is checked before wilds sees it, so a missing or broken copy gets a one-line ``DataError`` that says
@@ -22,6 +23,7 @@ import pandas as pd
 import torch
 from PIL import Image
 from sklearn.metrics import f1_score
+from torchvision.transforms.functional import pil_to_tensor
 
 from harness.config import build
 from harness.data.base import DataError, DatasetBundle, FileImages, to_tensor01
@@ -44,24 +46,30 @@ HOW_TO_STAGE = (
 
 @dataclass
 class IWildCamParams:
-    val_split: str = "id_val"  # model selection: id_val (WILDS convention) or val (OOD validation)
+    val_split: str = "val"  # model selection: val (OOD validation, the WILDS convention) or id_val
     common_names: str | None = None  # JSON mapping y → common name, overriding the shipped one
     max_per_split: int | None = None  # keep a random subset of each split (quick runs)
     num_workers: int = 0  # DataLoader workers the pipeline may use for these files
 
 
 class ReducedJpegImages(FileImages):
-    """``load`` decodes the JPEG at the smallest DCT scale still ≥ the tensor size: camera-trap frames are
-    ~1920×1080 and a full decode per epoch dominates training time. ``raw`` stays full resolution."""
+    """``load`` and ``decode`` decode the JPEG at the smallest DCT scale still ≥ the tensor size on both sides:
+    camera-trap frames are ~1920×1080 and a full decode per epoch dominates training time, while CLIP's
+    preprocessing brings the shorter side down to the tensor size anyway. ``raw`` stays full resolution."""
 
-    def load(self, i: int) -> torch.Tensor:
+    def reduced(self, i: int) -> Image.Image:
         try:
             with Image.open(self.paths[i]) as img:
                 img.draft("RGB", (self.size, self.size))
-                img = img.convert("RGB")
+                return img.convert("RGB")
         except (OSError, SyntaxError) as e:
             raise DataError(f"cannot read image {self.paths[i]}: {e}") from None
-        return to_tensor01(img, self.size, self.channels)
+
+    def load(self, i: int) -> torch.Tensor:
+        return to_tensor01(self.reduced(i), self.size, self.channels)
+
+    def decode(self, i: int) -> torch.Tensor:
+        return pil_to_tensor(self.reduced(i))
 
 
 # --------------------------------------------------------------------------- layout checks
@@ -219,7 +227,7 @@ def subsample(index: np.ndarray, size: int | None, rng: np.random.Generator) -> 
     return np.sort(rng.choice(index, size=size, replace=False))
 
 
-@register_dataset("iwildcam")
+@register_dataset("iwildcam", val_metrics=("f1_macro", "acc"))  # what wilds_metrics returns
 def iwildcam(cfg) -> DatasetBundle:
     p = build(IWildCamParams, cfg.data.params, "data.params")
     if p.val_split not in ("id_val", "val"):

@@ -1,0 +1,59 @@
+"""Model selection names a metric the dataset logs on validation (issue 11, item 7), checked at config load."""
+import pytest
+
+from harness.config import ConfigError, load_config
+from harness.data.iwildcam import IWildCamParams
+from harness.registry import get_dataset
+
+
+def test_cli_refuses_a_misspelt_select_on_with_one_line(tmp_path, capsys):
+    """No data.root is given: the refusal comes at config load, before any data is read."""
+    from harness.cli import main
+
+    code = main(["run", "-e", "imagenet_lt_discl_tiny", "--set", "train.select_on=val/acc_fw",
+                 "--workdir", str(tmp_path / "work"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "train.select_on" in err and "'val/acc_fw'" in err and "did you mean val/acc_few" in err
+    assert not (tmp_path / "work" / "cache").exists()
+
+
+def test_datasets_declare_their_validation_metrics_without_loading_data():
+    from harness.registry import validation_metrics
+
+    assert validation_metrics("imagenet_lt") == ["val/acc", "val/acc_many", "val/acc_medium", "val/acc_few"]
+    assert validation_metrics("digits_lt") == ["val/acc", "val/acc_many", "val/acc_medium", "val/acc_few"]
+    assert validation_metrics("iwildcam") == ["val/f1_macro", "val/acc"]
+    assert get_dataset("iwildcam").val_metrics == ("f1_macro", "acc")
+
+
+@pytest.mark.parametrize("experiment, override, closest", [
+    ("iwildcam_discl_tiny", "train.select_on=val/acc_few", None),  # a long-tail metric iWildCam does not log
+    ("iwildcam_discl_tiny", "train.select_on=val/f1macro", "val/f1_macro"),
+    ("digits_lt_tiny", "sweep.objective=val/acc_fwe", "val/acc_few"),
+    ("digits_lt_tiny", "sweep.multi_objective=[val/acc_few, val/acc_mny]", "val/acc_many"),
+    ("iwildcam_discl_tiny", "sweep.objective=val/acc_few", None),
+])
+def test_unknown_selection_and_sweep_metrics_are_refused(experiment, override, closest):
+    with pytest.raises(ConfigError) as error:
+        load_config(experiment, [override])
+    message = str(error.value)
+    assert "\n" not in message and "is not a validation metric of dataset" in message
+    key = override.split("=")[0]
+    assert key in message
+    if closest:
+        assert f"did you mean {closest}" in message
+
+
+@pytest.mark.parametrize("experiment, overrides", [
+    ("imagenet_lt_discl_tiny", ["train.select_on=val/acc_few"]),
+    ("iwildcam_discl_tiny", ["train.select_on=val/acc", "sweep.objective=val/f1_macro"]),
+    ("digits_lt_tiny", ["sweep.multi_objective=[val/acc_few, val/acc_many]"]),
+])
+def test_declared_metrics_are_accepted(experiment, overrides):
+    load_config(experiment, overrides)
+
+
+def test_iwildcam_selects_on_the_ood_val_split_by_default():
+    """WILDS selects iWildCam models on the OOD val split, not id_val."""
+    assert IWildCamParams().val_split == "val"  # the loaded bundle: tests/test_data_iwildcam.py
