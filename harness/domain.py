@@ -20,7 +20,6 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Subset
 
 from harness.config import stable_hash
 from harness.evaluate import class_probs
@@ -55,21 +54,18 @@ def base_model(prep):
     return model.to(prep.device).eval()
 
 
-def true_class(model, images, labels: np.ndarray, device) -> np.ndarray:
-    """The model's probability of the true class and whether its top-1 is right, per image."""
+def true_class(model, images, labels: np.ndarray, prep) -> np.ndarray:
+    """The model's probability of the true class and whether its top-1 is right, per image (eval transform)."""
     if len(labels) == 0:
         return np.zeros((0, 2))
-    probs = class_probs(model, images, device)
+    probs = class_probs(model, images, prep.device, transform=prep.data.eval_transform)
     return np.stack([probs[np.arange(len(labels)), labels], probs.argmax(1) == labels], 1)
 
 
 def subset(images, rows: np.ndarray):
-    from harness.data.base import TensorImages
+    from harness.pipeline import take
 
-    if isinstance(images, TensorImages):
-        return TensorImages(images.images[torch.tensor(rows, dtype=torch.long)], images.labels[rows],
-                            [images.ids[i] for i in rows])
-    return Subset(images, rows.tolist())
+    return take(images, np.asarray(rows, dtype=np.int64).copy())
 
 
 @torch.no_grad()
@@ -81,7 +77,7 @@ def compute(prep, max_per_level: int, max_real: int) -> pd.DataFrame:
         if len(idx) > max_per_level:
             idx = np.sort(rng.choice(idx, max_per_level, replace=False))
         labels = pool.label.to_numpy()[idx]
-        field = true_class(model, subset(prep.pool_images, idx), labels, prep.device)
+        field = true_class(model, subset(prep.pool_images, idx), labels, prep)
         keep = pool.keep.to_numpy()[idx].astype(bool)
         rows.append({"source": "synthetic", "lam": float(lam), "images": len(group), "kept": int(group.keep.sum()),
                      "judge_p_true": float(pool.text_score.to_numpy()[idx].mean()),
@@ -111,7 +107,7 @@ def reference_rows(prep, model, max_real: int, rng: np.random.Generator) -> list
         if len(idx) > max_real:
             idx = np.sort(rng.choice(idx, max_real, replace=False))
         labels = images.labels[idx]
-        field = true_class(model, subset(images, idx), labels, prep.device)
+        field = true_class(model, subset(images, idx), labels, prep)
         judge = []
         for chunk in np.array_split(idx, max(1, -(-len(idx) // 256))):
             raw = [images.raw(int(i)) for i in chunk]
