@@ -96,8 +96,8 @@ def reference_rows(prep, model, max_real: int, rng: np.random.Generator) -> list
 
     data, cfg = prep.data, prep.cfg
     scorer = get_scorer(cfg.scorer.name).from_config(cfg, data, prep.pool_dir.parents[1], prep.device)
-    prompts = [options[0] for options in class_prompts(cfg.spectrum, data.class_names)]
     classes = np.unique(prep.pool.label.to_numpy())  # the hard classes: a tail class is harder in any domain
+    prompts = [options[0] for options in class_prompts(cfg.spectrum, data.class_names, classes)]
     out = []
     for source, split in (("real val", data.val_split), ("clean pool", "pool")):
         images = data.splits.get(split)
