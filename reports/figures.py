@@ -290,11 +290,11 @@ def domain_gap(rs: RunSet):
     lines = (("judge_p_true", "judge (generator's clean world; the filter's score)", "tab:blue"),
              ("field_p_true", "classifier trained on the real training split", "tab:orange"))
     x_ref = synthetic.lam.max() + 0.12
-    for col, label, color in lines:
+    for k, (col, label, color) in enumerate(lines):
         ax.plot(synthetic.lam, synthetic[col], marker="o", color=color, label=label)
-        for i, row in enumerate(reference.itertuples()):
-            ax.scatter([x_ref + 0.08 * i], [getattr(row, col)], color=color, marker="s" if i == 0 else "D",
-                       edgecolor="black", zorder=3)
+        for i, row in enumerate(reference.itertuples()):  # side by side, so equal values do not hide each other
+            ax.scatter([x_ref + 0.08 * i + 0.012 * (2 * k - 1)], [getattr(row, col)], color=color,
+                       marker="s" if i == 0 else "D", edgecolor="black", zorder=3)
     ticks = list(synthetic.lam) + [x_ref + 0.08 * i for i in range(len(reference))]
     ax.set_xticks(ticks, [f"{v:g}" for v in synthetic.lam] + [s.replace(" ", "\n") for s in reference.source],
                   fontsize=7)
