@@ -14,6 +14,7 @@ import yaml
 from harness import distributed as dist
 from harness import plots
 from harness.config import Config, stable_hash
+from harness.domain import domain_frame
 from harness.filter import acceptance_by_level
 from harness.pipeline import Prepared, RunResult, fine_tune, prepare
 from harness.registry import get_method
@@ -72,6 +73,7 @@ def log_run_outputs(run: Run, cfg: Config, prep: Prepared, result: RunResult, gr
         run.log_file(grid_path, "spectrum")
         run.log_frame(acceptance_by_level(prep.pool), "spectrum/acceptance.csv")
         run.log_frame(prep.pool[[c for c in POOL_SCORE_COLUMNS if c in prep.pool]], "spectrum/scores.csv")
+        run.log_frame(domain_frame(prep), "spectrum/domain.csv")  # judge vs target-domain classifier per λ
 
 
 def run_experiment(cfg: Config, workdir: Path, methods: list[str] | None = None, seeds: list[int] | None = None,

@@ -276,6 +276,35 @@ def score_distributions(rs: RunSet):
     return fig
 
 
+def domain_gap(rs: RunSet):
+    """Per λ, the judge's and the target-domain classifier's mean true-class probability of the synthetic images
+    (``spectrum/domain.csv``); real validation images (and the clean pool) as reference marks at the right."""
+    _, local = first_artifact(rs, "spectrum/domain.csv")
+    if local is None:
+        return None
+    frame = pd.read_csv(local)
+    synthetic, reference = frame[frame.source == "synthetic"].sort_values("lam"), frame[frame.source != "synthetic"]
+    if synthetic.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    lines = (("judge_p_true", "judge (generator's clean world; the filter's score)", "tab:blue"),
+             ("field_p_true", "classifier trained on the real training split", "tab:orange"))
+    x_ref = synthetic.lam.max() + 0.12
+    for k, (col, label, color) in enumerate(lines):
+        ax.plot(synthetic.lam, synthetic[col], marker="o", color=color, label=label)
+        for i, row in enumerate(reference.itertuples()):  # side by side, so equal values do not hide each other
+            ax.scatter([x_ref + 0.08 * i + 0.012 * (2 * k - 1)], [getattr(row, col)], color=color,
+                       marker="s" if i == 0 else "D", edgecolor="black", zorder=3)
+    ticks = list(synthetic.lam) + [x_ref + 0.08 * i for i in range(len(reference))]
+    ax.set_xticks(ticks, [f"{v:g}" for v in synthetic.lam] + [s.replace(" ", "\n") for s in reference.source],
+                  fontsize=7)
+    ax.set(xlabel="image guidance λ (synthetic) · real references", ylabel="mean true-class probability",
+           ylim=(0, 1.05), title="where the spectrum lies: generator's world vs target domain")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
 def copy_spectrum_grid(rs: RunSet, dst: Path) -> bool:
     _, local = first_artifact(rs, "spectrum/grid.png")
     if local is None:
@@ -341,6 +370,10 @@ CAPTIONS = {
     "spectrum_grid": ("Synthetic spectrum", "Hard sources (rows) × λ (columns) as logged by the run; title: "
                                             "image–text score, red = filtered out."),
     "acceptance": ("Filter acceptance per λ", "Share of generated images the filter kept, per λ."),
+    "domain_gap": ("Domain per λ", "Mean true-class probability of the synthetic images per λ by the judge (the "
+                                   "generator's world, the filter's score) and by the base model (trained on the "
+                                   "real training split: the target domain); marks: real validation images and the "
+                                   "clean pool. The base model saw the hard sources, so λ → 1 flatters it."),
     "score_distributions": ("Score distributions per λ", "Image–text and image–image scores of every synthetic "
                                                          "image, per λ (cf. the paper's Fig. 6/7); red: filter."),
 }
@@ -356,6 +389,7 @@ def build_figures(rs: RunSet, folder: Path) -> list[Figure]:
                 "lambda_schedule": lambda: lambda_schedule(rs, hist),
                 "adaptive_picks": lambda: adaptive_picks(rs, hist), "training_curves": lambda: training_curves(rs),
                 "spectrum_grid": None, "acceptance": lambda: acceptance(rs),
+                "domain_gap": lambda: domain_gap(rs),
                 "score_distributions": lambda: score_distributions(rs)}
     made = []
     for name, make in builders.items():

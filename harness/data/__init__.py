@@ -1,5 +1,6 @@
 """Datasets register themselves on import."""
 from harness.data import digits_lt  # noqa: F401
+from harness.data import digits_field  # noqa: F401
 from harness.data import imagenet_lt  # noqa: F401
 from harness.data import iwildcam  # noqa: F401
 from harness.data.base import DataError, DatasetBundle, LabeledImages  # noqa: F401

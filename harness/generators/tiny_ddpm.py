@@ -3,6 +3,7 @@ classifier-free guidance) trained once on the dataset's pool and cached; SDEdit 
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from harness.config import build, data_identity, stable_hash
-from harness.data.base import to_tensor01
+from harness.data.base import TensorImages, to_tensor01
 from harness.generators.base import GenerationItem, Generator, strength_timesteps
 from harness.io import atomic_path, lock, write_json
 from harness.registry import register_generator
@@ -74,6 +75,16 @@ def train_ddpm(images: torch.Tensor, labels: torch.Tensor, num_classes: int, p: 
     return unet.eval()
 
 
+def pool_identity(cfg, pool) -> dict:
+    """The key of what is trained on the pool: the pool's pixels and labels when they are in memory (so a data
+    setting that leaves the pool alone, e.g. ``digits_field``'s ``gap``, reuses the model), else the data settings."""
+    if not isinstance(pool, TensorImages):
+        return data_identity(cfg)
+    pixels = (pool.images * 65535).round().to(torch.int32).numpy()
+    digest = hashlib.sha256(pixels.tobytes() + np.asarray(pool.labels, np.int64).tobytes()).hexdigest()
+    return {"pool_sha256": digest, "shape": list(pixels.shape)}
+
+
 @register_generator("tiny_ddpm")
 class TinyDDPM(Generator):
     name = "tiny_ddpm"
@@ -89,11 +100,11 @@ class TinyDDPM(Generator):
     @classmethod
     def from_config(cls, cfg, data, cache: Path, device="cpu") -> "TinyDDPM":
         p = build(TinyDDPMParams, cfg.generator.params, "generator.params")
-        key = stable_hash({"data": data_identity(cfg), "params": p.__dict__})
-        path = cache / "generator" / f"tiny_ddpm-{key}.safetensors"
         pool = data.splits.get("pool")
         if pool is None:
             raise ValueError(f"tiny_ddpm trains on the dataset's 'pool' split; {data.name} has none")
+        key = stable_hash({"data": pool_identity(cfg, pool), "params": p.__dict__})
+        path = cache / "generator" / f"tiny_ddpm-{key}.safetensors"
         unet = build_unet(cfg.data.image_size, data.channels, data.num_classes, p.channels)
         with lock(path):
             if not path.exists():

@@ -13,9 +13,9 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from harness.config import build, data_identity, stable_hash
+from harness.config import build, stable_hash
 from harness.data.base import to_tensor01
-from harness.generators.tiny_ddpm import random_shift
+from harness.generators.tiny_ddpm import pool_identity, random_shift
 from harness.io import atomic_path, lock
 from harness.models import SmallCNN
 from harness.registry import register_scorer
@@ -57,9 +57,9 @@ class Judge(Scorer):
     @classmethod
     def from_config(cls, cfg, data, cache: Path, device="cpu") -> "Judge":
         p = build(JudgeParams, cfg.scorer.params, "scorer.params")
-        key = stable_hash({"data": data_identity(cfg), "params": p.__dict__})
-        path = cache / "scorer" / f"judge-{key}.safetensors"
         pool = data.splits["pool"]
+        key = stable_hash({"data": pool_identity(cfg, pool), "params": p.__dict__})
+        path = cache / "scorer" / f"judge-{key}.safetensors"
         model = SmallCNN(data.num_classes, data.channels, p.width)
         with lock(path):
             if not path.exists():
