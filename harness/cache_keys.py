@@ -8,7 +8,7 @@ contents, not their path: editing such a file in place changes the key, moving i
 
 ``base_key``: the base model (and its training-set probabilities). ``pool_key``: the generated spectrum.
 ``scorer_key``: one scoring of a pool (a file inside the pool's folder). ``data_identity``: the data alone (the
-keys of the embedded generator's and judge's caches).
+embedded generator's and judge's caches are keyed by their pool's pixels when it is in memory, else by this).
 """
 from __future__ import annotations
 
