@@ -413,7 +413,7 @@ def validate(cfg: Config, path: Path | str = "config") -> None:
     if cfg.hard.rule not in ("few_shot", "low_prob", "k_hardest", "misclassified"):
         bad(f"hard.rule must be few_shot, low_prob, k_hardest or misclassified, got {cfg.hard.rule!r}")
     if cfg.curriculum.adaptive.statistic not in ("mean", "trimmed_mean", "median"):
-        bad(f"curriculum.adaptive.statistic must be mean, trimmed_mean or median")
+        bad("curriculum.adaptive.statistic must be mean, trimmed_mean or median")
     if not cfg.seeds:
         bad("seeds: give at least one seed")
     validate_sweep(cfg.sweep, bad)

@@ -5,7 +5,6 @@ Methods and seeds of one experiment share the base model and the synthetic pool.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,21 +13,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from safetensors.torch import load_file, save_file
 
 from harness.cache_keys import base_key, pool_key, scorer_key  # noqa: F401 (reports import them from here)
-from harness.config import Config, stable_hash
+from harness.config import Config
 from harness.curriculum import Curriculum, StageContext, stage_of_epoch, summarize_gain
 from harness.data import DatasetBundle, load_dataset
 from harness.data.verify import drop_corrupt
 from harness.data.base import FileImages, LabeledImages, TensorImages, to_tensor01
 from harness import distributed as dist
 from harness.distributed import generation_lock, is_main, local_device, wait_for_shards
-from harness.evaluate import class_probs, evaluate_split, predict
-from harness.filter import acceptance_by_level, apply_filter, score_pool
+from harness.evaluate import class_probs, evaluate_split
+from harness.filter import apply_filter, score_pool
 from harness.hard_samples import select_hard
-from harness.io import atomic_path, lock, read_json, write_json
+from harness.io import atomic_path, lock, write_json
 from harness.models import build_model
 from harness.registry import get_generator, get_method, get_scorer
 from harness.seeding import seed_everything

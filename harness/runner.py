@@ -1,7 +1,6 @@
 """`harness run`: prepare the shared phases, then one tracked fine-tuning run per (method, seed)."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import tempfile
@@ -19,7 +18,7 @@ from harness.filter import acceptance_by_level
 from harness.pipeline import Prepared, RunResult, fine_tune, prepare
 from harness.registry import get_method
 from harness.io import read_json, write_json
-from harness.tracking import Run, client, dataset_entity, digest_of, experiment_id, log_model, run_in_store, state_mb
+from harness.tracking import Run, client, dataset_entity, digest_of, log_model, run_in_store, state_mb
 from harness.workdir import cache_dir
 
 log = logging.getLogger("harness")

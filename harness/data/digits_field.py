@@ -74,7 +74,7 @@ def render_field(clean: torch.Tensor, gap: float, draws: list[dict]) -> torch.Te
     ``clean`` itself. Batched: one affine warp, one grouped blur."""
     if gap == 0 or len(clean) == 0:
         return clean
-    n, size = len(clean), clean.shape[-1]
+    size = clean.shape[-1]
     # placement: shrink, rotate and shift the digit (inverse map for grid_sample, normalized coordinates)
     scale = 1 - gap * stack(draws, "shrink")
     angle = torch.deg2rad(gap * stack(draws, "angle"))
