@@ -36,6 +36,7 @@ def benchmarks(quick: bool) -> list[tuple[str, list[str]]]:
 
     plan = [("bench_scoring.py", ["--quick"] if quick else []),
             ("bench_training.py", ["--quick"] if quick else []),
+            ("bench_input.py", ["--quick"] if quick else []),
             ("bench_generation.py", ["--quick"] if quick else []),
             ("bench_default.py", ["--experiment", "digits_lt_tiny", "--skip-suite"] if quick else [])]
     if torch.cuda.is_available() and not quick:

@@ -137,9 +137,13 @@ class ImageView(Dataset):
             return images.fit(x), int(images.labels[i])
         if seed is None:
             return self.transform(x), int(images.labels[i])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        cpu_rng = torch.default_generator  # what torchvision's random transforms draw from
+        state = cpu_rng.get_state()
+        cpu_rng.manual_seed(seed)
+        try:
             return self.transform(x), int(images.labels[i])
+        finally:
+            cpu_rng.set_state(state)  # the process's own stream (dropout, shuffles) goes on untouched
 
 
 @dataclass
