@@ -1,8 +1,19 @@
-"""Name → component registries, in the style of timm's ``register_model`` / ``create_model``."""
+"""Name → component registries, in the style of timm's ``register_model`` / ``create_model``.
+
+A leaf module: it imports nothing of the harness. Components come from entry points, the built-in ones from this
+package's own (``pyproject.toml``) and a plugin's from its package, e.g.::
+
+    [project.entry-points."discl_harness.methods"]
+    my_schedule = "my_plugin.schedule:MySchedule"
+
+Loading an entry point imports its module; a component registered there with the decorator keeps its decorator's
+attributes, one that is not is registered under the entry point's name.
+"""
 from __future__ import annotations
 
 import difflib
 import fnmatch
+from importlib.metadata import EntryPoint, distributions
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
@@ -15,10 +26,15 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+class PluginError(RuntimeError):
+    """An entry point that cannot be loaded (a broken plugin, or the harness not installed)."""
+
+
 class Registry:
-    def __init__(self, kind: str):
-        self.kind = kind
+    def __init__(self, kind: str, group: str):
+        self.kind, self.group = kind, group  # group: the entry-point group its components come from
         self._entries: dict[str, Any] = {}
+        self._loaded = False
 
     def register(self, name: str, **attrs: Any) -> Callable[[T], T]:
         """``attrs`` become attributes of the registered object (e.g. a dataset's ``val_metrics``)."""
@@ -49,20 +65,44 @@ class Registry:
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
     def _load(self) -> None:
-        """Import the modules that hold the registered entries (they register on import)."""
-        import baselines  # noqa: F401
-        import harness.data  # noqa: F401
-        import harness.generators  # noqa: F401
-        import harness.models  # noqa: F401
-        import harness.models_paper  # noqa: F401
-        import harness.scorers  # noqa: F401
+        """Import every component of this kind named by an installed package's entry points (once)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        found = component_entry_points(self.group)
+        if not any(dist == "discl-harness" for _, dist in found):
+            raise PluginError(f"no built-in {self.kind}s: discl-harness is not installed (run `pip install -e .` "
+                              "in the repository), so its entry points are missing")
+        for ep, dist in found:
+            try:
+                obj = ep.load()
+            except Exception as e:
+                raise PluginError(f"{self.kind} {ep.name!r} = {ep.value} (package {dist}) failed to load: "
+                                  f"{type(e).__name__}: {e}") from e
+            registered = getattr(obj, "registry_name", None)
+            if registered is None:
+                self.register(ep.name)(obj)
+            elif registered != ep.name:
+                raise PluginError(f"{self.kind} entry point {ep.name!r} ({ep.value}) is registered as "
+                                  f"{registered!r}: use one name")
 
 
-METHODS = Registry("method")
-DATASETS = Registry("dataset")
-GENERATORS = Registry("generator")
-SCORERS = Registry("scorer")
-MODELS = Registry("model")
+def component_entry_points(group: str) -> list[tuple[EntryPoint, str]]:
+    """(entry point, package name) of every installed package, the first of each name. Read per distribution:
+    ``importlib.metadata.entry_points`` keeps only the first copy of a package on the path, which may be a
+    stale ``*.egg-info`` left in the working directory by a build."""
+    found: dict[str, tuple[EntryPoint, str]] = {}
+    for dist in distributions():
+        for ep in dist.entry_points.select(group=group):
+            found.setdefault(ep.name, (ep, dist.metadata["Name"]))
+    return list(found.values())
+
+
+METHODS = Registry("method", "discl_harness.methods")
+DATASETS = Registry("dataset", "discl_harness.datasets")
+GENERATORS = Registry("generator", "discl_harness.generators")
+SCORERS = Registry("scorer", "discl_harness.scorers")
+MODELS = Registry("model", "discl_harness.models")
 
 register_method, get_method, list_methods = METHODS.register, METHODS.get, METHODS.list
 get_dataset, list_datasets = DATASETS.get, DATASETS.list

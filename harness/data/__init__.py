@@ -1,8 +1,4 @@
-"""Datasets register themselves on import."""
-from harness.data import digits_lt  # noqa: F401
-from harness.data import digits_field  # noqa: F401
-from harness.data import imagenet_lt  # noqa: F401
-from harness.data import iwildcam  # noqa: F401
+"""Datasets: each registers with ``@register_dataset`` and is listed in the package's entry points."""
 from harness.data.base import DataError, DatasetBundle, LabeledImages  # noqa: F401
 
 

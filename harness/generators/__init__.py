@@ -1,3 +1,2 @@
-"""Generators register themselves on import."""
-from harness.generators import sd_img2img, tiny_ddpm  # noqa: F401
+"""Generators: each registers with ``@register_generator`` and is listed in the package's entry points."""
 from harness.generators.base import GenerationItem, Generator  # noqa: F401

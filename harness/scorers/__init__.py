@@ -1,3 +1,2 @@
-"""Scorers register themselves on import."""
-from harness.scorers import clip, judge  # noqa: F401
+"""Scorers: each registers with ``@register_scorer`` and is listed in the package's entry points."""
 from harness.scorers.base import Scorer  # noqa: F401
