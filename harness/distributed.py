@@ -1,22 +1,16 @@
-"""Sharded generation under ``torchrun`` / ``accelerate launch``: which shard this process owns, its device, the
-locks that let the ranks run in parallel while an independent job still cannot generate the same pool, and
-rank 0's wait for the other shards. Shards meet through the pool folder (a shared file system across nodes),
-so generation needs no process group.
-
-Training under ``torchrun`` (DDP) does: ``init_from_env`` starts it, and ``rank``/``world``/``is_main``/
-``barrier``/``share`` are no-ops in a one-process run.
+"""The one place for distributed state, on ``torch.distributed``: which rank this process is, its device, and the
+collectives the phases use (``barrier``, ``share``). Training under ``torchrun`` (DDP) joins a process group
+(``init_from_env``); in a one-process run every helper is a no-op. Sharded generation needs no process group: its
+shards meet through the pool folder (``harness.spectrum``), so ``rank_world`` reads torchrun's variables directly.
 """
 from __future__ import annotations
 
 import logging
 import os
-import time
 from datetime import timedelta
-from pathlib import Path
 
 import torch
 
-from harness.io import lock
 
 log = logging.getLogger("harness")
 
@@ -83,27 +77,3 @@ def local_device(device: torch.device) -> torch.device:
         torch.cuda.set_device(index)
         return torch.device("cuda", index)
     return device
-
-
-def generation_lock(pool_dir: Path, rank: int):
-    """Rank 0 (or a one-process job) holds the pool's lock until the pool is complete, so a second job waits;
-    rank r > 0 holds only its shard's lock, so the ranks of one job run in parallel."""
-    return lock(pool_dir / "generate") if rank == 0 else lock(pool_dir / f"generate.shard{rank:03d}")
-
-
-def wait_for_shards(pool_dir: Path, keys: set[str], poll_s: float = 2.0, timeout_s: float | None = None) -> None:
-    """Rank 0: block until every planned key is in some shard's manifest."""
-    from harness.spectrum import read_manifest
-
-    start, last_log = time.monotonic(), 0.0
-    while True:
-        missing = len(keys - set(read_manifest(pool_dir).key))
-        if not missing:
-            return
-        waited = time.monotonic() - start
-        if timeout_s is not None and waited > timeout_s:
-            raise TimeoutError(f"{missing} images of {pool_dir} still missing after {waited:.0f} s: did a rank die?")
-        if waited - last_log >= 60:
-            log.info("rank 0: waiting for the other shards (%d images to go)", missing)
-            last_log = waited
-        time.sleep(poll_s)

@@ -63,7 +63,7 @@ def true_class(model, images, labels: np.ndarray, prep) -> np.ndarray:
 
 
 def subset(images, rows: np.ndarray):
-    from harness.pipeline import take
+    from harness.data.base import take
 
     return take(images, np.asarray(rows, dtype=np.int64).copy())
 

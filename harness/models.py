@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from safetensors.torch import load_file
 
 from harness.config import build
 from harness.registry import get_model, register_model
@@ -71,3 +74,15 @@ def classification_loss(logits: torch.Tensor, y: torch.Tensor, kind: str,
     if kind == "balanced_softmax":
         logits = logits + log_prior.to(logits.device)
     return F.cross_entropy(logits, y)
+
+
+def load_weights(path: str | Path) -> dict:
+    """A state dict from a ``.safetensors`` file or a torch checkpoint (a bare state dict, or one under
+    ``state_dict`` / ``model``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no weights file {p}")
+    if p.suffix == ".safetensors":
+        return load_file(str(p))
+    state = torch.load(p, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state

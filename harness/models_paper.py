@@ -70,13 +70,13 @@ class ResNetParams:
 
 
 def load_backbone_weights(net: ResNet, path: str) -> None:
-    from harness.pipeline import load_checkpoint
+    from harness.models import load_weights
 
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"model.params.weights: no file {p} (a local torchvision state dict; nothing is "
                                 f"downloaded: save one with torchvision.models.resnet50(weights=...).state_dict())")
-    state = load_checkpoint(str(p))
+    state = load_weights(p)
     own = net.state_dict()
     state = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
     net.load_state_dict(state, strict=False)

@@ -7,19 +7,24 @@ Work is split into shards by contiguous blocks of sources, so ``world`` processe
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
-from harness.config import ConfigError, SpectrumConfig
-from harness.data.base import DatasetBundle
+from harness.config import Config, ConfigError, SpectrumConfig
+from harness.data.base import DatasetBundle, FileImages, LabeledImages, TensorImages, to_tensor01
 from harness.generators.base import GenerationItem, Generator
-from harness.io import append_jsonl, atomic_path, read_jsonl
+from harness.io import append_jsonl, atomic_path, lock, read_jsonl, write_json
 from harness.seeding import sample_seed
+
+log = logging.getLogger("harness")
 
 
 @dataclass(frozen=True)
@@ -162,3 +167,50 @@ def generate_spectrum(generator: Generator, data: DatasetBundle, plan: list[Plan
             bar.update(len(chunk))
     bar.close()
     return len(mine)
+
+
+def mark_complete(pool_dir: Path, plan, generator_settings: dict) -> None:
+    keys = set(read_manifest(pool_dir).key)
+    missing = [p.key for p in plan if p.key not in keys]
+    if missing:
+        raise RuntimeError(f"spectrum incomplete: {len(missing)} images missing, e.g. {missing[0]}")
+    write_json(pool_dir / "complete.json", {"images": len(plan), "generator": generator_settings})
+
+
+def load_pool_images(pool: pd.DataFrame, pool_dir: Path, cfg: Config, data: DatasetBundle) -> LabeledImages:
+    """In memory (squashed to S×S) when the real images are in memory too, no transform is configured and the pool
+    is small; otherwise read from disk and transformed like the real training images."""
+    size, channels = cfg.data.image_size, data.channels
+    in_memory = isinstance(data.train, TensorImages) and data.train_transform is None
+    ids = list(pool.key)
+    if in_memory and len(pool) * channels * size * size * 4 < 512 * 2**20:
+        from PIL import Image
+
+        images = torch.stack([to_tensor01(Image.open(pool_dir / f), size, channels) for f in pool.file]) \
+            if len(pool) else torch.zeros(0, channels, size, size)
+        return TensorImages(images, pool.label.to_numpy(), ids)
+    return FileImages([pool_dir / f for f in pool.file], pool.label.to_numpy(), ids, size, channels)
+
+
+# --------------------------------------------------------------------------- shards of one job
+
+def generation_lock(pool_dir: Path, rank: int):
+    """Rank 0 (or a one-process job) holds the pool's lock until the pool is complete, so a second job waits;
+    rank r > 0 holds only its shard's lock, so the ranks of one job run in parallel."""
+    return lock(pool_dir / "generate") if rank == 0 else lock(pool_dir / f"generate.shard{rank:03d}")
+
+
+def wait_for_shards(pool_dir: Path, keys: set[str], poll_s: float = 2.0, timeout_s: float | None = None) -> None:
+    """Rank 0: block until every planned key is in some shard's manifest."""
+    start, last_log = time.monotonic(), 0.0
+    while True:
+        missing = len(keys - set(read_manifest(pool_dir).key))
+        if not missing:
+            return
+        waited = time.monotonic() - start
+        if timeout_s is not None and waited > timeout_s:
+            raise TimeoutError(f"{missing} images of {pool_dir} still missing after {waited:.0f} s: did a rank die?")
+        if waited - last_log >= 60:
+            log.info("rank 0: waiting for the other shards (%d images to go)", missing)
+            last_log = waited
+        time.sleep(poll_s)

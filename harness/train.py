@@ -27,6 +27,12 @@ class Part:
     indices: np.ndarray
 
 
+def log_prior(data) -> torch.Tensor:
+    """log of each class's share of the training images (balanced softmax adds it to the logits)."""
+    counts = torch.as_tensor(data.train_counts, dtype=torch.float32).clamp_min(1)
+    return (counts / counts.sum()).log()
+
+
 def make_optimizer(model: torch.nn.Module, opt: OptimConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if opt.optimizer == "adam":

@@ -68,7 +68,7 @@ def test_adaptive_picks_the_level_with_the_largest_gain(tiny_prepared, monkeypat
 
 
 def test_adaptive_probe_holds_out_sources(tiny_prepared):
-    from harness.pipeline import split_guidance_val
+    from harness.curriculum import split_guidance_val
 
     train, held = split_guidance_val(tiny_prepared, get_method("discl_adaptive")(), seed=0)
     assert len(held) == round(len(np.unique(tiny_prepared.hard)) * tiny_prepared.cfg.curriculum.adaptive.holdout)

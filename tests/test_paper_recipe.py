@@ -17,7 +17,9 @@ from harness import pipeline
 from harness.config import ConfigError, load_config
 from harness.data.base import FileImages
 from harness.evaluate import class_probs
-from harness.pipeline import epoch_parts, fine_tune, prepare, probe_sets, split_guidance_val, train_base
+from harness.base_model import train_base
+from harness.curriculum import epoch_parts, probe_sets, split_guidance_val
+from harness.pipeline import fine_tune, prepare
 from harness.registry import get_method
 from harness.train import Part, batches
 

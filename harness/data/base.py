@@ -113,6 +113,16 @@ class FileImages(LabeledImages):
         return resize(x, [self.size, self.size], antialias=True) if x.shape[-2:] != (self.size, self.size) else x
 
 
+def take(images: LabeledImages, rows: np.ndarray) -> LabeledImages:
+    """The images at ``rows`` of a split, as a split of their own."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if isinstance(images, TensorImages):
+        return TensorImages(images.images[torch.as_tensor(rows, dtype=torch.long)], images.labels[rows],
+                            [images.ids[i] for i in rows])
+    return FileImages([images.paths[i] for i in rows], images.labels[rows], [images.ids[i] for i in rows],
+                      images.size, images.channels)
+
+
 class ImageView(Dataset):
     """Some images of one or more splits, each decoded and put through a transform: what a DataLoader reads.
     Items are (uint8 C×S×S, label); without a transform an image is squashed to its split's size."""
