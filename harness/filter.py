@@ -16,11 +16,33 @@ from harness.io import append_jsonl, read_jsonl
 from harness.scorers.base import Scorer
 
 
+def source_block(manifest: pd.DataFrame, rank: int, world: int) -> pd.DataFrame:
+    """This rank's rows: a contiguous block of the sources (in manifest order), so each real image is read by one
+    rank only."""
+    sources = list(dict.fromkeys(manifest.source_index))
+    block = {s: i * world // max(1, len(sources)) for i, s in enumerate(sources)}
+    return manifest[manifest.source_index.map(block) == rank]
+
+
+def read_scores(pool_dir: Path, scores_file: str) -> dict[str, dict]:
+    """Every score row written so far, by one process (``NAME.jsonl``) or by ranks (``NAME.shardRRR.jsonl``)."""
+    stem = scores_file.removesuffix(".jsonl")
+    files = [pool_dir / scores_file, *sorted(pool_dir.glob(f"{stem}.shard*.jsonl"))]
+    return {r["key"]: r for f in files for r in read_jsonl(f)}
+
+
 def score_pool(scorer: Scorer, data: DatasetBundle, manifest: pd.DataFrame, pool_dir: Path,
-               scores_file: str = "scores.jsonl", batch_size: int = 256, progress: bool = True) -> pd.DataFrame:
-    """The manifest with ``text_score`` and ``image_score`` columns, scoring only what is not yet scored."""
+               scores_file: str = "scores.jsonl", batch_size: int = 256, progress: bool = True,
+               rank: int = 0, world: int = 1) -> pd.DataFrame:
+    """The manifest with ``text_score`` and ``image_score`` columns, scoring only what is not yet scored.
+
+    With ``world`` > 1 this rank scores only its block of sources, into its own shard file, and returns its rows;
+    ``read_scores`` then sees every rank's."""
+    scored = read_scores(pool_dir, scores_file)
+    if world > 1:
+        manifest = source_block(manifest, rank, world)
+        scores_file = f"{scores_file.removesuffix('.jsonl')}.shard{rank:03d}.jsonl"
     scores_path = pool_dir / scores_file
-    scored = {r["key"]: r for r in read_jsonl(scores_path)}
     todo = manifest[~manifest.key.isin(scored)]
     for start in tqdm(range(0, len(todo), batch_size), desc="score spectrum", unit="batch",
                       disable=not progress or todo.empty, mininterval=2):
@@ -33,6 +55,10 @@ def score_pool(scorer: Scorer, data: DatasetBundle, manifest: pd.DataFrame, pool
                 for k, t, s in zip(chunk.key, text, image)]
         append_jsonl(scores_path, rows)
         scored.update({r["key"]: r for r in rows})
+    return with_scores(manifest, scored)
+
+
+def with_scores(manifest: pd.DataFrame, scored: dict[str, dict]) -> pd.DataFrame:
     frame = manifest.copy()
     frame["text_score"] = [scored[k]["text_score"] for k in frame.key]
     frame["image_score"] = [scored[k]["image_score"] for k in frame.key]

@@ -108,11 +108,10 @@ def run_experiment(cfg: Config, workdir: Path, methods: list[str] | None = None,
 
 
 def prepare_all_ranks(cfg: Config, workdir: Path, methods: list[str], progress: bool) -> Prepared:
-    """Each rank generates its shard; only rank 0 scores, so the others then load its scored pool from the cache."""
+    """Under DDP every rank trains the base model, generates and scores its shard of the spectrum in lockstep;
+    rank 0 writes the shared caches and every rank ends with the same ``Prepared``."""
     prep = prepare(cfg, workdir, methods, progress=progress and dist.is_main(), rank=dist.rank(), world=dist.world())
     dist.barrier()
-    if not dist.is_main() and prep.pool_dir is not None:
-        prep = prepare(cfg, workdir, methods, progress=False)
     return prep
 
 

@@ -12,6 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from harness.config import OptimConfig
 from harness.data.base import TensorImages
+from harness.io import read_jsonl
+from harness.spectrum import read_manifest
 from harness.train import Part, Trainer, batches, rank_shard
 
 N, PER_RANK_BATCH = 8, 2
@@ -106,6 +108,13 @@ def test_harness_run_under_torchrun(tmp_path):
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == [0, 1]
     discl = next(r for r in runs if r.data.tags["method"].startswith("discl"))
     assert client.get_metric_history(discl.info.run_id, "curriculum/synthetic")[0].value > 0  # trained on the pool
+    (base,) = (tmp_path / "cache" / "base").iterdir()  # the ranks trained one base model together
+    assert (base / "model.safetensors").exists() and not (base / "checkpoint.pt").exists()
+    (pool,) = (tmp_path / "cache" / "pool").iterdir()
+    shards = sorted(pool.glob("scores-*.shard*.jsonl"))
+    keys = [r["key"] for f in shards for r in read_jsonl(f)]
+    assert len(shards) == 2 and all(read_jsonl(f) for f in shards)  # each rank scored its block of sources
+    assert sorted(keys) == sorted(read_manifest(pool).key)  # every synthetic image scored once
 
 
 class CountingModel(torch.nn.Module):

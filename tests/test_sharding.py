@@ -6,9 +6,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from harness.cli import main
+from harness.config import load_config
+from harness.filter import read_scores, score_pool
+from harness.registry import get_dataset
 from harness.spectrum import read_manifest
 
 QUICK = ["--set", "base.epochs=1", "--set", "generator.params.train_steps=3", "--set", "scorer.params.epochs=1",
@@ -72,3 +76,41 @@ def test_shards_are_contiguous_blocks_of_sources():
             for p in s:
                 by_source.setdefault(p.source_index, set()).add((p.lam, p.seed_index))
             assert all(len(v) == 12 for v in by_source.values())  # every λ and seed of an owned source
+
+
+class CountingScorer:
+    """Scores an image by its mean pixel; records which real images it was handed."""
+
+    def __init__(self):
+        self.sources = []
+
+    def score(self, images, prompts, labels, sources):
+        self.sources += [id(s) for s in sources]
+        means = [float(np.asarray(im).mean()) / 255 for im in images]
+        return means, [1 - m for m in means]
+
+
+def test_scoring_shards_are_contiguous_blocks_and_merge_to_one_process(tmp_path):
+    """Under DDP each rank scores a contiguous block of the sources into its own file; together they hold every
+    image once, with the scores one process gives, and a rerun (any world size) scores nothing again."""
+    data = get_dataset("digits_lt")(load_config("digits_lt_tiny"))
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    rows = []
+    for i, source in enumerate([3, 3, 5, 5, 8, 8, 13]):
+        Image.fromarray(np.full((8, 8), i * 30, dtype=np.uint8)).save(pool / f"{i}.png")
+        rows.append({"key": f"k{i}", "file": f"{i}.png", "source_index": source, "label": 0, "prompt": "p"})
+    manifest = pd.DataFrame(rows)
+    one = score_pool(CountingScorer(), data, manifest, tmp_path / "pool", "one.jsonl", batch_size=2, progress=False)
+    parts = [score_pool(CountingScorer(), data, manifest, pool, "two.jsonl", batch_size=2, progress=False,
+                        rank=r, world=2) for r in (0, 1)]
+    blocks = [sorted(set(p.source_index)) for p in parts]
+    assert blocks == [[3, 5], [8, 13]]  # contiguous, disjoint blocks of sources
+    assert sorted((pool).glob("two*.jsonl")) == [pool / "two.shard000.jsonl", pool / "two.shard001.jsonl"]
+    merged = read_scores(pool, "two.jsonl")
+    assert len(merged) == len(manifest) == sum(len(p) for p in parts)
+    for row in one.itertuples():
+        assert merged[row.key]["text_score"] == row.text_score and merged[row.key]["image_score"] == row.image_score
+    again = CountingScorer()
+    score_pool(again, data, manifest, pool, "two.jsonl", progress=False)  # one process after two ranks
+    assert again.sources == []
