@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import hashlib
-import random
 
-import numpy as np
 import torch
 
 
 def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    """Python's, numpy's and torch's generators (every device's) from one seed."""
+    from accelerate.utils import set_seed
+
+    set_seed(seed)
 
 
 def sample_seed(source_id: str, lam: float, seed_index: int) -> int:

@@ -69,9 +69,11 @@ def load_pipeline(p: SDImg2ImgParams, dtype: torch.dtype):
 
     path = Path(p.model).expanduser()
     source = str(path) if path.exists() else p.model
-    try:  # fp16-variant files load into float32 too: diffusers casts to torch_dtype
+    try:  # fp16-variant files load into float32 too: diffusers casts to torch_dtype. low_cpu_mem_usage (accelerate):
+        # the weights go straight into empty modules, no random init first (seconds and GBs for SDXL)
         return AutoPipelineForImage2Image.from_pretrained(source, torch_dtype=dtype, variant=p.variant,
-                                                          local_files_only=True, add_watermarker=False)
+                                                          local_files_only=True, add_watermarker=False,
+                                                          low_cpu_mem_usage=True)
     except (OSError, ValueError) as e:
         raise load_error(p.model, p.variant, e, "generator.params.model", "holding the pipeline") from None
 

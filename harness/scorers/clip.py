@@ -53,7 +53,8 @@ def load_clip(model: str, tiny: bool = False, tiny_seed: int = 0, what: str = "s
     path = Path(model).expanduser()
     source = str(path) if path.exists() else model
     try:
-        return (CLIPModel.from_pretrained(source, local_files_only=True, variant=variant, torch_dtype=dtype),
+        return (CLIPModel.from_pretrained(source, local_files_only=True, variant=variant, torch_dtype=dtype,
+                                          low_cpu_mem_usage=True),  # accelerate: no random init before loading
                 CLIPProcessor.from_pretrained(source, local_files_only=True))
     except (OSError, ValueError) as e:
         raise load_error(model, variant, e, what, "holding the model and its processor") from None
