@@ -1,6 +1,7 @@
 """A separate package adds a method through the ``discl_harness.methods`` entry point: installed beside the harness,
 it shows in `harness list` and `harness run` trains with it, without a line of the harness changed."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,10 @@ PLUGIN = Path(__file__).resolve().parent / "plugin_example"
 def plugin_env(tmp_path_factory):
     """The plugin pip-installed into a folder of its own, put on the path of the commands below."""
     target = tmp_path_factory.mktemp("site")
-    build = tmp_path_factory.mktemp("build")
+    source = tmp_path_factory.mktemp("src") / "plugin"
+    shutil.copytree(PLUGIN, source)  # setuptools builds in the source folder: keep the repository clean
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(PLUGIN)], check=True, cwd=build, capture_output=True)
+                    "--target", str(target), str(source)], check=True, capture_output=True)
     assert (target / "discl_example_plugin").is_dir()
     path = os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, "PYTHONPATH": path}
