@@ -227,6 +227,27 @@ def test_killed_worker_trial_is_retried_once(workdir, storage):
     assert_exactly(workdir, sweep, 2)  # the dead trial's run was retired: one child per finished trial
 
 
+def test_interrupted_trial_is_requeued(workdir, monkeypatch):
+    """Ctrl-C in a worker: Optuna fails the running trial; the worker re-queues it, as a dead worker's, so the
+    resumed sweep runs it again."""
+    from harness.sweep import worker
+
+    sweep = make(workdir, "interrupted")
+    sw.init_study(sweep)
+
+    def interrupted(sweep, study, trial, prep):
+        sw.suggest(trial, sweep.cfg)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker, "run_trial", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sw.work(sweep, 2, say=lambda line: None)
+    first, retry = sw.load_study(sweep).get_trials()
+    assert first.state == TrialState.FAIL and retry.state == TrialState.WAITING
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == first.number
+    assert retry.params == first.params and sw.count_trials([first, retry]).retried == 1
+
+
 def run_concurrent(workdir, sweep: sw.Sweep, n: int, k: int) -> None:
     lines: list[str] = []
     out = sw.run_sweep(sweep, n, k, say=lines.append)
