@@ -18,15 +18,20 @@ import optuna
 
 from harness.pipeline import prepare
 
-# what harness/cli.py and the tests use, by its old name
-from .results import finalize, rerun_command  # noqa: F401
-from .space import (NO_SYNTHETIC_METHOD, ORDERING_METHODS, objective_names, paper_params, suggest,  # noqa: F401
-                    sweep_methods, trial_config, trial_overrides)
-from .study import (PARENT_ATTR, Sweep, SweepError, dashboard_command, init_study, load_study,  # noqa: F401
-                    make_sweep, public_url, rdb_url)
-from .trial import run_trial  # noqa: F401
-from .worker import (FINISHED, Counts, count_trials, progress_line, run_workers, work,  # noqa: F401
-                     worker_command, worker_env)
+from .results import finalize, rerun_command
+from .space import (NO_SYNTHETIC_METHOD, ORDERING_METHODS, objective_names, paper_params, suggest, sweep_methods,
+                    trial_config, trial_overrides)
+from .study import (PARENT_ATTR, Sweep, SweepError, dashboard_command, init_study, load_study, make_sweep, public_url,
+                    rdb_url)
+from .trial import run_trial
+from .worker import FINISHED, Counts, count_trials, progress_line, run_workers, work, worker_command, worker_env
+
+__all__ = [  # what harness/cli.py and the tests use, by its old name
+    "FINISHED", "NO_SYNTHETIC_METHOD", "ORDERING_METHODS", "PARENT_ATTR", "Counts", "Sweep", "SweepError",
+    "count_trials", "dashboard_command", "finalize", "init_study", "load_study", "make_sweep", "objective_names",
+    "paper_params", "prepare", "progress_line", "public_url", "rdb_url", "rerun_command", "run_sweep", "run_trial",
+    "run_workers", "suggest", "sweep_methods", "trial_config", "trial_overrides", "work", "worker_command",
+    "worker_env"]
 
 # Heartbeats, fail_stale_trials and the retry callback are experimental in Optuna: the sweep relies on them.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -3,8 +3,8 @@
 Optuna does the trial lifecycle: ``study.optimize`` asks (waiting trials first: the paper's, retries), runs the
 objective, records COMPLETE / PRUNED / FAIL (``catch``: a failing trial does not stop the worker), beats the RDB
 heartbeat while a trial runs and, before each new trial, fails the trials whose heartbeat went stale and
-re-queues them once through ``RetryHeartbeatStaleTrialCallback``; ``MaxTrialsCallback`` stops the loop at N
-finished trials.
+re-queues them (``RetryHeartbeatStaleTrialCallback``, ``sweep.max_retry`` times); ``MaxTrialsCallback`` stops
+the loop at N finished trials.
 
 Our code adds two guarantees Optuna's public API does not give:
 - Exactly N with several workers. ``MaxTrialsCallback`` only stops a worker after its trial ends, so K workers
