@@ -9,6 +9,7 @@ import time
 
 import optuna
 import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from harness import sweep as sw
@@ -171,9 +172,8 @@ def test_pruned_trial_ends_killed_with_a_tag(workdir):
     study = sw.init_study(sweep)
     study.pruner = AlwaysPrune()
     prep = prepare(sweep.cfg, workdir, methods=sw.sweep_methods(sweep.cfg), progress=False)
-    trial = study.ask()
-    assert sw.run_trial(sweep, study, trial, prep) == TrialState.PRUNED
-    frozen = study.trials[trial.number]
+    study.optimize(lambda trial: sw.run_trial(sweep, study, trial, prep), n_trials=1)  # what a worker runs
+    (frozen,) = study.trials
     assert frozen.state == TrialState.PRUNED and list(frozen.intermediate_values) == [0]
     c, _, children = runs_of(workdir, sweep.cfg.name, "pruned")
     (run,) = children
@@ -196,25 +196,56 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_killed_worker_trial_is_retried_once(workdir):
+@pytest.mark.parametrize("storage", ["sqlite", "journal"])
+def test_killed_worker_trial_is_retried_once(workdir, storage):
+    """SQLite: Optuna's heartbeat check fails the dead worker's trial and re-queues it (any machine would); the
+    journal file has no heartbeat: a worker on the same host finds the dead process and does the same."""
+    name = f"kill-{storage}"
+    url = f"journal:{workdir / 'kill-journal.log'}" if storage == "journal" else None
     # Longer trials, so the kill lands mid-trial.
-    sweep = make(workdir, "kill", ["train.epochs=12", "train.curriculum_epochs=8"])
+    sweep = make(workdir, name, ["train.epochs=12", "train.curriculum_epochs=8"], storage=url)
     study = sw.init_study(sweep)
     worker = subprocess.Popen(sw.worker_command(sweep, 2, 0), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: runs_of(workdir, sweep.cfg.name, "kill")[2], 120, "a trial's MLflow run")
+        wait_for(lambda: runs_of(workdir, sweep.cfg.name, name)[2], 120, "a trial's MLflow run")
     finally:
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
     (killed,) = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if storage == "sqlite":
+        time.sleep(sweep.cfg.sweep.grace_period + 1)
+        optuna.storages.fail_stale_trials(study)
+        assert [t.state for t in study.get_trials(deepcopy=False)[killed.number:]] == \
+            [TrialState.FAIL, TrialState.WAITING]
     counts = sw.work(sweep, 2, say=lambda line: None)
     assert counts.finished == 2 and counts.retried == 1
     trials = sw.load_study(sweep).get_trials()
-    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    retries = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number]
     assert len(retries) == 1 and retries[0].state in sw.FINISHED
     assert retries[0].params == killed.params
     assert trials[killed.number].state == TrialState.FAIL
     assert_exactly(workdir, sweep, 2)  # the dead trial's run was retired: one child per finished trial
+
+
+def test_interrupted_trial_is_requeued(workdir, monkeypatch):
+    """Ctrl-C in a worker: Optuna fails the running trial; the worker re-queues it, as a dead worker's, so the
+    resumed sweep runs it again."""
+    from harness.sweep import worker
+
+    sweep = make(workdir, "interrupted")
+    sw.init_study(sweep)
+
+    def interrupted(sweep, study, trial, prep):
+        sw.suggest(trial, sweep.cfg)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker, "run_trial", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sw.work(sweep, 2, say=lambda line: None)
+    first, retry = sw.load_study(sweep).get_trials()
+    assert first.state == TrialState.FAIL and retry.state == TrialState.WAITING
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == first.number
+    assert retry.params == first.params and sw.count_trials([first, retry]).retried == 1
 
 
 def run_concurrent(workdir, sweep: sw.Sweep, n: int, k: int) -> None:
