@@ -354,67 +354,46 @@ class Config(Section):
 
 # --------------------------------------------------------------------------- pydantic errors → one line
 
-def _nested(tp: Any) -> type | None:
-    """The section (model or dataclass) a field's type holds, if any: ``Range | None`` → ``Range``."""
-    for t in (tp, *typing.get_args(tp)):
-        if isinstance(t, type) and (issubclass(t, BaseModel) or dataclasses.is_dataclass(t)):
-            return t
-    return None
+def _nested(tp: Any) -> type[BaseModel] | None:
+    """The section a field's type holds, if any: ``Range | None`` → ``Range``."""
+    return next((t for t in (tp, *typing.get_args(tp)) if isinstance(t, type) and issubclass(t, BaseModel)), None)
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    if issubclass(cls, BaseModel):
-        return {name: f.annotation for name, f in cls.model_fields.items()}
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _section_at(cls: type, keys: typing.Sequence[Any]) -> type | None:
-    """The section that ``keys`` (field names from ``cls`` down) lead to; None where they leave the schema."""
-    for key in keys:
-        tp = _field_types(cls).get(key) if isinstance(key, str) else None
-        cls = _nested(tp) if tp is not None else None
-        if cls is None:
-            return None
-    return cls
-
-
-def _dotted(where: str, loc: typing.Sequence[Any]) -> str:
-    out = where
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part != "[key]":
-            out = f"{out}.{part}" if out else str(part)
-    return out
+def _did_you_mean(name: Any, names: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(name), list(names), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 TYPE_NAMES = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
-              "string_type": "a string", "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping",
-              "model_attributes_type": "a mapping"}
+              "string_type": "a string", "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping"}
 
 
-def explain(error: ValidationError, cls: type, where: str = "") -> str:
-    """The first problem of a ValidationError from building ``cls`` at ``where``, as one line that names the key."""
+def explain(error: ValidationError, model: type[BaseModel], where: str = "") -> str:
+    """The first problem of a ValidationError from ``model`` (built at ``where``) as one line naming the key."""
     e = error.errors(include_url=False)[0]
-    loc, value = e["loc"], e.get("input")
-    key = _dotted(where, loc)
-    if e["type"] == "extra_forbidden":
-        section = _section_at(cls, loc[:-1])
-        close = difflib.get_close_matches(str(loc[-1]), list(_field_types(section)), n=1) if section else []
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"unknown key {key!r}{hint}"
-    if e["type"] in TYPE_NAMES:
-        got = f"{type(value).__name__} {value!r}" if e["type"] in ("list_type", "dict_type", "model_type") else repr(value)
-        return f"{key}: expected {TYPE_NAMES[e['type']]}, got {got}"
-    if e["type"] == "literal_error":
+    loc, value, kind = e["loc"], e.get("input"), e["type"]
+    key = where
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        elif part != "[key]":  # a mapping's key is named by the mapping
+            key = f"{key}.{part}" if key else part
+    if kind == "extra_forbidden":
+        section: type[BaseModel] | None = model
+        for part in loc[:-1]:
+            field = section.model_fields.get(part) if section and isinstance(part, str) else None
+            section = _nested(field.annotation) if field else None
+        return f"unknown key {key!r}{_did_you_mean(loc[-1], section.model_fields if section else ())}"
+    if kind in TYPE_NAMES:
+        got = f"{type(value).__name__} {value!r}" if kind in ("list_type", "dict_type", "model_type") else repr(value)
+        msg = f"expected {TYPE_NAMES[kind]}, got {got}"
+    elif kind == "literal_error":  # the choices as pydantic renders the Literal: "'a', 'b' or 'c'"
         choices = re.findall(r"'([^']*)'", e["ctx"]["expected"])
-        close = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"{key}: {value!r} is not one of {', '.join(choices)}{hint}"
-    msg = e["msg"].removeprefix("Value error, ")
-    if msg.startswith("Input should be "):
-        msg = f"must be {msg.removeprefix('Input should be ')}, got {value!r}"
+        msg = f"{value!r} is not one of {', '.join(choices)}{_did_you_mean(value, choices)}"
+    elif e["msg"].startswith("Input should be "):
+        msg = f"must be {e['msg'].removeprefix('Input should be ')}, got {value!r}"
+    else:
+        msg = e["msg"].removeprefix("Value error, ")
     return f"{key}: {msg}" if key else msg
 
 
@@ -430,15 +409,12 @@ def _dataclass_model(cls: type) -> type[BaseModel]:
 def build(cls: type, values: dict[str, Any], where: str = "") -> Any:
     """Build ``cls`` (a config model, or a component's params dataclass) from ``values``; unknown keys, wrong types
     and unknown choices raise a one-line ConfigError naming the key (under ``where``)."""
+    model = cls if issubclass(cls, BaseModel) else _dataclass_model(cls)
     try:
-        if isinstance(cls, type) and issubclass(cls, BaseModel):
-            return cls.model_validate(values)
-        if not isinstance(values, dict):
-            raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(values).__name__} {values!r}")
-        twin = _dataclass_model(cls).model_validate(values)
-        return cls(**{name: getattr(twin, name) for name in type(twin).model_fields})
+        built = model.model_validate(values)
     except ValidationError as e:
-        raise ConfigError(explain(e, cls, where)) from None
+        raise ConfigError(explain(e, model, where)) from None
+    return built if model is cls else cls(**{name: getattr(built, name) for name in model.model_fields})
 
 
 # --------------------------------------------------------------------------- loading
@@ -498,16 +474,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_override(values: dict, keys: list[str], value: Any) -> None:
     """Set ``keys`` in the raw mapping, checking each key exists in the schema (a typo is an error)."""
-    cls: type | None = Config
+    section: type[BaseModel] | None = Config
     node = values
     for i, key in enumerate(keys):
-        if cls is not None:
-            types = _field_types(cls)
-            if key not in types:
-                close = difflib.get_close_matches(key, list(types), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(f"--set {'.'.join(keys)}: no key {'.'.join(keys[: i + 1])!r} in the config{hint}")
-            cls = _nested(types[key])
+        if section is not None:
+            if key not in section.model_fields:
+                raise ConfigError(f"--set {'.'.join(keys)}: no key {'.'.join(keys[: i + 1])!r} in the config"
+                                  f"{_did_you_mean(key, section.model_fields)}")
+            section = _nested(section.model_fields[key].annotation)
         if i == len(keys) - 1:
             node[key] = value
         else:
