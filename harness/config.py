@@ -165,6 +165,18 @@ class SpectrumConfig(Section):
                 raise ValueError(f"λ must be in [0, 1), got {lam}")
         return _unique(levels, "λ")
 
+    @field_validator("prompt")
+    @classmethod
+    def _names_the_class(cls, prompt: str) -> str:
+        try:
+            named = prompt.format(name="\0")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"{prompt!r} is not a template over {{name}} alone ({type(e).__name__}: {e})") from None
+        if "\0" not in named:
+            raise ValueError(f"{prompt!r} does not name the class: every class would get the same prompt; "
+                             "put {name} in it")
+        return prompt
+
 
 class FilterConfig(Section):
     threshold: float = 0.3  # keep a synthetic image if its image–text score is at least this

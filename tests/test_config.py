@@ -181,6 +181,8 @@ def test_an_unknown_nested_key_suggests_the_closest(tmp_path):
     ("sweep.grace_period=5", "sweep.grace_period: must exceed sweep.heartbeat_interval (10)"),
     ("sweep.multi_objective=[val/acc]", "sweep.multi_objective: give at least two"),
     ("sweep.objective=test/acc", "never a test metric"),
+    ("spectrum.prompt='a photo'", "spectrum.prompt: 'a photo' does not name the class"),
+    ("spectrum.prompt='a {nme}'", "spectrum.prompt: 'a {nme}' is not a template over {name} alone"),
 ])
 def test_out_of_range_values_are_refused(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
