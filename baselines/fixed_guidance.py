@@ -15,5 +15,8 @@ class FixedGuidance(Curriculum):
     def stage_levels(self, stage, ctx):
         return (self.lam,)
 
+    def levels_needed(self, levels):
+        return (self.lam,)
+
     def describe(self):
         return {"lam": self.lam}

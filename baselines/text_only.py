@@ -11,3 +11,6 @@ class TextOnly(Curriculum):
 
     def stage_levels(self, stage, ctx):
         return (0.0,)
+
+    def levels_needed(self, levels):
+        return (0.0,)

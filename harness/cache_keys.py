@@ -12,7 +12,6 @@ embedded generator's and judge's caches are keyed by their pool's pixels when it
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from functools import lru_cache
 from pathlib import Path
@@ -88,25 +87,25 @@ def training_data_identity(cfg: Config) -> dict[str, Any]:
 
 
 def base_key(cfg: Config) -> str:
-    base = dataclasses.asdict(cfg.base)
+    base = cfg.base.model_dump()
     base["checkpoint"] = file_digest(cfg.base.checkpoint)
     model = {"name": cfg.model.name, "params": params_identity("model", cfg.model.name, cfg.model.params)}
     return stable_hash({"data": training_data_identity(cfg), "model": model, "base": base})
 
 
 def pool_key(cfg: Config) -> str:
-    spectrum = dataclasses.asdict(cfg.spectrum)
+    spectrum = cfg.spectrum.model_dump()
     spectrum.pop("batch_size")  # how it is batched does not change what is generated
     spectrum["descriptions"] = file_digest(cfg.spectrum.descriptions)
     # few-shot hard samples do not depend on the base model: other base settings (e.g. its loss) share the pool
     if cfg.hard.rule == "few_shot":
         base = stable_hash({"data": {**data_identity(cfg), "max_train": cfg.data.max_train},
-                            "shot_groups": dataclasses.asdict(cfg.data.shot_groups)})
+                            "shot_groups": cfg.data.shot_groups.model_dump()})
     else:
         base = base_key(cfg)
     generator = {"name": cfg.generator.name,
                  "params": params_identity("generator", cfg.generator.name, cfg.generator.params)}
-    return stable_hash({"base": base, "hard": dataclasses.asdict(cfg.hard), "generator": generator,
+    return stable_hash({"base": base, "hard": cfg.hard.model_dump(), "generator": generator,
                         "spectrum": spectrum, "version": GENERATION_VERSION})
 
 

@@ -50,7 +50,7 @@ def cmd_run(args) -> int:
     from harness import distributed
     from harness.runner import run_experiment, summary_table
 
-    cfg = load_config(args.experiment, args.overrides)
+    cfg = load_config(args.experiment, args.overrides, methods=args.method)  # checks the -m methods too
     workdir = resolve_workdir(args.workdir)
     distributed.init_from_env()  # under torchrun: one DDP rank of each run
     results = run_experiment(cfg, workdir, args.method or None, args.seed or None, progress=not args.quiet,

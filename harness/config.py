@@ -1,21 +1,26 @@
-"""Experiment configs: YAML → typed, validated dataclasses; ``--set`` overrides; stable hashes for caching.
+"""Experiment configs: YAML → typed, validated pydantic models; ``--set`` overrides; stable hashes for caching.
 
-Every key is declared here. An unknown key, a wrong type or a missing experiment is a ``ConfigError`` whose
-one-line message names the key and the file.
+Every key is declared here, each section a small pydantic model (``extra="forbid"``, strict types: a string is not
+a number, a bool is not an integer; an integer is a number). An unknown key, a wrong type, an unknown choice or a
+method that needs λ levels the spectrum lacks is a ``ConfigError`` whose one-line message names the key and the
+file (``harness`` exits with status 2 on it).
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import os
-import types
+import re
 import typing
-from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, create_model,
+                      field_validator, model_validator)
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 
@@ -24,47 +29,104 @@ class ConfigError(ValueError):
     """A config problem the user can fix; the message is one line."""
 
 
-@dataclass
-class ShotGroups:
-    many: int = 100  # a class is "many-shot" if it has more than this many training images
-    few: int = 20  # ... and "few-shot" if it has fewer than this many
+# --------------------------------------------------------------------------- choices, each written once
+
+Optimizer = Literal["adam", "adamw", "sgd"]
+Schedule = Literal["cosine", "constant"]
+Loss = Literal["ce", "balanced_softmax"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]  # auto: bf16 on CUDA, fp32 on CPU (autocast, training and eval)
+Init = Literal["base", "pretrained"]  # fine-tune from the base model | from the model's pretrained weights
+HardRule = Literal["few_shot", "low_prob", "k_hardest", "misclassified"]
+Statistic = Literal["mean", "trimmed_mean", "median"]  # the adaptive rule's summary of per-image gains
+Ordering = Literal["diverse_to_specific", "specific_to_diverse", "random", "adaptive"]  # sweep orderings
+Pruner = Literal["median", "hyperband", "none"]
+LogModel = Literal["auto", "always", "never"]  # auto: the selected model when under tracking.max_model_mb
+Device = Literal["auto", "cpu", "cuda"]
+# default: the generator's own scheduler; the others are diffusers schedulers (harness.generators.sd_img2img)
+Scheduler = Literal["default", "ddim", "euler", "euler_a", "pndm", "dpm", "lms"]
+
+SWEEP_ORDERINGS = typing.get_args(Ordering)
+
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
-@dataclass
-class DataConfig:
+def _str_keys(value: Any) -> Any:
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+
+
+Params = Annotated[dict[str, Any], BeforeValidator(_str_keys)]  # a component's own params (checked by it)
+
+
+class Section(BaseModel):
+    """A config section: unknown keys and loose types are refused. Fields may also be given by position, in
+    their declared order (``HardConfig("k_hardest", k=7)``), as the dataclasses before these models allowed."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    def __init__(self, /, *args: Any, **kwargs: Any) -> None:
+        names = list(type(self).model_fields)
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__} takes at most {len(names)} positional values")
+        super().__init__(**dict(zip(names, args)), **kwargs)
+
+
+def _among(lam: float, levels: list[float]) -> bool:
+    return any(abs(lam - g) < 1e-9 for g in levels)
+
+
+def _unique(values: list, what: str) -> list:
+    repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if repeated:
+        raise ValueError(f"{what} {', '.join(map(str, repeated))} given twice")
+    return values
+
+
+# --------------------------------------------------------------------------- sections
+
+class ShotGroups(Section):
+    many: NonNegInt = 100  # a class is "many-shot" if it has more than this many training images
+    few: NonNegInt = 20  # ... and "few-shot" if it has fewer than this many
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ShotGroups:
+        if self.few > self.many:
+            raise ValueError(f"few ({self.few}) exceeds many ({self.many})")
+        return self
+
+
+class DataConfig(Section):
     name: str = "digits_lt"
     root: str | None = None  # where a staged dataset lives (real datasets)
-    image_size: int = 16
+    image_size: PosInt = 16
     split_seed: int = 0
-    shot_groups: ShotGroups = field(default_factory=ShotGroups)
-    params: dict[str, Any] = field(default_factory=dict)  # dataset-specific, validated by the dataset
-    max_train: int | None = None  # keep at most this many training images (quick runs)
-    max_corrupt_fraction: float = 0.001  # unreadable images per split that are skipped (and counted) before failing
+    shot_groups: ShotGroups = Field(default_factory=ShotGroups)
+    params: Params = Field(default_factory=dict)  # dataset-specific, validated by the dataset
+    max_train: PosInt | None = None  # keep at most this many training images (quick runs)
+    max_corrupt_fraction: Fraction = 0.001  # unreadable images per split that are skipped (and counted) before failing
     # torchvision.transforms.v2 steps on uint8 images ([Name, {Name: {arg: value}}, ...]); null: squash to S×S
     train_transform: list[Any] | None = None  # real and synthetic training images alike
     eval_transform: list[Any] | None = None  # validation, test, hard-sample mining and the adaptive probe
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(Section):
     name: str = "small_cnn"
-    params: dict[str, Any] = field(default_factory=dict)
+    params: Params = Field(default_factory=dict)
 
 
-@dataclass
-class OptimConfig:
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adam"  # adam | adamw | sgd
-    schedule: str = "cosine"  # cosine | constant
-    warmup_steps: int = 0
-    loss: str = "ce"  # ce | balanced_softmax
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32: autocast for training and eval
+class OptimConfig(Section):
+    epochs: PosInt = 10
+    batch_size: PosInt = 64
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    optimizer: Optimizer = "adam"
+    schedule: Schedule = "cosine"
+    warmup_steps: NonNegInt = 0
+    loss: Loss = "ce"
+    precision: Precision = "auto"
 
 
-@dataclass
 class BaseConfig(OptimConfig):
     """Training of the base model on real data only; shared by every method and seed."""
 
@@ -72,222 +134,299 @@ class BaseConfig(OptimConfig):
     checkpoint: str | None = None  # start from (or use) these weights instead of training
 
 
-@dataclass
-class HardConfig:
-    rule: str = "few_shot"  # few_shot | low_prob | k_hardest | misclassified
-    threshold: float = 0.5  # low_prob: true-class probability below this
-    k: int = 100  # k_hardest
-    exclude_classes: list[str] = field(default_factory=list)  # class names never hard (iWildCam: [empty])
+class HardConfig(Section):
+    rule: HardRule = "few_shot"
+    threshold: Fraction = 0.5  # low_prob: true-class probability below this
+    k: PosInt = 100  # k_hardest
+    exclude_classes: list[str] = Field(default_factory=list)  # class names never hard (iWildCam: [empty])
 
 
-@dataclass
-class ComponentConfig:
+class ComponentConfig(Section):
     name: str = ""
-    params: dict[str, Any] = field(default_factory=dict)
+    params: Params = Field(default_factory=dict)
 
 
-@dataclass
-class SpectrumConfig:
-    levels: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.3, 0.5, 0.7, 0.9])
-    seeds: int = 8  # synthetic samples per (image, λ)
-    steps: int = 50  # denoising steps of a full (λ = 0) trajectory
-    guidance_scale: float = 10.0  # classifier-free text guidance
-    scheduler: str = "ddim"
-    batch_size: int = 256
+class SpectrumConfig(Section):
+    levels: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.3, 0.5, 0.7, 0.9])
+    seeds: PosInt = 8  # synthetic samples per (image, λ)
+    steps: PosInt = 50  # denoising steps of a full (λ = 0) trajectory
+    guidance_scale: Annotated[float, Field(ge=0)] = 10.0  # classifier-free text guidance
+    scheduler: Scheduler = "ddim"
+    batch_size: PosInt = 256
     prompt: str = "a photo of a {name}"
     descriptions: str | None = None  # JSON {class name: [descriptions]}: the prompts of the classes it lists
     description_prefix: str = ""  # prepended to each description (the paper: "a 8k real photo: ")
 
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, levels: list[float]) -> list[float]:
+        for lam in levels:
+            if not 0.0 <= lam < 1.0:
+                raise ValueError(f"λ must be in [0, 1), got {lam}")
+        return _unique(levels, "λ")
 
-@dataclass
-class FilterConfig:
+    @field_validator("prompt")
+    @classmethod
+    def _names_the_class(cls, prompt: str) -> str:
+        try:
+            named = prompt.format(name="\0")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"{prompt!r} is not a template over {{name}} alone ({type(e).__name__}: {e})") from None
+        if "\0" not in named:
+            raise ValueError(f"{prompt!r} does not name the class: every class would get the same prompt; "
+                             "put {name} in it")
+        return prompt
+
+
+class FilterConfig(Section):
     threshold: float = 0.3  # keep a synthetic image if its image–text score is at least this
 
 
-@dataclass
 class TrainConfig(OptimConfig):
-    """Fine-tuning from the base model, where the methods differ."""
+    """Fine-tuning from the base model, where the methods differ (the ``train`` section)."""
 
-    curriculum_epochs: int = 8  # epochs under the curriculum; the rest are real data only
-    init: str = "base"  # base: start from the base model | pretrained: from the model's pretrained weights
-    undersample: float = 1.0  # fraction of non-hard real images drawn afresh each epoch (when re-balancing)
+    curriculum_epochs: NonNegInt = 8  # epochs under the curriculum; the rest are real data only
+    init: Init = "base"
+    undersample: Annotated[float, Field(gt=0, le=1)] = 1.0  # fraction of non-hard real images drawn each epoch
     # synthetic images per curriculum epoch, as a multiple of the hard sources; null: every kept synthetic image of
     # the stage's levels (the paper's S_λ)
-    synthetic_scale: float | None = 3.0
+    synthetic_scale: Annotated[float, Field(gt=0)] | None = 3.0
     select_on: str = "val/acc"  # model selection metric (never a test metric)
     include_hard_real: bool = True  # real hard images join curriculum stages (iWildCam's stages use S_λ ∪ non-hard)
 
+    @field_validator("curriculum_epochs")
+    @classmethod
+    def _within_epochs(cls, value: int, info: ValidationInfo) -> int:
+        epochs = info.data.get("epochs")
+        if epochs is not None and value > epochs:
+            raise ValueError(f"{value} exceeds train.epochs ({epochs})")
+        return value
 
-@dataclass
-class AdaptiveConfig:
-    holdout: float = 0.25  # fraction of hard sources whose synthetic images form the guidance-validation set
-    probe_steps: int = 4  # optimizer steps between the two measurements
-    statistic: str = "mean"  # mean | trimmed_mean | median
+    @field_validator("select_on")
+    @classmethod
+    def _not_test(cls, value: str) -> str:
+        if value.startswith("test"):
+            raise ValueError("must be a validation metric: selecting on test would leak the test split")
+        return value
+
+
+class AdaptiveConfig(Section):
+    holdout: Annotated[float, Field(gt=0, lt=1)] = 0.25  # fraction of hard sources held out as guidance-validation
+    probe_steps: PosInt = 4  # optimizer steps between the two measurements
+    statistic: Statistic = "mean"
     drop_outliers: bool = True  # drop 1.5×IQR outliers of the per-image gains first
 
 
-@dataclass
-class CurriculumConfig:
+class CurriculumConfig(Section):
     levels: list[float] | None = None  # λ levels the curricula use (default: every generated level)
     adaptive_levels: list[float] | None = None  # for discl_adaptive (default: ``levels``)
-    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
+    adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
+
+    @field_validator("levels", "adaptive_levels")
+    @classmethod
+    def _no_repeats(cls, levels: list[float] | None) -> list[float] | None:
+        return levels if levels is None else _unique(levels, "λ")
 
 
-@dataclass
-class Range:
+class Range(Section):
     """A numeric search range; ``step`` makes it discrete (an integer range when low, high and step are whole)."""
 
     low: float = 0.0
     high: float = 1.0
-    step: float | None = None
+    step: Annotated[float, Field(gt=0)] | None = None
     log: bool = False
 
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low > self.high or (self.log and self.low <= 0):
+            raise ValueError(f"need low <= high (and low > 0 with log), got {self.low}..{self.high}")
+        return self
 
-@dataclass
-class SweepSpace:
+
+class SweepSpace(Section):
     """What a sweep may change. A list of choices or a range is searched; an empty list or null keeps the
     experiment's own value."""
 
-    orderings: list[str] = field(default_factory=lambda: [
-        "diverse_to_specific", "specific_to_diverse", "random", "adaptive"])
+    orderings: list[Ordering] = Field(default_factory=lambda: list(SWEEP_ORDERINGS))
     levels: list[float] | None = None  # candidate λ levels, each in or out of the curriculum (null: spectrum.levels)
-    curriculum_fraction: Range | None = field(default_factory=lambda: Range(0.25, 1.0))  # of train.epochs
-    synthetic_scale: Range | None = field(default_factory=lambda: Range(0.5, 5.0))
-    undersample: Range | None = field(default_factory=lambda: Range(0.2, 1.0))
-    filter_threshold: Range | None = field(default_factory=lambda: Range(0.0, 0.9))
-    statistics: list[str] = field(default_factory=lambda: ["mean", "trimmed_mean", "median"])  # adaptive only
-    probe_steps: list[int] = field(default_factory=lambda: [2, 4, 8])  # adaptive only
-    losses: list[str] = field(default_factory=lambda: ["ce", "balanced_softmax"])
+    curriculum_fraction: Range | None = Field(default_factory=lambda: Range(0.25, 1.0))  # of train.epochs
+    synthetic_scale: Range | None = Field(default_factory=lambda: Range(0.5, 5.0))
+    undersample: Range | None = Field(default_factory=lambda: Range(0.2, 1.0))
+    filter_threshold: Range | None = Field(default_factory=lambda: Range(0.0, 0.9))
+    statistics: list[Statistic] = Field(default_factory=lambda: ["mean", "trimmed_mean", "median"])  # adaptive only
+    probe_steps: list[PosInt] = Field(default_factory=lambda: [2, 4, 8])  # adaptive only
+    losses: list[Loss] = Field(default_factory=lambda: ["ce", "balanced_softmax"])
+
+    @field_validator("curriculum_fraction", "undersample")
+    @classmethod
+    def _fraction(cls, r: Range | None) -> Range | None:
+        if r is not None and not (0 <= r.low and r.high <= 1):
+            raise ValueError(f"a fraction must lie in [0, 1], got {r.low}..{r.high}")
+        return r
 
 
-@dataclass
-class SweepConfig:
+class SweepConfig(Section):
     """``harness sweep``: an Optuna study over curriculum schedules, objective on validation only."""
 
     study: str | None = None  # default: "<experiment>-sweep"
-    space: SweepSpace = field(default_factory=SweepSpace)
+    space: SweepSpace = Field(default_factory=SweepSpace)
     objective: str | None = None  # default: val/acc_few (long-tail) or val/f1_macro (iWildCam)
     multi_objective: list[str] | None = None  # e.g. [val/acc_few, val/acc_many]: a Pareto front, no pruning
-    pruner: str = "median"  # median | hyperband | none
-    pruner_startup_trials: int = 4  # median: trials before any pruning
-    pruner_warmup_epochs: int = 1  # median: epochs of a trial before it may be pruned
+    pruner: Pruner = "median"
+    pruner_startup_trials: NonNegInt = 4  # median: trials before any pruning
+    pruner_warmup_epochs: NonNegInt = 1  # median: epochs of a trial before it may be pruned
     sampler_seed: int = 0
     seed: int | None = None  # training seed of every trial (default: the experiment's first seed)
     enqueue_paper: bool = True  # the paper's diverse→specific schedule is trial 0
-    heartbeat_interval: int = 10  # seconds (RDB storages); a trial silent for grace_period is retried once
-    grace_period: int = 60
-    max_retry: int = 1
-    max_failures: int = 5  # a worker gives up once the study holds this many failed trials
+    heartbeat_interval: PosInt = 10  # seconds (RDB storages); a trial silent for grace_period is retried once
+    grace_period: PosInt = 60
+    max_retry: NonNegInt = 1
+    max_failures: PosInt = 5  # a worker gives up once the study holds this many failed trials
+
+    @field_validator("objective", "multi_objective")
+    @classmethod
+    def _on_validation(cls, names: str | list[str] | None, info: ValidationInfo) -> str | list[str] | None:
+        if info.field_name == "multi_objective" and names is not None and len(names) < 2:
+            raise ValueError("give at least two validation metrics, e.g. [val/acc_few, val/acc_many]")
+        for name in [names] if isinstance(names, str) else names or []:
+            if not name.startswith("val/") or "test" in name:
+                raise ValueError(f"{name!r}: a sweep optimizes a validation metric (val/...), never a test metric")
+        return names
+
+    @field_validator("grace_period")
+    @classmethod
+    def _after_heartbeat(cls, value: int, info: ValidationInfo) -> int:
+        beat = info.data.get("heartbeat_interval")
+        if beat is not None and value <= beat:
+            raise ValueError(f"must exceed sweep.heartbeat_interval ({beat}), got {value}")
+        return value
 
 
-@dataclass
-class TrackingConfig:
+class TrackingConfig(Section):
     """What each run records in MLflow besides params and metrics; none of it changes a run's results (and
     none of it enters the run's config hash)."""
 
-    log_model: str = "auto"  # auto: the selected model when under max_model_mb | always | never
-    max_model_mb: float = 200.0
+    log_model: LogModel = "auto"
+    max_model_mb: Annotated[float, Field(ge=0)] = 200.0
     system_metrics: bool = True  # CPU, memory, disk, network (and GPU with nvidia-ml-py) as system/* metrics
-    system_metrics_interval_s: float = 10.0
+    system_metrics_interval_s: Annotated[float, Field(gt=0)] = 10.0
 
 
-@dataclass
-class Config:
+class Config(Section):
     name: str = ""
     description: str = ""
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    base: BaseConfig = field(default_factory=BaseConfig)
-    hard: HardConfig = field(default_factory=HardConfig)
-    generator: ComponentConfig = field(default_factory=lambda: ComponentConfig("tiny_ddpm"))
-    spectrum: SpectrumConfig = field(default_factory=SpectrumConfig)
-    scorer: ComponentConfig = field(default_factory=lambda: ComponentConfig("judge"))
-    filter: FilterConfig = field(default_factory=FilterConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
-    methods: list[str] = field(default_factory=lambda: ["plain", "discl_diverse_to_specific"])
-    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seeds: list[int] = field(default_factory=lambda: [0])
-    device: str = "auto"  # auto | cpu | cuda
-    sweep: SweepConfig = field(default_factory=SweepConfig)  # search space for `harness sweep`
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # what MLflow records besides metrics
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    base: BaseConfig = Field(default_factory=BaseConfig)
+    hard: HardConfig = Field(default_factory=HardConfig)
+    generator: ComponentConfig = Field(default_factory=lambda: ComponentConfig("tiny_ddpm"))
+    spectrum: SpectrumConfig = Field(default_factory=SpectrumConfig)
+    scorer: ComponentConfig = Field(default_factory=lambda: ComponentConfig("judge"))
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
+    methods: list[str] = Field(default_factory=lambda: ["plain", "discl_diverse_to_specific"])
+    method_params: dict[str, Params] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    device: Device = "auto"
+    sweep: SweepConfig = Field(default_factory=SweepConfig)  # search space for `harness sweep`
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)  # what MLflow records besides metrics
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if not seeds:
+            raise ValueError("give at least one seed")
+        return _unique(seeds, "seed")
+
+    @model_validator(mode="after")
+    def _levels_generated(self) -> Config:
+        for lam in self.curriculum_levels + list(self.curriculum.adaptive_levels or []):
+            if not _among(lam, self.spectrum.levels):
+                raise ValueError(f"curriculum level {lam} is not among the generated spectrum.levels "
+                                 f"{self.spectrum.levels}")
+        return self
 
     @property
     def curriculum_levels(self) -> list[float]:
         return list(self.curriculum.levels if self.curriculum.levels is not None else self.spectrum.levels)
 
+    def method_levels(self, method) -> tuple[float, ...]:
+        """The λ levels a method's curriculum is handed, ascending (as ``harness.pipeline.fine_tune`` hands them):
+        ``curriculum.adaptive_levels`` for an adaptive method when given, else ``curriculum_levels``; none for a
+        method that neither draws on the pool nor stands in for it."""
+        if not (method.synthetic or method.real_stand_in):
+            return ()
+        adaptive = self.curriculum.adaptive_levels if method.adaptive else None
+        return tuple(sorted(adaptive or self.curriculum_levels))
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
 
-# --------------------------------------------------------------------------- typed conversion
+# --------------------------------------------------------------------------- pydantic errors → one line
 
-def _check(value: Any, tp: Any, where: str) -> Any:
-    """Convert ``value`` to the annotated type ``tp`` or raise a ConfigError naming ``where``."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check(value, arg, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        return build(tp, value, where)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        (arg,) = typing.get_args(tp) or (Any,)
-        return [_check(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        _, varg = typing.get_args(tp) or (str, Any)
-        return {str(k): _check(v, varg, f"{where}.{k}") for k, v in value.items()}
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported type {tp}")
+def _nested(tp: Any) -> type[BaseModel] | None:
+    """The section a field's type holds, if any: ``Range | None`` → ``Range``."""
+    return next((t for t in (tp, *typing.get_args(tp)) if isinstance(t, type) and issubclass(t, BaseModel)), None)
+
+
+def _did_you_mean(name: Any, names: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(name), list(names), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+TYPE_NAMES = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+              "string_type": "a string", "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping"}
+
+
+def explain(error: ValidationError, model: type[BaseModel], where: str = "") -> str:
+    """The first problem of a ValidationError from ``model`` (built at ``where``) as one line naming the key."""
+    e = error.errors(include_url=False)[0]
+    loc, value, kind = e["loc"], e.get("input"), e["type"]
+    key = where
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        elif part != "[key]":  # a mapping's key is named by the mapping
+            key = f"{key}.{part}" if key else part
+    if kind == "extra_forbidden":
+        section: type[BaseModel] | None = model
+        for part in loc[:-1]:
+            field = section.model_fields.get(part) if section and isinstance(part, str) else None
+            section = _nested(field.annotation) if field else None
+        return f"unknown key {key!r}{_did_you_mean(loc[-1], section.model_fields if section else ())}"
+    if kind in TYPE_NAMES:
+        got = f"{type(value).__name__} {value!r}" if kind in ("list_type", "dict_type", "model_type") else repr(value)
+        msg = f"expected {TYPE_NAMES[kind]}, got {got}"
+    elif kind == "literal_error":  # the choices as pydantic renders the Literal: "'a', 'b' or 'c'"
+        choices = re.findall(r"'([^']*)'", e["ctx"]["expected"])
+        msg = f"{value!r} is not one of {', '.join(choices)}{_did_you_mean(value, choices)}"
+    elif e["msg"].startswith("Input should be "):
+        msg = f"must be {e['msg'].removeprefix('Input should be ')}, got {value!r}"
+    else:
+        msg = e["msg"].removeprefix("Value error, ")
+    return f"{key}: {msg}" if key else msg
+
+
+@lru_cache(maxsize=None)
+def _dataclass_model(cls: type) -> type[BaseModel]:
+    """A strict pydantic twin of a component's params dataclass, built once per class."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: (hints[f.name], Field(default=f.default) if f.default is not dataclasses.MISSING
+                       else Field(default_factory=f.default_factory)) for f in dataclasses.fields(cls)}
+    return create_model(cls.__name__, __config__=ConfigDict(extra="forbid", strict=True), **fields)
 
 
 def build(cls: type, values: dict[str, Any], where: str = "") -> Any:
-    """Build dataclass ``cls`` from ``values``; unknown keys and wrong types raise ConfigError."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        path = f"{where}.{key}" if where else key
-        if key not in names:
-            import difflib
-
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown key {path!r}{hint}")
-        kwargs[key] = _check(value, hints[key], path)
-    return cls(**kwargs)
+    """Build ``cls`` (a config model, or a component's params dataclass) from ``values``; unknown keys, wrong types
+    and unknown choices raise a one-line ConfigError naming the key (under ``where``)."""
+    model = cls if issubclass(cls, BaseModel) else _dataclass_model(cls)
+    try:
+        built = model.model_validate(values)
+    except ValidationError as e:
+        raise ConfigError(explain(e, model, where)) from None
+    return built if model is cls else cls(**{name: getattr(built, name) for name in model.model_fields})
 
 
 # --------------------------------------------------------------------------- loading
@@ -347,17 +486,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_override(values: dict, keys: list[str], value: Any) -> None:
     """Set ``keys`` in the raw mapping, checking each key exists in the schema (a typo is an error)."""
-    cls: Any = Config
+    section: type[BaseModel] | None = Config
     node = values
     for i, key in enumerate(keys):
-        dotted = ".".join(keys[: i + 1])
-        if cls is not None:
-            fields = {f.name: f for f in dataclasses.fields(cls)}
-            if key not in fields:
-                raise ConfigError(f"--set {'.'.join(keys)}: no key {dotted!r} in the config")
-            tp = typing.get_type_hints(cls)[key]
-            inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
-            cls = tp if dataclasses.is_dataclass(tp) else (inner[0] if inner else None)
+        if section is not None:
+            if key not in section.model_fields:
+                raise ConfigError(f"--set {'.'.join(keys)}: no key {'.'.join(keys[: i + 1])!r} in the config"
+                                  f"{_did_you_mean(key, section.model_fields)}")
+            section = _nested(section.model_fields[key].annotation)
         if i == len(keys) - 1:
             node[key] = value
         else:
@@ -366,7 +502,10 @@ def apply_override(values: dict, keys: list[str], value: Any) -> None:
             node = node[key]
 
 
-def load_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(name: str, overrides: list[str] | tuple[str, ...] = (),
+                methods: list[str] | tuple[str, ...] | None = None) -> Config:
+    """The experiment ``name`` with its ``extends`` chain and ``--set`` overrides, validated; ``methods``: the
+    methods to be run when not the config's own (``harness run -m``), checked as those would be."""
     path = find_experiment(name)
     values = _read_yaml(path)
     values.setdefault("name", path.stem)
@@ -376,59 +515,31 @@ def load_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Confi
         cfg = build(Config, values)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    validate(cfg, path)
+    validate(cfg, path, methods)
     return cfg
 
 
-def validate(cfg: Config, path: Path | str = "config") -> None:
-    """Checks across keys and against the registries."""
+def validate(cfg: Config, path: Path | str = "config", methods: list[str] | tuple[str, ...] | None = None) -> None:
+    """Every check, again (a config may have been changed since it was built), and those against the registries:
+    names of components and methods, metric names, transforms, and the λ levels each method to run needs
+    (``methods``, default ``cfg.methods``)."""
     from harness import registry
 
     def bad(msg: str) -> None:
         raise ConfigError(f"{path}: {msg}")
 
-    for lam in cfg.spectrum.levels:
-        if not 0.0 <= lam < 1.0:
-            bad(f"spectrum.levels: λ must be in [0, 1), got {lam}")
-    for lam in cfg.curriculum_levels + list(cfg.curriculum.adaptive_levels or []):
-        if not any(abs(lam - g) < 1e-9 for g in cfg.spectrum.levels):
-            bad(f"curriculum level {lam} is not among the generated spectrum.levels {cfg.spectrum.levels}")
-    if cfg.train.curriculum_epochs > cfg.train.epochs:
-        bad(f"train.curriculum_epochs ({cfg.train.curriculum_epochs}) exceeds train.epochs ({cfg.train.epochs})")
-    if cfg.train.init not in ("base", "pretrained"):
-        bad(f"train.init must be base or pretrained, got {cfg.train.init!r}")
-    if cfg.train.synthetic_scale is not None and cfg.train.synthetic_scale <= 0:
-        bad(f"train.synthetic_scale must be positive or null (every kept image), got {cfg.train.synthetic_scale}")
+    try:
+        Config.model_validate(cfg.model_dump(warnings=False))
+    except ValidationError as e:
+        bad(explain(e, Config))
     check_transforms(cfg, bad)
-    if not 0 < cfg.train.undersample <= 1:
-        bad(f"train.undersample must be in (0, 1], got {cfg.train.undersample}")
-    if cfg.train.select_on.startswith("test"):
-        bad("train.select_on must be a validation metric: selecting on test would leak the test split")
-    for key, opt in (("train", cfg.train), ("base", cfg.base)):
-        if opt.precision not in ("auto", "bf16", "fp16", "fp32"):
-            bad(f"{key}.precision must be auto, bf16, fp16 or fp32, got {opt.precision!r}")
-    for loss in (cfg.train.loss, cfg.base.loss):
-        if loss not in ("ce", "balanced_softmax"):
-            bad(f"loss must be ce or balanced_softmax, got {loss!r}")
-    if cfg.hard.rule not in ("few_shot", "low_prob", "k_hardest", "misclassified"):
-        bad(f"hard.rule must be few_shot, low_prob, k_hardest or misclassified, got {cfg.hard.rule!r}")
-    if cfg.curriculum.adaptive.statistic not in ("mean", "trimmed_mean", "median"):
-        bad("curriculum.adaptive.statistic must be mean, trimmed_mean or median")
-    if not cfg.seeds:
-        bad("seeds: give at least one seed")
-    validate_sweep(cfg.sweep, bad)
-    if cfg.tracking.log_model not in ("auto", "always", "never"):
-        bad(f"tracking.log_model must be auto, always or never, got {cfg.tracking.log_model!r}")
-    if cfg.tracking.system_metrics_interval_s <= 0:
-        bad("tracking.system_metrics_interval_s must be positive")
+    methods = list(methods or cfg.methods)
     try:
         registry.get_dataset(cfg.data.name)
         registry.get_generator(cfg.generator.name)
         registry.get_scorer(cfg.scorer.name)
         registry.get_model(cfg.model.name)
-        for m in cfg.methods:
-            registry.get_method(m)
-        for m in cfg.method_params:
+        for m in [*cfg.methods, *methods, *cfg.method_params]:
             registry.get_method(m)
     except registry.UnknownNameError as e:
         bad(str(e))
@@ -436,6 +547,36 @@ def validate(cfg: Config, path: Path | str = "config") -> None:
         bad(f"train.init: pretrained, but model {cfg.model.name!r} has no pretrained weights (give "
             "model.params.weights, or train.init: base)")
     validate_metric_names(cfg, bad)
+    check_methods(cfg, methods, bad)
+
+
+def fmt_lambda(levels: typing.Iterable[float]) -> str:
+    return ", ".join(f"{lam:g}" for lam in levels)
+
+
+def check_methods(cfg: Config, methods: list[str], bad) -> None:
+    """Each method builds from its ``method_params``, and every λ level it draws on is generated: a synthetic
+    method with no curriculum level or epoch, or one that needs a level missing from ``spectrum.levels``
+    (``text_only``: λ 0), would train on real data only and still be logged as itself."""
+    from harness.registry import get_method
+
+    for name in dict.fromkeys([*methods, *cfg.method_params]):
+        try:
+            method = get_method(name)(**cfg.method_params.get(name, {}))
+        except (TypeError, ValueError) as e:
+            bad(f"method_params.{name}: {e}")
+        if name not in methods:
+            continue
+        handed = cfg.method_levels(method)
+        if method.synthetic and not handed:
+            key = "curriculum.adaptive_levels or curriculum.levels" if method.adaptive else "curriculum.levels"
+            bad(f"method {name} needs at least one curriculum λ level, but {key} is empty")
+        if method.synthetic and cfg.train.curriculum_epochs == 0:
+            bad(f"method {name} draws synthetic images during the curriculum only, but train.curriculum_epochs is 0")
+        missing = [lam for lam in method.levels_needed(handed) if not _among(lam, cfg.spectrum.levels)]
+        if missing:
+            bad(f"method {name} needs λ {fmt_lambda(missing)} generated, but spectrum.levels is "
+                f"[{fmt_lambda(cfg.spectrum.levels)}] (add it there, or leave the method out)")
 
 
 def check_transforms(cfg: Config, bad) -> None:
@@ -456,8 +597,6 @@ def check_transforms(cfg: Config, bad) -> None:
 def validate_metric_names(cfg: Config, bad) -> None:
     """``train.select_on`` and the sweep objectives name metrics the dataset logs on validation (declared at
     ``@register_dataset``): a misspelt name would otherwise select the last epoch silently."""
-    import difflib
-
     from harness.registry import validation_metrics
 
     known = validation_metrics(cfg.data.name)
@@ -469,39 +608,6 @@ def validate_metric_names(cfg: Config, bad) -> None:
             hint = f"did you mean {' or '.join(close)}? " if close else ""
             bad(f"{key}: {name!r} is not a validation metric of dataset {cfg.data.name}; {hint}"
                 f"(it logs {', '.join(known)})")
-
-
-SWEEP_ORDERINGS = ("diverse_to_specific", "specific_to_diverse", "random", "adaptive")
-
-
-def validate_sweep(sweep: SweepConfig, bad) -> None:
-    space = sweep.space
-    for name in space.orderings:
-        if name not in SWEEP_ORDERINGS:
-            bad(f"sweep.space.orderings: {name!r} is not one of {', '.join(SWEEP_ORDERINGS)}")
-    for name in space.statistics:
-        if name not in ("mean", "trimmed_mean", "median"):
-            bad(f"sweep.space.statistics: {name!r} is not mean, trimmed_mean or median")
-    for name in space.losses:
-        if name not in ("ce", "balanced_softmax"):
-            bad(f"sweep.space.losses: {name!r} is not ce or balanced_softmax")
-    for key in ("curriculum_fraction", "synthetic_scale", "undersample", "filter_threshold"):
-        r = getattr(space, key)
-        if r is not None and (r.low > r.high or (r.log and r.low <= 0)):
-            bad(f"sweep.space.{key}: need low <= high (and low > 0 with log), got {r.low}..{r.high}")
-    for key in ("curriculum_fraction", "undersample"):
-        r = getattr(space, key)
-        if r is not None and not (0 <= r.low and r.high <= 1):
-            bad(f"sweep.space.{key}: a fraction must lie in [0, 1], got {r.low}..{r.high}")
-    for name in [sweep.objective or "val/"] + list(sweep.multi_objective or []):
-        if not name.startswith("val/") or "test" in name:
-            bad(f"sweep objective {name!r}: a sweep optimizes a validation metric (val/...), never a test metric")
-    if sweep.multi_objective is not None and len(sweep.multi_objective) < 2:
-        bad("sweep.multi_objective: give at least two validation metrics, e.g. [val/acc_few, val/acc_many]")
-    if sweep.pruner not in ("median", "hyperband", "none"):
-        bad(f"sweep.pruner must be median, hyperband or none, got {sweep.pruner!r}")
-    if sweep.heartbeat_interval < 1 or sweep.grace_period <= sweep.heartbeat_interval:
-        bad("sweep: need heartbeat_interval >= 1 and grace_period > heartbeat_interval")
 
 
 # --------------------------------------------------------------------------- hashing and flattening

@@ -50,6 +50,12 @@ class Curriculum:
     def describe(self) -> dict:
         return {}
 
+    def levels_needed(self, levels: tuple[float, ...]) -> tuple[float, ...]:
+        """The λ levels whose synthetic images this method draws (or stands in for) when handed the curriculum's
+        ``levels``; the config check refuses to run it when one is not in ``spectrum.levels`` (and a synthetic
+        method handed no level at all). Default: the levels it is handed (a real-only method: none)."""
+        return tuple(levels) if self.synthetic or self.real_stand_in else ()
+
 
 def stage_of_epoch(epoch: int, curriculum_epochs: int, n_stages: int) -> int | None:
     """The stage an epoch belongs to, or None once the curriculum is over (epoch ≥ curriculum_epochs)."""

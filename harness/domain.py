@@ -15,8 +15,6 @@ Computed once per experiment pool and cached beside the scores.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 import torch
@@ -34,7 +32,7 @@ def domain_frame(prep, max_per_level: int = 2000, max_real: int = 2000) -> pd.Da
     At most ``max_per_level`` images per λ (and ``max_real`` real images) are classified, a fixed random subset."""
     cfg = prep.cfg
     key = stable_hash({"pool": prep.pool_dir.name, "threshold": cfg.filter.threshold,
-                       **{k: dataclasses.asdict(getattr(cfg, k)) for k in ("data", "model", "base", "scorer")},
+                       **{k: getattr(cfg, k).model_dump() for k in ("data", "model", "base", "scorer")},
                        "max": [max_per_level, max_real]})
     path = prep.pool_dir / f"domain-{key}.csv"
     with lock(path):

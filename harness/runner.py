@@ -12,7 +12,7 @@ import yaml
 
 from harness import distributed as dist
 from harness import plots
-from harness.config import Config, stable_hash
+from harness.config import Config, stable_hash, validate
 from harness.domain import domain_frame
 from harness.filter import acceptance_by_level
 from harness.pipeline import Prepared, RunResult, fine_tune, prepare
@@ -82,6 +82,7 @@ def run_experiment(cfg: Config, workdir: Path, methods: list[str] | None = None,
     Under torchrun (DDP) every rank trains each run in lockstep; rank 0 decides what to run, scores the pool,
     tracks in MLflow and writes checkpoints, and only its rows are complete."""
     methods, seeds = methods or cfg.methods, seeds if seeds is not None else cfg.seeds
+    validate(cfg, f"experiment {cfg.name}", methods)  # before any data is read: e.g. the λ levels they need
     todo, rows = [], []
     for m in methods if dist.is_main() else ():
         h = run_config_hash(cfg, m)

@@ -75,3 +75,59 @@ def test_too_many_corrupt_images_fail_with_a_list(imagenet_with_bad_images):
     with pytest.raises(DataError, match=r"2 of \d+ train images are unreadable.*max_corrupt_fraction=0.001") as e:
         drop_corrupt(load_dataset(cfg), max_fraction=0.001, cache_dir=cache, progress=False)
     assert all(Path(p).name in str(e.value) for p in bad)
+
+
+# --------------------------------------------------------------------------- settings refused before any data is read
+
+@pytest.fixture()
+def no_data_read(monkeypatch):
+    """Reading a dataset fails the test: a refused config must stop before it."""
+    import harness.pipeline
+
+    def read(cfg):
+        raise AssertionError(f"dataset {cfg.data.name} read despite a bad config")
+
+    monkeypatch.setattr(harness.pipeline, "load_dataset", read)
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    errors = [line for line in err.splitlines() if line.startswith("harness: error:")]
+    assert "Traceback" not in err and len(errors) == 1 and err.splitlines()[-1] == errors[0]
+    return errors[0]
+
+
+@pytest.mark.parametrize("override,choices", [("train.schedule=cosin", "cosine, constant"),
+                                               ("train.optimizer=adamm", "adam, adamw, sgd")])
+def test_cli_refuses_a_choice_typo_with_exit_2_before_reading_data(override, choices, tmp_path, capsys, no_data_read):
+    from harness.cli import main
+
+    code = main(["run", "-e", "digits_lt_discl", "--set", override, "--workdir", str(tmp_path / "work"), "--quiet"])
+    line = one_error_line(capsys)
+    key, value = override.split("=")
+    assert code == 2 and f"{key}: {value!r} is not one of {choices}" in line
+    assert not (tmp_path / "work" / "cache").exists()
+
+
+def test_cli_refuses_text_only_without_lambda_0_before_reading_data(tmp_path, capsys, no_data_read):
+    from fakes import write_fake_iwildcam
+    from harness.cli import main
+
+    root = write_fake_iwildcam(tmp_path / "wilds")  # a copy whose data is fine
+    code = main(["run", "-e", "iwildcam_discl_tiny", "-m", "text_only", "--set", f"data.root={root}",
+                 "--workdir", str(tmp_path / "work"), "--quiet"])
+    line = one_error_line(capsys)
+    assert code == 2 and "method text_only needs λ 0 generated, but spectrum.levels is [0.5, 0.7, 0.9]" in line
+    assert not (tmp_path / "work" / "cache").exists()
+
+
+def test_harness_exits_2_on_a_schedule_typo(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "run", "-e", "digits_lt_discl", "--set",
+                          "train.schedule=cosin", "--workdir", str(tmp_path / "work"), "--quiet"],
+                         capture_output=True, text=True, timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and out.stdout == "" and len(lines) == 1 and lines[0].startswith("harness: error:")
+    assert "train.schedule: 'cosin' is not one of cosine, constant" in lines[0]

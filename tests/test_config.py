@@ -1,3 +1,6 @@
+import re
+import typing
+
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -90,3 +93,159 @@ def test_loader_accepts_exactly_the_well_typed(values):
     assert "bogus" not in values
     assert isinstance(cfg.train.epochs, int) and isinstance(cfg.train.lr, float)
     assert isinstance(cfg.train.loss, str)
+
+
+# --------------------------------------------------------------------------- issue 15: pydantic models, no silent settings
+
+CHOICES = [
+    ("train.schedule", "cosin", ["cosine", "constant"]),
+    ("train.optimizer", "adamm", ["adam", "adamw", "sgd"]),
+    ("base.loss", "focal", ["ce", "balanced_softmax"]),
+    ("base.precision", "fp8", ["auto", "bf16", "fp16", "fp32"]),
+    ("train.init", "scratch", ["base", "pretrained"]),
+    ("hard.rule", "fewshot", ["few_shot", "low_prob", "k_hardest", "misclassified"]),
+    ("curriculum.adaptive.statistic", "avg", ["mean", "trimmed_mean", "median"]),
+    ("sweep.pruner", "hyper", ["median", "hyperband", "none"]),
+    ("sweep.space.orderings", "[random, adaptve]", ["diverse_to_specific", "specific_to_diverse", "random", "adaptive"]),
+    ("sweep.space.losses", "[ce, focal]", ["ce", "balanced_softmax"]),
+    ("tracking.log_model", "sometimes", ["auto", "always", "never"]),
+    ("device", "gpu", ["auto", "cpu", "cuda"]),
+    ("spectrum.scheduler", "eulr", ["default", "ddim", "euler", "euler_a", "pndm", "dpm", "lms"]),
+]
+
+
+@pytest.mark.parametrize("key,value,choices", CHOICES, ids=[c[0] for c in CHOICES])
+def test_an_unknown_choice_names_the_key_and_the_choices(key, value, choices):
+    with pytest.raises(ConfigError) as e:
+        load_config("digits_lt_discl", [f"{key}={value}"])
+    message = str(e.value)
+    assert "\n" not in message and f"digits_lt_discl.yaml: {key}" in message
+    assert all(c in message for c in choices), message
+
+
+def test_each_choice_list_is_written_once():
+    from harness.config import SWEEP_ORDERINGS, Ordering, Scheduler
+    from harness.generators.sd_img2img import SCHEDULERS
+    from harness.sweep import ORDERING_METHODS
+
+    assert set(typing.get_args(Scheduler)) == {"default", *SCHEDULERS}
+    assert SWEEP_ORDERINGS == typing.get_args(Ordering) and set(SWEEP_ORDERINGS) == set(ORDERING_METHODS)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.lr=true", "train.lr: expected a number, got True"),
+    ("train.epochs=3.0", "train.epochs: expected an integer, got 3.0"),
+    ("train.batch_size='64'", "train.batch_size: expected an integer, got '64'"),
+    ("train.include_hard_real=1", "train.include_hard_real: expected true or false, got 1"),
+    ("data.root=3", "data.root: expected a string, got 3"),
+    ("spectrum.levels=0.5", "spectrum.levels: expected a list, got float 0.5"),
+    ("curriculum.adaptive=mean", "curriculum.adaptive: expected a mapping, got str 'mean'"),
+    ("spectrum.levels=[0.0, x]", "spectrum.levels[1]: expected a number, got 'x'"),
+])
+def test_a_wrong_type_is_named(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config("digits_lt_discl", [override])
+
+
+def test_an_int_is_a_number_and_stays_a_float():
+    cfg = load_config("digits_lt_discl", ["train.lr=1", "spectrum.levels=[0, 0.5]", "curriculum.levels=[0]",
+                                          "curriculum.adaptive_levels=[0.5]"])
+    assert type(cfg.train.lr) is float and all(type(x) is float for x in cfg.spectrum.levels)
+
+
+def test_an_unknown_nested_key_suggests_the_closest(tmp_path):
+    path = write(tmp_path, "extends: digits_lt_discl\nsweep: {space: {curriculum_fraction: {low: 0.2, hihg: 0.9}}}\n")
+    with pytest.raises(ConfigError, match=re.escape(
+            "unknown key 'sweep.space.curriculum_fraction.hihg' (did you mean 'high'?)")):
+        load_config(path)
+    with pytest.raises(ConfigError, match=re.escape("no key 'data.shot_groups.fwe' in the config (did you mean 'few'?)")):
+        load_config("digits_lt_discl", ["data.shot_groups.fwe=3"])
+    with pytest.raises(ConfigError, match=re.escape("unknown key 'data.shot_groups.fwe' (did you mean 'few'?)")):
+        load_config("digits_lt_discl", ["data.shot_groups={fwe: 3}"])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.batch_size=0", "train.batch_size: must be greater than or equal to 1, got 0"),
+    ("spectrum.seeds=0", "spectrum.seeds: must be greater than or equal to 1"),
+    ("data.shot_groups={many: 3, few: 5}", "data.shot_groups: few (5) exceeds many (3)"),
+    ("seeds=[1, 1]", "seeds: seed 1 given twice"),
+    ("seeds=[]", "seeds: give at least one seed"),
+    ("spectrum.levels=[0.5, 0.5]", "spectrum.levels: λ 0.5 given twice"),
+    ("spectrum.levels=[0.5, 1.0]", "spectrum.levels: λ must be in [0, 1), got 1.0"),
+    ("train.undersample=0", "train.undersample: must be greater than 0"),
+    ("train.synthetic_scale=-1", "train.synthetic_scale: must be greater than 0"),
+    ("hard.threshold=2", "hard.threshold: must be less than or equal to 1"),
+    ("curriculum.adaptive.holdout=1", "curriculum.adaptive.holdout: must be less than 1"),
+    ("sweep.space.curriculum_fraction={low: 0.5, high: 2}", "sweep.space.curriculum_fraction: a fraction must lie"),
+    ("sweep.space.synthetic_scale={low: 5, high: 1}", "sweep.space.synthetic_scale: need low <= high"),
+    ("sweep.grace_period=5", "sweep.grace_period: must exceed sweep.heartbeat_interval (10)"),
+    ("sweep.multi_objective=[val/acc]", "sweep.multi_objective: give at least two"),
+    ("sweep.objective=test/acc", "never a test metric"),
+    ("spectrum.prompt='a photo'", "spectrum.prompt: 'a photo' does not name the class"),
+    ("spectrum.prompt='a {nme}'", "spectrum.prompt: 'a {nme}' is not a template over {name} alone"),
+])
+def test_out_of_range_values_are_refused(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config("digits_lt_discl", [override])
+
+
+def test_methods_need_the_levels_they_draw_on():
+    with pytest.raises(ConfigError, match=r"iwildcam_discl.yaml: method text_only needs λ 0 generated, but "
+                                          r"spectrum.levels is \[0.5, 0.7, 0.9\]"):
+        load_config("iwildcam_discl", methods=["text_only"])
+    with pytest.raises(ConfigError, match="method text_only needs λ 0"):  # listed in the YAML
+        load_config("iwildcam_discl", ["methods=[plain, text_only]"])
+    assert "text_only" in load_config("iwildcam_suite").methods  # its pool has λ 0
+    load_config("iwildcam_discl", methods=["plain", "discl_adaptive", "fixed_guidance"])  # λ 0.5 is generated
+    with pytest.raises(ConfigError, match=r"method fixed_guidance needs λ 0.2 generated"):
+        load_config("digits_lt_discl", ["method_params.fixed_guidance={lam: 0.2}"], methods=["fixed_guidance"])
+    with pytest.raises(ConfigError, match="method discl_random needs at least one curriculum λ level"):
+        load_config("digits_lt_discl", ["curriculum.levels=[]"], methods=["discl_random"])
+    with pytest.raises(ConfigError, match="method all_levels draws synthetic images during the curriculum only"):
+        load_config("digits_lt_discl", ["train.curriculum_epochs=0"], methods=["all_levels"])
+    # real-only methods need no level (plain_rebalanced over no level is the sweep's real-only control)
+    load_config("digits_lt_discl", ["curriculum.levels=[]", "train.curriculum_epochs=0"],
+                methods=["plain", "plain_rebalanced"])
+
+
+def test_every_method_declares_its_levels():
+    from harness.registry import get_method, list_methods
+
+    cfg = load_config("digits_lt_discl")
+    needed = {m: get_method(m)(**cfg.method_params.get(m, {})).levels_needed((0.1, 0.3)) for m in list_methods()}
+    assert needed["text_only"] == (0.0,) and needed["fixed_guidance"] == (0.5,) and needed["plain"] == ()
+    assert needed["discl_diverse_to_specific"] == needed["discl_adaptive"] == needed["plain_rebalanced"] == (0.1, 0.3)
+
+
+def test_method_params_a_method_does_not_take_are_refused():
+    with pytest.raises(ConfigError, match="method_params.fixed_guidance: .*'lamb'"):
+        load_config("digits_lt_discl", ["method_params.fixed_guidance={lamb: 0.2}"])
+    with pytest.raises(ConfigError, match=r"method_params.plain: Plain takes no parameters, got \['x'\]"):
+        load_config("digits_lt_discl", ["method_params={plain: {x: 1}}"])
+
+
+def test_validate_checks_a_changed_config_again():
+    from harness.config import validate
+
+    cfg = load_config("digits_lt_discl")
+    cfg.train.schedule = "cosin"
+    with pytest.raises(ConfigError, match="trial: train.schedule: 'cosin' is not one of cosine, constant"):
+        validate(cfg, "trial")
+
+
+def test_component_params_dataclasses_build_strictly():
+    from harness.data.digits_lt import DigitsParams
+
+    p = build(DigitsParams, {"imbalance_ratio": 1, "max_per_class": 50}, "data.params")
+    assert isinstance(p, DigitsParams) and type(p.imbalance_ratio) is float and p.max_per_class == 50
+    with pytest.raises(ConfigError, match=re.escape("unknown key 'data.params.max_per_clas' (did you mean "
+                                                    "'max_per_class'?)")):
+        build(DigitsParams, {"max_per_clas": 50}, "data.params")
+    with pytest.raises(ConfigError, match="data.params.max_per_class: expected an integer, got 50.0"):
+        build(DigitsParams, {"max_per_class": 50.0}, "data.params")
+
+
+def test_sections_still_take_their_fields_by_position():
+    from harness.config import HardConfig, Range
+
+    assert HardConfig("k_hardest", k=7).rule == "k_hardest" and Range(0.2, 0.9).high == 0.9

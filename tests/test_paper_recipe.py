@@ -30,7 +30,7 @@ QUICK = ["base.epochs=1", "train.epochs=2", "train.curriculum_epochs=2", "spectr
 
 def with_train(prep, **changes):
     """The prepared experiment with other ``train`` settings (the pool and base model stay)."""
-    cfg = dataclasses.replace(prep.cfg, train=dataclasses.replace(prep.cfg.train, **changes))
+    cfg = prep.cfg.model_copy(update={"train": prep.cfg.train.model_copy(update=changes)})
     return dataclasses.replace(prep, cfg=cfg)
 
 
@@ -113,7 +113,8 @@ def initial_weights(monkeypatch) -> list[dict]:
 
 def test_iwildcam_fine_tunes_pretrained_clip_not_the_base_model(tmp_path, monkeypatch):
     root = write_fake_iwildcam(tmp_path / "wilds")
-    cfg = load_config("iwildcam_discl_tiny", [f"data.root={root}", "base.epochs=1", "train.epochs=1", "train.curriculum_epochs=0"])
+    cfg = load_config("iwildcam_discl_tiny", [f"data.root={root}", "base.epochs=1", "train.epochs=1", "train.curriculum_epochs=0"],
+                      methods=["plain"])
     assert cfg.train.init == "pretrained" and load_config("imagenet_lt_discl").train.init == "base"
     prep = prepare(cfg, tmp_path / "wd", methods=["plain"], progress=False)
     seen = initial_weights(monkeypatch)

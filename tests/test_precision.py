@@ -37,7 +37,7 @@ def test_auto_is_bf16_on_cuda_and_fp32_on_cpu():
 
 
 def test_precision_typo_is_refused():
-    with pytest.raises(ConfigError, match="train.precision must be auto, bf16, fp16 or fp32"):
+    with pytest.raises(ConfigError, match="train.precision: 'bf61' is not one of auto, bf16, fp16, fp32"):
         load_config("digits_lt_tiny", ["train.precision=bf61"])
 
 

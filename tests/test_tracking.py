@@ -86,12 +86,11 @@ def test_logged_model_reloads_and_reproduces_test_acc(store, tiny_workdir):
 
 
 def test_model_over_the_size_limit_is_not_logged(tiny_cfg, tmp_path):
-    import dataclasses
     from types import SimpleNamespace
 
     from harness.runner import log_selected_model
 
-    cfg = dataclasses.replace(tiny_cfg, tracking=dataclasses.replace(tiny_cfg.tracking, max_model_mb=1e-6))
+    cfg = tiny_cfg.model_copy(update={"tracking": tiny_cfg.tracking.model_copy(update={"max_model_mb": 1e-6})})
     tags = {}
     run = SimpleNamespace(set_tags=tags.update)
     ckpt = tmp_path / "run"

@@ -131,7 +131,7 @@ def digits_field(cfg) -> DatasetBundle:
     if not 0 <= p.gap <= 1:
         raise ConfigError(f"data.params.gap must be in [0, 1], got {p.gap}")
     lt_params = {f.name: getattr(p, f.name) for f in dataclasses.fields(DigitsParams)}
-    clean = digits_lt(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, params=lt_params)))
+    clean = digits_lt(cfg.model_copy(update={"data": cfg.data.model_copy(update={"params": lt_params})}))
     splits = {}
     for name, split in clean.splits.items():
         if name == "pool":  # the generator's and the judge's world stays clean
