@@ -8,7 +8,8 @@ A step is what ``harness.train.Trainer.train_epoch`` does per batch: forward und
 loss (cross-entropy through ``classification_loss`` for ResNet-10; FLYP's own contrastive ``ClipFlyp.loss`` for
 CLIP), backward, optimizer step (the paper's: Adam for ResNet-10, AdamW for FLYP). Warm-up steps are excluded;
 the variants run interleaved, in a rotating order, and each figure is the median over repeats (CUDA: timed with
-``torch.cuda.synchronize``). Models have random weights (the same FLOPs as trained ones):
+``torch.cuda.synchronize``; the fp32 reference is strict fp32, and a ``tf32`` row shows fp32 with TF32 as the
+harness runs it). Models have random weights (the same FLOPs as trained ones):
 
 - ResNet-10 (``harness.models_paper.ResNet10``), 1000 classes, 224×224, batch 128 (ImageNet-LT fine-tuning).
 - FLYP CLIP ViT-B/16 (``ClipFlyp`` over a ``transformers`` CLIPModel with ViT-B/16 shapes: vision width 768, 12
@@ -16,16 +17,18 @@ the variants run interleaved, in a rotating order, and each figure is the median
   batch 256. The tokenizer is the harness's tiny byte-level CLIP tokenizer (no download), whose prompts are
   longer in tokens than the real BPE's, so the text tower's share is overstated (a few % of a step).
 
-On a CPU the full batches do not fit the ``--quick`` budget (or, for CLIP at 256, 23 GB of memory): --quick uses
-ResNet batch 8 and CLIP batch 2, and the full CPU run CLIP batch 32; figures are per image, and each row's detail
-gives its batch. On CUDA the full batches run in --quick too. torch.compile is timed on the ResNet (cold: a fresh
-inductor cache, so the compile-time row is what a first run pays); for CLIP only without --quick.
+On a CPU the full batches do not fit the ``--quick`` budget (nor, for CLIP at 256, in 23 GB of memory): --quick
+uses ResNet batch 8 and CLIP batch 1, the full CPU run ResNet batch 128 and CLIP batch 8 (a CLIP step on 2 cores
+takes ~3 s per image); figures are per image, and each row's detail gives its batch. On CUDA the full batches run
+in --quick too. torch.compile is timed on the ResNet (cold: a fresh inductor cache, so the compile-time row is what
+a first run pays, about a minute on 2 cores) and, on CUDA, on CLIP.
 Target on a GPU: bf16 ≥ 2× fp32. On a CPU there is no target: the rows say what bf16 does there.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import os
 import statistics
 import sys
@@ -54,8 +57,8 @@ class Variant:
     """A model copy, its optimizer and one way of running a training step."""
 
     def __init__(self, name: str, model, opt_cfg: OptimConfig, device: torch.device, amp: torch.dtype | None,
-                 channels_last: bool = False, compile: bool = False):
-        self.name, self.device, self.amp, self.channels_last = name, device, amp, channels_last
+                 channels_last: bool = False, compile: bool = False, tf32: bool = False):
+        self.name, self.device, self.amp, self.channels_last, self.tf32 = name, device, amp, channels_last, tf32
         self.model = model.to(device)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -66,6 +69,8 @@ class Variant:
             self.own_loss = torch.compile(self.own_loss)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.device.type == "cuda":  # strict fp32 unless the variant is the harness's TF32 or a bf16 one
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.tf32
         self.model.train()
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -113,9 +118,10 @@ def run_model(key: str, build, opt_cfg: OptimConfig, batch: int, classes: int, d
     for name in variants:
         amp = torch.bfloat16 if "bf16" in name else None
         # fp32 and bf16 run the same model copy (autocast leaves the weights fp32); the others their own
-        model = base if name in ("fp32", "bf16") else copy.deepcopy(base)
+        model = base if name in ("fp32", "bf16", "tf32") else copy.deepcopy(base)
+        # bf16 variants run as the harness does on CUDA (TF32 allowed for what stays fp32, pipeline.py)
         runners[name] = Variant(name, model, opt_cfg, device, amp, channels_last="channels_last" in name,
-                                compile=name == "compile")
+                                compile=name == "compile", tf32=name == "tf32" or amp is not None)
     eager_warmup = {n: v for n, v in runners.items() if n != "compile"}
     for _ in range(warmup):
         for v in eager_warmup.values():
@@ -123,11 +129,15 @@ def run_model(key: str, build, opt_cfg: OptimConfig, batch: int, classes: int, d
     sync(device)
     if "compile" in runners:
         start = time.perf_counter()
-        runners["compile"].step(x, y)  # compiles forward and backward
-        sync(device)
-        extra["compile_s"] = time.perf_counter() - start
-        for _ in range(warmup):
-            runners["compile"].step(x, y)
+        try:
+            runners["compile"].step(x, y)  # compiles forward and backward
+            sync(device)
+            extra["compile_s"] = time.perf_counter() - start
+            for _ in range(warmup):
+                runners["compile"].step(x, y)
+        except Exception as e:  # a compile failure is a finding, not a crash of the whole benchmark
+            print(f"{key}: torch.compile failed: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
+            del runners["compile"]
     times = {n: [] for n in runners}
     names = list(runners)
     for i in range(repeats):
@@ -142,7 +152,8 @@ def run_model(key: str, build, opt_cfg: OptimConfig, batch: int, classes: int, d
 
 DETAILS = {"bf16": "bf16 autocast", "channels_last": "fp32, channels_last weights and inputs",
            "bf16_channels_last": "bf16 autocast + channels_last (the Trainer's CUDA setting for ResNets)",
-           "compile": "fp32, torch.compile (default mode)"}
+           "compile": "fp32, torch.compile (default mode)",
+           "tf32": "fp32 with TF32 matmuls and convolutions (the harness's setting for fp32 work on CUDA)"}
 
 
 def rows_for(key: str, label: str, times: dict, extra: dict, batch: int, device: torch.device,
@@ -174,27 +185,34 @@ def measure(quick: bool, resnet_batch: int | None = None, clip_batch: int | None
     cuda = device.type == "cuda"
     if not cuda:
         torch.set_num_threads(min(2, torch.get_num_threads()))
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 (the PyTorch default)
-        torch.backends.cudnn.allow_tf32 = False
     # a fresh inductor cache: the compile-time row is what a first run pays, the same every run
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="inductor-bench-"))
     rows = []
     if "resnet10" in models:
         batch = resnet_batch or (128 if cuda or not quick else 8)
-        variants = ["fp32", "bf16", "channels_last", "bf16_channels_last"] + (["compile"] if compile else [])
+        variants = ["fp32", "bf16", "channels_last", "bf16_channels_last"] + (["tf32"] if cuda else []) \
+            + (["compile"] if compile else [])
         times, extra = run_model("resnet10", resnet10, OptimConfig(optimizer="adam", lr=1e-3, batch_size=batch),
-                                 batch, 1000, device, variants, repeats or (15 if cuda else 7 if quick else 9),
+                                 batch, 1000, device, variants, repeats or (15 if cuda else 5),
                                  3 if cuda else 1)
         note = "" if batch == 128 else " (paper: 128; per image)"
         rows += rows_for("resnet10", "ResNet-10, 224 px, 1000 classes, Adam", times, extra, batch, device, note)
     if "clip_vitb16" in models:
-        batch = clip_batch or (256 if cuda else 2 if quick else 32)
-        variants = ["fp32", "bf16"] + (["compile"] if compile and not quick else [])
-        times, extra = run_model("clip_vitb16", clip_vitb16, OptimConfig(optimizer="adamw", lr=1e-5, weight_decay=0.2,
-                                                                         batch_size=batch),
-                                 batch, 182, device, variants, repeats or (9 if cuda else 5 if quick else 5),
-                                 2 if cuda else 1)
+        batch = clip_batch or (256 if cuda else 1 if quick else 8)
+        variants = ["fp32", "bf16"] + (["tf32"] + (["compile"] if compile else []) if cuda else [])
+        while True:
+            try:
+                times, extra = run_model("clip_vitb16", clip_vitb16,
+                                         OptimConfig(optimizer="adamw", lr=1e-5, weight_decay=0.2, batch_size=batch),
+                                         batch, 182, device, variants, repeats or (9 if cuda else 3), 2 if cuda else 1)
+                break
+            except torch.OutOfMemoryError:  # fp32 at 256 needs ~45 GB of activations: say so and halve
+                if batch == 1:
+                    raise
+                print(f"clip_vitb16: out of memory at batch {batch}, trying {batch // 2}", file=sys.stderr)
+                batch //= 2
+                gc.collect()
+                torch.cuda.empty_cache()
         note = "" if batch == 256 else " (paper: 256; per image)"
         rows += rows_for("clip_vitb16", "FLYP CLIP ViT-B/16 shape, 224 px, 182 iWildCam classes × 2 templates, AdamW",
                          times, extra, batch, device, note)
