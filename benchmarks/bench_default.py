@@ -10,7 +10,6 @@ Also reports peak memory (max RSS of the child processes).
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import subprocess
 import sys

@@ -39,8 +39,8 @@ SPECTRUM_MS_PER_IMAGE_STEP = 7.3  # measured on one H100: SDXL-refiner shape, fp
 DDP_EFFICIENCY_8 = 0.9  # assumed scaling of one training run over 8 GPUs (estimate); generation shards are independent
 
 # split sizes: ImageNet-LT (Liu et al. 2019), iWildCam2020-WILDS v2.0 (Koh et al. 2021)
-IMAGENET_LT = dict(train=115_846, hard=1_643, val=20_000, tests=[50_000])
-IWILDCAM = dict(train=129_809, hard=8_260, val=14_961, tests=[42_791, 8_154])  # val = OOD val; test, id_test
+IMAGENET_LT = {"train": 115_846, "hard": 1_643, "val": 20_000, "tests": [50_000]}
+IWILDCAM = {"train": 129_809, "hard": 8_260, "val": 14_961, "tests": [42_791, 8_154]}  # val = OOD val; test, id_test
 IWILDCAM_KEEP = 90_093 / 197_756  # the paper's CLIP-filter acceptance on iWildCam (applied to every level)
 IMAGENET_KEEP = 24_141 / 51_917
 
@@ -170,8 +170,8 @@ def iwildcam() -> tuple[list[tuple[Phase, str]], int, dict]:
 
 
 def table(title: str, phases, seeds: int, rates: dict) -> list[str]:
-    out = [f"**{title}** (GPU-hours; 8×H100 wall hours assume {DDP_EFFICIENCY_8:.0%} DDP scaling for training runs, "
-           "independent shards for generation and scoring)", "",
+    out = [(f"**{title}** (GPU-hours; 8×H100 wall hours assume {DDP_EFFICIENCY_8:.0%} DDP scaling for training "
+            "runs, independent shards for generation and scoring)"), "",
            "| phase | runs | 1×H100 GPU-h | 8×H100 GPU-h | 8×H100 wall h |", "|---|---|---|---|---|"]
     shared_1 = shared_8 = seed_1 = seed_8 = 0.0
     for phase, model in phases:
