@@ -69,7 +69,7 @@ def measure(quick: bool, n_images: int | None = None, repeats: int | None = None
             torch.cuda.synchronize()
 
     reference(), harness()  # warm-up
-    ours, ref = paired(harness, reference, repeats or (7 if quick else 9))
+    ours, ref = paired(harness, reference, repeats or (5 if quick else 9))
     return [time_row("clip_scoring", f"CLIP scoring, batched vs one call per image ({shape}, {n} images 256px, "
                      f"{device.type})", ours, ref, 5.0, n, "images/s")]
 
