@@ -10,7 +10,6 @@ Also reports peak memory (max RSS of the child processes).
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import subprocess
 import sys
@@ -48,14 +47,18 @@ def measure(experiment: str = "digits_lt_discl", skip_suite: bool = False) -> li
     with tempfile.TemporaryDirectory() as tmp:
         wd = Path(tmp) / "wd"
         cold, peak = timed_run(["--experiment", experiment, "--workdir", str(wd)])
-        rows.append({"name": f"{experiment} cold", "unit": "s", "harness": cold, "target": 300.0})
+        rows.append({"name": "default_cold", "detail": f"harness run {experiment}, empty workdir (reference = budget)",
+                     "unit": "s", "harness": cold, "target": 300.0})
         warm, _ = timed_run(["--experiment", experiment, "--workdir", str(wd), "--force"])
-        rows.append({"name": f"{experiment} warm", "unit": "s", "harness": warm, "target": 60.0})
+        rows.append({"name": "default_warm", "detail": f"harness run {experiment} --force, shared phases cached",
+                     "unit": "s", "harness": warm, "target": 60.0})
         if not skip_suite:
             suite, peak = timed_run(["--experiment", "digits_lt_suite", "--workdir", str(Path(tmp) / "suite")])
-            rows.append({"name": "digits_lt_suite cold (27 runs)", "unit": "s", "harness": suite, "target": 1200.0})
-        rows.append({"name": "peak RSS of a run", "unit": "MiB", "harness": peak, "target": None})
-    return [row(r["name"], r["unit"], r["harness"], r["target"],
+            rows.append({"name": "suite_cold", "detail": "harness run digits_lt_suite, empty workdir (27 runs)",
+                         "unit": "s", "harness": suite, "target": 1200.0})
+        rows.append({"name": "peak_rss", "detail": "peak RSS of a harness run", "unit": "MiB", "harness": peak,
+                     "target": None})
+    return [row(r["name"], r["detail"], r["unit"], r["harness"], r["target"],
                 r["harness"] / r["target"] if r["target"] else None, 1.0 if r["target"] else None, "lower")
             for r in rows]
 

@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, print_table, row, write_json  # noqa: E402
+from common import paired, print_table, time_row, write_json  # noqa: E402
 
 from harness.config import load_config  # noqa: E402
 from harness.data import load_dataset  # noqa: E402
@@ -31,6 +31,8 @@ from harness.data.base import FileImages  # noqa: E402
 from harness.models import build_model  # noqa: E402
 from harness.pipeline import load_pool_images, log_prior  # noqa: E402
 from harness.train import Part, Trainer, batches, make_optimizer  # noqa: E402
+
+CACHED_EPOCHS = 20
 
 
 def write_pool(data, folder: Path, per_image: int) -> pd.DataFrame:
@@ -70,7 +72,7 @@ def measure(quick: bool, repeats: int | None = None) -> list[dict]:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     cfg = load_config("digits_lt_discl")
     data = load_dataset(cfg)
-    opt_cfg, repeats = cfg.train, repeats or (3 if quick else 7)
+    opt_cfg, repeats = cfg.train, repeats or (15 if quick else 25)
     with tempfile.TemporaryDirectory() as tmp:
         pool = write_pool(data, Path(tmp), 1 if quick else 3)
         pool_mem = load_pool_images(pool, Path(tmp), cfg, data)
@@ -87,20 +89,24 @@ def measure(quick: bool, repeats: int | None = None) -> list[dict]:
         epoch = iter(range(10**6))
         run_harness = lambda: trainer.train_epoch(parts, next(epoch))  # noqa: E731
         run_bare = lambda: bare_epoch(ref_model, ref_opt, x, y, opt_cfg.batch_size, g)  # noqa: E731
-        run_harness(), run_bare()  # warm-up
-        t_ours, t_ref = interleaved(run_harness, run_bare, repeats)
-        cached = lambda: cached_epoch(pool_mem, opt_cfg.batch_size, g)  # noqa: E731
+        for _ in range(2):
+            run_harness(), run_bare()  # warm-up (allocator, kernels)
+        ours, ref = paired(run_harness, run_bare, repeats)
+        cached = lambda: [cached_epoch(pool_mem, opt_cfg.batch_size, g) for _ in range(CACHED_EPOCHS)]  # noqa: E731
         per_epoch = lambda: decoded_epoch(pool_files, opt_cfg.batch_size)  # noqa: E731
         cached(), per_epoch()
-        t_cache, t_png = interleaved(cached, per_epoch, repeats)
-        t_decode_once = interleaved(lambda: load_pool_images(pool, Path(tmp), cfg, data), lambda: None, 1)[0]
+        cache_s, png_s = paired(cached, per_epoch, repeats)
+        cache_s = [t / CACHED_EPOCHS for t in cache_s]  # a cached read takes ~0.3 ms: time several per repeat
+        decode_s, png2_s = paired(lambda: load_pool_images(pool, Path(tmp), cfg, data), per_epoch,
+                                  max(3, repeats // 3))
     n, m = len(y), len(pool)
-    return [row(f"training epoch (digits_lt small_cnn, {n} images incl. {m} synthetic)", "s/epoch", t_ours, t_ref,
-                t_ours / t_ref, 1.10, "lower"),
-            row(f"synthetic pool read per epoch ({m} PNGs): in-memory cache vs PNG decode", "s/epoch",
-                t_cache, t_png, t_cache / t_png, 1.0, "lower"),
-            row(f"synthetic pool one-time decode ({m} PNGs) vs one PNG-decoding epoch", "s", t_decode_once, t_png,
-                t_decode_once / t_png, None, "lower")]
+    return [time_row("train_overhead", f"training epoch, Trainer.train_epoch vs a bare PyTorch loop (digits_lt "
+                     f"small_cnn, {n} images incl. {m} synthetic, {len(ours)} interleaved repeats)", ours, ref, 1.10,
+                     unit="s/epoch"),
+            time_row("pool_cache_read", f"synthetic pool read per epoch ({m} PNGs): in-memory cache vs PNG decode",
+                     cache_s, png_s, 1.0, unit="s/epoch"),
+            time_row("pool_decode_once", f"synthetic pool one-time decode ({m} PNGs) vs one PNG-decoding epoch",
+                     decode_s, png2_s, None)]
 
 
 def main() -> None:

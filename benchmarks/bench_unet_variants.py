@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import row  # noqa: E402
 
 
 def unet_inputs(unet, batch: int, height: int, width: int, dtype):
@@ -88,12 +92,15 @@ def main() -> None:
         except Exception as e:  # a compile failure is a finding, not a crash
             print(f"torch.compile failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
     base = results["fp16, SDPA (baseline)"]
-    for name, ms in results.items():
-        rows.append({"name": f"UNet step, {name}, batch {args.batch}, {args.width}x{args.height}", "unit": "ms",
-                     "harness": ms, "reference": base, "ratio": ms / base, "target": None, "better": "lower"})  # time ratio; speed-up = 1/ratio
+    ids = {"fp16, SDPA (baseline)": "unet_fp16_sdpa", "fp16, classic attention": "unet_classic_attention",
+           "bf16, SDPA": "unet_bf16", "fp16, SDPA, channels_last": "unet_channels_last",
+           "fp16, SDPA, torch.compile": "unet_compile"}
+    for name, ms in results.items():  # time ratio; speed-up = 1 / ratio
+        rows.append(row(ids[name], f"UNet call, {name}, batch {args.batch}, {args.width}x{args.height}, vs fp16 SDPA",
+                        "ms", ms, base, ms / base, None, "lower"))
     print(f"device: {torch.cuda.get_device_name()}; speed-up over the fp16 SDPA baseline:")
     for r in rows:
-        print(f"  {r['name']}: {1 / r['ratio']:.2f}x")
+        print(f"  {r['detail']}: {1 / r['ratio']:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
