@@ -41,7 +41,6 @@ Statistic = Literal["mean", "trimmed_mean", "median"]  # the adaptive rule's sum
 Ordering = Literal["diverse_to_specific", "specific_to_diverse", "random", "adaptive"]  # sweep orderings
 Pruner = Literal["median", "hyperband", "none"]
 LogModel = Literal["auto", "always", "never"]  # auto: the selected model when under tracking.max_model_mb
-Device = Literal["auto", "cpu", "cuda"]
 # default: the generator's own scheduler; the others are diffusers schedulers (harness.generators.sd_img2img)
 Scheduler = Literal["default", "ddim", "euler", "euler_a", "pndm", "dpm", "lms"]
 
@@ -328,9 +327,16 @@ class Config(Section):
     methods: list[str] = Field(default_factory=lambda: ["plain", "discl_diverse_to_specific"])
     method_params: dict[str, Params] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=lambda: [0])
-    device: Device = "auto"
+    device: str = "auto"  # auto (cuda when there is one) | cpu | cuda | cuda:N
     sweep: SweepConfig = Field(default_factory=SweepConfig)  # search space for `harness sweep`
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)  # what MLflow records besides metrics
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+            raise ValueError(f"{device!r} is not one of auto, cpu, cuda, cuda:N")
+        return device
 
     @field_validator("seeds")
     @classmethod

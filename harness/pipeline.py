@@ -152,10 +152,7 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
                       distributed=True, transform=data.train_transform)  # one DDP rank under torchrun
     trainer.current_epoch = 0
     rng = np.random.default_rng(seed)
-    levels = tuple(sorted(cfg.curriculum.adaptive_levels if method.adaptive and cfg.curriculum.adaptive_levels
-                          else cfg.curriculum_levels))
-    if not (method.synthetic or method.real_stand_in):
-        levels = ()
+    levels = cfg.method_levels(method)
     train_sources, held = split_guidance_val(prep, method, seed)
     n_stages = method.n_stages(levels, cfg.train.curriculum_epochs) if cfg.train.curriculum_epochs else 0
     ctx = StageContext(levels, n_stages, rng)
