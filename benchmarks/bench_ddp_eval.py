@@ -14,6 +14,7 @@ Rows: ``ddp_eval`` images evaluated per rank (the busier rank) against one proce
 × 1 thread; ``ddp_eval_max_diff`` the largest difference between the gathered probabilities and one process's
 (the run fails if the predictions differ).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,9 @@ def fixture(n: int, size: int):
 def rank_main(rank: int, port: int, n: int, size: int, batch: int, go, results) -> None:
     """One rank: join the gloo group, then evaluate the split sharded each time ``go`` says so."""
     torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     from harness import distributed
     from harness.evaluate import class_probs
 
@@ -88,8 +90,9 @@ def measure(quick: bool, repeats: int | None = None) -> list[dict]:
     ctx = torch.multiprocessing.get_context("spawn")
     go, results = [ctx.Queue() for _ in range(WORLD)], ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=rank_main, args=(r, port, n, size, batch, go, results), daemon=True)
-             for r in range(WORLD)]
+    procs = [
+        ctx.Process(target=rank_main, args=(r, port, n, size, batch, go, results), daemon=True) for r in range(WORLD)
+    ]
     for p in procs:
         p.start()
     model, images, seen = fixture(n, size)
@@ -137,16 +140,52 @@ def measure(quick: bool, repeats: int | None = None) -> list[dict]:
     busiest = max(max(c) for c in per_rank)
     what = f"ResNet-10 random weights, {n} in-memory images {size}px, batch {batch}, {repeats} interleaved repeats"
     med = statistics.median
-    return [row("ddp_eval", f"images evaluated per rank, 2 gloo ranks vs one process ({what})", "images", busiest, n,
-                busiest / n, 0.5, "lower"),
-            row("ddp_eval_wall", "sharded evaluation wall time, 2 ranks × 1 thread vs 1 process × 2 threads (the same "
-                "2 cores; slower rank, barrier to end of gather)", "s", med(t_ranks), med(t_two),
-                med(t_ranks) / med(t_two), 1.0, "lower", spread(t_ranks, t_two)),
-            row("ddp_eval_wall_1thread", "sharded evaluation wall time, 2 ranks × 1 thread vs 1 process × 1 thread "
-                "(one rank's share of the cores; ideal 0.5)", "s", med(t_ranks), med(t_one), med(t_ranks) / med(t_one),
-                0.6, "lower", spread(t_ranks, t_one)),
-            row("ddp_eval_max_diff", "max |p| difference, gathered probabilities vs one process's (argmax equal)",
-                "prob", max(diffs), 0, None, None, "lower")]
+    return [
+        row(
+            "ddp_eval",
+            f"images evaluated per rank, 2 gloo ranks vs one process ({what})",
+            "images",
+            busiest,
+            n,
+            busiest / n,
+            0.5,
+            "lower",
+        ),
+        row(
+            "ddp_eval_wall",
+            "sharded evaluation wall time, 2 ranks × 1 thread vs 1 process × 2 threads (the same "
+            "2 cores; slower rank, barrier to end of gather)",
+            "s",
+            med(t_ranks),
+            med(t_two),
+            med(t_ranks) / med(t_two),
+            1.0,
+            "lower",
+            spread(t_ranks, t_two),
+        ),
+        row(
+            "ddp_eval_wall_1thread",
+            "sharded evaluation wall time, 2 ranks × 1 thread vs 1 process × 1 thread "
+            "(one rank's share of the cores; ideal 0.5)",
+            "s",
+            med(t_ranks),
+            med(t_one),
+            med(t_ranks) / med(t_one),
+            0.6,
+            "lower",
+            spread(t_ranks, t_one),
+        ),
+        row(
+            "ddp_eval_max_diff",
+            "max |p| difference, gathered probabilities vs one process's (argmax equal)",
+            "prob",
+            max(diffs),
+            0,
+            None,
+            None,
+            "lower",
+        ),
+    ]
 
 
 def main() -> None:

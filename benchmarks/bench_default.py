@@ -7,6 +7,7 @@ Rows: reference = the target budget in seconds, ratio = harness / budget, better
 Each figure is a fresh `harness run` subprocess; cold = empty workdir, warm = shared phases cached (runs forced).
 Also reports peak memory (max RSS of the child processes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,9 @@ from common import print_table, row, write_json  # noqa: E402
 def timed_run(args: list[str]) -> tuple[float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "harness.cli", "run", "--quiet", *args], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--quiet", *args], check=True, stdout=subprocess.DEVNULL
+    )
     elapsed = time.perf_counter() - start
     peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024  # MiB (Linux: KiB)
     return elapsed, peak
@@ -47,20 +49,52 @@ def measure(experiment: str = "digits_lt_discl", skip_suite: bool = False) -> li
     with tempfile.TemporaryDirectory() as tmp:
         wd = Path(tmp) / "wd"
         cold, peak = timed_run(["--experiment", experiment, "--workdir", str(wd)])
-        rows.append({"name": "default_cold", "detail": f"harness run {experiment}, empty workdir (reference = budget)",
-                     "unit": "s", "harness": cold, "target": 300.0})
+        rows.append(
+            {
+                "name": "default_cold",
+                "detail": f"harness run {experiment}, empty workdir (reference = budget)",
+                "unit": "s",
+                "harness": cold,
+                "target": 300.0,
+            }
+        )
         warm, _ = timed_run(["--experiment", experiment, "--workdir", str(wd), "--force"])
-        rows.append({"name": "default_warm", "detail": f"harness run {experiment} --force, shared phases cached",
-                     "unit": "s", "harness": warm, "target": 60.0})
+        rows.append(
+            {
+                "name": "default_warm",
+                "detail": f"harness run {experiment} --force, shared phases cached",
+                "unit": "s",
+                "harness": warm,
+                "target": 60.0,
+            }
+        )
         if not skip_suite:
             suite, peak = timed_run(["--experiment", "digits_lt_suite", "--workdir", str(Path(tmp) / "suite")])
-            rows.append({"name": "suite_cold", "detail": "harness run digits_lt_suite, empty workdir (27 runs)",
-                         "unit": "s", "harness": suite, "target": 1200.0})
-        rows.append({"name": "peak_rss", "detail": "peak RSS of a harness run", "unit": "MiB", "harness": peak,
-                     "target": None})
-    return [row(r["name"], r["detail"], r["unit"], r["harness"], r["target"],
-                r["harness"] / r["target"] if r["target"] else None, 1.0 if r["target"] else None, "lower")
-            for r in rows]
+            rows.append(
+                {
+                    "name": "suite_cold",
+                    "detail": "harness run digits_lt_suite, empty workdir (27 runs)",
+                    "unit": "s",
+                    "harness": suite,
+                    "target": 1200.0,
+                }
+            )
+        rows.append(
+            {"name": "peak_rss", "detail": "peak RSS of a harness run", "unit": "MiB", "harness": peak, "target": None}
+        )
+    return [
+        row(
+            r["name"],
+            r["detail"],
+            r["unit"],
+            r["harness"],
+            r["target"],
+            r["harness"] / r["target"] if r["target"] else None,
+            1.0 if r["target"] else None,
+            "lower",
+        )
+        for r in rows
+    ]
 
 
 if __name__ == "__main__":

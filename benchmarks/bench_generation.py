@@ -7,6 +7,7 @@ On CUDA: an img2img pipeline with the SDXL refiner's UNet, VAE and text-encoder 
 480×270 (diffusers rounds the height to 264). On a CPU (or with --quick): the tiny random pipeline at 32×32.
 No downloaded weights are needed. Prints images/s for both and the ratio (harness / reference, higher is better).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,14 @@ def build(device: torch.device, quick: bool):
 def workload(n_sources: int, levels: list[float], seeds: int, size: tuple[int, int]):
     rng = np.random.default_rng(0)
     sources = [Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)) for _ in range(n_sources)]
-    return {lam: [GenerationItem(f"src{i}", src, 0, "a photo of a zebra in the wild", sample_seed(f"src{i}", lam, s))
-                  for i, src in enumerate(sources) for s in range(seeds)] for lam in levels}
+    return {
+        lam: [
+            GenerationItem(f"src{i}", src, 0, "a photo of a zebra in the wild", sample_seed(f"src{i}", lam, s))
+            for i, src in enumerate(sources)
+            for s in range(seeds)
+        ]
+        for lam in levels
+    }
 
 
 def sync(device: torch.device) -> None:
@@ -52,7 +59,7 @@ def harness_pass(gen: SDImg2Img, work, batch_size: int) -> list[Image.Image]:
     out = []
     for lam, items in work.items():
         for start in range(0, len(items), batch_size):
-            out += gen.generate(items[start:start + batch_size], lam)
+            out += gen.generate(items[start : start + batch_size], lam)
     return out
 
 
@@ -62,9 +69,14 @@ def reference_pass(gen: SDImg2Img, work) -> list[Image.Image]:
     for lam, items in work.items():
         for it in items:
             src = it.source.convert("RGB").resize(gen.size, Image.BICUBIC)
-            out += gen.pipe(prompt=it.prompt, image=src, strength=max(1.0 - lam, 1.0 / gen.steps),
-                            num_inference_steps=gen.steps, guidance_scale=gen.guidance_scale,
-                            generator=torch.Generator().manual_seed(it.seed)).images
+            out += gen.pipe(
+                prompt=it.prompt,
+                image=src,
+                strength=max(1.0 - lam, 1.0 / gen.steps),
+                num_inference_steps=gen.steps,
+                guidance_scale=gen.guidance_scale,
+                generator=torch.Generator().manual_seed(it.seed),
+            ).images
     return out
 
 
@@ -79,8 +91,14 @@ def tiny_ddpm_rows(quick: bool) -> list[dict]:
     levels, seeds, n_sources = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9], 8, 4  # 32 images per λ, as digits_lt_discl
     rng = np.random.default_rng(0)
     sources = [Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8), "L") for _ in range(n_sources)]
-    work = {lam: [GenerationItem(f"src{i}", src, i, "", sample_seed(f"src{i}", lam, k))
-                  for i, src in enumerate(sources) for k in range(seeds)] for lam in levels}
+    work = {
+        lam: [
+            GenerationItem(f"src{i}", src, i, "", sample_seed(f"src{i}", lam, k))
+            for i, src in enumerate(sources)
+            for k in range(seeds)
+        ]
+        for lam in levels
+    }
     n_images = sum(len(v) for v in work.values())
 
     def harness():
@@ -92,13 +110,26 @@ def tiny_ddpm_rows(quick: bool) -> list[dict]:
     harness(), reference()
     ours, ref = paired(harness, reference, 3 if quick else 5)
     t_ours, t_ref = statistics.median(ours), statistics.median(ref)
-    diff = max(int(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max())
-               for a, b in zip(harness(), reference()))
+    diff = max(
+        int(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max()) for a, b in zip(harness(), reference())
+    )
     label = f"tiny_ddpm, CPU, 16x16, {gen.steps} steps, {len(levels)} levels, {n_images} images"
-    print(f"{label}: harness {n_images / t_ours:.1f} images/s, reference {n_images / t_ref:.1f} images/s, "
-          f"ratio {t_ref / t_ours:.2f}x, max pixel difference {diff}/255 (CPU kernels differ by batch size)")
-    return [time_row("generation_tiny_ddpm", f"spectrum generation, batched per λ vs one call per (image, λ, seed) "
-                     f"({label}, {len(ours)} interleaved repeats)", ours, ref, 3.0, n_images, "images/s")]
+    print(
+        f"{label}: harness {n_images / t_ours:.1f} images/s, reference {n_images / t_ref:.1f} images/s, "
+        f"ratio {t_ref / t_ours:.2f}x, max pixel difference {diff}/255 (CPU kernels differ by batch size)"
+    )
+    return [
+        time_row(
+            "generation_tiny_ddpm",
+            f"spectrum generation, batched per λ vs one call per (image, λ, seed) "
+            f"({label}, {len(ours)} interleaved repeats)",
+            ours,
+            ref,
+            3.0,
+            n_images,
+            "images/s",
+        )
+    ]
 
 
 def main() -> None:
@@ -140,15 +171,35 @@ def main() -> None:
     shape = "tiny random SDXL-img2img, fp32" if quick else "random-weight SDXL-refiner shape, fp16"
     label = f"{shape}, {gen.size[0]}x{gen.size[1]}, {steps} steps, {len(work)} levels, {n_images} images"
     name = "generation_sdxl_tiny" if quick else "generation_sdxl"
-    rows = [time_row(name, f"spectrum generation, batched sd_img2img vs one pipeline call per (image, λ, seed) "
-                     f"({label}, batch {args.batch_size})", ours_s, ref_s, 3.0, n_images, "images/s"),
-            row("generation_max_pixel_diff", "max pixel difference, batched vs one call per image (same seeds)",
-                "/255", diff, 0, None, None, "lower")]
+    rows = [
+        time_row(
+            name,
+            f"spectrum generation, batched sd_img2img vs one pipeline call per (image, λ, seed) "
+            f"({label}, batch {args.batch_size})",
+            ours_s,
+            ref_s,
+            3.0,
+            n_images,
+            "images/s",
+        ),
+        row(
+            "generation_max_pixel_diff",
+            "max pixel difference, batched vs one call per image (same seeds)",
+            "/255",
+            diff,
+            0,
+            None,
+            None,
+            "lower",
+        ),
+    ]
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; {label}")
     print(f"harness (batched per λ, batch {args.batch_size}): {n_images / t_ours:8.3f} images/s ({t_ours:.1f} s)")
     print(f"reference (one call per image, λ, seed): {n_images / t_ref:8.3f} images/s ({t_ref:.1f} s)")
-    print(f"ratio harness / reference: {t_ref / t_ours:.2f}x; spectrum per real image: "
-          f"{t_ours / n_sources:.2f} s (harness) vs {t_ref / n_sources:.2f} s (reference)")
+    print(
+        f"ratio harness / reference: {t_ref / t_ours:.2f}x; spectrum per real image: "
+        f"{t_ours / n_sources:.2f} s (harness) vs {t_ref / n_sources:.2f} s (reference)"
+    )
     print(f"max pixel difference batched vs one-by-one: {diff} (same seeds; fp16 kernels may differ by batch size)")
     if device.type == "cpu" or not args.quick:
         rows += tiny_ddpm_rows(args.quick)

@@ -8,6 +8,7 @@ decode and transforms (a bare Dataset, a persistent DataLoader, float conversion
 obvious way (a new DataLoader every epoch, each image converted to float before the transforms). Epochs after the
 first are timed (the workers start once), interleaved, median of repeats.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,12 +79,17 @@ def measure(quick: bool, workers: int, batch_size: int = 32, repeats: int | None
         parts = [Part(images, np.arange(n))]
         g = torch.Generator().manual_seed(0)
         loader = EpochLoader(batch_size, workers, torch.device("cpu"), transform)
-        plain = DataLoader(Plain(paths, transform), batch_size=batch_size, shuffle=True, num_workers=workers,
-                           persistent_workers=workers > 0)
+        plain = DataLoader(
+            Plain(paths, transform),
+            batch_size=batch_size,
+            shuffle=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
 
         def harness_epoch():
-            for x, _ in batches(parts, batch_size, g, torch.device("cpu"), workers, transform=transform,
-                                loader=loader):
+            cpu = torch.device("cpu")
+            for _x, _ in batches(parts, batch_size, g, cpu, workers, transform=transform, loader=loader):
                 pass
 
         def plain_epoch():
@@ -91,19 +97,37 @@ def measure(quick: bool, workers: int, batch_size: int = 32, repeats: int | None
                 x.float().div_(255)
 
         def float_first_epoch():
-            fresh = DataLoader(FloatFirst(paths, float_transform), batch_size=batch_size, shuffle=True,
-                               num_workers=workers)
-            for x, _ in fresh:
+            fresh = DataLoader(
+                FloatFirst(paths, float_transform), batch_size=batch_size, shuffle=True, num_workers=workers
+            )
+            for _x, _ in fresh:
                 pass
 
         harness_epoch(), plain_epoch()  # start the persistent workers
         ours, ref = paired(harness_epoch, plain_epoch, repeats)
         ours2, old = paired(harness_epoch, float_first_epoch, max(3, repeats // 3))
     what = f"{n} JPEGs 500×375 through the ImageNet-LT train transform, {workers} workers, batch {batch_size}"
-    return [time_row("input_pipeline", f"harness loader vs the plainest loop with the same decode and transforms "
-                     f"({what}; epochs after the first, {len(ours)} interleaved repeats)", ours, ref, 0.9, n, "img/s"),
-            time_row("input_vs_float_first", f"harness loader vs a float-first loader, a new DataLoader each epoch "
-                     f"({what})", ours2, old, None, n, "img/s")]
+    return [
+        time_row(
+            "input_pipeline",
+            f"harness loader vs the plainest loop with the same decode and transforms "
+            f"({what}; epochs after the first, {len(ours)} interleaved repeats)",
+            ours,
+            ref,
+            0.9,
+            n,
+            "img/s",
+        ),
+        time_row(
+            "input_vs_float_first",
+            f"harness loader vs a float-first loader, a new DataLoader each epoch ({what})",
+            ours2,
+            old,
+            None,
+            n,
+            "img/s",
+        ),
+    ]
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ On a CPU: the tiny random CLIP (width 32, 64×64 input) over 256×256 images. On
 ViT-B/32 architecture (CLIPConfig defaults) with random weights, fp16. No downloads. Ratio = harness / reference
 images/s, target ≥ 5.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,14 +65,23 @@ def measure(quick: bool, n_images: int | None = None, repeats: int | None = None
 
     def reference():
         for i in range(n):
-            scorer.score(images[i:i + 1], prompts[i:i + 1], labels[i:i + 1], sources[i:i + 1])
+            scorer.score(images[i : i + 1], prompts[i : i + 1], labels[i : i + 1], sources[i : i + 1])
         if device.type == "cuda":
             torch.cuda.synchronize()
 
     reference(), harness()  # warm-up
     ours, ref = paired(harness, reference, repeats or (5 if quick else 9))
-    return [time_row("clip_scoring", f"CLIP scoring, batched vs one call per image ({shape}, {n} images 256px, "
-                     f"{device.type})", ours, ref, 5.0, n, "images/s")]
+    return [
+        time_row(
+            "clip_scoring",
+            f"CLIP scoring, batched vs one call per image ({shape}, {n} images 256px, {device.type})",
+            ours,
+            ref,
+            5.0,
+            n,
+            "images/s",
+        )
+    ]
 
 
 def main() -> None:

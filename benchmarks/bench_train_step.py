@@ -25,6 +25,7 @@ with a fresh inductor cache, what a first run pays (about a minute for the ResNe
 --quick, which uses the machine's cache as found (cold on its first run, ~7 s warm) and says which it was.
 Target on a GPU: bf16 ≥ 2× fp32. On a CPU there is no target: the rows say what bf16 does there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,17 @@ def sync(device: torch.device) -> None:
 class Variant:
     """A model copy, its optimizer and one way of running a training step."""
 
-    def __init__(self, name: str, model, opt_cfg: OptimConfig, device: torch.device, amp: torch.dtype | None,
-                 channels_last: bool = False, compile: bool = False, tf32: bool = False):
+    def __init__(
+        self,
+        name: str,
+        model,
+        opt_cfg: OptimConfig,
+        device: torch.device,
+        amp: torch.dtype | None,
+        channels_last: bool = False,
+        compile: bool = False,
+        tf32: bool = False,
+    ):
         self.name, self.device, self.amp, self.channels_last, self.tf32 = name, device, amp, channels_last, tf32
         self.model = model.to(device)
         if channels_last:
@@ -76,8 +86,7 @@ class Variant:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.amp):
-            loss = self.own_loss(x, y) if callable(self.own_loss) else classification_loss(
-                self.net(x).float(), y, "ce")
+            loss = self.own_loss(x, y) if callable(self.own_loss) else classification_loss(self.net(x).float(), y, "ce")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -100,16 +109,32 @@ def clip_vitb16() -> torch.nn.Module:
     from harness.tiny_models import tiny_clip_tokenizer
 
     tokenizer = tiny_clip_tokenizer()
-    config = CLIPConfig(text_config={"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
-                                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
-                        vision_config={"patch_size": 16, "image_size": 224}, projection_dim=512)
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={"patch_size": 16, "image_size": 224},
+        projection_dim=512,
+    )
     names = [c["common_name"] for c in sorted(shipped_names().values(), key=lambda c: c["y"]) if c["y"] < 99999]
     torch.manual_seed(0)
     return ClipFlyp(CLIPModel(config), tokenizer, names, IWILDCAM_TEMPLATES)
 
 
-def run_model(key: str, build, opt_cfg: OptimConfig, batch: int, classes: int, device: torch.device,
-              variants: list[str], repeats: int, warmup: int) -> tuple[list[dict], dict]:
+def run_model(
+    key: str,
+    build,
+    opt_cfg: OptimConfig,
+    batch: int,
+    classes: int,
+    device: torch.device,
+    variants: list[str],
+    repeats: int,
+    warmup: int,
+) -> tuple[list[dict], dict]:
     """Every variant of one model, interleaved; rows against fp32 eager, and the compile time when compiled."""
     base = build()
     g = torch.Generator().manual_seed(0)
@@ -121,8 +146,16 @@ def run_model(key: str, build, opt_cfg: OptimConfig, batch: int, classes: int, d
         # fp32 and bf16 run the same model copy (autocast leaves the weights fp32); the others their own
         model = base if name in ("fp32", "bf16", "tf32") else copy.deepcopy(base)
         # bf16 variants run as the harness does on CUDA (TF32 allowed for what stays fp32, pipeline.py)
-        runners[name] = Variant(name, model, opt_cfg, device, amp, channels_last="channels_last" in name,
-                                compile=name == "compile", tf32=name == "tf32" or amp is not None)
+        runners[name] = Variant(
+            name,
+            model,
+            opt_cfg,
+            device,
+            amp,
+            channels_last="channels_last" in name,
+            compile=name == "compile",
+            tf32=name == "tf32" or amp is not None,
+        )
     eager_warmup = {n: v for n, v in runners.items() if n != "compile"}
     for _ in range(warmup):
         for v in eager_warmup.values():
@@ -145,7 +178,7 @@ def run_model(key: str, build, opt_cfg: OptimConfig, batch: int, classes: int, d
     times = {n: [] for n in runners}
     names = list(runners)
     for i in range(repeats):
-        for name in names[i % len(names):] + names[:i % len(names)]:  # rotate the order
+        for name in names[i % len(names) :] + names[: i % len(names)]:  # rotate the order
             sync(device)
             start = time.perf_counter()
             runners[name].step(x, y)
@@ -154,40 +187,77 @@ def run_model(key: str, build, opt_cfg: OptimConfig, batch: int, classes: int, d
     return times, extra
 
 
-DETAILS = {"bf16": "bf16 autocast", "channels_last": "fp32, channels_last weights and inputs",
-           "bf16_channels_last": "bf16 autocast + channels_last (the Trainer's CUDA setting for ResNets)",
-           "compile": "fp32, torch.compile (default mode)",
-           "tf32": "fp32 with TF32 matmuls and convolutions (the harness's setting for fp32 work on CUDA)"}
+DETAILS = {
+    "bf16": "bf16 autocast",
+    "channels_last": "fp32, channels_last weights and inputs",
+    "bf16_channels_last": "bf16 autocast + channels_last (the Trainer's CUDA setting for ResNets)",
+    "compile": "fp32, torch.compile (default mode)",
+    "tf32": "fp32 with TF32 matmuls and convolutions (the harness's setting for fp32 work on CUDA)",
+}
 
 
-def rows_for(key: str, label: str, times: dict, extra: dict, batch: int, device: torch.device,
-             note: str) -> list[dict]:
+def rows_for(key: str, label: str, times: dict, extra: dict, batch: int, device: torch.device, note: str) -> list[dict]:
     med = {n: statistics.median(t) for n, t in times.items()}
     fp32 = times["fp32"]
     where = f"{label}, batch {batch}{note}, {device.type}, {len(fp32)} interleaved repeats"
-    out = [row(f"train_step_{key}_fp32", f"training step, fp32 eager ({where}); no reference", "img/s",
-               batch / med["fp32"], None, None, None, "higher")]
+    out = [
+        row(
+            f"train_step_{key}_fp32",
+            f"training step, fp32 eager ({where}); no reference",
+            "img/s",
+            batch / med["fp32"],
+            None,
+            None,
+            None,
+            "higher",
+        )
+    ]
     for name, t in times.items():
         if name == "fp32":
             continue
         target = 2.0 if name == "bf16" and device.type == "cuda" else None
-        out.append(row(f"train_step_{key}_{name}", f"training step, {DETAILS[name]} vs fp32 eager ({where})"
-                       + ("" if target or name != "bf16" else "; the GPU target bf16 ≥ 2× applies on CUDA only"),
-                       "img/s", batch / med[name], batch / med["fp32"], med["fp32"] / med[name], target, "higher",
-                       spread(fp32, t)))
+        out.append(
+            row(
+                f"train_step_{key}_{name}",
+                f"training step, {DETAILS[name]} vs fp32 eager ({where})"
+                + ("" if target or name != "bf16" else "; the GPU target bf16 ≥ 2× applies on CUDA only"),
+                "img/s",
+                batch / med[name],
+                batch / med["fp32"],
+                med["fp32"] / med[name],
+                target,
+                "higher",
+                spread(fp32, t),
+            )
+        )
     if "compile_s" in extra:
         hits, misses = extra["cache"]
         state = "cold" if not hits else "warm" if not misses else "partly cached"
-        out.append(row(f"train_step_{key}_compile_time", f"torch.compile + first step, {state} inductor cache "
-                       f"({hits} FX-graph cache hits, {misses} misses), against one fp32 eager step ({where}); "
-                       "no ratio: a cold and a warm cache differ ~10×", "s", extra["compile_s"], med["fp32"], None,
-                       None, "lower"))
+        out.append(
+            row(
+                f"train_step_{key}_compile_time",
+                f"torch.compile + first step, {state} inductor cache "
+                f"({hits} FX-graph cache hits, {misses} misses), against one fp32 eager step ({where}); "
+                "no ratio: a cold and a warm cache differ ~10×",
+                "s",
+                extra["compile_s"],
+                med["fp32"],
+                None,
+                None,
+                "lower",
+            )
+        )
     return out
 
 
-def measure(quick: bool, resnet_batch: int | None = None, clip_batch: int | None = None,
-            repeats: int | None = None, compile: bool = True, models: tuple[str, ...] = ("resnet10", "clip_vitb16")
-            ) -> list[dict]:
+def measure(
+    quick: bool,
+    resnet_batch: int | None = None,
+    clip_batch: int | None = None,
+    repeats: int | None = None,
+    compile: bool = True,
+    models: tuple[str, ...] = ("resnet10", "clip_vitb16"),
+) -> list[dict]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
     if not cuda:
@@ -207,11 +277,22 @@ def measure_models(quick, cuda, device, resnet_batch, clip_batch, repeats, compi
     rows = []
     if "resnet10" in models:
         batch = resnet_batch or (128 if cuda or not quick else 8)
-        variants = ["fp32", "bf16", "channels_last", "bf16_channels_last"] + (["tf32"] if cuda else []) \
+        variants = (
+            ["fp32", "bf16", "channels_last", "bf16_channels_last"]
+            + (["tf32"] if cuda else [])
             + (["compile"] if compile else [])
-        times, extra = run_model("resnet10", resnet10, OptimConfig(optimizer="adam", lr=1e-3, batch_size=batch),
-                                 batch, 1000, device, variants, repeats or (15 if cuda else 7),
-                                 3 if cuda else 1)
+        )
+        times, extra = run_model(
+            "resnet10",
+            resnet10,
+            OptimConfig(optimizer="adam", lr=1e-3, batch_size=batch),
+            batch,
+            1000,
+            device,
+            variants,
+            repeats or (15 if cuda else 7),
+            3 if cuda else 1,
+        )
         note = "" if batch == 128 else " (paper: 128; per image)"
         rows += rows_for("resnet10", "ResNet-10, 224 px, 1000 classes, Adam", times, extra, batch, device, note)
     if "clip_vitb16" in models:
@@ -219,9 +300,17 @@ def measure_models(quick, cuda, device, resnet_batch, clip_batch, repeats, compi
         variants = ["fp32", "bf16"] + (["tf32"] + (["compile"] if compile else []) if cuda else [])
         while True:
             try:
-                times, extra = run_model("clip_vitb16", clip_vitb16,
-                                         OptimConfig(optimizer="adamw", lr=1e-5, weight_decay=0.2, batch_size=batch),
-                                         batch, 182, device, variants, repeats or (9 if cuda else 5), 2 if cuda else 1)
+                times, extra = run_model(
+                    "clip_vitb16",
+                    clip_vitb16,
+                    OptimConfig(optimizer="adamw", lr=1e-5, weight_decay=0.2, batch_size=batch),
+                    batch,
+                    182,
+                    device,
+                    variants,
+                    repeats or (9 if cuda else 5),
+                    2 if cuda else 1,
+                )
                 break
             except torch.OutOfMemoryError:  # fp32 at 256 needs ~45 GB of activations: say so and halve
                 if batch == 1:
@@ -231,10 +320,19 @@ def measure_models(quick, cuda, device, resnet_batch, clip_batch, repeats, compi
                 gc.collect()
                 torch.cuda.empty_cache()
         note = "" if batch == 256 else " (paper: 256; per image)"
-        rows += rows_for("clip_vitb16", "FLYP CLIP ViT-B/16 shape, 224 px, 182 iWildCam classes × 2 templates, AdamW",
-                         times, extra, batch, device, note)
+        rows += rows_for(
+            "clip_vitb16",
+            "FLYP CLIP ViT-B/16 shape, 224 px, 182 iWildCam classes × 2 templates, AdamW",
+            times,
+            extra,
+            batch,
+            device,
+            note,
+        )
     if cuda:
-        print(f"device: {torch.cuda.get_device_name()}; peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+        print(
+            f"device: {torch.cuda.get_device_name()}; peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
+        )
     return rows
 
 
@@ -248,8 +346,9 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["resnet10", "clip_vitb16"])
     ap.add_argument("--json")
     args = ap.parse_args()
-    rows = measure(args.quick, args.resnet_batch, args.clip_batch, args.repeats, not args.no_compile,
-                   tuple(args.models))
+    rows = measure(
+        args.quick, args.resnet_batch, args.clip_batch, args.repeats, not args.no_compile, tuple(args.models)
+    )
     print_table(rows)
     write_json(rows, args.json)
 

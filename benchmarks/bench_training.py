@@ -7,6 +7,7 @@ epoch (``FileImages`` + ``DataLoader``).
 
 Each figure: warm-up, then interleaved repeats, the median. Ratios are harness / reference seconds (lower is better).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,8 +77,13 @@ def measure(quick: bool, repeats: int | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         pool = write_pool(data, Path(tmp), 1 if quick else 3)
         pool_mem = load_pool_images(pool, Path(tmp), cfg, data)
-        pool_files = FileImages([Path(tmp) / f for f in pool.file], pool.label.to_numpy(), list(pool.key),
-                                cfg.data.image_size, data.channels)
+        pool_files = FileImages(
+            [Path(tmp) / f for f in pool.file],
+            pool.label.to_numpy(),
+            list(pool.key),
+            cfg.data.image_size,
+            data.channels,
+        )
         train = data.splits["train"]
         parts = [Part(train, np.arange(len(train.labels))), Part(pool_mem, np.arange(len(pool)))]
         model = build_model(cfg, data.num_classes, data.channels, data.class_names)
@@ -97,16 +103,34 @@ def measure(quick: bool, repeats: int | None = None) -> list[dict]:
         cached(), per_epoch()
         cache_s, png_s = paired(cached, per_epoch, repeats)
         cache_s = [t / CACHED_EPOCHS for t in cache_s]  # a cached read takes ~0.3 ms: time several per repeat
-        decode_s, png2_s = paired(lambda: load_pool_images(pool, Path(tmp), cfg, data), per_epoch,
-                                  max(3, repeats // 3))
+        decode_s, png2_s = paired(lambda: load_pool_images(pool, Path(tmp), cfg, data), per_epoch, max(3, repeats // 3))
     n, m = len(y), len(pool)
-    return [time_row("train_overhead", f"training epoch, Trainer.train_epoch vs a bare PyTorch loop (digits_lt "
-                     f"small_cnn, {n} images incl. {m} synthetic, {len(ours)} interleaved repeats)", ours, ref, 1.10,
-                     unit="s/epoch"),
-            time_row("pool_cache_read", f"synthetic pool read per epoch ({m} PNGs): in-memory cache vs PNG decode",
-                     cache_s, png_s, 1.0, unit="s/epoch"),
-            time_row("pool_decode_once", f"synthetic pool one-time decode ({m} PNGs) vs one PNG-decoding epoch",
-                     decode_s, png2_s, None)]
+    return [
+        time_row(
+            "train_overhead",
+            f"training epoch, Trainer.train_epoch vs a bare PyTorch loop (digits_lt "
+            f"small_cnn, {n} images incl. {m} synthetic, {len(ours)} interleaved repeats)",
+            ours,
+            ref,
+            1.10,
+            unit="s/epoch",
+        ),
+        time_row(
+            "pool_cache_read",
+            f"synthetic pool read per epoch ({m} PNGs): in-memory cache vs PNG decode",
+            cache_s,
+            png_s,
+            1.0,
+            unit="s/epoch",
+        ),
+        time_row(
+            "pool_decode_once",
+            f"synthetic pool one-time decode ({m} PNGs) vs one PNG-decoding epoch",
+            decode_s,
+            png2_s,
+            None,
+        ),
+    ]
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ fp16 (SDPA attention, the baseline), bf16, classic (non-SDPA) attention, channel
 CUDA only. Prints ms per UNet call, ms per image-step (a call on B latents is B/2 images under classifier-free
 guidance), and each variant's speed-up over the fp16 baseline, all measured in this one run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,9 @@ def unet_inputs(unet, batch: int, height: int, width: int, dtype):
     cfg = unet.config
     lat = torch.randn(batch, cfg.in_channels, height // 8, width // 8, device="cuda", dtype=dtype)
     text = torch.randn(batch, 77, cfg.cross_attention_dim, device="cuda", dtype=dtype)
-    pooled = torch.randn(batch, cfg.projection_class_embeddings_input_dim - 5 * cfg.addition_time_embed_dim,
-                         device="cuda", dtype=dtype)
+    pooled = torch.randn(
+        batch, cfg.projection_class_embeddings_input_dim - 5 * cfg.addition_time_embed_dim, device="cuda", dtype=dtype
+    )
     time_ids = torch.tensor([[height, width, 0, 0, 6.0]] * batch, device="cuda", dtype=dtype)
     t = torch.full((batch,), 500, device="cuda")
     return lat, t, text, {"text_embeds": pooled, "time_ids": time_ids}
@@ -69,8 +71,10 @@ def main() -> None:
         ms = ms_per_call(model, inputs)
         results[name] = ms
         peak = torch.cuda.max_memory_allocated() / 2**30
-        print(f"{name:34s} {ms:9.2f} ms/call  {ms / (args.batch / 2):8.3f} ms/image-step  peak {peak:5.1f} GiB",
-              flush=True)
+        print(
+            f"{name:34s} {ms:9.2f} ms/call  {ms / (args.batch / 2):8.3f} ms/image-step  peak {peak:5.1f} GiB",
+            flush=True,
+        )
 
     unet.to(torch.float16)
     measure("fp16, SDPA (baseline)", unet, torch.float16)
@@ -92,12 +96,26 @@ def main() -> None:
         except Exception as e:  # a compile failure is a finding, not a crash
             print(f"torch.compile failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
     base = results["fp16, SDPA (baseline)"]
-    ids = {"fp16, SDPA (baseline)": "unet_fp16_sdpa", "fp16, classic attention": "unet_classic_attention",
-           "bf16, SDPA": "unet_bf16", "fp16, SDPA, channels_last": "unet_channels_last",
-           "fp16, SDPA, torch.compile": "unet_compile"}
+    ids = {
+        "fp16, SDPA (baseline)": "unet_fp16_sdpa",
+        "fp16, classic attention": "unet_classic_attention",
+        "bf16, SDPA": "unet_bf16",
+        "fp16, SDPA, channels_last": "unet_channels_last",
+        "fp16, SDPA, torch.compile": "unet_compile",
+    }
     for name, ms in results.items():  # time ratio; speed-up = 1 / ratio
-        rows.append(row(ids[name], f"UNet call, {name}, batch {args.batch}, {args.width}x{args.height}, vs fp16 SDPA",
-                        "ms", ms, base, ms / base, None, "lower"))
+        rows.append(
+            row(
+                ids[name],
+                f"UNet call, {name}, batch {args.batch}, {args.width}x{args.height}, vs fp16 SDPA",
+                "ms",
+                ms,
+                base,
+                ms / base,
+                None,
+                "lower",
+            )
+        )
     print(f"device: {torch.cuda.get_device_name()}; speed-up over the fp16 SDPA baseline:")
     for r in rows:
         print(f"  {r['detail']}: {1 / r['ratio']:.2f}x")

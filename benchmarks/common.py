@@ -1,5 +1,6 @@
 """What every benchmark shares: the JSON row schema, interleaved repeats with their medians and spread, the table
 printer."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,9 @@ from pathlib import Path
 FIELDS = ("name", "detail", "unit", "harness", "reference", "ratio", "spread", "target", "better")
 
 
-def row(name: str, detail: str, unit: str, harness, reference, ratio, target, better: str,
-        spread: float | None = None) -> dict:
+def row(
+    name: str, detail: str, unit: str, harness, reference, ratio, target, better: str, spread: float | None = None
+) -> dict:
     """One figure. ``ratio`` is harness / reference; ``better`` says which way is good for the values and the
     ratio, and ``target`` is the bound on the ratio."""
     assert better in ("higher", "lower"), better
@@ -59,15 +61,31 @@ def spread(ours: list[float], ref: list[float]) -> float | None:
     return 100 * (max(ratios) - min(ratios)) / statistics.median(ratios)
 
 
-def time_row(name: str, detail: str, ours: list[float], ref: list[float], target, n_items: int | None = None,
-             unit: str | None = None) -> dict:
+def time_row(
+    name: str,
+    detail: str,
+    ours: list[float],
+    ref: list[float],
+    target,
+    n_items: int | None = None,
+    unit: str | None = None,
+) -> dict:
     """A row from interleaved seconds: with ``n_items``, throughput (items/s, higher is better); otherwise seconds
     (lower is better). The ratio is the ratio of the medians; the spread that of the per-repeat ratios."""
     t_ours, t_ref = statistics.median(ours), statistics.median(ref)
     if n_items is None:
         return row(name, detail, unit or "s", t_ours, t_ref, t_ours / t_ref, target, "lower", spread(ours, ref))
-    return row(name, detail, unit or "items/s", n_items / t_ours, n_items / t_ref, t_ref / t_ours, target, "higher",
-               spread(ref, ours))
+    return row(
+        name,
+        detail,
+        unit or "items/s",
+        n_items / t_ours,
+        n_items / t_ref,
+        t_ref / t_ours,
+        target,
+        "higher",
+        spread(ref, ours),
+    )
 
 
 def fmt(value) -> str:
@@ -80,13 +98,17 @@ def fmt(value) -> str:
 
 def print_table(rows: list[dict]) -> None:
     width = max([len(r["name"]) for r in rows] + [6])
-    print(f"{'name':{width}s}  {'unit':>9s} {'harness':>9s} {'reference':>9s} {'ratio':>7s} {'spread':>7s} "
-          f"{'target':>7s} better  detail")
+    print(
+        f"{'name':{width}s}  {'unit':>9s} {'harness':>9s} {'reference':>9s} {'ratio':>7s} {'spread':>7s} "
+        f"{'target':>7s} better  detail"
+    )
     for r in rows:
         spread_ = "-" if r.get("spread") is None else f"{r['spread']:.1f}%"
         target = "-" if r["target"] is None else ("≥ " if r["better"] == "higher" else "≤ ") + fmt(r["target"])
-        print(f"{r['name']:{width}s}  {r['unit']:>9s} {fmt(r['harness']):>9s} {fmt(r['reference']):>9s} "
-              f"{fmt(r['ratio']):>7s} {spread_:>7s} {target:>7s} {r['better']:6s}  {r.get('detail') or ''}")
+        print(
+            f"{r['name']:{width}s}  {r['unit']:>9s} {fmt(r['harness']):>9s} {fmt(r['reference']):>9s} "
+            f"{fmt(r['ratio']):>7s} {spread_:>7s} {target:>7s} {r['better']:6s}  {r.get('detail') or ''}"
+        )
 
 
 def write_json(rows: list[dict], path: str | None) -> None:

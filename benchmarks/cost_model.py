@@ -11,6 +11,7 @@ Rates (images/s on one H100) are ESTIMATES unless ``--gpu-json`` gives rows meas
 paper's batch), which then replace the training-compute estimates. What each estimate rests on is printed with it.
 Not a benchmark (nothing is timed here), so not part of ``run_all``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,10 +28,14 @@ from harness.config import load_config  # noqa: E402
 
 H100_BF16_DENSE = 989e12  # FLOP/s, H100 SXM5 dense bf16 tensor peak (NVIDIA H100 datasheet)
 # FLOPs per image, counted with torch.utils.flop_counter.FlopCounterMode on the harness's models (2 per MAC)
-FLOPS = {"resnet10_train": 5.10e9, "resnet10_eval": 1.78e9,           # 224 px, 1000 classes
-         "flyp_train": 107e9, "flyp_eval": 33.7e9,                    # ViT-B/16 image tower + FLYP's text prompts
-         "clip_b32_eval": 8.73e9}                                     # the filter's ViT-B/32 image tower
-MFU = {"resnet10": 0.25, "flyp": 0.30, "clip_b32": 0.30}              # assumed fraction of the bf16 peak (estimate)
+FLOPS = {
+    "resnet10_train": 5.10e9,
+    "resnet10_eval": 1.78e9,  # 224 px, 1000 classes
+    "flyp_train": 107e9,
+    "flyp_eval": 33.7e9,  # ViT-B/16 image tower + FLYP's text prompts
+    "clip_b32_eval": 8.73e9,
+}  # the filter's ViT-B/32 image tower
+MFU = {"resnet10": 0.25, "flyp": 0.30, "clip_b32": 0.30}  # assumed fraction of the bf16 peak (estimate)
 # The input pipeline: bench_input.py measured 185-227 images/s per core for the ImageNet-LT train transform on
 # 500x375 JPEGs (2 workers on this project's 2-core CPU); × 14 loader workers per GPU (16 cores on the lent H100
 # machine; a DGX H100 has 112 cores for 8 GPUs) ≈ 2,800 images/s. Taken for every decode-bound phase (estimate).
@@ -55,8 +60,11 @@ class Phase:
     ddp: bool = True  # a training run spread over 8 GPUs (False: independent shards)
 
     def gpu_s(self, rates: dict, model: str) -> float:
-        return (self.train_images / rates[f"{model}_train"] + self.eval_images / rates[f"{model}_eval"]
-                + self.image_steps * SPECTRUM_MS_PER_IMAGE_STEP / 1000 * rates.get("spectrum_scale", 1.0))
+        return (
+            self.train_images / rates[f"{model}_train"]
+            + self.eval_images / rates[f"{model}_eval"]
+            + self.image_steps * SPECTRUM_MS_PER_IMAGE_STEP / 1000 * rates.get("spectrum_scale", 1.0)
+        )
 
 
 def estimated_rates(measured: dict) -> tuple[dict, list[str]]:
@@ -66,22 +74,30 @@ def estimated_rates(measured: dict) -> tuple[dict, list[str]]:
         m = measured.get(model)
         if m:
             rates[f"{model}_train"] = min(m, INPUT_RATE)
-            notes.append(f"{model} training: measured {m:.0f} img/s on an H100 (bf16, bench_train_step), capped by "
-                         f"the input pipeline's ~{INPUT_RATE} img/s")
+            notes.append(
+                f"{model} training: measured {m:.0f} img/s on an H100 (bf16, bench_train_step), capped by "
+                f"the input pipeline's ~{INPUT_RATE} img/s"
+            )
         else:
             rates[f"{model}_train"] = min(compute, INPUT_RATE)
-            notes.append(f"{model} training: ESTIMATE min(compute {FLOPS[model + '_train'] / 1e9:.0f} GFLOP/img at "
-                         f"{MFU[key]:.0%} of 989 TFLOP/s = {compute:.0f} img/s, input ~{INPUT_RATE} img/s) = "
-                         f"{rates[model + '_train']:.0f} img/s")
+            notes.append(
+                f"{model} training: ESTIMATE min(compute {FLOPS[model + '_train'] / 1e9:.0f} GFLOP/img at "
+                f"{MFU[key]:.0%} of 989 TFLOP/s = {compute:.0f} img/s, input ~{INPUT_RATE} img/s) = "
+                f"{rates[model + '_train']:.0f} img/s"
+            )
         eval_compute = H100_BF16_DENSE * MFU[key] / FLOPS[f"{model}_eval"]
         rates[f"{model}_eval"] = min(eval_compute, INPUT_RATE)
-        notes.append(f"{model} evaluation: ESTIMATE min(compute {eval_compute:.0f}, input ~{INPUT_RATE}) = "
-                     f"{rates[model + '_eval']:.0f} img/s")
+        notes.append(
+            f"{model} evaluation: ESTIMATE min(compute {eval_compute:.0f}, input ~{INPUT_RATE}) = "
+            f"{rates[model + '_eval']:.0f} img/s"
+        )
     rates["clip_b32_eval"] = min(H100_BF16_DENSE * MFU["clip_b32"] / FLOPS["clip_b32_eval"], INPUT_RATE)
     rates["clip_b32_train"] = 1.0  # never trained
     notes.append(f"CLIP ViT-B/32 scoring: ESTIMATE {rates['clip_b32_eval']:.0f} img/s (PNG decode bound)")
-    notes.append(f"spectrum: MEASURED {SPECTRUM_MS_PER_IMAGE_STEP} ms per image-step on one H100 at 480x264; "
-                 "512x512 scaled by latent area (×2.07, an estimate)")
+    notes.append(
+        f"spectrum: MEASURED {SPECTRUM_MS_PER_IMAGE_STEP} ms per image-step on one H100 at 480x264; "
+        "512x512 scaled by latent area (×2.07, an estimate)"
+    )
     return rates, notes
 
 
@@ -113,18 +129,34 @@ def imagenet_lt() -> tuple[list[tuple[Phase, str]], int, dict]:
             return train, evals + cur * 2 * len(levels) * per_level
         return train, evals
 
-    methods = [(m, "plain" if m == "plain" else "adaptive" if m == "discl_adaptive" else "rebalanced")
-               for m in cfg.methods] + [(f"bs_{m}", "plain" if m == "plain" else "rebalanced") for m in bs.methods]
-    phases = [(Phase("base models (CE and Balanced Softmax), 90 epochs from scratch", 2 * base, 2 * n_train),
-               "resnet10"),
-              (Phase(f"spectrum: {generated:,} images, λ {levels}, 512x512", image_steps=steps, ddp=False),
-               "spectrum512"),
-              (Phase(f"CLIP scoring of {generated:,} images (~{generated * IMAGENET_KEEP:,.0f} kept)",
-                     eval_images=generated + hard, ddp=False), "clip_b32")]
+    methods = [
+        (m, "plain" if m == "plain" else "adaptive" if m == "discl_adaptive" else "rebalanced") for m in cfg.methods
+    ] + [(f"bs_{m}", "plain" if m == "plain" else "rebalanced") for m in bs.methods]
+    phases = [
+        (Phase("base models (CE and Balanced Softmax), 90 epochs from scratch", 2 * base, 2 * n_train), "resnet10"),
+        (Phase(f"spectrum: {generated:,} images, λ {levels}, 512x512", image_steps=steps, ddp=False), "spectrum512"),
+        (
+            Phase(
+                f"CLIP scoring of {generated:,} images (~{generated * IMAGENET_KEEP:,.0f} kept)",
+                eval_images=generated + hard,
+                ddp=False,
+            ),
+            "clip_b32",
+        ),
+    ]
     for name, kind in methods:
         train, ev = run(kind)
-        phases.append((Phase(f"fine-tune {name}, {t.epochs} epochs ({train / 1e6:.2f} M train, {ev / 1e6:.2f} M eval "
-                             "images)", train, ev, per_seed=True), "resnet10"))
+        phases.append(
+            (
+                Phase(
+                    f"fine-tune {name}, {t.epochs} epochs ({train / 1e6:.2f} M train, {ev / 1e6:.2f} M eval images)",
+                    train,
+                    ev,
+                    per_seed=True,
+                ),
+                "resnet10",
+            )
+        )
     return phases, 3, {"generated": generated}
 
 
@@ -156,23 +188,51 @@ def iwildcam() -> tuple[list[tuple[Phase, str]], int, dict]:
         return cur * (non_hard + per_level) + post * n_train, evals  # one level per stage, or real stand-ins
 
     kinds = {"plain": "plain", "all_levels": "all_levels", "discl_adaptive": "adaptive"}
-    phases = [(Phase(f"base model: FLYP on the real data, {cfg.base.epochs} epochs (mines the hard samples)",
-                     cfg.base.epochs * n_train, n_train), "flyp"),
-              (Phase(f"spectrum: {generated:,} images, λ {levels}, 480x270", image_steps=steps, ddp=False),
-               "spectrum"),
-              (Phase(f"CLIP scoring of {generated:,} images (~{generated * IWILDCAM_KEEP:,.0f} kept)",
-                     eval_images=generated + hard, ddp=False), "clip_b32")]
+    phases = [
+        (
+            Phase(
+                f"base model: FLYP on the real data, {cfg.base.epochs} epochs (mines the hard samples)",
+                cfg.base.epochs * n_train,
+                n_train,
+            ),
+            "flyp",
+        ),
+        (Phase(f"spectrum: {generated:,} images, λ {levels}, 480x270", image_steps=steps, ddp=False), "spectrum"),
+        (
+            Phase(
+                f"CLIP scoring of {generated:,} images (~{generated * IWILDCAM_KEEP:,.0f} kept)",
+                eval_images=generated + hard,
+                ddp=False,
+            ),
+            "clip_b32",
+        ),
+    ]
     for name in cfg.methods:
         train, ev = run(kinds.get(name, "one_level"))
-        phases.append((Phase(f"fine-tune {name}, {t.epochs} epochs ({train / 1e6:.2f} M train, {ev / 1e6:.2f} M eval "
-                             "images)", train, ev, per_seed=True), "flyp"))
+        phases.append(
+            (
+                Phase(
+                    f"fine-tune {name}, {t.epochs} epochs ({train / 1e6:.2f} M train, {ev / 1e6:.2f} M eval images)",
+                    train,
+                    ev,
+                    per_seed=True,
+                ),
+                "flyp",
+            )
+        )
     return phases, len(cfg.seeds), {"generated": generated}
 
 
 def table(title: str, phases, seeds: int, rates: dict) -> list[str]:
-    out = [(f"**{title}** (GPU-hours; 8×H100 wall hours assume {DDP_EFFICIENCY_8:.0%} DDP scaling for training "
-            "runs, independent shards for generation and scoring)"), "",
-           "| phase | runs | 1×H100 GPU-h | 8×H100 GPU-h | 8×H100 wall h |", "|---|---|---|---|---|"]
+    out = [
+        (
+            f"**{title}** (GPU-hours; 8×H100 wall hours assume {DDP_EFFICIENCY_8:.0%} DDP scaling for training "
+            "runs, independent shards for generation and scoring)"
+        ),
+        "",
+        "| phase | runs | 1×H100 GPU-h | 8×H100 GPU-h | 8×H100 wall h |",
+        "|---|---|---|---|---|",
+    ]
     shared_1 = shared_8 = seed_1 = seed_8 = 0.0
     for phase, model in phases:
         r = dict(rates)
@@ -183,16 +243,21 @@ def table(title: str, phases, seeds: int, rates: dict) -> list[str]:
             r[f"{key}_train"] = r[f"{key}_eval"] = 1.0
         one = phase.gpu_s(r, key) / 3600
         eight = one / (DDP_EFFICIENCY_8 if phase.ddp else 1.0)
-        out.append(f"| {phase.name} | {'per seed' if phase.per_seed else 'once'} | {one:.2f} | {eight:.2f} | "
-                   f"{eight / 8:.2f} |")
+        out.append(
+            f"| {phase.name} | {'per seed' if phase.per_seed else 'once'} | {one:.2f} | {eight:.2f} | {eight / 8:.2f} |"
+        )
         if phase.per_seed:
             seed_1, seed_8 = seed_1 + one, seed_8 + eight
         else:
             shared_1, shared_8 = shared_1 + one, shared_8 + eight
-    out.append(f"| **one seed of every method** (shared phases + fine-tuning) | | **{shared_1 + seed_1:.1f}** | "
-               f"**{shared_8 + seed_8:.1f}** | **{(shared_8 + seed_8) / 8:.1f}** |")
-    out.append(f"| **every method × {seeds} seeds** | | **{shared_1 + seeds * seed_1:.1f}** | "
-               f"**{shared_8 + seeds * seed_8:.1f}** | **{(shared_8 + seeds * seed_8) / 8:.1f}** |")
+    out.append(
+        f"| **one seed of every method** (shared phases + fine-tuning) | | **{shared_1 + seed_1:.1f}** | "
+        f"**{shared_8 + seed_8:.1f}** | **{(shared_8 + seed_8) / 8:.1f}** |"
+    )
+    out.append(
+        f"| **every method × {seeds} seeds** | | **{shared_1 + seeds * seed_1:.1f}** | "
+        f"**{shared_8 + seeds * seed_8:.1f}** | **{(shared_8 + seeds * seed_8) / 8:.1f}** |"
+    )
     return out
 
 

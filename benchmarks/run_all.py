@@ -9,6 +9,7 @@ ratios as % of their median). --gpu-json: rows measured elsewhere (e.g. on an H1
 bench_generation / bench_unet_variants --json) appended to the table with ``@gpu`` after their names; nothing
 measured is hard-coded here. The load average is printed before and after: compare runs only on a quiet machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,21 +30,24 @@ def subprocess_rows(script: str, args: list[str]) -> list[dict]:
     """Run a benchmark in its own process (its own torch threads and memory) and read its --json rows."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rows.json"
-        subprocess.run([sys.executable, str(HERE / script), *args, "--json", str(out)], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, str(HERE / script), *args, "--json", str(out)], check=True, stdout=subprocess.DEVNULL
+        )
         return json.loads(out.read_text())
 
 
 def benchmarks(quick: bool) -> list[tuple[str, list[str]]]:
     import torch
 
-    plan = [("bench_scoring.py", ["--quick"] if quick else []),
-            ("bench_training.py", ["--quick"] if quick else []),
-            ("bench_input.py", ["--quick"] if quick else []),
-            ("bench_ddp_eval.py", ["--quick"] if quick else []),
-            ("bench_train_step.py", ["--quick"] if quick else []),
-            ("bench_generation.py", ["--quick"] if quick else []),
-            ("bench_default.py", ["--experiment", "digits_lt_tiny", "--skip-suite"] if quick else [])]
+    plan = [
+        ("bench_scoring.py", ["--quick"] if quick else []),
+        ("bench_training.py", ["--quick"] if quick else []),
+        ("bench_input.py", ["--quick"] if quick else []),
+        ("bench_ddp_eval.py", ["--quick"] if quick else []),
+        ("bench_train_step.py", ["--quick"] if quick else []),
+        ("bench_generation.py", ["--quick"] if quick else []),
+        ("bench_default.py", ["--experiment", "digits_lt_tiny", "--skip-suite"] if quick else []),
+    ]
     if torch.cuda.is_available() and not quick:
         plan.append(("bench_unet_variants.py", []))
     return plan
@@ -67,15 +71,20 @@ def main() -> None:
         rows += subprocess_rows(script, script_args)
         print(f"  {script}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     if args.gpu_json:
-        rows += [{**r, "name": f"{r['name']}@gpu", "detail": f"(from {Path(args.gpu_json).name}) {r.get('detail') or ''}"}
-                 for r in json.loads(Path(args.gpu_json).read_text())]
+        rows += [
+            {**r, "name": f"{r['name']}@gpu", "detail": f"(from {Path(args.gpu_json).name}) {r.get('detail') or ''}"}
+            for r in json.loads(Path(args.gpu_json).read_text())
+        ]
     rows = [{k: r.get(k) for k in FIELDS} for r in rows]
     print_table(rows)
     import resource
 
     child = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(f"wall {time.perf_counter() - wall:.0f} s; CPU {time.process_time() - cpu + child.ru_utime + child.ru_stime:.0f} s"
-          f" (all processes); load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (1 min)")
+    print(
+        f"wall {time.perf_counter() - wall:.0f} s; "
+        f"CPU {time.process_time() - cpu + child.ru_utime + child.ru_stime:.0f} s"
+        f" (all processes); load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (1 min)"
+    )
     write_json(rows, args.json)
     if args.compare:
         compare(rows, json.loads(Path(args.compare).read_text()))
@@ -92,8 +101,10 @@ def compare(rows: list[dict], earlier: list[dict]) -> None:
             continue
         change = 100 * (r["ratio"] / old["ratio"] - 1)
         worst = max(worst, abs(change))
-        print(f"  {r['name']:36s} {old['ratio']:9.4g} -> {r['ratio']:9.4g}  {change:+6.1f}%"
-              + ("  (over 5%)" if abs(change) > 5 else ""))
+        print(
+            f"  {r['name']:36s} {old['ratio']:9.4g} -> {r['ratio']:9.4g}  {change:+6.1f}%"
+            + ("  (over 5%)" if abs(change) > 5 else "")
+        )
     print(f"largest change {worst:.1f}%")
 
 

@@ -4,6 +4,7 @@ training-set class probabilities (what the hard-sample rules read).
 Under torchrun every rank trains it in lockstep (DDP, each rank a shard of each epoch) and evaluates a shard of
 the training set; rank 0 writes the checkpoint and the cached model.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,9 +40,15 @@ def train_base(cfg: Config, data: DatasetBundle, cache: Path, device: torch.devi
                 model.load_state_dict(base_checkpoint(cfg.base.checkpoint))
             else:
                 train_base_epochs(cfg, data, model, folder / "checkpoint.pt", device)
-            probs = class_probs(model.to(device), data.train, device, workers=data.num_workers,
-                                transform=data.eval_transform, amp=amp_dtype(cfg.base.precision, device),
-                                distributed=True)
+            probs = class_probs(
+                model.to(device),
+                data.train,
+                device,
+                workers=data.num_workers,
+                transform=data.eval_transform,
+                amp=amp_dtype(cfg.base.precision, device),
+                distributed=True,
+            )
             if dist.is_main():
                 save_base(folder, model, probs)
         dist.barrier()  # the other ranks read what rank 0 wrote
@@ -53,8 +60,17 @@ def train_base_epochs(cfg: Config, data: DatasetBundle, model, ckpt: Path, devic
     (90 ImageNet-LT epochs are hours) resumes where it stopped."""
     from tqdm.auto import tqdm
 
-    trainer = Trainer(model, cfg.base, cfg.base.epochs, log_prior(data), cfg.base.seed, device, data.num_workers,
-                      distributed=True, transform=data.train_transform)
+    trainer = Trainer(
+        model,
+        cfg.base,
+        cfg.base.epochs,
+        log_prior(data),
+        cfg.base.seed,
+        device,
+        data.num_workers,
+        distributed=True,
+        transform=data.train_transform,
+    )
     start = 0
     if ckpt.exists():
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -62,8 +78,15 @@ def train_base_epochs(cfg: Config, data: DatasetBundle, model, ckpt: Path, devic
         start = saved["epoch"]
         log.info("base model: resuming at epoch %d of %d", start, cfg.base.epochs)
     all_real = [Part(data.train, np.arange(len(data.train)))]
-    for epoch in tqdm(range(start, cfg.base.epochs), desc="train base model", unit="epoch", mininterval=2,
-                      initial=start, total=cfg.base.epochs, disable=not dist.is_main()):
+    for epoch in tqdm(
+        range(start, cfg.base.epochs),
+        desc="train base model",
+        unit="epoch",
+        mininterval=2,
+        initial=start,
+        total=cfg.base.epochs,
+        disable=not dist.is_main(),
+    ):
         trainer.train_epoch(all_real, epoch)
         if dist.is_main():
             ckpt.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ contents, not their path: editing such a file in place changes the key, moving i
 ``scorer_key``: one scoring of a pool (a file inside the pool's folder). ``data_identity``: the data alone (the
 embedded generator's and judge's caches are keyed by their pool's pixels when it is in memory, else by this).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,16 +66,20 @@ def _matching(table: dict[tuple[str, str], frozenset[str]], section: str, name: 
 def params_identity(section: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
     """A component's params less its speed-only keys, with user files replaced by their contents' digest."""
     drop, files = _matching(SPEED_ONLY_PARAMS, section, name), _matching(FILE_PARAMS, section, name)
-    return {k: (file_digest(v) if k in files and isinstance(v, str) else v)
-            for k, v in params.items() if k not in drop}
+    return {k: (file_digest(v) if k in files and isinstance(v, str) else v) for k, v in params.items() if k not in drop}
 
 
 def data_identity(cfg: Config) -> dict[str, Any]:
     """The data settings that decide which images (and class names) a dataset holds, less ``max_train`` (the
     embedded generator and judge train on the ``pool`` split, which it does not touch)."""
     d = cfg.data
-    return {"name": d.name, "root": d.root, "image_size": d.image_size, "split_seed": d.split_seed,
-            "params": params_identity("data", d.name, d.params)}
+    return {
+        "name": d.name,
+        "root": d.root,
+        "image_size": d.image_size,
+        "split_seed": d.split_seed,
+        "params": params_identity("data", d.name, d.params),
+    }
 
 
 def training_data_identity(cfg: Config) -> dict[str, Any]:
@@ -82,8 +87,12 @@ def training_data_identity(cfg: Config) -> dict[str, Any]:
     training-set probabilities are measured). ``shot_groups`` only decide the few-shot hard set and the reported
     groups, so they are in the pool's key, not the base model's."""
     d = cfg.data
-    return {**data_identity(cfg), "max_train": d.max_train, "train_transform": d.train_transform,
-            "eval_transform": d.eval_transform}
+    return {
+        **data_identity(cfg),
+        "max_train": d.max_train,
+        "train_transform": d.train_transform,
+        "eval_transform": d.eval_transform,
+    }
 
 
 def base_key(cfg: Config) -> str:
@@ -99,16 +108,30 @@ def pool_key(cfg: Config) -> str:
     spectrum["descriptions"] = file_digest(cfg.spectrum.descriptions)
     # few-shot hard samples do not depend on the base model: other base settings (e.g. its loss) share the pool
     if cfg.hard.rule == "few_shot":
-        base = stable_hash({"data": {**data_identity(cfg), "max_train": cfg.data.max_train},
-                            "shot_groups": cfg.data.shot_groups.model_dump()})
+        base = stable_hash(
+            {
+                "data": {**data_identity(cfg), "max_train": cfg.data.max_train},
+                "shot_groups": cfg.data.shot_groups.model_dump(),
+            }
+        )
     else:
         base = base_key(cfg)
-    generator = {"name": cfg.generator.name,
-                 "params": params_identity("generator", cfg.generator.name, cfg.generator.params)}
-    return stable_hash({"base": base, "hard": cfg.hard.model_dump(), "generator": generator,
-                        "spectrum": spectrum, "version": GENERATION_VERSION})
+    generator = {
+        "name": cfg.generator.name,
+        "params": params_identity("generator", cfg.generator.name, cfg.generator.params),
+    }
+    return stable_hash(
+        {
+            "base": base,
+            "hard": cfg.hard.model_dump(),
+            "generator": generator,
+            "spectrum": spectrum,
+            "version": GENERATION_VERSION,
+        }
+    )
 
 
 def scorer_key(cfg: Config) -> str:
-    return stable_hash({"scorer": {"name": cfg.scorer.name,
-                                   "params": params_identity("scorer", cfg.scorer.name, cfg.scorer.params)}})
+    return stable_hash(
+        {"scorer": {"name": cfg.scorer.name, "params": params_identity("scorer", cfg.scorer.name, cfg.scorer.params)}}
+    )

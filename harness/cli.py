@@ -1,4 +1,5 @@
 """The ``harness`` command."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,16 +23,25 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workdir", help="folder for mlflow.db, mlartifacts/, optuna.db and cache/ "
-                                     "(default: $HARNESS_WORKDIR or ./harness-workdir)")
+    p.add_argument(
+        "--workdir",
+        help="folder for mlflow.db, mlartifacts/, optuna.db and cache/ "
+        "(default: $HARNESS_WORKDIR or ./harness-workdir)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def add_experiment(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", "-e", required=True, help="name in experiments/ or a path to a YAML file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=5 (repeatable)",
+    )
 
 
 def cmd_list(args) -> int:
@@ -53,8 +63,9 @@ def cmd_run(args) -> int:
     cfg = load_config(args.experiment, args.overrides, methods=args.method)  # checks the -m methods too
     workdir = resolve_workdir(args.workdir)
     distributed.init_from_env()  # under torchrun: one DDP rank of each run
-    results = run_experiment(cfg, workdir, args.method or None, args.seed or None, progress=not args.quiet,
-                             force=args.force)
+    results = run_experiment(
+        cfg, workdir, args.method or None, args.seed or None, progress=not args.quiet, force=args.force
+    )
     if not distributed.is_main():
         return 0
     print()
@@ -91,8 +102,9 @@ def cmd_sweep(args) -> int:
     try:
         if args.action == "init":
             study = sw.init_study(sweep)
-            print(f"study {sweep.study_name} in {sweep.storage_url}; MLflow parent run "
-                  f"{study.user_attrs[sw.PARENT_ATTR]}")
+            print(
+                f"study {sweep.study_name} in {sweep.storage_url}; MLflow parent run {study.user_attrs[sw.PARENT_ATTR]}"
+            )
             return 0
         if args.trials is None:
             raise UserError("harness sweep: give --trials N")
@@ -107,11 +119,15 @@ def cmd_sweep(args) -> int:
     print(sw.progress_line(out["study"], args.trials))
     for t in out["best"]:
         print(f"best trial {t.number}: {', '.join(f'{v:.4f}' for v in t.values)}  {t.params}")
-        print("  rerun it over seeds (validation picked it, so judge it on fresh seeds): "
-              + sw.rerun_command(sweep, t.params))
+        print(
+            "  rerun it over seeds (validation picked it, so judge it on fresh seeds): "
+            + sw.rerun_command(sweep, t.params)
+        )
     if out["paper"] is not None and out["paper"].values:
-        print(f"paper's diverse→specific (trial {out['paper'].number}): "
-              f"{', '.join(f'{v:.4f}' for v in out['paper'].values)}")
+        print(
+            f"paper's diverse→specific (trial {out['paper'].number}): "
+            f"{', '.join(f'{v:.4f}' for v in out['paper'].values)}"
+        )
     print(f"browse them with: harness ui --workdir {sweep.workdir}")
     return 0
 
@@ -158,12 +174,22 @@ def cmd_ui(args) -> int:
     from harness.tracking import client
 
     client(workdir)  # create the store if it does not exist yet
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(workdir),
-           "--default-artifact-root", (workdir / "mlartifacts").as_uri(), "--host", args.host, "--port",
-           str(args.port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        tracking_uri(workdir),
+        "--default-artifact-root",
+        (workdir / "mlartifacts").as_uri(),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     # MLflow 3.17's UI opens on its GenAI views unless told the workflow (the experiments' kind tag alone does not)
-    print(f"MLflow UI on http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning "
-          "(Ctrl-C to stop)")
+    print(f"MLflow UI on http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning (Ctrl-C to stop)")
     return subprocess.call(cmd)
 
 
@@ -189,14 +215,21 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_generate)
 
     s = sub.add_parser("sweep", help="an Optuna study over curriculum schedules (`sweep init` creates it first)")
-    s.add_argument("action", nargs="?", default="run", choices=["run", "init", "worker"],
-                   help="init: create the study and its MLflow parent run only")
+    s.add_argument(
+        "action",
+        nargs="?",
+        default="run",
+        choices=["run", "init", "worker"],
+        help="init: create the study and its MLflow parent run only",
+    )
     add_experiment(s)
-    s.add_argument("--trials", "-n", type=int, help="run until the study holds N finished (complete or pruned) "
-                                                   "trials")
+    s.add_argument("--trials", "-n", type=int, help="run until the study holds N finished (complete or pruned) trials")
     s.add_argument("--workers", "-k", type=int, default=1, help="local worker processes")
-    s.add_argument("--storage", help="Optuna storage: an RDB URL (default sqlite:///WORKDIR/optuna.db, or "
-                                     "postgresql://...) or journal:PATH for a journal file")
+    s.add_argument(
+        "--storage",
+        help="Optuna storage: an RDB URL (default sqlite:///WORKDIR/optuna.db, or "
+        "postgresql://...) or journal:PATH for a journal file",
+    )
     s.add_argument("--study", help="study name (default: sweep.study or <experiment>-sweep); resume by name")
     s.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     add_common(s)
@@ -225,8 +258,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if not args.quiet else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("alembic", "mlflow", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

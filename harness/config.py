@@ -5,6 +5,7 @@ a number, a bool is not an integer; an integer is a number). An unknown key, a w
 method that needs λ levels the spectrum lacks is a ``ConfigError`` whose one-line message names the key and the
 file (``harness`` exits with status 2 on it).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,13 +15,22 @@ import json
 import os
 import re
 import typing
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, create_model,
-                      field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 
@@ -83,6 +93,7 @@ def _unique(values: list, what: str) -> list:
 
 
 # --------------------------------------------------------------------------- sections
+
 
 class ShotGroups(Section):
     many: NonNegInt = 100  # a class is "many-shot" if it has more than this many training images
@@ -172,8 +183,9 @@ class SpectrumConfig(Section):
         except (KeyError, IndexError, ValueError) as e:
             raise ValueError(f"{prompt!r} is not a template over {{name}} alone ({type(e).__name__}: {e})") from None
         if "\0" not in named:
-            raise ValueError(f"{prompt!r} does not name the class: every class would get the same prompt; "
-                             "put {name} in it")
+            raise ValueError(
+                f"{prompt!r} does not name the class: every class would get the same prompt; put {{name}} in it"
+            )
         return prompt
 
 
@@ -349,8 +361,9 @@ class Config(Section):
     def _levels_generated(self) -> Config:
         for lam in self.curriculum_levels + list(self.curriculum.adaptive_levels or []):
             if not _among(lam, self.spectrum.levels):
-                raise ValueError(f"curriculum level {lam} is not among the generated spectrum.levels "
-                                 f"{self.spectrum.levels}")
+                raise ValueError(
+                    f"curriculum level {lam} is not among the generated spectrum.levels {self.spectrum.levels}"
+                )
         return self
 
     @property
@@ -372,6 +385,7 @@ class Config(Section):
 
 # --------------------------------------------------------------------------- pydantic errors → one line
 
+
 def _nested(tp: Any) -> type[BaseModel] | None:
     """The section a field's type holds, if any: ``Range | None`` → ``Range``."""
     return next((t for t in (tp, *typing.get_args(tp)) if isinstance(t, type) and issubclass(t, BaseModel)), None)
@@ -382,8 +396,15 @@ def _did_you_mean(name: Any, names: typing.Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-TYPE_NAMES = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
-              "string_type": "a string", "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping"}
+TYPE_NAMES = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+}
 
 
 def explain(error: ValidationError, model: type[BaseModel], where: str = "") -> str:
@@ -415,12 +436,19 @@ def explain(error: ValidationError, model: type[BaseModel], where: str = "") -> 
     return f"{key}: {msg}" if key else msg
 
 
-@lru_cache(maxsize=None)
+@cache
 def _dataclass_model(cls: type) -> type[BaseModel]:
     """A strict pydantic twin of a component's params dataclass, built once per class."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name: (hints[f.name], Field(default=f.default) if f.default is not dataclasses.MISSING
-                       else Field(default_factory=f.default_factory)) for f in dataclasses.fields(cls)}
+    fields = {
+        f.name: (
+            hints[f.name],
+            Field(default=f.default)
+            if f.default is not dataclasses.MISSING
+            else Field(default_factory=f.default_factory),
+        )
+        for f in dataclasses.fields(cls)
+    }
     return create_model(cls.__name__, __config__=ConfigDict(extra="forbid", strict=True), **fields)
 
 
@@ -436,6 +464,7 @@ def build(cls: type, values: dict[str, Any], where: str = "") -> Any:
 
 
 # --------------------------------------------------------------------------- loading
+
 
 def find_experiment(name: str) -> Path:
     """An experiment name (``experiments/NAME.yaml``) or a path to a YAML file."""
@@ -497,8 +526,10 @@ def apply_override(values: dict, keys: list[str], value: Any) -> None:
     for i, key in enumerate(keys):
         if section is not None:
             if key not in section.model_fields:
-                raise ConfigError(f"--set {'.'.join(keys)}: no key {'.'.join(keys[: i + 1])!r} in the config"
-                                  f"{_did_you_mean(key, section.model_fields)}")
+                raise ConfigError(
+                    f"--set {'.'.join(keys)}: no key {'.'.join(keys[: i + 1])!r} in the config"
+                    f"{_did_you_mean(key, section.model_fields)}"
+                )
             section = _nested(section.model_fields[key].annotation)
         if i == len(keys) - 1:
             node[key] = value
@@ -508,8 +539,9 @@ def apply_override(values: dict, keys: list[str], value: Any) -> None:
             node = node[key]
 
 
-def load_config(name: str, overrides: list[str] | tuple[str, ...] = (),
-                methods: list[str] | tuple[str, ...] | None = None) -> Config:
+def load_config(
+    name: str, overrides: list[str] | tuple[str, ...] = (), methods: list[str] | tuple[str, ...] | None = None
+) -> Config:
     """The experiment ``name`` with its ``extends`` chain and ``--set`` overrides, validated; ``methods``: the
     methods to be run when not the config's own (``harness run -m``), checked as those would be."""
     path = find_experiment(name)
@@ -550,8 +582,10 @@ def validate(cfg: Config, path: Path | str = "config", methods: list[str] | tupl
     except registry.UnknownNameError as e:
         bad(str(e))
     if cfg.train.init == "pretrained" and not registry.get_model(cfg.model.name).has_pretrained(cfg):
-        bad(f"train.init: pretrained, but model {cfg.model.name!r} has no pretrained weights (give "
-            "model.params.weights, or train.init: base)")
+        bad(
+            f"train.init: pretrained, but model {cfg.model.name!r} has no pretrained weights (give "
+            "model.params.weights, or train.init: base)"
+        )
     validate_metric_names(cfg, bad)
     check_methods(cfg, methods, bad)
 
@@ -581,8 +615,10 @@ def check_methods(cfg: Config, methods: list[str], bad) -> None:
             bad(f"method {name} draws synthetic images during the curriculum only, but train.curriculum_epochs is 0")
         missing = [lam for lam in method.levels_needed(handed) if not _among(lam, cfg.spectrum.levels)]
         if missing:
-            bad(f"method {name} needs λ {fmt_lambda(missing)} generated, but spectrum.levels is "
-                f"[{fmt_lambda(cfg.spectrum.levels)}] (add it there, or leave the method out)")
+            bad(
+                f"method {name} needs λ {fmt_lambda(missing)} generated, but spectrum.levels is "
+                f"[{fmt_lambda(cfg.spectrum.levels)}] (add it there, or leave the method out)"
+            )
 
 
 def check_transforms(cfg: Config, bad) -> None:
@@ -594,8 +630,7 @@ def check_transforms(cfg: Config, bad) -> None:
         if spec is None:
             continue
         try:
-            check_output(build_transform(spec, cfg.data.image_size, f"data.{key}"), cfg.data.image_size,
-                         f"data.{key}")
+            check_output(build_transform(spec, cfg.data.image_size, f"data.{key}"), cfg.data.image_size, f"data.{key}")
         except TransformError as e:
             bad(str(e))
 
@@ -612,11 +647,14 @@ def validate_metric_names(cfg: Config, bad) -> None:
         if name is not None and name not in known:
             close = difflib.get_close_matches(name, known, n=2, cutoff=0.5)
             hint = f"did you mean {' or '.join(close)}? " if close else ""
-            bad(f"{key}: {name!r} is not a validation metric of dataset {cfg.data.name}; {hint}"
-                f"(it logs {', '.join(known)})")
+            bad(
+                f"{key}: {name!r} is not a validation metric of dataset {cfg.data.name}; {hint}"
+                f"(it logs {', '.join(known)})"
+            )
 
 
 # --------------------------------------------------------------------------- hashing and flattening
+
 
 def stable_hash(obj: Any, length: int = 12) -> str:
     """A short hash of JSON-able ``obj`` that is the same in every process and on every machine."""

@@ -6,10 +6,11 @@ data only. Methods live in ``baselines/``, one file each, registered with ``@reg
 Below the methods' interface: what one epoch trains on (``epoch_parts``), and the adaptive rule's measurement
 on held-out hard sources (``split_guidance_val``, ``probe_sets``, ``guidance_val_probe``).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -85,6 +86,7 @@ def summarize_gain(gains: np.ndarray, statistic: str, drop_outliers: bool) -> fl
 
 # --------------------------------------------------------------------------- what one epoch trains on
 
+
 def split_guidance_val(prep: Prepared, method: Curriculum, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Hard sources that train, and those held out to guide the adaptive choice (never trained on: neither their
     real images nor their synthetic ones)."""
@@ -104,8 +106,14 @@ def synthetic_candidates(prep: Prepared, levels: tuple[float, ...], train_source
     return np.flatnonzero(usable.to_numpy())
 
 
-def epoch_parts(prep: Prepared, method: Curriculum, levels: tuple[float, ...], in_curriculum: bool,
-                train_sources: np.ndarray, rng: np.random.Generator) -> list[Part]:
+def epoch_parts(
+    prep: Prepared,
+    method: Curriculum,
+    levels: tuple[float, ...],
+    in_curriculum: bool,
+    train_sources: np.ndarray,
+    rng: np.random.Generator,
+) -> list[Part]:
     """The images of one epoch: real non-hard (a fresh undersample during a re-balancing curriculum), real hard,
     and during the curriculum the stage's synthetic images: every kept one of its levels (S_λ) or
     ``synthetic_scale`` per hard source. The real-only control draws as many real hard images, with replacement,
@@ -114,8 +122,7 @@ def epoch_parts(prep: Prepared, method: Curriculum, levels: tuple[float, ...], i
     hard = np.unique(prep.hard)
     non_hard = np.setdiff1d(np.arange(len(train)), hard)
     if in_curriculum and method.rebalance and cfg.train.undersample < 1:
-        non_hard = np.sort(rng.choice(non_hard, size=int(round(len(non_hard) * cfg.train.undersample)),
-                                      replace=False))
+        non_hard = np.sort(rng.choice(non_hard, size=int(round(len(non_hard) * cfg.train.undersample)), replace=False))
     hard_real = hard[np.isin(hard, train_sources)]
     tail = []
     if in_curriculum and levels and prep.pool_images is not None:
@@ -140,23 +147,32 @@ def tail_share(parts: list[Part]) -> float:
 
 # --------------------------------------------------------------------------- the adaptive rule's measurement
 
+
 def probe_sets(prep: Prepared, held: np.ndarray, levels: tuple[float, ...]) -> dict[float, LabeledImages]:
     """The guidance-validation images: per level, one kept synthetic image of each held-out source (its lowest
     kept seed), for the sources that have one at every level, so every level is measured on the same sources."""
     pool = prep.pool
     kept = pool[pool.keep & pool.source_index.isin(held)].rename_axis("row").reset_index()
-    first = {lam: kept[(kept.lam - lam).abs() < 1e-6].sort_values("seed_index").drop_duplicates("source_index")
-             .set_index("source_index") for lam in levels}
+    first = {
+        lam: kept[(kept.lam - lam).abs() < 1e-6]
+        .sort_values("seed_index")
+        .drop_duplicates("source_index")
+        .set_index("source_index")
+        for lam in levels
+    }
     common = sorted(set.intersection(*(set(f.index) for f in first.values()))) if first else []
     if not common:
-        raise RuntimeError(f"discl_adaptive: none of the {len(held)} held-out hard sources has a synthetic image "
-                           f"that passed the filter at every level {list(levels)}; raise "
-                           "curriculum.adaptive.holdout or lower filter.threshold")
+        raise RuntimeError(
+            f"discl_adaptive: none of the {len(held)} held-out hard sources has a synthetic image "
+            f"that passed the filter at every level {list(levels)}; raise "
+            "curriculum.adaptive.holdout or lower filter.threshold"
+        )
     return {lam: take(prep.pool_images, np.array(f.loc[common, "row"], dtype=np.int64)) for lam, f in first.items()}
 
 
-def guidance_val_probe(prep: Prepared, trainer: Trainer, held: np.ndarray,
-                       probe_parts: Callable[[], list[Part]]) -> Callable[[tuple[float, ...]], dict[float, float]]:
+def guidance_val_probe(
+    prep: Prepared, trainer: Trainer, held: np.ndarray, probe_parts: Callable[[], list[Part]]
+) -> Callable[[tuple[float, ...]], dict[float, float]]:
     """The adaptive rule's measurement: true-class probability on each level's held-out synthetic images,
     before and after a short stretch of training; the per-image gains summarized per level."""
     acfg = prep.cfg.curriculum.adaptive
@@ -177,7 +193,14 @@ def guidance_val_probe(prep: Prepared, trainer: Trainer, held: np.ndarray,
 def true_class_prob(model, images: LabeledImages, prep: Prepared) -> np.ndarray:
     if len(images) == 0:
         return np.zeros(0)
-    probs = class_probs(model, images, prep.device, workers=prep.data.num_workers,
-                        transform=prep.data.eval_transform, amp=amp_dtype(prep.cfg.train.precision, prep.device),
-                        distributed=True, loaders=prep.data.loaders)  # every rank probes in lockstep
+    probs = class_probs(
+        model,
+        images,
+        prep.device,
+        workers=prep.data.num_workers,
+        transform=prep.data.eval_transform,
+        amp=amp_dtype(prep.cfg.train.precision, prep.device),
+        distributed=True,
+        loaders=prep.data.loaders,
+    )  # every rank probes in lockstep
     return probs[np.arange(len(images)), images.labels]

@@ -3,6 +3,7 @@ collectives the phases use (``barrier``, ``share``). Training under ``torchrun``
 (``init_from_env``); in a one-process run every helper is a no-op. Sharded generation needs no process group: its
 shards meet through the pool folder (``harness.spectrum``), so ``rank_world`` reads torchrun's variables directly.
 """
+
 from __future__ import annotations
 
 import logging
@@ -10,7 +11,6 @@ import os
 from datetime import timedelta
 
 import torch
-
 
 log = logging.getLogger("harness")
 

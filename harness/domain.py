@@ -13,6 +13,7 @@ unbiased level for real target images.
 
 Computed once per experiment pool and cached beside the scores.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,9 +32,14 @@ def domain_frame(prep, max_per_level: int = 2000, max_real: int = 2000) -> pd.Da
 
     At most ``max_per_level`` images per λ (and ``max_real`` real images) are classified, a fixed random subset."""
     cfg = prep.cfg
-    key = stable_hash({"pool": prep.pool_dir.name, "threshold": cfg.filter.threshold,
-                       **{k: getattr(cfg, k).model_dump() for k in ("data", "model", "base", "scorer")},
-                       "max": [max_per_level, max_real]})
+    key = stable_hash(
+        {
+            "pool": prep.pool_dir.name,
+            "threshold": cfg.filter.threshold,
+            **{k: getattr(cfg, k).model_dump() for k in ("data", "model", "base", "scorer")},
+            "max": [max_per_level, max_real],
+        }
+    )
     path = prep.pool_dir / f"domain-{key}.csv"
     with lock(path):
         if not path.exists():
@@ -77,11 +83,18 @@ def compute(prep, max_per_level: int, max_real: int) -> pd.DataFrame:
         labels = pool.label.to_numpy()[idx]
         field = true_class(model, subset(prep.pool_images, idx), labels, prep)
         keep = pool.keep.to_numpy()[idx].astype(bool)
-        rows.append({"source": "synthetic", "lam": float(lam), "images": len(group), "kept": int(group.keep.sum()),
-                     "judge_p_true": float(pool.text_score.to_numpy()[idx].mean()),
-                     "field_p_true": float(field[:, 0].mean()),
-                     "field_p_true_kept": float(field[keep, 0].mean()) if keep.any() else float("nan"),
-                     "field_acc": float(field[:, 1].mean())})
+        rows.append(
+            {
+                "source": "synthetic",
+                "lam": float(lam),
+                "images": len(group),
+                "kept": int(group.keep.sum()),
+                "judge_p_true": float(pool.text_score.to_numpy()[idx].mean()),
+                "field_p_true": float(field[:, 0].mean()),
+                "field_p_true_kept": float(field[keep, 0].mean()) if keep.any() else float("nan"),
+                "field_acc": float(field[:, 1].mean()),
+            }
+        )
     rows += reference_rows(prep, model, max_real, rng)
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -109,9 +122,21 @@ def reference_rows(prep, model, max_real: int, rng: np.random.Generator) -> list
         judge = []
         for chunk in np.array_split(idx, max(1, -(-len(idx) // 256))):
             raw = [images.raw(int(i)) for i in chunk]
-            judge.append(scorer.score(raw, [prompts[int(y)] for y in images.labels[chunk]],
-                                      [int(y) for y in images.labels[chunk]], raw)[0])
-        out.append({"source": source, "lam": 1.0, "images": len(idx), "kept": float("nan"),
-                    "judge_p_true": float(np.concatenate(judge).mean()), "field_p_true": float(field[:, 0].mean()),
-                    "field_p_true_kept": float("nan"), "field_acc": float(field[:, 1].mean())})
+            judge.append(
+                scorer.score(
+                    raw, [prompts[int(y)] for y in images.labels[chunk]], [int(y) for y in images.labels[chunk]], raw
+                )[0]
+            )
+        out.append(
+            {
+                "source": source,
+                "lam": 1.0,
+                "images": len(idx),
+                "kept": float("nan"),
+                "judge_p_true": float(np.concatenate(judge).mean()),
+                "field_p_true": float(field[:, 0].mean()),
+                "field_p_true_kept": float("nan"),
+                "field_acc": float(field[:, 1].mean()),
+            }
+        )
     return out

@@ -1,4 +1,5 @@
 """Predictions and metrics. ``predict`` returns a DataFrame that is also the logged predictions file."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,13 +11,24 @@ from harness.data.base import DatasetBundle, ImageView, LabeledImages, TensorIma
 from harness.transforms import to_float01
 
 
-def eval_loader(images: LabeledImages, rows: np.ndarray, transform, batch_size: int, workers: int,
-                device: torch.device, kept: dict | None) -> DataLoader:
+def eval_loader(
+    images: LabeledImages,
+    rows: np.ndarray,
+    transform,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    kept: dict | None,
+) -> DataLoader:
     """A loader over ``rows`` of a split. ``kept``: a dict that keeps the loader (and its workers) for the next
     call, so evaluating the validation split every epoch starts its workers once."""
-    make = lambda: DataLoader(ImageView([(images, rows)], transform), batch_size=batch_size,  # noqa: E731
-                              num_workers=workers, pin_memory=device.type == "cuda",
-                              persistent_workers=kept is not None and workers > 0)
+    make = lambda: DataLoader(
+        ImageView([(images, rows)], transform),
+        batch_size=batch_size,  # noqa: E731
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=kept is not None and workers > 0,
+    )
     if kept is None:
         return make()
     key = (id(images), len(rows), int(rows[0]) if len(rows) else -1, id(transform), batch_size, workers)
@@ -26,9 +38,17 @@ def eval_loader(images: LabeledImages, rows: np.ndarray, transform, batch_size: 
 
 
 @torch.no_grad()
-def class_probs(model, images: LabeledImages, device: torch.device, batch_size: int = 512,
-                workers: int = 0, transform=None, amp: torch.dtype | None = None,
-                distributed: bool = False, loaders: dict | None = None) -> np.ndarray:
+def class_probs(
+    model,
+    images: LabeledImages,
+    device: torch.device,
+    batch_size: int = 512,
+    workers: int = 0,
+    transform=None,
+    amp: torch.dtype | None = None,
+    distributed: bool = False,
+    loaders: dict | None = None,
+) -> np.ndarray:
     """Softmax outputs for every image of a split, through the eval ``transform`` (None: as the images are), under
     autocast to ``amp`` (None: fp32). ``distributed``: every DDP rank calls this in lockstep, evaluates every
     world-th image and the ranks gather the full result (the same on every rank as one process's)."""
@@ -39,8 +59,11 @@ def class_probs(model, images: LabeledImages, device: torch.device, batch_size: 
     rank, world = (dist.rank(), dist.world()) if distributed else (0, 1)
     rows = np.arange(rank, len(images), world)
     if isinstance(images, TensorImages) and transform is None:
-        chunks = images.images[torch.as_tensor(rows, dtype=torch.long)].split(batch_size) if world > 1 \
+        chunks = (
+            images.images[torch.as_tensor(rows, dtype=torch.long)].split(batch_size)
+            if world > 1
             else images.images.split(batch_size)
+        )
     else:
         chunks = (x for x, _ in eval_loader(images, rows, transform, batch_size, workers, device, loaders))
     with autocast(device, amp), clear_shm_errors():
@@ -58,21 +81,44 @@ def class_probs(model, images: LabeledImages, device: torch.device, batch_size: 
     return full
 
 
-def predict(model, images: LabeledImages, device: torch.device, workers: int = 0, transform=None,
-            amp: torch.dtype | None = None, distributed: bool = False, loaders: dict | None = None) -> pd.DataFrame:
-    probs = class_probs(model, images, device, workers=workers, transform=transform, amp=amp,
-                        distributed=distributed, loaders=loaders)
+def predict(
+    model,
+    images: LabeledImages,
+    device: torch.device,
+    workers: int = 0,
+    transform=None,
+    amp: torch.dtype | None = None,
+    distributed: bool = False,
+    loaders: dict | None = None,
+) -> pd.DataFrame:
+    probs = class_probs(
+        model, images, device, workers=workers, transform=transform, amp=amp, distributed=distributed, loaders=loaders
+    )
     y_true = images.labels
-    frame = pd.DataFrame({"index": np.arange(len(y_true)), "id": images.ids, "y_true": y_true,
-                          "y_pred": probs.argmax(1), "p_true": probs[np.arange(len(y_true)), y_true]})
+    frame = pd.DataFrame(
+        {
+            "index": np.arange(len(y_true)),
+            "id": images.ids,
+            "y_true": y_true,
+            "y_pred": probs.argmax(1),
+            "p_true": probs[np.arange(len(y_true)), y_true],
+        }
+    )
     extra = getattr(images, "extra", None)
     if extra is not None:
         frame = pd.concat([frame, extra.reset_index(drop=True)], axis=1)
     return frame
 
 
-def evaluate_split(model, data: DatasetBundle, split: str, device, workers: int = 0, amp: torch.dtype | None = None,
-                   distributed: bool = False):
+def evaluate_split(
+    model,
+    data: DatasetBundle,
+    split: str,
+    device,
+    workers: int = 0,
+    amp: torch.dtype | None = None,
+    distributed: bool = False,
+):
     """Metrics and predictions of one split; ``distributed``: sharded over the DDP ranks (see ``class_probs``)."""
     preds = predict(model, data.splits[split], device, workers, data.eval_transform, amp, distributed, data.loaders)
     return data.evaluate(preds.y_true.to_numpy(), preds.y_pred.to_numpy()), preds

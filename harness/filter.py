@@ -3,6 +3,7 @@
 Scores are cached in ``scores.jsonl`` beside the manifest, so a new threshold costs nothing and a killed
 scoring job resumes.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,9 +32,17 @@ def read_scores(pool_dir: Path, scores_file: str) -> dict[str, dict]:
     return {r["key"]: r for f in files for r in read_jsonl(f)}
 
 
-def score_pool(scorer: Scorer, data: DatasetBundle, manifest: pd.DataFrame, pool_dir: Path,
-               scores_file: str = "scores.jsonl", batch_size: int = 256, progress: bool = True,
-               rank: int = 0, world: int = 1) -> pd.DataFrame:
+def score_pool(
+    scorer: Scorer,
+    data: DatasetBundle,
+    manifest: pd.DataFrame,
+    pool_dir: Path,
+    scores_file: str = "scores.jsonl",
+    batch_size: int = 256,
+    progress: bool = True,
+    rank: int = 0,
+    world: int = 1,
+) -> pd.DataFrame:
     """The manifest with ``text_score`` and ``image_score`` columns, scoring only what is not yet scored.
 
     With ``world`` > 1 this rank scores only its block of sources, into its own shard file, and returns its rows;
@@ -44,15 +53,19 @@ def score_pool(scorer: Scorer, data: DatasetBundle, manifest: pd.DataFrame, pool
         scores_file = f"{scores_file.removesuffix('.jsonl')}.shard{rank:03d}.jsonl"
     scores_path = pool_dir / scores_file
     todo = manifest[~manifest.key.isin(scored)]
-    for start in tqdm(range(0, len(todo), batch_size), desc="score spectrum", unit="batch",
-                      disable=not progress or todo.empty, mininterval=2):
-        chunk = todo.iloc[start:start + batch_size]
+    for start in tqdm(
+        range(0, len(todo), batch_size),
+        desc="score spectrum",
+        unit="batch",
+        disable=not progress or todo.empty,
+        mininterval=2,
+    ):
+        chunk = todo.iloc[start : start + batch_size]
         images = [Image.open(pool_dir / f).copy() for f in chunk.file]
         raw = {i: data.train.raw(i) for i in set(chunk.source_index)}  # each real image read once per chunk
         sources = [raw[i] for i in chunk.source_index]
         text, image = scorer.score(images, list(chunk.prompt), list(chunk.label), sources)
-        rows = [{"key": k, "text_score": float(t), "image_score": float(s)}
-                for k, t, s in zip(chunk.key, text, image)]
+        rows = [{"key": k, "text_score": float(t), "image_score": float(s)} for k, t, s in zip(chunk.key, text, image)]
         append_jsonl(scores_path, rows)
         scored.update({r["key"]: r for r in rows})
     return with_scores(manifest, scored)
@@ -73,7 +86,11 @@ def apply_filter(scored: pd.DataFrame, threshold: float) -> pd.DataFrame:
 
 def acceptance_by_level(filtered: pd.DataFrame) -> pd.DataFrame:
     """Generated, kept and the acceptance rate per λ: the paper's per-level filter statistics."""
-    table = filtered.groupby("lam").agg(generated=("key", "size"), kept=("keep", "sum"),
-                                        text_score=("text_score", "mean"), image_score=("image_score", "mean"))
+    table = filtered.groupby("lam").agg(
+        generated=("key", "size"),
+        kept=("keep", "sum"),
+        text_score=("text_score", "mean"),
+        image_score=("image_score", "mean"),
+    )
     table["acceptance"] = table.kept / table.generated
     return table.reset_index()

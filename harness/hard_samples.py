@@ -1,4 +1,5 @@
 """Phase 2: which training images are hard. The rule comes from the config; the count is logged."""
+
 from __future__ import annotations
 
 import difflib
@@ -22,8 +23,11 @@ def select_hard(rule: HardConfig, data: DatasetBundle, train_probs: np.ndarray |
     labels = data.train.labels
     allowed = ~np.isin(labels, excluded_labels(rule.exclude_classes, data))  # a typo fails before any work
     if rule.exclude_classes:
-        log.info("hard samples: %d training images of hard.exclude_classes (%s) are never hard",
-                 int((~allowed).sum()), ", ".join(rule.exclude_classes))
+        log.info(
+            "hard samples: %d training images of hard.exclude_classes (%s) are never hard",
+            int((~allowed).sum()),
+            ", ".join(rule.exclude_classes),
+        )
     if rule.rule == "few_shot":
         return np.flatnonzero((data.shot_group()[labels] == "few") & allowed)
     if train_probs is None:

@@ -1,12 +1,14 @@
 """Files written atomically, JSON-lines manifests, and cross-process locks for shared caches."""
+
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from filelock import FileLock
 

@@ -1,6 +1,7 @@
 """Pretrained weights from a local folder or the local Hugging Face hub cache, never the network, and the one-line
 errors that say what to do when loading fails: no local copy, or a copy holding only another variant's files
 (``hf download ... --include "*.fp16.safetensors"`` stages only ``model.fp16.safetensors``-style names)."""
+
 from __future__ import annotations
 
 import re
@@ -53,15 +54,20 @@ def load_error(model: str, variant: str | None, error: Exception, key: str, hint
         return DataError(
             f"{key}: no local copy of {model!r} (looked for a folder of that name and in the Hugging Face cache "
             f"{HF_HUB_CACHE}). On a connected machine run `hf download {model}` (or `huggingface-cli download "
-            f"{model}`) and copy its HF cache here (or set HF_HUB_CACHE), or point {key} to a folder {hint}")
+            f"{model}`) and copy its HF cache here (or set HF_HUB_CACHE), or point {key} to a folder {hint}"
+        )
     variants, plain = weight_variants(folder)
     if variant is None and variants and not plain:
         found = sorted(variants)
-        return DataError(f"{key}: {model!r} ({folder}) holds only {' / '.join(found)} variant weight files "
-                         f"(names like model.{found[0]}.safetensors): set {variant_key}: {found[0]}")
+        return DataError(
+            f"{key}: {model!r} ({folder}) holds only {' / '.join(found)} variant weight files "
+            f"(names like model.{found[0]}.safetensors): set {variant_key}: {found[0]}"
+        )
     if variant is not None and variant not in variants:
         other = f"set {variant_key}: {sorted(variants)[0]}" if variants and not plain else f"set {variant_key}: null"
-        return DataError(f"{key}: {model!r} ({folder}) has no {variant!r} variant weight files (names like "
-                         f"model.{variant}.safetensors): {other}")
+        return DataError(
+            f"{key}: {model!r} ({folder}) has no {variant!r} variant weight files (names like "
+            f"model.{variant}.safetensors): {other}"
+        )
     first = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return DataError(f"{key}: could not load {model!r} from {folder}: {type(error).__name__}: {first}")

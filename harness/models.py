@@ -1,4 +1,5 @@
 """Classifiers. Each takes [0, 1] images, normalizes inside, and exposes ``features`` for embeddings."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,9 +7,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from safetensors.torch import load_file
+from torch import nn
 
 from harness.config import build
 from harness.registry import get_model, register_model
@@ -48,15 +48,21 @@ class SmallCNN(Classifier):
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
 
-        self.body = nn.Sequential(block(channels, w), block(w, 2 * w), block(2 * w, 4 * w),
-                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout))
+        self.body = nn.Sequential(
+            block(channels, w),
+            block(w, 2 * w),
+            block(2 * w, 4 * w),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+        )
         self.head = nn.Linear(4 * w, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body((x - 0.5) / 0.5)
 
     @classmethod
-    def from_config(cls, cfg, num_classes: int, channels: int) -> "SmallCNN":
+    def from_config(cls, cfg, num_classes: int, channels: int) -> SmallCNN:
         p = build(SmallCNNParams, cfg.model.params, "model.params")
         return cls(num_classes, channels, p.width, p.dropout)
 
@@ -68,8 +74,9 @@ def build_model(cfg, num_classes: int, channels: int, class_names: list[str] | N
     return cls.from_config(cfg, num_classes, channels, **extra)
 
 
-def classification_loss(logits: torch.Tensor, y: torch.Tensor, kind: str,
-                        log_prior: torch.Tensor | None = None) -> torch.Tensor:
+def classification_loss(
+    logits: torch.Tensor, y: torch.Tensor, kind: str, log_prior: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cross-entropy, or Balanced Softmax (Ren et al. 2020): CE on logits shifted by the log class prior."""
     if kind == "balanced_softmax":
         logits = logits + log_prior.to(logits.device)

@@ -1,6 +1,7 @@
 """The paper's classifiers: ResNet-10 (ImageNet-LT), a torchvision ResNet-50 ERM option, and FLYP fine-tuning of
 CLIP (iWildCam). Images arrive in [0, 1]; each model normalizes (and for CLIP resizes) inside.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ class TorchvisionResNet(Classifier):
         return bool(build(ResNetParams, cfg.model.params, "model.params").weights)
 
     @classmethod
-    def from_config(cls, cfg, num_classes: int, channels: int) -> "TorchvisionResNet":
+    def from_config(cls, cfg, num_classes: int, channels: int) -> TorchvisionResNet:
         p = build(ResNetParams, cfg.model.params, "model.params")
         net = ResNet(cls.block, list(cls.layers), num_classes=num_classes)
         if p.weights:
@@ -74,8 +75,10 @@ def load_backbone_weights(net: ResNet, path: str) -> None:
 
     p = Path(path).expanduser()
     if not p.is_file():
-        raise FileNotFoundError(f"model.params.weights: no file {p} (a local torchvision state dict; nothing is "
-                                f"downloaded: save one with torchvision.models.resnet50(weights=...).state_dict())")
+        raise FileNotFoundError(
+            f"model.params.weights: no file {p} (a local torchvision state dict; nothing is "
+            f"downloaded: save one with torchvision.models.resnet50(weights=...).state_dict())"
+        )
     state = load_weights(p)
     own = net.state_dict()
     state = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
@@ -131,16 +134,23 @@ class ClipFlyp(Classifier):
         self.normalize = Normalize(CLIP_MEAN, CLIP_STD)
         self.image_size = clip.config.vision_config.image_size
         prompts = [t.format(name=n) for n in class_names for t in templates]  # class-major
-        tokens = tokenizer(prompts, padding="max_length", truncation=True,
-                           max_length=min(77, tokenizer.model_max_length), return_tensors="pt")
-        self.register_buffer("prompt_ids", tokens.input_ids.view(len(class_names), len(templates), -1),
-                             persistent=False)
-        self.register_buffer("prompt_mask", tokens.attention_mask.view(len(class_names), len(templates), -1),
-                             persistent=False)
+        tokens = tokenizer(
+            prompts,
+            padding="max_length",
+            truncation=True,
+            max_length=min(77, tokenizer.model_max_length),
+            return_tensors="pt",
+        )
+        self.register_buffer(
+            "prompt_ids", tokens.input_ids.view(len(class_names), len(templates), -1), persistent=False
+        )
+        self.register_buffer(
+            "prompt_mask", tokens.attention_mask.view(len(class_names), len(templates), -1), persistent=False
+        )
         self._class_embeddings = None  # cached in eval mode
 
     @classmethod
-    def from_config(cls, cfg, num_classes: int, channels: int, class_names: list[str] | None = None) -> "ClipFlyp":
+    def from_config(cls, cfg, num_classes: int, channels: int, class_names: list[str] | None = None) -> ClipFlyp:
         from harness.scorers.clip import load_clip
 
         p = build(FlypParams, cfg.model.params, "model.params")

@@ -5,6 +5,7 @@ Methods and seeds of one experiment share the base model and the synthetic pool.
 each phase has its own module (``base_model``, ``hard_samples``, ``spectrum``, ``filter``, ``curriculum``,
 ``train``, ``evaluate``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,15 @@ from harness import distributed as dist
 from harness.base_model import train_base
 from harness.cache_keys import base_key, pool_key, scorer_key  # noqa: F401 (reports import them from here)
 from harness.config import Config
-from harness.curriculum import (Curriculum, StageContext, epoch_parts, guidance_val_probe, split_guidance_val,
-                                stage_of_epoch, tail_share)
+from harness.curriculum import (
+    Curriculum,
+    StageContext,
+    epoch_parts,
+    guidance_val_probe,
+    split_guidance_val,
+    stage_of_epoch,
+    tail_share,
+)
 from harness.data import DatasetBundle, load_dataset
 from harness.data.verify import drop_corrupt
 from harness.distributed import is_main, local_device
@@ -33,8 +41,15 @@ from harness.models import build_model
 from harness.prepared import Prepared
 from harness.registry import get_generator, get_method, get_scorer
 from harness.seeding import seed_everything
-from harness.spectrum import (generate_spectrum, generation_lock, load_pool_images, mark_complete, plan_spectrum,
-                              read_manifest, wait_for_shards)
+from harness.spectrum import (
+    generate_spectrum,
+    generation_lock,
+    load_pool_images,
+    mark_complete,
+    plan_spectrum,
+    read_manifest,
+    wait_for_shards,
+)
 from harness.train import Trainer, log_prior
 from harness.workdir import cache_dir
 
@@ -49,15 +64,17 @@ def pick_device(cfg: Config) -> torch.device:
     return device
 
 
-# --------------------------------------------------------------------------- phases 1–4: base → hard → spectrum → filter
+# ------------------------------------------------------------------------ phases 1–4: base → hard → spectrum → filter
+
 
 def needs_pool(cfg: Config, methods: list[str]) -> bool:
     """Synthetic methods train on the pool; the real-only control draws as many real images as they would."""
     return any(get_method(m).synthetic or get_method(m).real_stand_in for m in methods)
 
 
-def prepare(cfg: Config, workdir: Path, methods: list[str] | None = None, progress: bool = True,
-            rank: int = 0, world: int = 1) -> Prepared:
+def prepare(
+    cfg: Config, workdir: Path, methods: list[str] | None = None, progress: bool = True, rank: int = 0, world: int = 1
+) -> Prepared:
     methods = methods or cfg.methods
     cache, device, timings = cache_dir(workdir), pick_device(cfg), {}
     t = time.perf_counter()
@@ -91,12 +108,20 @@ def prepare(cfg: Config, workdir: Path, methods: list[str] | None = None, progre
     scored = score_spectrum(cfg, data, read_manifest(pool_dir), pool_dir, cache, device, progress)
     timings["score_s"] = time.perf_counter() - t
     pool = apply_filter(scored, cfg.filter.threshold)
-    return Prepared(cfg, data, device, base_state, hard, pool, pool_dir, load_pool_images(pool, pool_dir, cfg, data),
-                    timings)
+    return Prepared(
+        cfg, data, device, base_state, hard, pool, pool_dir, load_pool_images(pool, pool_dir, cfg, data), timings
+    )
 
 
-def score_spectrum(cfg: Config, data: DatasetBundle, manifest: pd.DataFrame, pool_dir: Path, cache: Path,
-                   device: torch.device, progress: bool) -> pd.DataFrame:
+def score_spectrum(
+    cfg: Config,
+    data: DatasetBundle,
+    manifest: pd.DataFrame,
+    pool_dir: Path,
+    cache: Path,
+    device: torch.device,
+    progress: bool,
+) -> pd.DataFrame:
     """Every synthetic image's scores; under DDP each rank scores a contiguous block of the sources."""
     name, rank, world = f"scores-{scorer_key(cfg)}", dist.rank(), dist.world()
     with lock(pool_dir / (name if world == 1 else f"{name}.shard{rank:03d}")):
@@ -107,6 +132,7 @@ def score_spectrum(cfg: Config, data: DatasetBundle, manifest: pd.DataFrame, poo
 
 
 # --------------------------------------------------------------------------- phase 5: curriculum fine-tuning
+
 
 @dataclass
 class RunResult:
@@ -135,8 +161,15 @@ class RunState:
     levels: tuple[float, ...] = ()  # the current stage's λ levels
 
 
-def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: Path | None = None,
-              progress: bool = True, on_epoch=None) -> RunResult:
+def fine_tune(
+    prep: Prepared,
+    method_name: str,
+    seed: int,
+    run=None,
+    ckpt_dir: Path | None = None,
+    progress: bool = True,
+    on_epoch=None,
+) -> RunResult:
     """Fine-tune with one method's curriculum, from the base model or the pretrained weights (``train.init``);
     select on validation; evaluate on test.
 
@@ -148,8 +181,17 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
     model = build_model(cfg, data.num_classes, data.channels, data.class_names)
     if cfg.train.init == "base":
         model.load_state_dict(prep.base_state)
-    trainer = Trainer(model, cfg.train, cfg.train.epochs, log_prior(data), seed, device, data.num_workers,
-                      distributed=True, transform=data.train_transform)  # one DDP rank under torchrun
+    trainer = Trainer(
+        model,
+        cfg.train,
+        cfg.train.epochs,
+        log_prior(data),
+        seed,
+        device,
+        data.num_workers,
+        distributed=True,
+        transform=data.train_transform,
+    )  # one DDP rank under torchrun
     trainer.current_epoch = 0
     rng = np.random.default_rng(seed)
     levels = cfg.method_levels(method)
@@ -158,7 +200,8 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
     ctx = StageContext(levels, n_stages, rng)
     if method.adaptive:
         ctx.probe = guidance_val_probe(
-            prep, trainer, held, lambda: epoch_parts(prep, method, (), True, train_sources, rng))
+            prep, trainer, held, lambda: epoch_parts(prep, method, (), True, train_sources, rng)
+        )
 
     state = RunState()
     ckpt = ckpt_dir / "checkpoint.pt" if ckpt_dir else None
@@ -168,8 +211,13 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(state.epoch, cfg.train.epochs), desc=f"{method_name} seed {seed}", unit="epoch",
-               disable=not progress, mininterval=1)
+    bar = tqdm(
+        range(state.epoch, cfg.train.epochs),
+        desc=f"{method_name} seed {seed}",
+        unit="epoch",
+        disable=not progress,
+        mininterval=1,
+    )
     for epoch in bar:
         trainer.current_epoch = epoch
         stage = stage_of_epoch(epoch, cfg.train.curriculum_epochs, n_stages)
@@ -178,19 +226,33 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
             state.levels = dist.share(tuple(method.stage_levels(stage, ctx))) if levels else ()
             state.stage = stage
             ctx.history.append(state.levels)
-            state.stages.append({"stage": stage, "first_epoch": epoch, "levels": list(state.levels),
-                                 **({"real_stand_in": True} if method.real_stand_in else {})})
+            state.stages.append(
+                {
+                    "stage": stage,
+                    "first_epoch": epoch,
+                    "levels": list(state.levels),
+                    **({"real_stand_in": True} if method.real_stand_in else {}),
+                }
+            )
         in_curriculum = stage is not None
         stage_levels = state.levels if in_curriculum else ()
         parts = epoch_parts(prep, method, stage_levels, in_curriculum, train_sources, rng)
         loss = trainer.train_epoch(parts, epoch)
-        val_metrics, _ = evaluate_split(trainer.model, data, data.val_split, device, data.num_workers, trainer.amp,
-                                        distributed=True)
+        val_metrics, _ = evaluate_split(
+            trainer.model, data, data.val_split, device, data.num_workers, trainer.amp, distributed=True
+        )
         lam = float(np.mean(stage_levels)) if stage_levels and method.synthetic else 1.0
         n_syn = sum(len(p.indices) for p in parts if p.images is prep.pool_images)
-        row = {"epoch": epoch, "train/loss": loss, "curriculum/lambda": lam, "curriculum/synthetic": n_syn,
-               "curriculum/tail_share": tail_share(parts), "curriculum/images": sum(len(p.indices) for p in parts),
-               "lr": trainer.opt.param_groups[0]["lr"], **{f"val/{k}": v for k, v in val_metrics.items()}}
+        row = {
+            "epoch": epoch,
+            "train/loss": loss,
+            "curriculum/lambda": lam,
+            "curriculum/synthetic": n_syn,
+            "curriculum/tail_share": tail_share(parts),
+            "curriculum/images": sum(len(p.indices) for p in parts),
+            "lr": trainer.opt.param_groups[0]["lr"],
+            **{f"val/{k}": v for k, v in val_metrics.items()},
+        }
         state.history.append(row)
         score = row.get(cfg.train.select_on, float("nan"))
         if score > state.best:
@@ -208,10 +270,22 @@ def fine_tune(prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir: P
     if state.best_state is not None:
         trainer.model.load_state_dict(state.best_state)
     test_metrics, predictions = evaluate_final(trainer.model, data, device, trainer.amp)
-    val_metrics = {k: v for k, v in state.history[state.best_epoch].items() if k.startswith("val/")} \
-        if state.best_epoch >= 0 else {}
-    return RunResult(method_name, seed, run.id if run else None, test_metrics, val_metrics, state.best_epoch,
-                     state.stages, predictions, state.history)
+    val_metrics = (
+        {k: v for k, v in state.history[state.best_epoch].items() if k.startswith("val/")}
+        if state.best_epoch >= 0
+        else {}
+    )
+    return RunResult(
+        method_name,
+        seed,
+        run.id if run else None,
+        test_metrics,
+        val_metrics,
+        state.best_epoch,
+        state.stages,
+        predictions,
+        state.history,
+    )
 
 
 def evaluate_final(model, data: DatasetBundle, device, amp=None) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
@@ -233,8 +307,7 @@ def log_row(run, row: dict) -> None:
 def save_checkpoint(path: Path, trainer: Trainer, rng: np.random.Generator, state: RunState) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:  # plain types only, so loading needs no pickle (weights_only)
-        torch.save({"trainer": trainer.state(), "rng": rng.bit_generator.state,
-                    "state": vars(state)}, tmp)
+        torch.save({"trainer": trainer.state(), "rng": rng.bit_generator.state, "state": vars(state)}, tmp)
 
 
 def resume(path: Path, trainer: Trainer, rng: np.random.Generator, run=None) -> RunState:

@@ -1,4 +1,5 @@
 """Pictures logged with every run: the spectrum grid, training curves and the λ per stage."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -14,8 +15,9 @@ def spectrum_grid(pool: pd.DataFrame, pool_dir, train, n_sources: int = 8, seed_
     """Rows: hard sources; columns: the real image, then λ from text-only to near-real; titles: filter scores."""
     levels = sorted(pool.lam.unique())
     sources = list(dict.fromkeys(pool.source_index))[:n_sources]
-    fig, axes = plt.subplots(len(sources), len(levels) + 1, squeeze=False,
-                             figsize=(1.3 * (len(levels) + 1), 1.4 * len(sources)))
+    fig, axes = plt.subplots(
+        len(sources), len(levels) + 1, squeeze=False, figsize=(1.3 * (len(levels) + 1), 1.4 * len(sources))
+    )
     for r, src in enumerate(sources):
         axes[r, 0].imshow(train.raw(int(src)), cmap="gray")
         axes[r, 0].set_title("real" if r == 0 else "", fontsize=8)
@@ -26,8 +28,9 @@ def spectrum_grid(pool: pd.DataFrame, pool_dir, train, n_sources: int = 8, seed_
                 row = row.iloc[0]
                 ax.imshow(Image.open(pool_dir / row.file), cmap="gray")
                 color = "green" if row.keep else "red"
-                ax.set_title(f"λ={lam:g}\n{row.text_score:.2f}" if r == 0 else f"{row.text_score:.2f}",
-                             fontsize=7, color=color)
+                ax.set_title(
+                    f"λ={lam:g}\n{row.text_score:.2f}" if r == 0 else f"{row.text_score:.2f}", fontsize=7, color=color
+                )
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle("synthetic spectrum (title: image–text score; red = filtered out)", fontsize=8)

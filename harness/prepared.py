@@ -1,4 +1,5 @@
 """What the phases before fine-tuning hand to every method and seed."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -9,12 +9,14 @@ package's own (``pyproject.toml``) and a plugin's from its package, e.g.::
 Loading an entry point imports its module; a component registered there with the decorator keeps its decorator's
 attributes, one that is not is registered under the entry point's name.
 """
+
 from __future__ import annotations
 
 import difflib
 import fnmatch
+from collections.abc import Callable
 from importlib.metadata import EntryPoint, distributions
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -55,9 +57,7 @@ class Registry:
         if name not in self._entries:
             close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.4)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise UnknownNameError(
-                f"unknown {self.kind} {name!r}{hint} (known: {', '.join(sorted(self._entries))})"
-            )
+            raise UnknownNameError(f"unknown {self.kind} {name!r}{hint} (known: {', '.join(sorted(self._entries))})")
         return self._entries[name]
 
     def list(self, pattern: str = "*") -> list[str]:
@@ -71,20 +71,24 @@ class Registry:
         self._loaded = True
         found = component_entry_points(self.group)
         if not any(dist == "discl-harness" for _, dist in found):
-            raise PluginError(f"no built-in {self.kind}s: discl-harness is not installed (run `pip install -e .` "
-                              "in the repository), so its entry points are missing")
+            raise PluginError(
+                f"no built-in {self.kind}s: discl-harness is not installed (run `pip install -e .` "
+                "in the repository), so its entry points are missing"
+            )
         for ep, dist in found:
             try:
                 obj = ep.load()
             except Exception as e:
-                raise PluginError(f"{self.kind} {ep.name!r} = {ep.value} (package {dist}) failed to load: "
-                                  f"{type(e).__name__}: {e}") from e
+                raise PluginError(
+                    f"{self.kind} {ep.name!r} = {ep.value} (package {dist}) failed to load: {type(e).__name__}: {e}"
+                ) from e
             registered = getattr(obj, "registry_name", None)
             if registered is None:
                 self.register(ep.name)(obj)
             elif registered != ep.name:
-                raise PluginError(f"{self.kind} entry point {ep.name!r} ({ep.value}) is registered as "
-                                  f"{registered!r}: use one name")
+                raise PluginError(
+                    f"{self.kind} entry point {ep.name!r} ({ep.value}) is registered as {registered!r}: use one name"
+                )
 
 
 def component_entry_points(group: str) -> list[tuple[EntryPoint, str]]:

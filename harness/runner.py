@@ -1,4 +1,5 @@
 """`harness run`: prepare the shared phases, then one tracked fine-tuning run per (method, seed)."""
+
 from __future__ import annotations
 
 import logging
@@ -15,9 +16,9 @@ from harness import plots
 from harness.config import Config, stable_hash, validate
 from harness.domain import domain_frame
 from harness.filter import acceptance_by_level
+from harness.io import read_json, write_json
 from harness.pipeline import Prepared, RunResult, fine_tune, prepare
 from harness.registry import get_method
-from harness.io import read_json, write_json
 from harness.tracking import Run, client, dataset_entity, digest_of, log_model, run_in_store, state_mb
 from harness.workdir import cache_dir
 
@@ -38,9 +39,14 @@ def finished_run(workdir: Path, cfg: Config, method: str, seed: int, config_hash
     exp = c.get_experiment_by_name(cfg.name)
     if exp is None:
         return None
-    runs = c.search_runs([exp.experiment_id], filter_string=(
-        f"tags.method = '{method}' and tags.seed = '{seed}' and tags.config_hash = '{config_hash}' "
-        "and attributes.status = 'FINISHED'"), max_results=1)
+    runs = c.search_runs(
+        [exp.experiment_id],
+        filter_string=(
+            f"tags.method = '{method}' and tags.seed = '{seed}' and tags.config_hash = '{config_hash}' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        max_results=1,
+    )
     return runs[0] if runs else None
 
 
@@ -49,13 +55,24 @@ POOL_SCORE_COLUMNS = ["key", "source_index", "label", "lam", "seed_index", "text
 
 def class_counts(prep: Prepared) -> pd.DataFrame:
     data = prep.data
-    return pd.DataFrame({"class": np.arange(data.num_classes), "name": data.class_names,
-                         "train_count": data.train_counts, "shot_group": data.shot_group()})
+    return pd.DataFrame(
+        {
+            "class": np.arange(data.num_classes),
+            "name": data.class_names,
+            "train_count": data.train_counts,
+            "shot_group": data.shot_group(),
+        }
+    )
 
 
 def log_run_outputs(run: Run, cfg: Config, prep: Prepared, result: RunResult, grid_path: Path | None) -> None:
-    run.log_metrics({**result.test_metrics, **{f"best/{k}": v for k, v in result.val_metrics.items()},
-                     "best/epoch": result.best_epoch})
+    run.log_metrics(
+        {
+            **result.test_metrics,
+            **{f"best/{k}": v for k, v in result.val_metrics.items()},
+            "best/epoch": result.best_epoch,
+        }
+    )
     run.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
     for split, frame in result.predictions.items():
         run.log_frame(frame, f"predictions/{split}.csv")
@@ -75,8 +92,15 @@ def log_run_outputs(run: Run, cfg: Config, prep: Prepared, result: RunResult, gr
         run.log_frame(domain_frame(prep), "spectrum/domain.csv")  # judge vs target-domain classifier per λ
 
 
-def run_experiment(cfg: Config, workdir: Path, methods: list[str] | None = None, seeds: list[int] | None = None,
-                   progress: bool = True, tags: dict | None = None, force: bool = False) -> pd.DataFrame:
+def run_experiment(
+    cfg: Config,
+    workdir: Path,
+    methods: list[str] | None = None,
+    seeds: list[int] | None = None,
+    progress: bool = True,
+    tags: dict | None = None,
+    force: bool = False,
+) -> pd.DataFrame:
     """Every (method, seed); returns one row per run with its test metrics and MLflow run id.
 
     Under torchrun (DDP) every rank trains each run in lockstep; rank 0 decides what to run, scores the pool,
@@ -90,8 +114,15 @@ def run_experiment(cfg: Config, workdir: Path, methods: list[str] | None = None,
             done = None if force else finished_run(workdir, cfg, m, s, h)
             if done is not None:
                 log.info("%s seed %d: finished run %s found, reusing it", m, s, done.info.run_id)
-                rows.append({"method": m, "seed": s, "run_id": done.info.run_id, "cached": True,
-                             **{k: v for k, v in done.data.metrics.items() if k.startswith("test")}})
+                rows.append(
+                    {
+                        "method": m,
+                        "seed": s,
+                        "run_id": done.info.run_id,
+                        "cached": True,
+                        **{k: v for k, v in done.data.metrics.items() if k.startswith("test")},
+                    }
+                )
             else:
                 todo.append((m, s, h))
     todo = dist.share(todo)
@@ -116,8 +147,18 @@ def prepare_all_ranks(cfg: Config, workdir: Path, methods: list[str], progress: 
     return prep
 
 
-def run_one(cfg: Config, workdir: Path, prep: Prepared, method: str, seed: int, config_hash: str,
-            grid_path: Path | None, progress: bool, tags: dict | None = None, force: bool = False) -> dict:
+def run_one(
+    cfg: Config,
+    workdir: Path,
+    prep: Prepared,
+    method: str,
+    seed: int,
+    config_hash: str,
+    grid_path: Path | None,
+    progress: bool,
+    tags: dict | None = None,
+    force: bool = False,
+) -> dict:
     ckpt_dir = cache_dir(workdir) / "runs" / f"{cfg.name}-{method}-seed{seed}-{config_hash}"
     if not dist.is_main():  # a DDP rank: train in lockstep with rank 0, which tracks and checkpoints
         dist.barrier()  # rank 0 has cleared (force) or kept the checkpoint
@@ -127,9 +168,22 @@ def run_one(cfg: Config, workdir: Path, prep: Prepared, method: str, seed: int, 
         shutil.rmtree(ckpt_dir)  # a forced rerun starts from the base model, in a new MLflow run
     c = client(workdir)
     run_id = remembered_run_id(ckpt_dir, c)
-    run = Run(workdir, cfg.name, f"{method}-seed{seed}", run_id=run_id, tags={
-        "method": method, "dataset": cfg.data.name, "seed": str(seed), "generator": cfg.generator.name,
-        "scorer": cfg.scorer.name, "config_hash": config_hash, "experiment": cfg.name, **(tags or {})})
+    run = Run(
+        workdir,
+        cfg.name,
+        f"{method}-seed{seed}",
+        run_id=run_id,
+        tags={
+            "method": method,
+            "dataset": cfg.data.name,
+            "seed": str(seed),
+            "generator": cfg.generator.name,
+            "scorer": cfg.scorer.name,
+            "config_hash": config_hash,
+            "experiment": cfg.name,
+            **(tags or {}),
+        },
+    )
     if cfg.tracking.system_metrics:
         run.start_system_metrics(cfg.tracking.system_metrics_interval_s)
     if run_id is None:  # a new run in this store (resuming from the cached checkpoint, if any, re-logs its epochs)
@@ -138,12 +192,21 @@ def run_one(cfg: Config, workdir: Path, prep: Prepared, method: str, seed: int, 
         run.log_params(cfg.to_dict() | {"method": method, "seed": seed})
         run.log_inputs(dataset_inputs(cfg, prep, method))
         if prep.data.corrupt:
-            run.log_text("\n".join(f"{split}\t{path}\t{reason}" for split, rows in prep.data.corrupt.items()
-                                    for path, reason in rows), "data/corrupt_images.tsv")
-        run.log_metrics({"data/corrupt_images": sum(len(v) for v in prep.data.corrupt.values()),
-                         "hard/count": len(prep.hard), "spectrum/generated": len(prep.pool),
-                         "spectrum/kept": int(prep.pool.keep.sum()) if len(prep.pool) else 0,
-                         **{f"time/{k}": v for k, v in prep.timings.items()}})
+            run.log_text(
+                "\n".join(
+                    f"{split}\t{path}\t{reason}" for split, rows in prep.data.corrupt.items() for path, reason in rows
+                ),
+                "data/corrupt_images.tsv",
+            )
+        run.log_metrics(
+            {
+                "data/corrupt_images": sum(len(v) for v in prep.data.corrupt.values()),
+                "hard/count": len(prep.hard),
+                "spectrum/generated": len(prep.pool),
+                "spectrum/kept": int(prep.pool.keep.sum()) if len(prep.pool) else 0,
+                **{f"time/{k}": v for k, v in prep.timings.items()},
+            }
+        )
     dist.barrier()
     try:
         result = fine_tune(prep, method, seed, run, ckpt_dir, progress)
@@ -188,8 +251,9 @@ def method_description(cfg: Config, method: str) -> str:
     head = f"{method}" + (f" ({', '.join(f'{k}={v}' for k, v in params.items())})" if params else "")
     epochs, cur = cfg.train.epochs, cfg.train.curriculum_epochs
     if cls.synthetic:
-        levels = cfg.curriculum.adaptive_levels if cls.adaptive and cfg.curriculum.adaptive_levels \
-            else cfg.curriculum_levels
+        levels = (
+            cfg.curriculum.adaptive_levels if cls.adaptive and cfg.curriculum.adaptive_levels else cfg.curriculum_levels
+        )
         what = f"λ {fmt_levels(sorted(levels))} over the first {cur} of {epochs} epochs, then real data only"
     elif cls.rebalance:
         what = f"real images only, re-balanced in the first {cur} of {epochs} epochs"
@@ -208,26 +272,46 @@ def dataset_inputs(cfg: Config, prep: Prepared, method: str) -> list[tuple[dict,
     for split, context in contexts.items():
         images = data.splits[split]
         counts = np.bincount(images.labels, minlength=data.num_classes)
-        profile = {"num_rows": len(images), "num_classes": int((counts > 0).sum()),
-                   "min_per_class": int(counts.min()), "max_per_class": int(counts.max()), "split": split}
-        out.append((dataset_entity(f"{cfg.data.name}/{split}", digest_of(images.ids, images.labels),
-                                   source if kind == "code" else f"{source}#{split}", profile, kind), context))
+        profile = {
+            "num_rows": len(images),
+            "num_classes": int((counts > 0).sum()),
+            "min_per_class": int(counts.min()),
+            "max_per_class": int(counts.max()),
+            "split": split,
+        }
+        out.append(
+            (
+                dataset_entity(
+                    f"{cfg.data.name}/{split}",
+                    digest_of(images.ids, images.labels),
+                    source if kind == "code" else f"{source}#{split}",
+                    profile,
+                    kind,
+                ),
+                context,
+            )
+        )
     if get_method(method).synthetic and prep.pool_dir is not None and len(prep.pool):
         pool = prep.pool
         kept = pool[pool.keep]
-        profile = {"num_rows": len(kept), "generated": len(pool), "kept": len(kept),
-                   "levels": sorted(float(x) for x in pool.lam.unique()),
-                   "kept_per_level": {f"{k:g}": int(v) for k, v in kept.groupby("lam").size().items()},
-                   "generator": cfg.generator.name, "scorer": cfg.scorer.name, "filter_threshold": cfg.filter.threshold,
-                   "cache_key": prep.pool_dir.name}
+        profile = {
+            "num_rows": len(kept),
+            "generated": len(pool),
+            "kept": len(kept),
+            "levels": sorted(float(x) for x in pool.lam.unique()),
+            "kept_per_level": {f"{k:g}": int(v) for k, v in kept.groupby("lam").size().items()},
+            "generator": cfg.generator.name,
+            "scorer": cfg.scorer.name,
+            "filter_threshold": cfg.filter.threshold,
+            "cache_key": prep.pool_dir.name,
+        }
         # the pool's cache key, then which of its images the scorer and threshold kept
         digest = f"{prep.pool_dir.name}-{stable_hash([cfg.scorer.name, cfg.scorer.params, cfg.filter.threshold], 6)}"
         out.append((dataset_entity("synthetic_pool", digest, str(prep.pool_dir), profile), "training"))
     return out
 
 
-def log_selected_model(run: Run, cfg: Config, workdir: Path, prep: Prepared, result: RunResult,
-                       ckpt_dir: Path) -> None:
+def log_selected_model(run: Run, cfg: Config, workdir: Path, prep: Prepared, result: RunResult, ckpt_dir: Path) -> None:
     """The validation-selected weights (from the run's last checkpoint) as the run's logged model, when
     ``tracking.log_model`` says so: ``auto`` logs models up to ``tracking.max_model_mb``."""
     import torch
@@ -247,13 +331,32 @@ def log_selected_model(run: Run, cfg: Config, workdir: Path, prep: Prepared, res
     data = prep.data
     model = build_model(cfg, data.num_classes, data.channels, data.class_names)
     model.load_state_dict(state)
-    info = {"config": cfg.to_dict() | {"methods": [result.method], "seeds": [result.seed]},
-            "num_classes": data.num_classes, "channels": data.channels, "class_names": list(data.class_names),
-            "method": result.method, "seed": result.seed, "best_epoch": result.best_epoch,
-            "test_metrics": {k: float(v) for k, v in result.test_metrics.items()}}
-    log_model(run, cfg.name, workdir, model, info, f"{result.method}-seed{result.seed}", max(result.best_epoch, 0),
-              params={"method": result.method, "seed": result.seed, "model": cfg.model.name,
-                      "size_mb": round(mb, 2), "best_epoch": result.best_epoch})
+    info = {
+        "config": cfg.to_dict() | {"methods": [result.method], "seeds": [result.seed]},
+        "num_classes": data.num_classes,
+        "channels": data.channels,
+        "class_names": list(data.class_names),
+        "method": result.method,
+        "seed": result.seed,
+        "best_epoch": result.best_epoch,
+        "test_metrics": {k: float(v) for k, v in result.test_metrics.items()},
+    }
+    log_model(
+        run,
+        cfg.name,
+        workdir,
+        model,
+        info,
+        f"{result.method}-seed{result.seed}",
+        max(result.best_epoch, 0),
+        params={
+            "method": result.method,
+            "seed": result.seed,
+            "model": cfg.model.name,
+            "size_mb": round(mb, 2),
+            "best_epoch": result.best_epoch,
+        },
+    )
     run.set_tags({"model_logged": "yes"})
 
 

@@ -1,4 +1,5 @@
 """Reproducible randomness: one seed per run, and stable per-sample generator seeds."""
+
 from __future__ import annotations
 
 import hashlib

@@ -4,6 +4,7 @@ Images are written beside a JSON-lines manifest, which is the truth about what e
 (atomically) before its manifest row, so a killed job resumes where it stopped and never duplicates a row.
 Work is split into shards by contiguous blocks of sources, so ``world`` processes each generate a disjoint part.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,10 @@ class PlannedImage:
 
 # what loaders call a class they have no name for (``class_17``, FLYP's ``class 3``)
 PLACEHOLDER_NAME = re.compile(r"class[ _-]?\d+", re.IGNORECASE)
-HOW_TO_NAME = ("give the class names in a file: imagenet_lt data.params.class_names (one name per line in label "
-               "order, or JSON), iwildcam data.params.common_names (JSON {y: name})")
+HOW_TO_NAME = (
+    "give the class names in a file: imagenet_lt data.params.class_names (one name per line in label "
+    "order, or JSON), iwildcam data.params.common_names (JSON {y: name})"
+)
 
 
 def check_class_names(class_names: list[str], labels) -> None:
@@ -51,8 +54,10 @@ def check_class_names(class_names: list[str], labels) -> None:
     unnamed = [int(c) for c in labels if PLACEHOLDER_NAME.fullmatch(class_names[int(c)].strip())]
     if unnamed:
         c = unnamed[0]
-        raise ConfigError(f"spectrum: class {c} has no name ({class_names[c]!r}; {len(unnamed)} classes with hard "
-                          f"images are unnamed), so its prompts cannot depict it; {HOW_TO_NAME}")
+        raise ConfigError(
+            f"spectrum: class {c} has no name ({class_names[c]!r}; {len(unnamed)} classes with hard "
+            f"images are unnamed), so its prompts cannot depict it; {HOW_TO_NAME}"
+        )
 
 
 def read_descriptions(path: str) -> dict[str, list[str]]:
@@ -64,9 +69,10 @@ def read_descriptions(path: str) -> dict[str, list[str]]:
         data = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"spectrum.descriptions: {file} is not valid JSON ({e})") from None
-    if not isinstance(data, dict) or not all(isinstance(v, str) or (isinstance(v, list) and all(
-            isinstance(x, str) for x in v)) for v in data.values()):
-        raise ConfigError(f"spectrum.descriptions: {file}: expected {{\"class name\": [\"description\", ...], ...}}")
+    if not isinstance(data, dict) or not all(
+        isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)) for v in data.values()
+    ):
+        raise ConfigError(f'spectrum.descriptions: {file}: expected {{"class name": ["description", ...], ...}}')
     return {str(k): [v] if isinstance(v, str) else list(v) for k, v in data.items()}
 
 
@@ -80,11 +86,17 @@ def class_prompts(spec: SpectrumConfig, class_names: list[str], labels=None) -> 
     descriptions = read_descriptions(spec.descriptions)
     missing = [class_names[c] for c in labels if not descriptions.get(class_names[c])]
     if missing:
-        raise ConfigError(f"spectrum.descriptions: {spec.descriptions} has no descriptions for {len(missing)} of the "
-                          f"{len(labels)} classes to prompt, e.g. {', '.join(repr(m) for m in missing[:3])} (keys "
-                          "are the dataset's class names); add them or drop spectrum.descriptions")
-    return [[spec.description_prefix + d for d in descriptions[name]] if name in descriptions
-            else [spec.prompt.format(name=name)] for name in class_names]
+        raise ConfigError(
+            f"spectrum.descriptions: {spec.descriptions} has no descriptions for {len(missing)} of the "
+            f"{len(labels)} classes to prompt, e.g. {', '.join(repr(m) for m in missing[:3])} (keys "
+            "are the dataset's class names); add them or drop spectrum.descriptions"
+        )
+    return [
+        [spec.description_prefix + d for d in descriptions[name]]
+        if name in descriptions
+        else [spec.prompt.format(name=name)]
+        for name in class_names
+    ]
 
 
 def prompts_frame(pool: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
@@ -95,8 +107,7 @@ def prompts_frame(pool: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
     ordered = pool.sort_values(["label", "seed_index", "source_index", "lam"], kind="stable")
     prompts = ordered.groupby("label", sort=True)["prompt"].agg(lambda p: " | ".join(dict.fromkeys(p)))
     labels = prompts.index.astype(int)
-    return pd.DataFrame({"label": labels, "class_name": [class_names[c] for c in labels],
-                         "prompt": prompts.to_numpy()})
+    return pd.DataFrame({"label": labels, "class_name": [class_names[c] for c in labels], "prompt": prompts.to_numpy()})
 
 
 def safe_name(text: str) -> str:
@@ -115,10 +126,19 @@ def plan_spectrum(data: DatasetBundle, hard: np.ndarray, spec: SpectrumConfig) -
             sid, label = train.ids[i], int(train.labels[i])
             for s in range(spec.seeds):
                 options = prompts[label]
-                plan.append(PlannedImage(
-                    key=f"{sid}|{lam:.4f}|{s}", source_index=int(i), source_id=sid, label=label, lam=float(lam),
-                    seed_index=s, seed=sample_seed(sid, lam, s), prompt=options[s % len(options)],
-                    file=f"images/{safe_name(sid)}_l{round(lam * 1000):04d}_s{s}.png"))
+                plan.append(
+                    PlannedImage(
+                        key=f"{sid}|{lam:.4f}|{s}",
+                        source_index=int(i),
+                        source_id=sid,
+                        label=label,
+                        lam=float(lam),
+                        seed_index=s,
+                        seed=sample_seed(sid, lam, s),
+                        prompt=options[s % len(options)],
+                        file=f"images/{safe_name(sid)}_l{round(lam * 1000):04d}_s{s}.png",
+                    )
+                )
     return plan
 
 
@@ -142,19 +162,32 @@ def shard(plan: list[PlannedImage], rank: int, world: int) -> list[PlannedImage]
     return [p for p in plan if block[p.source_index] == rank]
 
 
-def generate_spectrum(generator: Generator, data: DatasetBundle, plan: list[PlannedImage], pool_dir: Path,
-                      batch_size: int, rank: int = 0, world: int = 1, progress: bool = True) -> int:
+def generate_spectrum(
+    generator: Generator,
+    data: DatasetBundle,
+    plan: list[PlannedImage],
+    pool_dir: Path,
+    batch_size: int,
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = True,
+) -> int:
     """Generate this shard's missing images; returns how many were made now."""
     pool_dir.mkdir(parents=True, exist_ok=True)
     done = set(read_manifest(pool_dir).key)
     mine = [p for p in shard(plan, rank, world) if p.key not in done]
     manifest = pool_dir / (f"manifest.shard{rank:03d}.jsonl" if world > 1 else "manifest.jsonl")
-    bar = tqdm(total=len(mine), desc=f"generate spectrum{f' [{rank}/{world}]' if world > 1 else ''}",
-               unit="img", disable=not progress, mininterval=2)
+    bar = tqdm(
+        total=len(mine),
+        desc=f"generate spectrum{f' [{rank}/{world}]' if world > 1 else ''}",
+        unit="img",
+        disable=not progress,
+        mininterval=2,
+    )
     for lam in sorted({p.lam for p in mine}):
         todo = [p for p in mine if p.lam == lam]
         for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
+            chunk = todo[start : start + batch_size]
             # each real image read once per batch, not once per seed
             raw = {i: data.train.raw(i) for i in dict.fromkeys(p.source_index for p in chunk)}
             items = [GenerationItem(p.source_id, raw[p.source_index], p.label, p.prompt, p.seed) for p in chunk]
@@ -186,13 +219,17 @@ def load_pool_images(pool: pd.DataFrame, pool_dir: Path, cfg: Config, data: Data
     if in_memory and len(pool) * channels * size * size * 4 < 512 * 2**20:
         from PIL import Image
 
-        images = torch.stack([to_tensor01(Image.open(pool_dir / f), size, channels) for f in pool.file]) \
-            if len(pool) else torch.zeros(0, channels, size, size)
+        images = (
+            torch.stack([to_tensor01(Image.open(pool_dir / f), size, channels) for f in pool.file])
+            if len(pool)
+            else torch.zeros(0, channels, size, size)
+        )
         return TensorImages(images, pool.label.to_numpy(), ids)
     return FileImages([pool_dir / f for f in pool.file], pool.label.to_numpy(), ids, size, channels)
 
 
 # --------------------------------------------------------------------------- shards of one job
+
 
 def generation_lock(pool_dir: Path, rank: int):
     """Rank 0 (or a one-process job) holds the pool's lock until the pool is complete, so a second job waits;

@@ -4,6 +4,7 @@ Everything goes through ``MlflowClient`` on the workdir's store (never the fluen
 carry MLflow's source tags and a description, their datasets (``log_inputs``), the validation-selected model (a
 LoggedModel: safetensors + the config that rebuilds it, plus MLflow's pytorch flavor) and system metrics.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -32,8 +33,9 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -57,8 +59,9 @@ def experiment_id(c, workdir: Path, name: str) -> str:
     with lock(workdir / "mlflow.db"):
         exp = c.get_experiment_by_name(name)
         if exp is None:
-            return c.create_experiment(name, artifact_location=f"{artifact_root(workdir)}/{name}",
-                                       tags={KIND_TAG: KIND})
+            return c.create_experiment(
+                name, artifact_location=f"{artifact_root(workdir)}/{name}", tags={KIND_TAG: KIND}
+            )
         if exp.tags.get(KIND_TAG) != KIND:  # experiments made before the tag existed get it now
             c.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
         return exp.experiment_id
@@ -98,8 +101,14 @@ def short_source(command: str) -> str:
 def source_tags() -> dict[str, str]:
     """MLflow's own source tags (the UI's Source and User columns), the full ``command`` and ``git_commit``."""
     commit, command = git_commit(), command_line()
-    return {"mlflow.source.type": "LOCAL", "mlflow.source.name": short_source(command)[:500], "command": command[:5000],
-            "mlflow.user": user(), "mlflow.source.git.commit": commit, "git_commit": commit}
+    return {
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": short_source(command)[:500],
+        "command": command[:5000],
+        "mlflow.user": user(),
+        "mlflow.source.git.commit": commit,
+        "git_commit": commit,
+    }
 
 
 def user() -> str:
@@ -112,8 +121,15 @@ def user() -> str:
 class Run:
     """A thin handle on one MLflow run (client API: safe with several runs in one process)."""
 
-    def __init__(self, workdir: Path, experiment: str, run_name: str, tags: dict[str, str] | None = None,
-                 run_id: str | None = None, parent_run_id: str | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        experiment: str,
+        run_name: str,
+        tags: dict[str, str] | None = None,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+    ):
         from mlflow.entities import Metric, Param, RunTag  # noqa: F401
 
         self.c = client(workdir)
@@ -137,8 +153,9 @@ class Run:
         """Datasets as MLflow dataset inputs: (``dataset_entity(...)`` fields, context) pairs."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
-        self.c.log_inputs(self.id, [DatasetInput(Dataset(**d), [InputTag("mlflow.data.context", context)])
-                                    for d, context in datasets])
+        self.c.log_inputs(
+            self.id, [DatasetInput(Dataset(**d), [InputTag("mlflow.data.context", context)]) for d, context in datasets]
+        )
 
     def start_system_metrics(self, interval_s: float = 10.0) -> None:
         """MLflow's system metrics (``system/cpu_utilization_percentage``, memory, disk, network, GPU with
@@ -146,8 +163,13 @@ class Run:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
         logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
-        self.monitor = SystemMetricsMonitor(self.id, sampling_interval=interval_s, samples_before_logging=1,
-                                            resume_logging=True, tracking_uri=self.c.tracking_uri)
+        self.monitor = SystemMetricsMonitor(
+            self.id,
+            sampling_interval=interval_s,
+            samples_before_logging=1,
+            resume_logging=True,
+            tracking_uri=self.c.tracking_uri,
+        )
         self.monitor.start()
 
     def stop_system_metrics(self) -> None:
@@ -167,7 +189,7 @@ class Run:
         existing = self.c.get_run(self.id).data.params
         items = [Param(k[:250], str(v)[:6000]) for k, v in flatten(params).items() if k[:250] not in existing]
         for start in range(0, len(items), 100):
-            self.c.log_batch(self.id, params=items[start:start + 100])
+            self.c.log_batch(self.id, params=items[start : start + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         import time
@@ -177,7 +199,7 @@ class Run:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v == v]  # NaN is not logged
         for start in range(0, len(items), 1000):
-            self.c.log_batch(self.id, metrics=items[start:start + 1000])
+            self.c.log_batch(self.id, metrics=items[start : start + 1000])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
@@ -206,8 +228,13 @@ class Run:
 
 def dataset_entity(name: str, digest: str, source: str, profile: dict, source_type: str = "local") -> dict:
     """The fields of an MLflow ``Dataset``: ``source`` a path or URI, ``profile`` shown in the UI."""
-    return {"name": name, "digest": digest[:36], "source_type": source_type, "source": json.dumps({"uri": source}),
-            "profile": json.dumps(profile)}
+    return {
+        "name": name,
+        "digest": digest[:36],
+        "source_type": source_type,
+        "source": json.dumps({"uri": source}),
+        "profile": json.dumps(profile),
+    }
 
 
 def digest_of(*columns) -> str:
@@ -225,17 +252,22 @@ def runs_frame(c, experiment_ids: list[str]) -> pd.DataFrame:
     while True:
         page = c.search_runs(experiment_ids, max_results=1000, page_token=token)
         for r in page:
-            rows.append({"run_id": r.info.run_id, "experiment_id": r.info.experiment_id, "status": r.info.status,
-                         "artifact_uri": r.info.artifact_uri,
-                         "start_time": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
-                         "end_time": pd.to_datetime(r.info.end_time, unit="ms", utc=True) if r.info.end_time else pd.NaT,
-                         **{f"metrics.{k}": v for k, v in r.data.metrics.items()},
-                         **{f"params.{k}": v for k, v in r.data.params.items()},
-                         **{f"tags.{k}": v for k, v in r.data.tags.items()}})
+            rows.append(
+                {
+                    "run_id": r.info.run_id,
+                    "experiment_id": r.info.experiment_id,
+                    "status": r.info.status,
+                    "artifact_uri": r.info.artifact_uri,
+                    "start_time": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
+                    "end_time": pd.to_datetime(r.info.end_time, unit="ms", utc=True) if r.info.end_time else pd.NaT,
+                    **{f"metrics.{k}": v for k, v in r.data.metrics.items()},
+                    **{f"params.{k}": v for k, v in r.data.params.items()},
+                    **{f"tags.{k}": v for k, v in r.data.tags.items()},
+                }
+            )
         token = page.token
         if not token:
             return pd.DataFrame(rows)
-
 
 
 # --------------------------------------------------------------------------- the selected model
@@ -270,8 +302,17 @@ def save_pytorch_flavor(model, folder: Path, example) -> None:
             q.setLevel(level)
 
 
-def log_model(run: Run, experiment: str, workdir: Path, model, info: dict, name: str, step: int,
-              params: dict[str, Any] | None = None, example=None) -> str:
+def log_model(
+    run: Run,
+    experiment: str,
+    workdir: Path,
+    model,
+    info: dict,
+    name: str,
+    step: int,
+    params: dict[str, Any] | None = None,
+    example=None,
+) -> str:
     """Log ``model`` as an MLflow LoggedModel of ``run`` (the run page's "Logged models"): MLflow's pytorch
     flavor (``mlflow.pytorch.load_model`` works on it) plus ``model.safetensors`` and ``harness_model.yaml``
     (``info``: the resolved config, class count, channels, class names), which ``load_model`` uses without
@@ -287,8 +328,13 @@ def log_model(run: Run, experiment: str, workdir: Path, model, info: dict, name:
     if example is None:
         size, channels = info["config"]["data"]["image_size"], info["channels"]
         example = torch.zeros(2, channels, size, size)
-    lm = run.c.create_logged_model(experiment_id(run.c, workdir, experiment), name=name, source_run_id=run.id,
-                                   params={k: str(v) for k, v in (params or {}).items()}, model_type="pytorch")
+    lm = run.c.create_logged_model(
+        experiment_id(run.c, workdir, experiment),
+        name=name,
+        source_run_id=run.id,
+        params={k: str(v) for k, v in (params or {}).items()},
+        model_type="pytorch",
+    )
     try:
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -309,8 +355,10 @@ def logged_model_id(c, run_id: str) -> str:
     outputs = c.get_run(run_id).outputs
     ids = [o.model_id for o in (outputs.model_outputs if outputs else [])]
     if not ids:
-        raise FileNotFoundError(f"MLflow run {run_id} has no logged model (tracking.log_model was off, or the "
-                                "model was over tracking.max_model_mb)")
+        raise FileNotFoundError(
+            f"MLflow run {run_id} has no logged model (tracking.log_model was off, or the "
+            "model was over tracking.max_model_mb)"
+        )
     return ids[-1]
 
 
@@ -329,8 +377,7 @@ def load_model(run_id: str, workdir: Path | str | None = None):
     c = client(wd)
     lm = c.get_logged_model(logged_model_id(c, run_id))
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(download_artifacts(artifact_uri=lm.artifact_location, dst_path=tmp,
-                                        tracking_uri=tracking_uri(wd)))
+        local = Path(download_artifacts(artifact_uri=lm.artifact_location, dst_path=tmp, tracking_uri=tracking_uri(wd)))
         info = yaml.safe_load((local / MODEL_INFO).read_text())
         cfg = build(Config, info["config"])
         model = build_model(cfg, info["num_classes"], info["channels"], info.get("class_names"))

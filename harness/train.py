@@ -1,4 +1,5 @@
 """The training loop: an epoch is a list of (split, indices) parts, drawn fresh by the curriculum each epoch."""
+
 from __future__ import annotations
 
 import contextlib
@@ -59,8 +60,17 @@ def rank_shard(perm: torch.Tensor, rank: int, world: int) -> torch.Tensor:
     return padded[rank::world]
 
 
-def batches(parts: list[Part], batch_size: int, g: torch.Generator, device: torch.device, workers: int = 0,
-            rank: int = 0, world: int = 1, transform=None, loader: "EpochLoader | None" = None):
+def batches(
+    parts: list[Part],
+    batch_size: int,
+    g: torch.Generator,
+    device: torch.device,
+    workers: int = 0,
+    rank: int = 0,
+    world: int = 1,
+    transform=None,
+    loader: EpochLoader | None = None,
+):
     """Shuffled batches over the union of ``parts``, as float images in [0, 1] on ``device``. In-memory splits
     without a transform are gathered by indexing, no DataLoader; otherwise each image is decoded to uint8 and
     transformed in ``loader`` (a new one unless the caller keeps one across epochs), and converted to float on the
@@ -113,9 +123,14 @@ class EpochLoader:
         if new or self.loader is None:
             self.splits += list({id(s): s for s in new}.values())
             view = ImageView([(s, np.arange(len(s))) for s in self.splits], self.transform)
-            self.loader = DataLoader(view, batch_size=self.batch_size, sampler=self.order,
-                                     num_workers=self.workers, pin_memory=self.device.type == "cuda",
-                                     persistent_workers=self.workers > 0)
+            self.loader = DataLoader(
+                view,
+                batch_size=self.batch_size,
+                sampler=self.order,
+                num_workers=self.workers,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=self.workers > 0,
+            )
         start = self.offsets()
         flat = torch.cat([torch.as_tensor(p.indices, dtype=torch.long) + start[id(p.images)] for p in parts])
         perm = torch.randperm(len(flat), generator=g)
@@ -139,10 +154,12 @@ def clear_shm_errors():
         if not any(sign in str(e).lower() for sign in SHM_SIGNS):
             raise
         free = shutil.disk_usage("/dev/shm").total // 2**20 if os.path.isdir("/dev/shm") else 0
-        raise DataError(f"DataLoader workers ran out of shared memory (/dev/shm holds {free} MB; they need about "
-                        "2 × workers × one batch of uint8 images, ~300 MB for 8 workers at batch 128 and 224 px): "
-                        "give the container more (docker run --shm-size=8g) or set data.params.num_workers: 0 "
-                        f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise DataError(
+            f"DataLoader workers ran out of shared memory (/dev/shm holds {free} MB; they need about "
+            "2 × workers × one batch of uint8 images, ~300 MB for 8 workers at batch 128 and 224 px): "
+            "give the container more (docker run --shm-size=8g) or set data.params.num_workers: 0 "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
 
 
 def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -159,8 +176,18 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 class Trainer:
     """Holds the model, optimizer and step count across the epochs of one run."""
 
-    def __init__(self, model, opt_cfg: OptimConfig, total_epochs: int, log_prior: torch.Tensor, seed: int,
-                 device: torch.device, workers: int = 0, distributed: bool = False, transform=None):
+    def __init__(
+        self,
+        model,
+        opt_cfg: OptimConfig,
+        total_epochs: int,
+        log_prior: torch.Tensor,
+        seed: int,
+        device: torch.device,
+        workers: int = 0,
+        distributed: bool = False,
+        transform=None,
+    ):
         """``distributed``: under torchrun, train as one DDP rank (each rank a shard of each epoch, gradients
         averaged). ``self.model`` stays the plain module, so evaluation and state dicts never see the wrapper."""
         self.model, self.cfg, self.total_epochs = model.to(device), opt_cfg, total_epochs
@@ -177,8 +204,9 @@ class Trainer:
         self.rank, self.world = (dist.rank(), dist.world()) if distributed else (0, 1)
         self.net = self.model
         if self.world > 1 and not callable(getattr(model, "loss", None)):
-            self.net = DistributedDataParallel(self.model, device_ids=[device.index or torch.cuda.current_device()]
-                                               if device.type == "cuda" else None)
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[device.index or torch.cuda.current_device()] if device.type == "cuda" else None
+            )
 
     def train_epoch(self, parts: list[Part], epoch: int, max_steps: int | None = None) -> float:
         """One pass over ``parts`` (or ``max_steps`` optimizer steps); returns the mean training loss."""
@@ -186,8 +214,19 @@ class Trainer:
         n = math.ceil(sum(len(p.indices) for p in parts) / self.world)
         steps_per_epoch = max(1, math.ceil(n / self.cfg.batch_size))
         losses = []
-        for i, (x, y) in enumerate(batches(parts, self.cfg.batch_size, self.g, self.device, self.workers,
-                                           self.rank, self.world, self.transform, self.loader)):
+        for i, (x, y) in enumerate(
+            batches(
+                parts,
+                self.cfg.batch_size,
+                self.g,
+                self.device,
+                self.workers,
+                self.rank,
+                self.world,
+                self.transform,
+                self.loader,
+            )
+        ):
             if max_steps is not None and i >= max_steps:
                 break
             progress = (epoch + i / steps_per_epoch) / self.total_epochs
@@ -197,8 +236,11 @@ class Trainer:
                 x = x.contiguous(memory_format=torch.channels_last)
             own_loss = getattr(self.model, "loss", None)  # a model may train with its own objective (FLYP)
             with autocast(self.device, self.amp):
-                loss = own_loss(x, y) if callable(own_loss) else classification_loss(
-                    self.net(x).float(), y, self.cfg.loss, self.log_prior)
+                loss = (
+                    own_loss(x, y)
+                    if callable(own_loss)
+                    else classification_loss(self.net(x).float(), y, self.cfg.loss, self.log_prior)
+                )
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.world > 1 and self.net is self.model:
@@ -223,9 +265,14 @@ class Trainer:
                 p.grad /= self.world
 
     def state(self) -> dict:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
-                "g": self.g.get_state(), "torch_rng": torch.get_rng_state(),  # the global RNG drives dropout
-                "scaler": self.scaler.state_dict()}
+        return {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "step": self.step,
+            "g": self.g.get_state(),
+            "torch_rng": torch.get_rng_state(),  # the global RNG drives dropout
+            "scaler": self.scaler.state_dict(),
+        }
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])

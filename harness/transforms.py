@@ -11,6 +11,7 @@ In YAML each step is a class name of ``torchvision.transforms.v2``, alone or wit
 ``interpolation: bicubic`` (or bilinear, nearest, …) names an ``InterpolationMode``. No transform (null) squashes
 an image to S×S, S = ``data.image_size``. Every pipeline must end in uint8 C×S×S; this is checked at config load.
 """
+
 from __future__ import annotations
 
 import difflib

@@ -1,4 +1,5 @@
 """The workdir: one folder with the MLflow store, the Optuna database and the phase caches."""
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@
 whole folder as the artifacts of a ``report`` run (tag ``report=true``, no ``method`` tag, so neither the
 collector nor ``harness run``'s finished-run lookup mistakes it for a method run).
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,8 +15,9 @@ from pathlib import Path
 log = logging.getLogger("harness")
 
 
-def build_report(experiment: str, workdir: Path, out: Path | None = None, paper: bool = False,
-                 log_to_mlflow: bool = True) -> Path:
+def build_report(
+    experiment: str, workdir: Path, out: Path | None = None, paper: bool = False, log_to_mlflow: bool = True
+) -> Path:
     """Write the report of ``experiment`` to ``out`` (default WORKDIR/reports/EXPERIMENT); returns index.html.
 
     Raises ``reports.collect.NoRunsError`` when the experiment has no finished method runs.
@@ -48,8 +50,15 @@ def report_tables(rs, paper: bool) -> list:
         ref = paper_numbers.table_for(dataset, tables.table_metrics(rs.runs))
         if ref is not None:
             frame = paper_numbers.as_frame(ref)
-            made.append(tables.Table("paper", ref.title, frame, frame,
-                                     notes=["The paper's numbers as published, not ours (DISCL.md §6)."]))
+            made.append(
+                tables.Table(
+                    "paper",
+                    ref.title,
+                    frame,
+                    frame,
+                    notes=["The paper's numbers as published, not ours (DISCL.md §6)."],
+                )
+            )
     return made
 
 
@@ -58,8 +67,10 @@ def summary_lines(rs, paper: bool) -> list[str]:
 
     runs = rs.runs
     seeds = runs.groupby("label").seed.nunique()
-    lines = [f"{len(runs)} finished runs: {len(seeds)} methods, seeds per method "
-             f"{seeds.min()}–{seeds.max()} (seeds {', '.join(map(str, sorted(runs.seed.unique())))})."]
+    lines = [
+        f"{len(runs)} finished runs: {len(seeds)} methods, seeds per method "
+        f"{seeds.min()}–{seeds.max()} (seeds {', '.join(map(str, sorted(runs.seed.unique())))})."
+    ]
     if "dataset" in rs.tags:
         lines.append("dataset: " + ", ".join(rs.tags.dataset.dropna().unique()))
     if "git_commit" in rs.tags:
@@ -70,8 +81,11 @@ def summary_lines(rs, paper: bool) -> list[str]:
         lines.append(f"warning: the runs of {label} come from {n} different configs (config_hash).")
     differing = differing_settings(rs)
     if differing:
-        lines.append("warning: the runs differ in settings other than method and seed: " + ", ".join(differing[:8])
-                     + (" …" if len(differing) > 8 else ""))
+        lines.append(
+            "warning: the runs differ in settings other than method and seed: "
+            + ", ".join(differing[:8])
+            + (" …" if len(differing) > 8 else "")
+        )
     if rs.superseded:
         lines.append(f"{rs.superseded} older run(s) of the same method and seed were superseded by newer ones.")
     if not rs.sweep_runs.empty:
@@ -87,8 +101,13 @@ RUN_IDENTITY = ("method", "seed", "methods", "seeds", "name", "description")
 def differing_settings(rs) -> list[str]:
     """Config keys whose logged value is not the same in every run (besides what names the run); a loss that
     differs is expected (it splits the rows) and not listed."""
-    params = rs.params.drop(columns=[c for c in rs.params.columns if c in RUN_IDENTITY
-                                     or c.startswith(("method_params.", "tracking.")) or c == "train.loss"])
+    params = rs.params.drop(
+        columns=[
+            c
+            for c in rs.params.columns
+            if c in RUN_IDENTITY or c.startswith(("method_params.", "tracking.")) or c == "train.loss"
+        ]
+    )
     varying = params.nunique(dropna=False)
     return sorted(varying[varying > 1].index)
 
@@ -97,15 +116,21 @@ def log_report_run(workdir: Path, experiment: str, out: Path, rs) -> str:
     from harness.tracking import Run
     from reports import page
 
-    run = Run(workdir, experiment, "report", tags={"report": "true", "experiment": experiment,
-                                                  "report_runs": str(len(rs.runs))})
+    run = Run(
+        workdir,
+        experiment,
+        "report",
+        tags={"report": "true", "experiment": experiment, "report_runs": str(len(rs.runs))},
+    )
     try:
         for sub in ("tables", "figures"):  # only what the build wrote, whatever else lives in ``out``
             if (out / sub).is_dir():
                 run.c.log_artifacts(run.id, str(out / sub), sub)
         run.log_text(page.self_contained(out / "index.html"), "index.html")  # figures inline for MLflow's viewer
-        run.describe(f"Report of {experiment} over {len(rs.runs)} finished runs: open index.html under Artifacts "
-                     "(tables, figures); the same files are in tables/ and figures/.")
+        run.describe(
+            f"Report of {experiment} over {len(rs.runs)} finished runs: open index.html under Artifacts "
+            "(tables, figures); the same files are in tables/ and figures/."
+        )
     except BaseException:
         run.end("FAILED")
         raise

@@ -4,6 +4,7 @@ A method run is a finished run tagged ``method`` that is neither a report (tag `
 trial (a child run or one tagged ``sweep``). When a (method, loss, seed) was run more than once, the newest
 finished run stands for it and the older ones are counted as superseded.
 """
+
 from __future__ import annotations
 
 import ast
@@ -139,12 +140,19 @@ def method_runs(frame: pd.DataFrame) -> pd.DataFrame:
 def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per run: identity columns then the final metrics, with the 'metrics.' prefix dropped."""
     loss = frame.get("params.train.loss", pd.Series("ce", index=frame.index)).fillna("ce")
-    out = pd.DataFrame({"run_id": frame.run_id, "method": frame["tags.method"], "loss": loss,
-                        "seed": frame["tags.seed"].astype(int), "start_time": frame.start_time})
+    out = pd.DataFrame(
+        {
+            "run_id": frame.run_id,
+            "method": frame["tags.method"],
+            "loss": loss,
+            "seed": frame["tags.seed"].astype(int),
+            "start_time": frame.start_time,
+        }
+    )
     label_with_loss = out.loss.nunique() > 1
     out["label"] = out.method + (" (" + out.loss + ")" if label_with_loss else "")
     metrics = frame[[c for c in frame.columns if c.startswith("metrics.")]]
-    metrics.columns = [c[len("metrics."):] for c in metrics.columns]
+    metrics.columns = [c[len("metrics.") :] for c in metrics.columns]
     return pd.concat([out, metrics], axis=1).reset_index(drop=True)
 
 
@@ -157,7 +165,7 @@ def newest_per_seed(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 def prefixed(frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
     cols = [c for c in frame.columns if c.startswith(prefix)]
     out = frame[["run_id", *cols]].set_index("run_id")
-    out.columns = [c[len(prefix):] for c in cols]
+    out.columns = [c[len(prefix) :] for c in cols]
     return out
 
 
@@ -169,15 +177,27 @@ def collect(experiment: str, workdir: Path, download_dir: Path) -> RunSet:
     everything = search_all(c, experiment)
     found = method_runs(everything)
     if found.empty:
-        raise NoRunsError(f"no finished runs in experiment {experiment!r} of {workdir}; "
-                          f"run `harness run --experiment {experiment}` first")
+        raise NoRunsError(
+            f"no finished runs in experiment {experiment!r} of {workdir}; "
+            f"run `harness run --experiment {experiment}` first"
+        )
     runs, superseded = newest_per_seed(tidy(found))
     if superseded:
         log.info("%d older runs of the same (method, loss, seed) superseded by newer ones", superseded)
     params, tags = prefixed(found, "params."), prefixed(found, "tags.")
     sweeps = everything[is_sweep_run(everything)] if not everything.empty else everything
-    rs = RunSet(experiment, c, runs, params.loc[runs.run_id], tags.loc[runs.run_id], sweeps,
-                Path(download_dir), Path(workdir), superseded, dict(zip(found.run_id, found.artifact_uri)))
+    rs = RunSet(
+        experiment,
+        c,
+        runs,
+        params.loc[runs.run_id],
+        tags.loc[runs.run_id],
+        sweeps,
+        Path(download_dir),
+        Path(workdir),
+        superseded,
+        dict(zip(found.run_id, found.artifact_uri)),
+    )
     rank = {m: i for i, m in enumerate(rs.method_order())}
     ordered = runs.assign(_r=runs.method.map(rank), _ce=runs.loss != "ce")  # plain CE before other losses
     rs.runs = ordered.sort_values(["_r", "_ce", "loss", "seed"]).drop(columns=["_r", "_ce"]).reset_index(drop=True)
@@ -218,5 +238,5 @@ def sweep_objective(parent: pd.DataFrame, trials: pd.DataFrame) -> str | None:
     tagged = parent.get("tags.objective", pd.Series(dtype=str)).dropna()
     if len(tagged) and f"metrics.best/{tagged.iloc[0].split(',')[0]}" in trials:
         return f"best/{tagged.iloc[0].split(',')[0]}"
-    candidates = sorted(c[len("metrics."):] for c in trials if c.startswith("metrics.best/val"))
+    candidates = sorted(c[len("metrics.") :] for c in trials if c.startswith("metrics.best/val"))
     return candidates[0] if candidates else None

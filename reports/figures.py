@@ -4,6 +4,7 @@
 Every builder takes the ``RunSet`` and returns a matplotlib figure, or None when the runs hold nothing to draw
 (e.g. no curriculum method, no synthetic pool, no sweep), so the report simply leaves that figure out.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,6 +43,7 @@ def palette(labels: list[str]) -> dict[str, tuple]:
 
 # --------------------------------------------------------------------------- results
 
+
 def final_metrics(rs: RunSet):
     """Mean over seeds per method and metric group, error bars = std over seeds, dots = single seeds."""
     metrics = table_metrics(rs.runs)
@@ -52,10 +54,34 @@ def final_metrics(rs: RunSet):
     long["group"] = long.metric.map(column_name)
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(metrics) * max(1, len(rs.methods)) / 3), 3.6))
     colors = palette(rs.methods)
-    sns.barplot(long, x="group", y="value", hue="label", hue_order=rs.methods, palette=colors, errorbar="sd",
-                capsize=0.1, err_kws={"linewidth": 1}, ax=ax, alpha=0.85)
-    sns.stripplot(long, x="group", y="value", hue="label", hue_order=rs.methods, palette=colors, dodge=True,
-                  size=3, color="black", legend=False, ax=ax, edgecolor="black", linewidth=0.5)
+    sns.barplot(
+        long,
+        x="group",
+        y="value",
+        hue="label",
+        hue_order=rs.methods,
+        palette=colors,
+        errorbar="sd",
+        capsize=0.1,
+        err_kws={"linewidth": 1},
+        ax=ax,
+        alpha=0.85,
+    )
+    sns.stripplot(
+        long,
+        x="group",
+        y="value",
+        hue="label",
+        hue_order=rs.methods,
+        palette=colors,
+        dodge=True,
+        size=3,
+        color="black",
+        legend=False,
+        ax=ax,
+        edgecolor="black",
+        linewidth=0.5,
+    )
     ax.set(xlabel="", ylabel="test metric (%)", title="final test metrics: mean ± std over seeds (dots: seeds)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
@@ -81,8 +107,14 @@ def counts_from_dataset(rs: RunSet) -> pd.DataFrame | None:
     except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
         log.warning("per-class figure skipped: no logged class counts and the dataset cannot be loaded (%s)", e)
         return None
-    return pd.DataFrame({"class": np.arange(data.num_classes), "name": data.class_names,
-                         "train_count": data.train_counts, "shot_group": data.shot_group()})
+    return pd.DataFrame(
+        {
+            "class": np.arange(data.num_classes),
+            "name": data.class_names,
+            "train_count": data.train_counts,
+            "shot_group": data.shot_group(),
+        }
+    )
 
 
 def per_class_accuracy(rs: RunSet) -> pd.DataFrame:
@@ -109,8 +141,11 @@ def per_class(rs: RunSet):
     ax.set_xscale("log")
     log_ticks(ax, frame.train_count)
     add_shot_group_bounds(ax, rs)
-    ax.set(xlabel="training images of the class (log)", ylabel="test accuracy (%)",
-           title="per-class test accuracy vs training count (mean over seeds)")
+    ax.set(
+        xlabel="training images of the class (log)",
+        ylabel="test accuracy (%)",
+        title="per-class test accuracy vs training count (mean over seeds)",
+    )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
     return fig
@@ -118,7 +153,7 @@ def per_class(rs: RunSet):
 
 def log_ticks(ax, values: pd.Series) -> None:
     """Plain-number ticks (1, 2, 5, 10, 20, …) on a log axis instead of 4×10⁰."""
-    nice = [m * 10 ** e for e in range(0, 7) for m in (1, 2, 5)]
+    nice = [m * 10**e for e in range(0, 7) for m in (1, 2, 5)]
     ticks = [t for t in nice if values.min() / 1.5 <= t <= values.max() * 1.5]
     ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
@@ -130,11 +165,11 @@ def add_shot_group_bounds(ax, rs: RunSet) -> None:
         values = rs.params.get(key, pd.Series(dtype=str)).dropna().unique()
         if len(values) == 1:
             ax.axvline(float(values[0]), color="grey", ls=":", lw=1)
-            ax.text(float(values[0]), ax.get_ylim()[0], f" {text} {values[0]}", fontsize=7, color="grey",
-                    va="bottom")
+            ax.text(float(values[0]), ax.get_ylim()[0], f" {text} {values[0]}", fontsize=7, color="grey", va="bottom")
 
 
 # --------------------------------------------------------------------------- curricula and training
+
 
 def curriculum_history(rs: RunSet) -> pd.DataFrame:
     hist = rs.history(["curriculum/lambda"])
@@ -164,7 +199,7 @@ def lambda_schedule(rs: RunSet, hist: pd.DataFrame | None = None):
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     for ax in axes[:, 0]:
         ax.set_ylabel("λ (1 = real only)")
-    for ax in list(axes.flat)[len(labels):]:
+    for ax in list(axes.flat)[len(labels) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6)
     fig.suptitle("λ used per epoch (mean of the stage's levels)", fontsize=9)
@@ -184,8 +219,9 @@ def adaptive_picks(rs: RunSet, hist: pd.DataFrame | None = None):
     fig, axes = plt.subplots(1, len(labels), figsize=(4 * len(labels), 3), squeeze=False)
     for ax, label in zip(axes[0], labels):
         sub = picks[picks.label == label].assign(lam=lambda f: f.value.round(3))
-        counts = sub.pivot_table(index="lam", columns="step", values="seed", aggfunc="count", fill_value=0) \
-            .reindex(levels, fill_value=0)
+        counts = sub.pivot_table(index="lam", columns="step", values="seed", aggfunc="count", fill_value=0).reindex(
+            levels, fill_value=0
+        )
         sns.heatmap(counts, annot=True, fmt="d", cbar=False, cmap="Blues", vmin=0, vmax=sub.seed.nunique(), ax=ax)
         ax.set(title=f"{label}: seeds picking each λ", xlabel="epoch", ylabel="λ")
     fig.tight_layout()
@@ -212,8 +248,17 @@ def training_curves(rs: RunSet):
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.3), squeeze=False)
     for ax, key in zip(axes[0], keys):
         sub = hist[hist.key == key]
-        sns.lineplot(sub, x="step", y="value", hue="label", hue_order=rs.methods, palette=palette(rs.methods),
-                     errorbar="sd", ax=ax, legend=ax is axes[0, -1])
+        sns.lineplot(
+            sub,
+            x="step",
+            y="value",
+            hue="label",
+            hue_order=rs.methods,
+            palette=palette(rs.methods),
+            errorbar="sd",
+            ax=ax,
+            legend=ax is axes[0, -1],
+        )
         ax.set(title=key, xlabel="epoch", ylabel="")
     if axes[0, -1].get_legend():
         sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title=None, frameon=False)
@@ -223,6 +268,7 @@ def training_curves(rs: RunSet):
 
 
 # --------------------------------------------------------------------------- synthetic spectrum
+
 
 def first_artifact(rs: RunSet, path: str) -> tuple[str, Path] | tuple[None, None]:
     for run_id in rs.runs.run_id:
@@ -242,8 +288,12 @@ def acceptance(rs: RunSet):
     sns.barplot(frame, x="lam", y="acceptance", color="tab:blue", ax=ax)
     for i, row in enumerate(frame.itertuples()):
         ax.text(i, row.acceptance, f"{int(row.kept)}/{int(row.generated)}", ha="center", va="bottom", fontsize=7)
-    ax.set(xlabel="image guidance λ", ylabel="kept by the filter", ylim=(0, 1.1),
-           title="filter acceptance per λ (kept / generated)")
+    ax.set(
+        xlabel="image guidance λ",
+        ylabel="kept by the filter",
+        ylim=(0, 1.1),
+        title="filter acceptance per λ (kept / generated)",
+    )
     fig.tight_layout()
     return fig
 
@@ -263,10 +313,13 @@ def score_distributions(rs: RunSet):
         return None
     scores = scores.sort_values("lam").assign(lam=lambda f: f.lam.round(3).map("{:g}".format))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    for ax, col, title in ((axes[0], "text_score", "image–text score"), (axes[1], "image_score",
-                                                                          "image–image score (to the source)")):
-        sns.violinplot(scores, x="lam", y=col, cut=0, inner="quart", color="tab:blue", ax=ax, linewidth=0.8,
-                       density_norm="width")
+    for ax, col, title in (
+        (axes[0], "text_score", "image–text score"),
+        (axes[1], "image_score", "image–image score (to the source)"),
+    ):
+        sns.violinplot(
+            scores, x="lam", y=col, cut=0, inner="quart", color="tab:blue", ax=ax, linewidth=0.8, density_norm="width"
+        )
         ax.set(xlabel="image guidance λ", ylabel="", title=f"{title} per λ")
     threshold = rs.params.get("filter.threshold", pd.Series(dtype=str)).dropna().unique()
     if len(threshold) == 1:
@@ -287,19 +340,32 @@ def domain_gap(rs: RunSet):
     if synthetic.empty:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    lines = (("judge_p_true", "judge (generator's clean world; the filter's score)", "tab:blue"),
-             ("field_p_true", "classifier trained on the real training split", "tab:orange"))
+    lines = (
+        ("judge_p_true", "judge (generator's clean world; the filter's score)", "tab:blue"),
+        ("field_p_true", "classifier trained on the real training split", "tab:orange"),
+    )
     x_ref = synthetic.lam.max() + 0.12
     for k, (col, label, color) in enumerate(lines):
         ax.plot(synthetic.lam, synthetic[col], marker="o", color=color, label=label)
         for i, row in enumerate(reference.itertuples()):  # side by side, so equal values do not hide each other
-            ax.scatter([x_ref + 0.08 * i + 0.012 * (2 * k - 1)], [getattr(row, col)], color=color,
-                       marker="s" if i == 0 else "D", edgecolor="black", zorder=3)
+            ax.scatter(
+                [x_ref + 0.08 * i + 0.012 * (2 * k - 1)],
+                [getattr(row, col)],
+                color=color,
+                marker="s" if i == 0 else "D",
+                edgecolor="black",
+                zorder=3,
+            )
     ticks = list(synthetic.lam) + [x_ref + 0.08 * i for i in range(len(reference))]
-    ax.set_xticks(ticks, [f"{v:g}" for v in synthetic.lam] + [s.replace(" ", "\n") for s in reference.source],
-                  fontsize=7)
-    ax.set(xlabel="image guidance λ (synthetic) · real references", ylabel="mean true-class probability",
-           ylim=(0, 1.05), title="where the spectrum lies: generator's world vs target domain")
+    ax.set_xticks(
+        ticks, [f"{v:g}" for v in synthetic.lam] + [s.replace(" ", "\n") for s in reference.source], fontsize=7
+    )
+    ax.set(
+        xlabel="image guidance λ (synthetic) · real references",
+        ylabel="mean true-class probability",
+        ylim=(0, 1.05),
+        title="where the spectrum lies: generator's world vs target domain",
+    )
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return fig
@@ -314,6 +380,7 @@ def copy_spectrum_grid(rs: RunSet, dst: Path) -> bool:
 
 
 # --------------------------------------------------------------------------- sweeps
+
 
 def sweep_figures(rs: RunSet) -> dict[str, object]:
     """Per sweep (parent run): objective per trial with the running best, and objective vs each parameter."""
@@ -339,19 +406,27 @@ def sweep_figures(rs: RunSet) -> dict[str, object]:
 
 def sweep_figure(done: pd.DataFrame, objective: str, name: str, label: str):
     values = done[f"metrics.{objective}"].to_numpy(dtype=float)
-    varied = [c for c in done.columns if c.startswith("params.") and not c.startswith("params.config.")
-              and done[c].nunique() > 1][:4]  # the sampled parameters, not the config they were applied to
+    varied = [
+        c
+        for c in done.columns
+        if c.startswith("params.") and not c.startswith("params.config.") and done[c].nunique() > 1
+    ][:4]  # the sampled parameters, not the config they were applied to
     fig, axes = plt.subplots(1, 1 + len(varied), figsize=(4 * (1 + len(varied)), 3.2), squeeze=False)
     ax = axes[0, 0]
     ax.plot(np.arange(len(values)), values, "o", ms=4, label="trial")
-    ax.plot(np.arange(len(values)), np.fmax.accumulate(np.nan_to_num(values, nan=-np.inf)), "-", drawstyle="steps-post",
-            label="best so far")
+    ax.plot(
+        np.arange(len(values)),
+        np.fmax.accumulate(np.nan_to_num(values, nan=-np.inf)),
+        "-",
+        drawstyle="steps-post",
+        label="best so far",
+    )
     ax.set(title=f"{name}: {label}", xlabel="trial (finished, in order)")
     ax.legend(fontsize=7)
     for ax, col in zip(axes[0, 1:], varied):
         x = pd.to_numeric(done[col], errors="coerce")
         ax.scatter(x if x.notna().all() else done[col].astype(str), values, s=14)
-        ax.set(title=col[len("params."):], ylabel=label)
+        ax.set(title=col[len("params.") :], ylabel=label)
     fig.tight_layout()
     return fig
 
@@ -360,22 +435,33 @@ def sweep_figure(done: pd.DataFrame, objective: str, name: str, label: str):
 
 CAPTIONS = {
     "final_metrics": ("Final test metrics", "Bars: mean over seeds; error bars: std over seeds; dots: seeds."),
-    "per_class": ("Per-class accuracy vs training count",
-                  "Test accuracy of each class (mean over seeds) against its number of training images, log x; "
-                  "dotted lines: shot-group bounds."),
-    "lambda_schedule": ("λ per stage", "The image-guidance level each curriculum method trained on, per epoch "
-                                       "and seed (1 = real data only)."),
+    "per_class": (
+        "Per-class accuracy vs training count",
+        "Test accuracy of each class (mean over seeds) against its number of training images, log x; "
+        "dotted lines: shot-group bounds.",
+    ),
+    "lambda_schedule": (
+        "λ per stage",
+        "The image-guidance level each curriculum method trained on, per epoch and seed (1 = real data only).",
+    ),
     "adaptive_picks": ("Adaptive picks", "How many seeds the adaptive rule sent to each λ at each epoch."),
     "training_curves": ("Training curves", "Per epoch, mean ± std over seeds."),
-    "spectrum_grid": ("Synthetic spectrum", "Hard sources (rows) × λ (columns) as logged by the run; title: "
-                                            "image–text score, red = filtered out."),
+    "spectrum_grid": (
+        "Synthetic spectrum",
+        "Hard sources (rows) × λ (columns) as logged by the run; title: image–text score, red = filtered out.",
+    ),
     "acceptance": ("Filter acceptance per λ", "Share of generated images the filter kept, per λ."),
-    "domain_gap": ("Domain per λ", "Mean true-class probability of the synthetic images per λ by the judge (the "
-                                   "generator's world, the filter's score) and by the base model (trained on the "
-                                   "real training split: the target domain); marks: real validation images and the "
-                                   "clean pool. The base model saw the hard sources, so λ → 1 flatters it."),
-    "score_distributions": ("Score distributions per λ", "Image–text and image–image scores of every synthetic "
-                                                         "image, per λ (cf. the paper's Fig. 6/7); red: filter."),
+    "domain_gap": (
+        "Domain per λ",
+        "Mean true-class probability of the synthetic images per λ by the judge (the "
+        "generator's world, the filter's score) and by the base model (trained on the "
+        "real training split: the target domain); marks: real validation images and the "
+        "clean pool. The base model saw the hard sources, so λ → 1 flatters it.",
+    ),
+    "score_distributions": (
+        "Score distributions per λ",
+        "Image–text and image–image scores of every synthetic image, per λ (cf. the paper's Fig. 6/7); red: filter.",
+    ),
 }
 
 
@@ -385,12 +471,17 @@ def build_figures(rs: RunSet, folder: Path) -> list[Figure]:
 
     folder.mkdir(parents=True, exist_ok=True)
     hist = curriculum_history(rs)
-    builders = {"final_metrics": lambda: final_metrics(rs), "per_class": lambda: per_class(rs),
-                "lambda_schedule": lambda: lambda_schedule(rs, hist),
-                "adaptive_picks": lambda: adaptive_picks(rs, hist), "training_curves": lambda: training_curves(rs),
-                "spectrum_grid": None, "acceptance": lambda: acceptance(rs),
-                "domain_gap": lambda: domain_gap(rs),
-                "score_distributions": lambda: score_distributions(rs)}
+    builders = {
+        "final_metrics": lambda: final_metrics(rs),
+        "per_class": lambda: per_class(rs),
+        "lambda_schedule": lambda: lambda_schedule(rs, hist),
+        "adaptive_picks": lambda: adaptive_picks(rs, hist),
+        "training_curves": lambda: training_curves(rs),
+        "spectrum_grid": None,
+        "acceptance": lambda: acceptance(rs),
+        "domain_gap": lambda: domain_gap(rs),
+        "score_distributions": lambda: score_distributions(rs),
+    }
     made = []
     for name, make in builders.items():
         path = folder / f"{name}.png"
@@ -406,8 +497,14 @@ def build_figures(rs: RunSet, folder: Path) -> list[Figure]:
         close(fig)
         made.append(Figure(name, *CAPTIONS[name], path))
     for name, fig in sweep_figures(rs).items():
-        made.append(Figure(name, f"Sweep {name[len('sweep_'):]}",
-                           "Objective per finished trial and against each varied parameter.", folder / f"{name}.png"))
+        made.append(
+            Figure(
+                name,
+                f"Sweep {name[len('sweep_') :]}",
+                "Objective per finished trial and against each varied parameter.",
+                folder / f"{name}.png",
+            )
+        )
         fig.savefig(made[-1].path, dpi=110)
         close(fig)
     return made

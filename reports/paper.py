@@ -3,6 +3,7 @@
 They are shown beside ours, never mixed into our numbers. Our long-tail experiments (digits_lt, imagenet_lt) are
 set against the paper's ImageNet-LT ResNet-10 table; iWildCam against its CLIP ViT-B/16 table.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -3,6 +3,7 @@
 A ``Table`` holds display strings, which cells to bold and a numeric frame for CSV; the writers render the
 same table as Markdown, LaTeX, HTML and CSV, so the formats cannot disagree.
 """
+
 from __future__ import annotations
 
 import html
@@ -17,8 +18,14 @@ from reports import paper as paper_numbers
 
 # our final metric → column name, in the paper's order; long-tail first, then iWildCam
 KNOWN_METRICS = {
-    "test/acc_many": "Many", "test/acc_medium": "Medium", "test/acc_few": "Few", "test/acc": "Overall",
-    "test_ood/f1_macro": "OOD F1", "test_id/f1_macro": "ID F1", "test_ood/acc": "OOD acc", "test_id/acc": "ID acc",
+    "test/acc_many": "Many",
+    "test/acc_medium": "Medium",
+    "test/acc_few": "Few",
+    "test/acc": "Overall",
+    "test_ood/f1_macro": "OOD F1",
+    "test_id/f1_macro": "ID F1",
+    "test_ood/acc": "OOD acc",
+    "test_id/acc": "ID acc",
 }
 BASELINES = ("plain", "plain_rebalanced")
 
@@ -61,8 +68,9 @@ def best_mask(means: pd.DataFrame, decimals: int) -> pd.DataFrame:
     return rounded.eq(rounded.max(axis=0), axis=1) & rounded.notna()
 
 
-def results_table(runs: pd.DataFrame, order: list[str], decimals: int = 2, paper: bool = False,
-                  dataset: str = "") -> Table:
+def results_table(
+    runs: pd.DataFrame, order: list[str], decimals: int = 2, paper: bool = False, dataset: str = ""
+) -> Table:
     metrics = table_metrics(runs)
     st = summary_stats(runs, metrics)
     mean = st.pivot(index="label", columns="metric", values="mean").reindex(index=order, columns=metrics)
@@ -71,8 +79,9 @@ def results_table(runs: pd.DataFrame, order: list[str], decimals: int = 2, paper
     seeds = runs.groupby("label").seed.nunique().reindex(order)
     cells = pd.DataFrame(index=order)
     for m in metrics:
-        cells[column_name(m)] = [format_mean_std(a, b, k, s, decimals)
-                                 for a, b, k, s in zip(mean[m], std[m], n[m], seeds)]
+        cells[column_name(m)] = [
+            format_mean_std(a, b, k, s, decimals) for a, b, k, s in zip(mean[m], std[m], n[m], seeds)
+        ]
     cells["seeds"] = seeds.astype(str)
     bold = best_mask(mean, decimals).set_axis([column_name(m) for m in metrics], axis=1)
     numeric = pd.concat({"mean": mean, "std": std, "n": n}, axis=1)
@@ -99,8 +108,10 @@ def add_paper_columns(table: Table, runs: pd.DataFrame, metrics: list[str], data
         table.notes.append("no paper table matches these metrics.")
         return
     identity = runs.drop_duplicates("label").set_index("label")
-    rows = {label: paper_numbers.paper_row(ref, identity.loc[label, "method"], identity.loc[label, "loss"])
-            for label in table.cells.index}
+    rows = {
+        label: paper_numbers.paper_row(ref, identity.loc[label, "method"], identity.loc[label, "loss"])
+        for label in table.cells.index
+    }
     cols: list[str] = []
     for m in metrics:
         ours = column_name(m)
@@ -108,8 +119,9 @@ def add_paper_columns(table: Table, runs: pd.DataFrame, metrics: list[str], data
         if m in ref.metrics:
             col = f"{ref.metrics[m]} (paper)"
             table.cells[col] = [ref.rows[r][ref.metrics[m]] if r else "—" for r in rows.values()]
-            table.numeric[f"paper:{ref.metrics[m]}"] = [ref.rows[r][ref.metrics[m]] if r else None
-                                                        for r in rows.values()]
+            table.numeric[f"paper:{ref.metrics[m]}"] = [
+                ref.rows[r][ref.metrics[m]] if r else None for r in rows.values()
+            ]
             cols.append(col)
     table.cells["paper row"] = [r or "—" for r in rows.values()]
     table.numeric["paper row"] = list(rows.values())
@@ -118,6 +130,7 @@ def add_paper_columns(table: Table, runs: pd.DataFrame, metrics: list[str], data
 
 
 # --------------------------------------------------------------------------- paired differences
+
 
 def paired_ci(diffs, level: float = 0.95) -> tuple[float, float, float]:
     """Mean of the per-seed differences and its t-interval; (mean, nan, nan) when n < 2."""
@@ -139,8 +152,7 @@ def excludes_zero(low: float, high: float) -> bool:
     return (low > 0 or high < 0) if low == low and high == high else False
 
 
-def paired_differences(runs: pd.DataFrame, baseline: str, metrics: list[str],
-                       level: float = 0.95) -> pd.DataFrame:
+def paired_differences(runs: pd.DataFrame, baseline: str, metrics: list[str], level: float = 0.95) -> pd.DataFrame:
     """Per label (against the baseline with the same loss) and metric: n, mean diff, CI, excludes_zero, in %."""
     rows = []
     for label, group in runs.groupby("label", sort=False):
@@ -148,16 +160,26 @@ def paired_differences(runs: pd.DataFrame, baseline: str, metrics: list[str],
         base = runs[(runs.method == baseline) & (runs.loss == loss)]
         if method == baseline or base.empty:
             continue
-        paired = group.set_index("seed")[metrics].join(base.set_index("seed")[metrics], rsuffix=":base",
-                                                      how="inner")
+        paired = group.set_index("seed")[metrics].join(base.set_index("seed")[metrics], rsuffix=":base", how="inner")
         for m in metrics:
             d = (paired[m] - paired[f"{m}:base"]).dropna() * 100
             mean, low, high = paired_ci(d.to_numpy(), level)
-            rows.append({"label": label, "baseline": baseline, "metric": m, "n": len(d), "mean_diff": mean,
-                         "ci_low": low, "ci_high": high, "excludes_zero": excludes_zero(low, high),
-                         "seeds": " ".join(str(s) for s in d.index)})
-    return pd.DataFrame(rows, columns=["label", "baseline", "metric", "n", "mean_diff", "ci_low", "ci_high",
-                                       "excludes_zero", "seeds"])
+            rows.append(
+                {
+                    "label": label,
+                    "baseline": baseline,
+                    "metric": m,
+                    "n": len(d),
+                    "mean_diff": mean,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "excludes_zero": excludes_zero(low, high),
+                    "seeds": " ".join(str(s) for s in d.index),
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["label", "baseline", "metric", "n", "mean_diff", "ci_low", "ci_high", "excludes_zero", "seeds"]
+    )
 
 
 def difference_table(runs: pd.DataFrame, baseline: str, order: list[str], decimals: int = 2) -> Table | None:
@@ -175,8 +197,10 @@ def difference_table(runs: pd.DataFrame, baseline: str, order: list[str], decima
         cells[column_name(m)] = [format_diff(r, decimals) for r in sub.itertuples()]
         bold[column_name(m)] = sub.excludes_zero.fillna(False).astype(bool).to_numpy()
     cells["paired seeds"] = [str(int(diffs[diffs.label == lab].n.max())) for lab in labels]
-    notes = [f"difference to {baseline} (same loss), paired by seed, in percentage points: mean "
-             f"[95% t-interval over seeds]; bold and † where the interval excludes zero."]
+    notes = [
+        f"difference to {baseline} (same loss), paired by seed, in percentage points: mean "
+        f"[95% t-interval over seeds]; bold and † where the interval excludes zero."
+    ]
     if ((diffs.n >= 2) & (diffs.ci_low == diffs.ci_high)).any():
         notes.append("an interval of zero width means every paired seed gave the same difference.")
     if (diffs.n < 2).any():
@@ -195,6 +219,7 @@ def format_diff(row, decimals: int) -> str:
 
 # --------------------------------------------------------------------------- writers
 
+
 def to_markdown(t: Table) -> str:
     header = [t.cells.index.name or "method", *t.cells.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -204,9 +229,21 @@ def to_markdown(t: Table) -> str:
     return "\n".join(lines + [""] + [f"_{n}_" for n in t.notes]) + "\n"
 
 
-LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                 "λ": r"$\lambda$", "→": r"$\to$", "—": "--"}
+LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "λ": r"$\lambda$",
+    "→": r"$\to$",
+    "—": "--",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -215,13 +252,18 @@ def latex_escape(text: str) -> str:
 
 def to_latex(t: Table) -> str:
     header = [t.cells.index.name or "method", *t.cells.columns]
-    lines = [r"% generated by `harness report` from MLflow runs; needs \usepackage{booktabs}",
-             r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(t.title)}}}",
-             r"\begin{tabular}{l" + "r" * len(t.cells.columns) + "}", r"\toprule",
-             " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    lines = [
+        r"% generated by `harness report` from MLflow runs; needs \usepackage{booktabs}",
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{latex_escape(t.title)}}}",
+        r"\begin{tabular}{l" + "r" * len(t.cells.columns) + "}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in header) + r" \\",
+        r"\midrule",
+    ]
     for label, row in t.cells.iterrows():
-        cells = [rf"\textbf{{{latex_escape(v)}}}" if t.is_bold(label, c) else latex_escape(v)
-                 for c, v in row.items()]
+        cells = [rf"\textbf{{{latex_escape(v)}}}" if t.is_bold(label, c) else latex_escape(v) for c, v in row.items()]
         lines.append(" & ".join([latex_escape(label), *cells]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     lines += [rf"\par\footnotesize {latex_escape(n)}" for n in t.notes]
@@ -232,8 +274,10 @@ def to_html(t: Table) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in [t.cells.index.name or "method", *t.cells.columns])
     body = []
     for label, row in t.cells.iterrows():
-        cells = "".join(f"<td><b>{html.escape(str(v))}</b></td>" if t.is_bold(label, c)
-                        else f"<td>{html.escape(str(v))}</td>" for c, v in row.items())
+        cells = "".join(
+            f"<td><b>{html.escape(str(v))}</b></td>" if t.is_bold(label, c) else f"<td>{html.escape(str(v))}</td>"
+            for c, v in row.items()
+        )
         body.append(f"<tr><th>{html.escape(str(label))}</th>{cells}</tr>")
     notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in t.notes)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{notes}"

@@ -2,6 +2,7 @@
 that ``tiny: true`` skips: ``save_pretrained`` into a plain folder, or into a Hugging Face hub cache
 (``HUB/models--ORG--NAME/snapshots/REV/…`` with ``refs/main`` naming REV), with normal file names or only the
 ``fp16`` variant's (``model.fp16.safetensors``, weights in float16, as the real repos ship them)."""
+
 from __future__ import annotations
 
 from pathlib import Path

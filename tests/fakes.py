@@ -5,6 +5,7 @@ writes an ImageNet-like tree and the three ImageNet-LT split files. Both return 
 Images carry class-dependent content (a coloured shape per class) so a classifier can learn something; iWildCam
 backgrounds depend on the camera location, so OOD locations look different.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -30,8 +31,9 @@ def class_colour(label: int, num_classes: int, rng: np.random.Generator) -> tupl
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def draw_image(label: int, num_classes: int, size: tuple[int, int], background: tuple[int, int, int],
-               rng: np.random.Generator) -> Image.Image:
+def draw_image(
+    label: int, num_classes: int, size: tuple[int, int], background: tuple[int, int, int], rng: np.random.Generator
+) -> Image.Image:
     """A noisy background with one shape in the class colour; the shape's kind (disc or square) alternates with
     the class."""
     w, h = size
@@ -48,6 +50,7 @@ def draw_image(label: int, num_classes: int, size: tuple[int, int], background: 
 
 # --------------------------------------------------------------------------- iWildCam (wilds 2.0)
 
+
 def benchmark_categories(num_classes: int) -> list[dict]:
     """The first ``num_classes`` benchmark categories of the shipped list, plus two non-benchmark (y = 99999) rows
     as the real categories.csv has."""
@@ -61,14 +64,24 @@ def benchmark_categories(num_classes: int) -> list[dict]:
 def split_locations(locations_per_split: int) -> dict[str, list[int]]:
     """ID splits share the training locations; val and test (OOD) each have their own."""
     ids = list(range(locations_per_split))
-    return {"train": ids, "id_val": ids, "id_test": ids,
-            "val": list(range(locations_per_split, 2 * locations_per_split)),
-            "test": list(range(2 * locations_per_split, 3 * locations_per_split))}
+    return {
+        "train": ids,
+        "id_val": ids,
+        "id_test": ids,
+        "val": list(range(locations_per_split, 2 * locations_per_split)),
+        "test": list(range(2 * locations_per_split, 3 * locations_per_split)),
+    }
 
 
-def write_fake_iwildcam(root, n_per_split: int = 12, num_classes: int = 4, seed: int = 0,
-                        image_size: tuple[int, int] = (64, 48), locations_per_split: int = 2,
-                        images_per_sequence: int = 2) -> Path:
+def write_fake_iwildcam(
+    root,
+    n_per_split: int = 12,
+    num_classes: int = 4,
+    seed: int = 0,
+    image_size: tuple[int, int] = (64, 48),
+    locations_per_split: int = 2,
+    images_per_sequence: int = 2,
+) -> Path:
     """ROOT/iwildcam_v2.0/{RELEASE_v2.0.txt, metadata.csv, categories.csv, train/*.jpg}; returns ROOT.
 
     Labels cycle through 0..num_classes-1 in every split; y, location_remapped and sequence_remapped each cover
@@ -94,17 +107,43 @@ def write_fake_iwildcam(root, n_per_split: int = 12, num_classes: int = 4, seed:
             image_id = str(uuid.UUID(bytes=rng.bytes(16)))
             when = start + timedelta(days=int(rng.integers(0, 700)), seconds=int(rng.integers(0, 86400)))
             draw_image(int(y), num_classes, image_size, backgrounds[loc], rng).save(
-                folder / "train" / f"{image_id}.jpg", quality=90)
-            rows.append({"split": split, "location_remapped": loc, "location": 100 + 7 * loc,
-                         "sequence_remapped": sequence, "seq_id": seq_id, "y": int(y),
-                         "category_id": categories[int(y)]["category_id"],
-                         "datetime": when.strftime("%Y-%m-%d %H:%M:%S.000"), "filename": f"{image_id}.jpg",
-                         "image_id": image_id})
-    write_csv(folder / "metadata.csv", rows, ["split", "location_remapped", "location", "sequence_remapped",
-                                              "seq_id", "y", "category_id", "datetime", "filename", "image_id"])
-    write_csv(folder / "categories.csv",
-              [{"y": c["y"], "category_id": c["category_id"], "name": c["scientific_name"]} for c in categories],
-              ["y", "category_id", "name"])
+                folder / "train" / f"{image_id}.jpg", quality=90
+            )
+            rows.append(
+                {
+                    "split": split,
+                    "location_remapped": loc,
+                    "location": 100 + 7 * loc,
+                    "sequence_remapped": sequence,
+                    "seq_id": seq_id,
+                    "y": int(y),
+                    "category_id": categories[int(y)]["category_id"],
+                    "datetime": when.strftime("%Y-%m-%d %H:%M:%S.000"),
+                    "filename": f"{image_id}.jpg",
+                    "image_id": image_id,
+                }
+            )
+    write_csv(
+        folder / "metadata.csv",
+        rows,
+        [
+            "split",
+            "location_remapped",
+            "location",
+            "sequence_remapped",
+            "seq_id",
+            "y",
+            "category_id",
+            "datetime",
+            "filename",
+            "image_id",
+        ],
+    )
+    write_csv(
+        folder / "categories.csv",
+        [{"y": c["y"], "category_id": c["category_id"], "name": c["scientific_name"]} for c in categories],
+        ["y", "category_id", "name"],
+    )
     (folder / "RELEASE_v2.0.txt").write_text("v2.0 (fake, written by tests/fakes.py)\n")
     return root
 
@@ -118,6 +157,7 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
 
 # --------------------------------------------------------------------------- ImageNet-LT
 
+
 def synset(label: int) -> str:
     return f"n{1440764 + 1000 * label:08d}"
 
@@ -127,9 +167,15 @@ def grey(rng: np.random.Generator) -> tuple[int, int, int]:
     return level, level, level
 
 
-def write_fake_imagenet_lt(root, counts: tuple[int, ...] | list[int] = IMAGENET_LT_COUNTS, val_per_class: int = 2,
-                           test_per_class: int = 3, seed: int = 0, image_size: int = 32,
-                           split_dir=None) -> Path:
+def write_fake_imagenet_lt(
+    root,
+    counts: tuple[int, ...] | list[int] = IMAGENET_LT_COUNTS,
+    val_per_class: int = 2,
+    test_per_class: int = 3,
+    seed: int = 0,
+    image_size: int = 32,
+    split_dir=None,
+) -> Path:
     """ROOT/train/nXXXXXXXX/*.JPEG (train and val images, as ImageNet-LT draws both from ImageNet's train set),
     ROOT/val/nXXXXXXXX/ILSVRC2012_val_*.JPEG (the test images) and ImageNet_LT_{train,val,test}.txt in
     ``split_dir`` (default ROOT) with lines ``relative/path.JPEG label``. ``counts``: training images per class

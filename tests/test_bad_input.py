@@ -1,12 +1,12 @@
 """Bad input: property tests of the split-file parser; corrupt and truncated images skipped, counted, or refused."""
+
 from pathlib import Path
 
-import numpy as np
 import pytest
+from fakes import write_fake_imagenet_lt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fakes import write_fake_imagenet_lt
 from harness.config import load_config
 from harness.data import load_dataset
 from harness.data.base import DataError
@@ -47,8 +47,7 @@ def test_escaping_paths_are_refused(tmp_path, rel):
 
 @pytest.fixture()
 def imagenet_with_bad_images(tmp_path):
-    root = write_fake_imagenet_lt(tmp_path / "imagenet", counts=(30, 25, 21, 10, 5), val_per_class=2,
-                                  test_per_class=2)
+    root = write_fake_imagenet_lt(tmp_path / "imagenet", counts=(30, 25, 21, 10, 5), val_per_class=2, test_per_class=2)
     train = sorted((root / "train").rglob("*.JPEG"))
     truncated, garbage = train[3], train[7]
     truncated.write_bytes(truncated.read_bytes()[: len(truncated.read_bytes()) // 2])
@@ -79,6 +78,7 @@ def test_too_many_corrupt_images_fail_with_a_list(imagenet_with_bad_images):
 
 # --------------------------------------------------------------------------- settings refused before any data is read
 
+
 @pytest.fixture()
 def no_data_read(monkeypatch):
     """Reading a dataset fails the test: a refused config must stop before it."""
@@ -97,8 +97,9 @@ def one_error_line(capsys) -> str:
     return errors[0]
 
 
-@pytest.mark.parametrize("override,choices", [("train.schedule=cosin", "cosine, constant"),
-                                               ("train.optimizer=adamm", "adam, adamw, sgd")])
+@pytest.mark.parametrize(
+    "override,choices", [("train.schedule=cosin", "cosine, constant"), ("train.optimizer=adamm", "adam, adamw, sgd")]
+)
 def test_cli_refuses_a_choice_typo_with_exit_2_before_reading_data(override, choices, tmp_path, capsys, no_data_read):
     from harness.cli import main
 
@@ -111,11 +112,24 @@ def test_cli_refuses_a_choice_typo_with_exit_2_before_reading_data(override, cho
 
 def test_cli_refuses_text_only_without_lambda_0_before_reading_data(tmp_path, capsys, no_data_read):
     from fakes import write_fake_iwildcam
+
     from harness.cli import main
 
     root = write_fake_iwildcam(tmp_path / "wilds")  # a copy whose data is fine
-    code = main(["run", "-e", "iwildcam_discl_tiny", "-m", "text_only", "--set", f"data.root={root}",
-                 "--workdir", str(tmp_path / "work"), "--quiet"])
+    code = main(
+        [
+            "run",
+            "-e",
+            "iwildcam_discl_tiny",
+            "-m",
+            "text_only",
+            "--set",
+            f"data.root={root}",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--quiet",
+        ]
+    )
     line = one_error_line(capsys)
     assert code == 2 and "method text_only needs λ 0 generated, but spectrum.levels is [0.5, 0.7, 0.9]" in line
     assert not (tmp_path / "work" / "cache").exists()
@@ -125,9 +139,24 @@ def test_harness_exits_2_on_a_schedule_typo(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "run", "-e", "digits_lt_discl", "--set",
-                          "train.schedule=cosin", "--workdir", str(tmp_path / "work"), "--quiet"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            "-e",
+            "digits_lt_discl",
+            "--set",
+            "train.schedule=cosin",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and out.stdout == "" and len(lines) == 1 and lines[0].startswith("harness: error:")
     assert "train.schedule: 'cosin' is not one of cosine, constant" in lines[0]

@@ -1,5 +1,6 @@
 """The benchmark suite runs and its JSON rows follow the schema run_all.py promises (correctness only, no timing
 assertions)."""
+
 import json
 import subprocess
 import sys
@@ -29,8 +30,9 @@ def check_rows(rows):
 
 
 def run_script(script, *args, timeout=600):
-    done = subprocess.run([sys.executable, str(BENCH / script), *args], check=False, capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args], check=False, capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done
 
@@ -45,10 +47,33 @@ def test_spread_is_the_range_of_the_per_repeat_ratios():
 def test_run_all_writes_schema_rows(tmp_path):
     out = tmp_path / "rows.json"
     gpu = tmp_path / "gpu.json"
-    gpu.write_text(json.dumps([{"name": "unet_fp16_sdpa", "unit": "ms", "harness": 2.0, "reference": 1.0,
-                                "ratio": 2.0, "target": None, "better": "lower"}]))  # an older file: no detail
-    done = run_script("run_all.py", "--quick", "--only", "bench_training.py", "--json", str(out), "--gpu-json",
-                      str(gpu), "--compare", str(gpu))
+    gpu.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "unet_fp16_sdpa",
+                    "unit": "ms",
+                    "harness": 2.0,
+                    "reference": 1.0,
+                    "ratio": 2.0,
+                    "target": None,
+                    "better": "lower",
+                }
+            ]
+        )
+    )  # an older file: no detail
+    done = run_script(
+        "run_all.py",
+        "--quick",
+        "--only",
+        "bench_training.py",
+        "--json",
+        str(out),
+        "--gpu-json",
+        str(gpu),
+        "--compare",
+        str(gpu),
+    )
     rows = json.loads(out.read_text())
     check_rows(rows)
     assert rows[-1]["name"] == "unet_fp16_sdpa@gpu" and "gpu.json" in rows[-1]["detail"]
@@ -79,12 +104,29 @@ def test_ddp_eval_shards_half_per_rank_and_gathers_one_process_predictions(tmp_p
 def test_train_step_rows(tmp_path):
     """Every variant of both models trains a step (tiny batches here; the benchmark's own are larger)."""
     out = tmp_path / "rows.json"
-    run_script("bench_train_step.py", "--quick", "--resnet-batch", "2", "--clip-batch", "1", "--repeats", "1",
-               "--no-compile", "--json", str(out))
+    run_script(
+        "bench_train_step.py",
+        "--quick",
+        "--resnet-batch",
+        "2",
+        "--clip-batch",
+        "1",
+        "--repeats",
+        "1",
+        "--no-compile",
+        "--json",
+        str(out),
+    )
     rows = {r["name"]: r for r in json.loads(out.read_text())}
     check_rows(list(rows.values()))
-    for name in ("resnet10_fp32", "resnet10_bf16", "resnet10_channels_last", "resnet10_bf16_channels_last",
-                 "clip_vitb16_fp32", "clip_vitb16_bf16"):
+    for name in (
+        "resnet10_fp32",
+        "resnet10_bf16",
+        "resnet10_channels_last",
+        "resnet10_bf16_channels_last",
+        "clip_vitb16_fp32",
+        "clip_vitb16_bf16",
+    ):
         assert f"train_step_{name}" in rows
     assert rows["train_step_resnet10_bf16"]["reference"] == rows["train_step_resnet10_fp32"]["harness"]
     assert "batch 2" in rows["train_step_resnet10_bf16"]["detail"]

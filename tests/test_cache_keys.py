@@ -1,5 +1,6 @@
 """Cache keys (issue 11, item 8): speed-only settings leave every key unchanged; the contents of user files that
 decide the output change the keys they decide. Pure functions of the config: no data is read."""
+
 import json
 
 import pytest
@@ -21,28 +22,40 @@ def test_pipeline_uses_the_cache_keys_module():
     assert (base_key, pool_key, scorer_key) == (cache_keys.base_key, cache_keys.pool_key, cache_keys.scorer_key)
 
 
-@pytest.mark.parametrize("experiment, override", [
-    ("imagenet_lt_discl_tiny", "data.params.num_workers=7"),
-    ("imagenet_lt_discl_tiny", "scorer.params.batch_size=3"),  # CLIP inference batch
-    ("imagenet_lt_discl_tiny", "generator.params.compile=true"),
-    ("imagenet_lt_discl_tiny", "spectrum.batch_size=5"),
-    ("imagenet_lt_discl_tiny", "data.max_corrupt_fraction=0.2"),
-    ("iwildcam_discl_tiny", "data.params.num_workers=7"),  # hard.rule low_prob: the pool hangs on the base key
-    ("iwildcam_discl_tiny", "scorer.params.batch_size=3"),
-])
+@pytest.mark.parametrize(
+    "experiment, override",
+    [
+        ("imagenet_lt_discl_tiny", "data.params.num_workers=7"),
+        ("imagenet_lt_discl_tiny", "scorer.params.batch_size=3"),  # CLIP inference batch
+        ("imagenet_lt_discl_tiny", "generator.params.compile=true"),
+        ("imagenet_lt_discl_tiny", "spectrum.batch_size=5"),
+        ("imagenet_lt_discl_tiny", "data.max_corrupt_fraction=0.2"),
+        ("iwildcam_discl_tiny", "data.params.num_workers=7"),  # hard.rule low_prob: the pool hangs on the base key
+        ("iwildcam_discl_tiny", "scorer.params.batch_size=3"),
+    ],
+)
 def test_speed_only_settings_leave_every_key_unchanged(experiment, override):
     assert keys(experiment, [override]) == keys(experiment)
 
 
-@pytest.mark.parametrize("override, changed", [
-    ("scorer.params.batch_size=3", {"scorer"}),  # the judge's batch size is a training batch size
-    ("generator.params.batch_size=3", {"pool"}),  # so is the tiny DDPM's
-    ("base.batch_size=3", {"base"}),  # few_shot: the pool does not depend on the base model
-    ("data.shot_groups.few=3", {"pool"}),  # ... but on which classes are few-shot
-    ("data.image_size=12", {"base", "pool", "data"}),
-    ("data.train_transform=[{Resize: {size: [16, 16]}}, RandomHorizontalFlip]", {"base"}),  # what the base model trains on
-    ("data.eval_transform=[{Resize: {size: [16, 16]}}, RandomVerticalFlip]", {"base"}),  # how its training-set probabilities are measured
-])
+@pytest.mark.parametrize(
+    "override, changed",
+    [
+        ("scorer.params.batch_size=3", {"scorer"}),  # the judge's batch size is a training batch size
+        ("generator.params.batch_size=3", {"pool"}),  # so is the tiny DDPM's
+        ("base.batch_size=3", {"base"}),  # few_shot: the pool does not depend on the base model
+        ("data.shot_groups.few=3", {"pool"}),  # ... but on which classes are few-shot
+        ("data.image_size=12", {"base", "pool", "data"}),
+        (
+            "data.train_transform=[{Resize: {size: [16, 16]}}, RandomHorizontalFlip]",
+            {"base"},
+        ),  # what the base model trains on
+        (
+            "data.eval_transform=[{Resize: {size: [16, 16]}}, RandomVerticalFlip]",
+            {"base"},
+        ),  # how its training-set probabilities are measured
+    ],
+)
 def test_settings_that_decide_the_output_change_their_keys(override, changed):
     before, after = keys("digits_lt_tiny"), keys("digits_lt_tiny", [override])
     differ = {k for k in KEYS if before[k] != after[k]}

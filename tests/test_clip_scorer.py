@@ -1,5 +1,6 @@
 """The clip scorer on a tiny random CLIP: batched cosines equal CLIP's own similarity, prompts come from the
 filter template, and a missing model is a one-line error."""
+
 import numpy as np
 import pytest
 import torch
@@ -61,8 +62,10 @@ def test_filter_prompt_template_replaces_generation_prompt():
 
 
 def test_from_config_and_threshold():
-    cfg = load_config("digits_lt_tiny", ["scorer.name=clip", "scorer.params={tiny: true, prompt: 'a photo of {name}'}",
-                                         "filter.threshold=0.25"])
+    cfg = load_config(
+        "digits_lt_tiny",
+        ["scorer.name=clip", "scorer.params={tiny: true, prompt: 'a photo of {name}'}", "filter.threshold=0.25"],
+    )
     s = ClipScorer.from_config(cfg, Data, None, "cpu")
     assert s.p.prompt == "a photo of {name}" and s.filter_prompts(["?"], [2]) == ["a photo of tiger"]
     import pandas as pd
@@ -87,6 +90,6 @@ def test_repeated_sources_score_against_their_own_image():
     labels, prompts = [i % 3 for i in range(10)], ["a photo"] * 10
     text, image = s.score(images, prompts, labels, sources)
     for i in range(10):
-        t1, i1 = s.score(images[i:i + 1], prompts[i:i + 1], labels[i:i + 1], sources[i:i + 1])
+        t1, i1 = s.score(images[i : i + 1], prompts[i : i + 1], labels[i : i + 1], sources[i : i + 1])
         np.testing.assert_allclose([text[i], image[i]], [t1[0], i1[0]], atol=1e-5)
     assert len({round(v, 4) for v in image}) > 3

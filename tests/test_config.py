@@ -2,7 +2,6 @@ import re
 import typing
 
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -48,8 +47,16 @@ def test_unknown_method_suggests_the_closest(tmp_path):
 
 
 def test_set_overrides_and_rejects_unknown_keys():
-    cfg = load_config("digits_lt_discl", ["train.epochs=3", "train.curriculum_epochs=2", "spectrum.levels=[0.0, 0.5]", "curriculum.levels=[0.5]",
-                                            "curriculum.adaptive_levels=[0.5]"])
+    cfg = load_config(
+        "digits_lt_discl",
+        [
+            "train.epochs=3",
+            "train.curriculum_epochs=2",
+            "spectrum.levels=[0.0, 0.5]",
+            "curriculum.levels=[0.5]",
+            "curriculum.adaptive_levels=[0.5]",
+        ],
+    )
     assert cfg.train.epochs == 3 and cfg.spectrum.levels == [0.0, 0.5]
     with pytest.raises(ConfigError, match="no key 'train.epoch'"):
         load_config("digits_lt_discl", ["train.epoch=3"])
@@ -95,7 +102,7 @@ def test_loader_accepts_exactly_the_well_typed(values):
     assert isinstance(cfg.train.loss, str)
 
 
-# --------------------------------------------------------------------------- issue 15: pydantic models, no silent settings
+# ------------------------------------------------------------------------ pydantic models, no silent settings
 
 CHOICES = [
     ("train.schedule", "cosin", ["cosine", "constant"]),
@@ -106,7 +113,11 @@ CHOICES = [
     ("hard.rule", "fewshot", ["few_shot", "low_prob", "k_hardest", "misclassified"]),
     ("curriculum.adaptive.statistic", "avg", ["mean", "trimmed_mean", "median"]),
     ("sweep.pruner", "hyper", ["median", "hyperband", "none"]),
-    ("sweep.space.orderings", "[random, adaptve]", ["diverse_to_specific", "specific_to_diverse", "random", "adaptive"]),
+    (
+        "sweep.space.orderings",
+        "[random, adaptve]",
+        ["diverse_to_specific", "specific_to_diverse", "random", "adaptive"],
+    ),
     ("sweep.space.losses", "[ce, focal]", ["ce", "balanced_softmax"]),
     ("tracking.log_model", "sometimes", ["auto", "always", "never"]),
     ("device", "gpu", ["auto", "cpu", "cuda"]),
@@ -132,66 +143,80 @@ def test_each_choice_list_is_written_once():
     assert SWEEP_ORDERINGS == typing.get_args(Ordering) and set(SWEEP_ORDERINGS) == set(ORDERING_METHODS)
 
 
-@pytest.mark.parametrize("override,message", [
-    ("train.lr=true", "train.lr: expected a number, got True"),
-    ("train.epochs=3.0", "train.epochs: expected an integer, got 3.0"),
-    ("train.batch_size='64'", "train.batch_size: expected an integer, got '64'"),
-    ("train.include_hard_real=1", "train.include_hard_real: expected true or false, got 1"),
-    ("data.root=3", "data.root: expected a string, got 3"),
-    ("spectrum.levels=0.5", "spectrum.levels: expected a list, got float 0.5"),
-    ("curriculum.adaptive=mean", "curriculum.adaptive: expected a mapping, got str 'mean'"),
-    ("spectrum.levels=[0.0, x]", "spectrum.levels[1]: expected a number, got 'x'"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.lr=true", "train.lr: expected a number, got True"),
+        ("train.epochs=3.0", "train.epochs: expected an integer, got 3.0"),
+        ("train.batch_size='64'", "train.batch_size: expected an integer, got '64'"),
+        ("train.include_hard_real=1", "train.include_hard_real: expected true or false, got 1"),
+        ("data.root=3", "data.root: expected a string, got 3"),
+        ("spectrum.levels=0.5", "spectrum.levels: expected a list, got float 0.5"),
+        ("curriculum.adaptive=mean", "curriculum.adaptive: expected a mapping, got str 'mean'"),
+        ("spectrum.levels=[0.0, x]", "spectrum.levels[1]: expected a number, got 'x'"),
+    ],
+)
 def test_a_wrong_type_is_named(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config("digits_lt_discl", [override])
 
 
 def test_an_int_is_a_number_and_stays_a_float():
-    cfg = load_config("digits_lt_discl", ["train.lr=1", "spectrum.levels=[0, 0.5]", "curriculum.levels=[0]",
-                                          "curriculum.adaptive_levels=[0.5]"])
+    cfg = load_config(
+        "digits_lt_discl",
+        ["train.lr=1", "spectrum.levels=[0, 0.5]", "curriculum.levels=[0]", "curriculum.adaptive_levels=[0.5]"],
+    )
     assert type(cfg.train.lr) is float and all(type(x) is float for x in cfg.spectrum.levels)
 
 
 def test_an_unknown_nested_key_suggests_the_closest(tmp_path):
     path = write(tmp_path, "extends: digits_lt_discl\nsweep: {space: {curriculum_fraction: {low: 0.2, hihg: 0.9}}}\n")
-    with pytest.raises(ConfigError, match=re.escape(
-            "unknown key 'sweep.space.curriculum_fraction.hihg' (did you mean 'high'?)")):
+    with pytest.raises(
+        ConfigError, match=re.escape("unknown key 'sweep.space.curriculum_fraction.hihg' (did you mean 'high'?)")
+    ):
         load_config(path)
-    with pytest.raises(ConfigError, match=re.escape("no key 'data.shot_groups.fwe' in the config (did you mean 'few'?)")):
+    with pytest.raises(
+        ConfigError, match=re.escape("no key 'data.shot_groups.fwe' in the config (did you mean 'few'?)")
+    ):
         load_config("digits_lt_discl", ["data.shot_groups.fwe=3"])
     with pytest.raises(ConfigError, match=re.escape("unknown key 'data.shot_groups.fwe' (did you mean 'few'?)")):
         load_config("digits_lt_discl", ["data.shot_groups={fwe: 3}"])
 
 
-@pytest.mark.parametrize("override,message", [
-    ("train.batch_size=0", "train.batch_size: must be greater than or equal to 1, got 0"),
-    ("spectrum.seeds=0", "spectrum.seeds: must be greater than or equal to 1"),
-    ("data.shot_groups={many: 3, few: 5}", "data.shot_groups: few (5) exceeds many (3)"),
-    ("seeds=[1, 1]", "seeds: seed 1 given twice"),
-    ("seeds=[]", "seeds: give at least one seed"),
-    ("spectrum.levels=[0.5, 0.5]", "spectrum.levels: λ 0.5 given twice"),
-    ("spectrum.levels=[0.5, 1.0]", "spectrum.levels: λ must be in [0, 1), got 1.0"),
-    ("train.undersample=0", "train.undersample: must be greater than 0"),
-    ("train.synthetic_scale=-1", "train.synthetic_scale: must be greater than 0"),
-    ("hard.threshold=2", "hard.threshold: must be less than or equal to 1"),
-    ("curriculum.adaptive.holdout=1", "curriculum.adaptive.holdout: must be less than 1"),
-    ("sweep.space.curriculum_fraction={low: 0.5, high: 2}", "sweep.space.curriculum_fraction: a fraction must lie"),
-    ("sweep.space.synthetic_scale={low: 5, high: 1}", "sweep.space.synthetic_scale: need low <= high"),
-    ("sweep.grace_period=5", "sweep.grace_period: must exceed sweep.heartbeat_interval (10)"),
-    ("sweep.multi_objective=[val/acc]", "sweep.multi_objective: give at least two"),
-    ("sweep.objective=test/acc", "never a test metric"),
-    ("spectrum.prompt='a photo'", "spectrum.prompt: 'a photo' does not name the class"),
-    ("spectrum.prompt='a {nme}'", "spectrum.prompt: 'a {nme}' is not a template over {name} alone"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.batch_size=0", "train.batch_size: must be greater than or equal to 1, got 0"),
+        ("spectrum.seeds=0", "spectrum.seeds: must be greater than or equal to 1"),
+        ("data.shot_groups={many: 3, few: 5}", "data.shot_groups: few (5) exceeds many (3)"),
+        ("seeds=[1, 1]", "seeds: seed 1 given twice"),
+        ("seeds=[]", "seeds: give at least one seed"),
+        ("spectrum.levels=[0.5, 0.5]", "spectrum.levels: λ 0.5 given twice"),
+        ("spectrum.levels=[0.5, 1.0]", "spectrum.levels: λ must be in [0, 1), got 1.0"),
+        ("train.undersample=0", "train.undersample: must be greater than 0"),
+        ("train.synthetic_scale=-1", "train.synthetic_scale: must be greater than 0"),
+        ("hard.threshold=2", "hard.threshold: must be less than or equal to 1"),
+        ("curriculum.adaptive.holdout=1", "curriculum.adaptive.holdout: must be less than 1"),
+        ("sweep.space.curriculum_fraction={low: 0.5, high: 2}", "sweep.space.curriculum_fraction: a fraction must lie"),
+        ("sweep.space.synthetic_scale={low: 5, high: 1}", "sweep.space.synthetic_scale: need low <= high"),
+        ("sweep.grace_period=5", "sweep.grace_period: must exceed sweep.heartbeat_interval (10)"),
+        ("sweep.multi_objective=[val/acc]", "sweep.multi_objective: give at least two"),
+        ("sweep.objective=test/acc", "never a test metric"),
+        ("spectrum.prompt='a photo'", "spectrum.prompt: 'a photo' does not name the class"),
+        ("spectrum.prompt='a {nme}'", "spectrum.prompt: 'a {nme}' is not a template over {name} alone"),
+    ],
+)
 def test_out_of_range_values_are_refused(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config("digits_lt_discl", [override])
 
 
 def test_methods_need_the_levels_they_draw_on():
-    with pytest.raises(ConfigError, match=r"iwildcam_discl.yaml: method text_only needs λ 0 generated, but "
-                                          r"spectrum.levels is \[0.5, 0.7, 0.9\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"iwildcam_discl.yaml: method text_only needs λ 0 generated, but "
+        r"spectrum.levels is \[0.5, 0.7, 0.9\]",
+    ):
         load_config("iwildcam_discl", methods=["text_only"])
     with pytest.raises(ConfigError, match="method text_only needs λ 0"):  # listed in the YAML
         load_config("iwildcam_discl", ["methods=[plain, text_only]"])
@@ -204,8 +229,9 @@ def test_methods_need_the_levels_they_draw_on():
     with pytest.raises(ConfigError, match="method all_levels draws synthetic images during the curriculum only"):
         load_config("digits_lt_discl", ["train.curriculum_epochs=0"], methods=["all_levels"])
     # real-only methods need no level (plain_rebalanced over no level is the sweep's real-only control)
-    load_config("digits_lt_discl", ["curriculum.levels=[]", "train.curriculum_epochs=0"],
-                methods=["plain", "plain_rebalanced"])
+    load_config(
+        "digits_lt_discl", ["curriculum.levels=[]", "train.curriculum_epochs=0"], methods=["plain", "plain_rebalanced"]
+    )
 
 
 def test_every_method_declares_its_levels():
@@ -238,8 +264,9 @@ def test_component_params_dataclasses_build_strictly():
 
     p = build(DigitsParams, {"imbalance_ratio": 1, "max_per_class": 50}, "data.params")
     assert isinstance(p, DigitsParams) and type(p.imbalance_ratio) is float and p.max_per_class == 50
-    with pytest.raises(ConfigError, match=re.escape("unknown key 'data.params.max_per_clas' (did you mean "
-                                                    "'max_per_class'?)")):
+    with pytest.raises(
+        ConfigError, match=re.escape("unknown key 'data.params.max_per_clas' (did you mean 'max_per_class'?)")
+    ):
         build(DigitsParams, {"max_per_clas": 50}, "data.params")
     with pytest.raises(ConfigError, match="data.params.max_per_class: expected an integer, got 50.0"):
         build(DigitsParams, {"max_per_class": 50.0}, "data.params")

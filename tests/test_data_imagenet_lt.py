@@ -1,4 +1,5 @@
 """ImageNet-LT from its split files, on a tiny fake ImageNet tree."""
+
 import json
 import shutil
 from collections import Counter
@@ -6,8 +7,8 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
-
 from fakes import IMAGENET_LT_COUNTS, write_fake_imagenet_lt
+
 from harness.config import Config, build
 from harness.data import load_dataset
 from harness.data.base import DataError
@@ -19,8 +20,18 @@ def fake_root(tmp_path_factory):
 
 
 def config(root, many=100, few=20, **params) -> Config:
-    return build(Config, {"data": {"name": "imagenet_lt", "root": str(root), "image_size": 16, "params": params,
-                                   "shot_groups": {"many": many, "few": few}}})
+    return build(
+        Config,
+        {
+            "data": {
+                "name": "imagenet_lt",
+                "root": str(root),
+                "image_size": 16,
+                "params": params,
+                "shot_groups": {"many": many, "few": few},
+            }
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +59,7 @@ def test_splits_follow_the_split_files(bundle, fake_root):
 
 def test_shot_groups_equal_an_independent_count(bundle, fake_root):
     counts = Counter(int(label) for _, label in read_lines(fake_root / "ImageNet_LT_train.txt"))
-    expected = ["many" if counts[c] > 100 else "few" if counts[c] < 20 else "medium"
-                for c in range(bundle.num_classes)]
+    expected = ["many" if counts[c] > 100 else "few" if counts[c] < 20 else "medium" for c in range(bundle.num_classes)]
     assert bundle.shot_group().tolist() == expected
     assert sorted(set(expected)) == ["few", "many", "medium"]  # the fake covers every group and both borders
     assert bundle.shot_group().tolist() == ["many", "many", "medium", "medium", "few", "few"]
@@ -66,12 +76,14 @@ def test_metrics_by_shot_group(bundle):
 
 
 def test_params_split_dir_names_and_subsampling(tmp_path):
-    root = write_fake_imagenet_lt(tmp_path / "root", counts=(8, 3), val_per_class=1, test_per_class=2,
-                                  split_dir=tmp_path / "splits")
+    root = write_fake_imagenet_lt(
+        tmp_path / "root", counts=(8, 3), val_per_class=1, test_per_class=2, split_dir=tmp_path / "splits"
+    )
     names = tmp_path / "names.json"
     names.write_text(json.dumps({"0": "tench", "1": "goldfish"}))
-    data = load_dataset(config(root, many=5, few=4, split_dir=str(tmp_path / "splits"), class_names=str(names),
-                               max_per_split=3))
+    data = load_dataset(
+        config(root, many=5, few=4, split_dir=str(tmp_path / "splits"), class_names=str(names), max_per_split=3)
+    )
     assert data.class_names == ["tench", "goldfish"]
     assert [len(data.splits[s]) for s in ("train", "val", "test")] == [3, 2, 3]
     text = tmp_path / "names.txt"
@@ -89,6 +101,7 @@ def corrupt(line: str):
     def edit(root):
         path = root / "ImageNet_LT_test.txt"
         path.write_text(path.read_text() + line + "\n")
+
     return edit
 
 
@@ -138,16 +151,38 @@ def test_cli_run_on_missing_root_exits_2_with_one_line(tmp_path, capsys):
     experiment = tmp_path / "imagenet_lt_missing.yaml"
     experiment.write_text("data: {name: imagenet_lt, image_size: 16}\nmethods: [plain]\n")
     missing = tmp_path / "no_imagenet"
-    code = main(["run", "--experiment", str(experiment), "--set", f"data.root={missing}",
-                 "--workdir", str(tmp_path / "work"), "--quiet"])
+    code = main(
+        [
+            "run",
+            "--experiment",
+            str(experiment),
+            "--set",
+            f"data.root={missing}",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "Traceback" not in err
     assert err.splitlines()[-1].startswith("harness: error: imagenet_lt:") and str(missing) in err.splitlines()[-1]
 
 
 def test_subsampling_keeps_shot_groups_of_the_full_file(fake_root, bundle):
-    small = load_dataset(build(Config, {"data": {"name": "imagenet_lt", "root": str(fake_root), "image_size": 16,
-                                                 "max_train": 60, "params": {"max_per_split": 10}}}))
+    small = load_dataset(
+        build(
+            Config,
+            {
+                "data": {
+                    "name": "imagenet_lt",
+                    "root": str(fake_root),
+                    "image_size": 16,
+                    "max_train": 60,
+                    "params": {"max_per_split": 10},
+                }
+            },
+        )
+    )
     assert len(small.train) == 10 and len(small.splits["test"]) == 10
     assert len(set(small.train.labels.tolist())) > 1  # a random subset, not the first class of the file
     assert small.shot_group().tolist() == bundle.shot_group().tolist()
@@ -162,15 +197,38 @@ def test_tiny_experiment_end_to_end_matches_an_independent_count(tmp_path):
     from harness.cli import main
 
     root = write_fake_imagenet_lt(tmp_path / "data", counts=(14, 11, 6, 3, 2), val_per_class=2, test_per_class=4)
-    argv = ["run", "--experiment", "imagenet_lt_discl_tiny", "--set", f"data.root={root}",
-            "--set", "data.shot_groups.many=10", "--set", "data.shot_groups.few=4", "--set", "spectrum.seeds=1",
-            "--set", "spectrum.steps=4", "--set", "base.epochs=1", "--set", "train.epochs=2",
-            "--set", "train.curriculum_epochs=1", "--method", "discl_diverse_to_specific",
-            "--workdir", str(tmp_path / "work"), "--quiet"]
+    argv = [
+        "run",
+        "--experiment",
+        "imagenet_lt_discl_tiny",
+        "--set",
+        f"data.root={root}",
+        "--set",
+        "data.shot_groups.many=10",
+        "--set",
+        "data.shot_groups.few=4",
+        "--set",
+        "spectrum.seeds=1",
+        "--set",
+        "spectrum.steps=4",
+        "--set",
+        "base.epochs=1",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "train.curriculum_epochs=1",
+        "--method",
+        "discl_diverse_to_specific",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--quiet",
+    ]
     assert main(argv) == 0
     client = MlflowClient(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("imagenet_lt_discl_tiny").experiment_id],
-                                filter_string="tags.method = 'discl_diverse_to_specific'")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("imagenet_lt_discl_tiny").experiment_id],
+        filter_string="tags.method = 'discl_diverse_to_specific'",
+    )
     logged = pd.read_csv(client.download_artifacts(run.info.run_id, "predictions/test.csv", str(tmp_path)))
     counts = Counter(int(label) for _, label in read_lines(root / "ImageNet_LT_train.txt"))
     group = np.array(["many" if counts[y] > 10 else "few" if counts[y] < 4 else "medium" for y in logged.y_true])
@@ -182,4 +240,5 @@ def test_tiny_experiment_end_to_end_matches_an_independent_count(tmp_path):
     prompts = pd.read_csv(client.download_artifacts(run.info.run_id, "spectrum/prompts.csv", str(tmp_path)))
     assert prompts.to_dict("records") == [
         {"label": 3, "class_name": "tiger shark", "prompt": "a photo of a tiger shark"},
-        {"label": 4, "class_name": "hammerhead", "prompt": "a photo of a hammerhead"}]
+        {"label": 4, "class_name": "hammerhead", "prompt": "a photo of a hammerhead"},
+    ]

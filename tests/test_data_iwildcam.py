@@ -1,4 +1,5 @@
 """iWildCam through the real wilds loader, on a tiny fake copy in the exact wilds 2.0 layout."""
+
 import json
 import shutil
 import subprocess
@@ -8,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from fakes import write_fake_iwildcam
+
 from harness.config import Config, build
 from harness.data import load_dataset
 from harness.data.base import DataError
@@ -57,15 +58,28 @@ def test_splits_match_metadata(bundle, fake_root):
 
 def test_class_names_shipped_user_and_categories(fake_root, tmp_path):
     assert load_dataset(config(fake_root)).class_names[:3] == [
-        "empty", "White-lipped peccary", "Central American agouti"]
+        "empty",
+        "White-lipped peccary",
+        "Central American agouti",
+    ]
     user = tmp_path / "names.json"
     user.write_text(json.dumps({"1": "peccary"}))
     names = load_dataset(config(fake_root, common_names=str(user))).class_names
     assert names[:3] == ["empty", "peccary", "Central American agouti"]
-    user.write_text(json.dumps({"classes": [{"y": 0, "category_id": 0, "common_name": "nothing"},
-                                            {"y": 99999, "category_id": 7, "common_name": "not a class"}]}))
-    assert load_dataset(config(fake_root, common_names=str(user))).class_names[:2] == ["nothing",
-                                                                                      "White-lipped peccary"]
+    user.write_text(
+        json.dumps(
+            {
+                "classes": [
+                    {"y": 0, "category_id": 0, "common_name": "nothing"},
+                    {"y": 99999, "category_id": 7, "common_name": "not a class"},
+                ]
+            }
+        )
+    )
+    assert load_dataset(config(fake_root, common_names=str(user))).class_names[:2] == [
+        "nothing",
+        "White-lipped peccary",
+    ]
     user.write_text(json.dumps(["a", "b"]))
     with pytest.raises(DataError, match="names.json"):
         load_dataset(config(fake_root, common_names=str(user)))
@@ -92,8 +106,11 @@ def test_metrics_equal_wilds_eval(bundle, wilds_dataset):
         mask = wilds_dataset.split_array == wilds_dataset.split_dict[split]
         y_true = wilds_dataset.y_array[mask]
         # include predictions of a class absent from y_true: wilds leaves it out of the macro average
-        y_pred = torch.where(torch.from_numpy(rng.random(len(y_true)) < 0.5), y_true,
-                             torch.from_numpy(rng.integers(0, NUM_CLASSES + 2, len(y_true))))
+        y_pred = torch.where(
+            torch.from_numpy(rng.random(len(y_true)) < 0.5),
+            y_true,
+            torch.from_numpy(rng.integers(0, NUM_CLASSES + 2, len(y_true))),
+        )
         expected, _ = wilds_dataset.eval(y_pred, y_true, wilds_dataset.metadata_array[mask])
         ours = bundle.evaluate(y_true.numpy(), y_pred.numpy())
         assert ours["f1_macro"] == pytest.approx(expected["F1-macro_all"], abs=1e-6)  # wilds returns float32
@@ -104,8 +121,10 @@ def test_metrics_equal_wilds_eval(bundle, wilds_dataset):
 
 
 def test_import_wilds_starts_no_version_check():
-    code = ("import threading, sys; from harness.data.iwildcam import import_wilds; import_wilds(); "
-            "print(threading.active_count(), 'outdated' in sys.modules, 'wilds' in sys.modules)")
+    code = (
+        "import threading, sys; from harness.data.iwildcam import import_wilds; import_wilds(); "
+        "print(threading.active_count(), 'outdated' in sys.modules, 'wilds' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["1", "False", "True"]
 
@@ -120,6 +139,7 @@ def edit_metadata(folder, change):
 def drop_value(column, value):
     def change(frame):
         frame.loc[frame[column] == value, column] = frame[column].max() + 1
+
     return change
 
 
@@ -132,10 +152,14 @@ BROKEN = {
     "gap_in_y": (lambda f: edit_metadata(f, drop_value("y", 1)), "metadata.csv"),
     "gap_in_location": (lambda f: edit_metadata(f, drop_value("location_remapped", 0)), "metadata.csv"),
     "gap_in_sequence": (lambda f: edit_metadata(f, drop_value("sequence_remapped", 3)), "metadata.csv"),
-    "bad_datetime": (lambda f: edit_metadata(f, lambda m: m.__setitem__("datetime", "2013/06/09 16:01")),
-                     "metadata.csv"),
-    "missing_column": (lambda f: edit_metadata(f, lambda m: m.drop(columns=["sequence_remapped"], inplace=True)),
-                       "metadata.csv"),
+    "bad_datetime": (
+        lambda f: edit_metadata(f, lambda m: m.__setitem__("datetime", "2013/06/09 16:01")),
+        "metadata.csv",
+    ),
+    "missing_column": (
+        lambda f: edit_metadata(f, lambda m: m.drop(columns=["sequence_remapped"], inplace=True)),
+        "metadata.csv",
+    ),
     "unknown_split": (lambda f: edit_metadata(f, lambda m: m.__setitem__("split", "holdout")), "metadata.csv"),
 }
 
@@ -171,8 +195,18 @@ def test_cli_run_on_missing_root_exits_2_with_one_line(tmp_path, capsys):
     experiment = tmp_path / "iwildcam_missing.yaml"
     experiment.write_text("data: {name: iwildcam, image_size: 16}\nmethods: [plain]\n")
     missing = tmp_path / "no_such_root"
-    code = main(["run", "--experiment", str(experiment), "--set", f"data.root={missing}",
-                 "--workdir", str(tmp_path / "work"), "--quiet"])
+    code = main(
+        [
+            "run",
+            "--experiment",
+            str(experiment),
+            "--set",
+            f"data.root={missing}",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2
     # MLflow may log its store creation first; the error itself is one line, without a traceback
@@ -192,8 +226,9 @@ def test_logged_predictions_recompute_to_wilds_eval(bundle, wilds_dataset, tmp_p
     preds.to_csv(tmp_path / "test.csv", index=False)
     logged = pd.read_csv(tmp_path / "test.csv")
     assert {"location", "sequence", "datetime"} <= set(logged.columns)
-    expected, _ = wilds_dataset.eval(torch.tensor(logged.y_pred.to_numpy()), torch.tensor(logged.y_true.to_numpy()),
-                                     None)
+    expected, _ = wilds_dataset.eval(
+        torch.tensor(logged.y_pred.to_numpy()), torch.tensor(logged.y_true.to_numpy()), None
+    )
     assert metrics["f1_macro"] == pytest.approx(expected["F1-macro_all"], abs=1e-6)
     assert metrics["acc"] == pytest.approx(expected["acc_avg"], abs=1e-6)
 
@@ -215,21 +250,45 @@ def test_tiny_experiment_end_to_end_matches_wilds_eval(tmp_path):
     from harness.cli import main
 
     root = write_fake_iwildcam(tmp_path / "data", n_per_split=8, num_classes=4, seed=1)
-    argv = ["run", "--experiment", "iwildcam_discl_tiny", "--set", f"data.root={root}", "--set", "spectrum.seeds=1",
-            "--set", "spectrum.steps=4", "--set", "base.epochs=1", "--set", "train.epochs=2",
-            "--set", "train.curriculum_epochs=1", "--set", "hard.rule=k_hardest", "--set", "hard.k=4",
-            "--method", "discl_adaptive", "--workdir", str(tmp_path / "work"),
-            "--quiet"]
+    argv = [
+        "run",
+        "--experiment",
+        "iwildcam_discl_tiny",
+        "--set",
+        f"data.root={root}",
+        "--set",
+        "spectrum.seeds=1",
+        "--set",
+        "spectrum.steps=4",
+        "--set",
+        "base.epochs=1",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "train.curriculum_epochs=1",
+        "--set",
+        "hard.rule=k_hardest",
+        "--set",
+        "hard.k=4",
+        "--method",
+        "discl_adaptive",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--quiet",
+    ]
     assert main(argv) == 0
     client = MlflowClient(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("iwildcam_discl_tiny").experiment_id],
-                                filter_string="tags.method = 'discl_adaptive'")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("iwildcam_discl_tiny").experiment_id],
+        filter_string="tags.method = 'discl_adaptive'",
+    )
     evaluator = import_wilds().get_dataset("iwildcam", root_dir=str(root), download=False)
     for name, split in (("test_id", "id_test"), ("test_ood", "test")):
         path = client.download_artifacts(run.info.run_id, f"predictions/{split}.csv", str(tmp_path / name))
         logged = pd.read_csv(path)
         assert len(logged) == 8 and {"location", "sequence"} <= set(logged.columns)
-        expected, _ = evaluator.eval(torch.tensor(logged.y_pred.to_numpy()), torch.tensor(logged.y_true.to_numpy()),
-                                     None)
+        expected, _ = evaluator.eval(
+            torch.tensor(logged.y_pred.to_numpy()), torch.tensor(logged.y_true.to_numpy()), None
+        )
         assert run.data.metrics[f"{name}/f1_macro"] == pytest.approx(expected["F1-macro_all"], abs=1e-6)
         assert run.data.metrics[f"{name}/acc"] == pytest.approx(expected["acc_avg"], abs=1e-6)

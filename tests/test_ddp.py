@@ -1,5 +1,6 @@
 """`harness run` under torchrun (DDP over 2 CPU processes, gloo): each rank trains on its own half of every epoch,
 gradients are averaged, and only rank 0 tracks the run in MLflow."""
+
 import os
 import socket
 import subprocess
@@ -45,19 +46,26 @@ def tiny_model(own_loss: bool = False) -> torch.nn.Module:
 
 
 def train(opt: OptimConfig, distributed: bool, own_loss: bool = False) -> tuple[Trainer, list[float]]:
-    trainer = Trainer(tiny_model(own_loss), opt, opt.epochs, None, seed=0, device=torch.device("cpu"),
-                      distributed=distributed)
+    trainer = Trainer(
+        tiny_model(own_loss), opt, opt.epochs, None, seed=0, device=torch.device("cpu"), distributed=distributed
+    )
     return trainer, [trainer.train_epoch([tiny_part()], epoch) for epoch in range(opt.epochs)]
 
 
 def ddp_worker(rank: int, port: int, out: str, own_loss: bool) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     from harness import distributed
 
     distributed.init_from_env()
-    seen = [int(v) for x, _ in batches([tiny_part()], PER_RANK_BATCH, torch.Generator().manual_seed(0),
-                                       torch.device("cpu"), rank=rank, world=2) for v in (x[:, 0, 0, 0] * N).round()]
+    seen = [
+        int(v)
+        for x, _ in batches(
+            [tiny_part()], PER_RANK_BATCH, torch.Generator().manual_seed(0), torch.device("cpu"), rank=rank, world=2
+        )
+        for v in (x[:, 0, 0, 0] * N).round()
+    ]
     trainer, losses = train(OPT, distributed=True, own_loss=own_loss)
     assert trainer.world == 2 and (trainer.net is trainer.model) == own_loss  # DDP wraps unless the model has a loss
     torch.save({"seen": seen, "losses": losses, "model": trainer.state()["model"]}, f"{out}/rank{rank}.pt")
@@ -83,18 +91,58 @@ def test_shards_pad_to_equal_length():
     assert [len(s) for s in shards] == [3, 3, 3] and set(torch.cat(shards).tolist()) == set(range(7))
 
 
-QUICK = ["--set", "base.epochs=1", "--set", "generator.params.train_steps=3", "--set", "scorer.params.epochs=1",
-         "--set", "spectrum.seeds=2", "--set", "spectrum.steps=4", "--set", "spectrum.batch_size=16",
-         "--set", "spectrum.levels=[0.0, 0.5]", "--set", "curriculum.levels=[0.0, 0.5]",
-         "--set", "curriculum.adaptive_levels=[0.5]", "--set", "train.epochs=2", "--set", "train.curriculum_epochs=1"]
+QUICK = [
+    "--set",
+    "base.epochs=1",
+    "--set",
+    "generator.params.train_steps=3",
+    "--set",
+    "scorer.params.epochs=1",
+    "--set",
+    "spectrum.seeds=2",
+    "--set",
+    "spectrum.steps=4",
+    "--set",
+    "spectrum.batch_size=16",
+    "--set",
+    "spectrum.levels=[0.0, 0.5]",
+    "--set",
+    "curriculum.levels=[0.0, 0.5]",
+    "--set",
+    "curriculum.adaptive_levels=[0.5]",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.curriculum_epochs=1",
+]
 METHODS = ["plain", "discl_diverse_to_specific"]  # the DisCL run needs rank 0's scored pool on rank 1 too
 
 
 def test_harness_run_under_torchrun(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(free_port()), "-m", "harness.cli", "run", "--experiment", "digits_lt_tiny",
-           "--seed", "0", "--quiet", "--workdir", str(tmp_path), *QUICK, *(a for m in METHODS for a in ("--method", m))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        "-m",
+        "harness.cli",
+        "run",
+        "--experiment",
+        "digits_lt_tiny",
+        "--seed",
+        "0",
+        "--quiet",
+        "--workdir",
+        str(tmp_path),
+        *QUICK,
+        *(a for m in METHODS for a in ("--method", m)),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("MLflow runs:") == 1  # only rank 0 reports
@@ -137,8 +185,9 @@ def eval_images() -> TensorImages:
 
 
 def eval_worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     from torchvision.transforms import v2
 
     from harness import distributed
@@ -148,8 +197,9 @@ def eval_worker(rank: int, port: int, out: str) -> None:
     results = {}
     for name, transform in (("memory", None), ("loader", v2.Identity())):
         model = CountingModel()
-        probs = class_probs(model, eval_images(), torch.device("cpu"), batch_size=2, transform=transform,
-                            distributed=True)
+        probs = class_probs(
+            model, eval_images(), torch.device("cpu"), batch_size=2, transform=transform, distributed=True
+        )
         results[name] = (probs, model.seen)
     torch.save(results, f"{out}/eval{rank}.pt")
     torch.distributed.destroy_process_group()

@@ -1,5 +1,6 @@
 """``digits_field``: the gap dial, per-image seeding, the clean pool and its shared caches, ``spectrum/domain.csv``
 and its report figure."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -61,7 +62,7 @@ def test_each_image_is_seeded_by_itself_not_by_its_batch(clean):
     indices = [int(i.rsplit("-", 1)[1]) for i in clean.splits["test"].ids[:12]]
     draws = [draw(field_rng(0, i), 16) for i in indices]
     whole = render_field(images, 0.8, draws)
-    alone = torch.cat([render_field(images[k:k + 1], 0.8, draws[k:k + 1]) for k in (0, 5, 11)])
+    alone = torch.cat([render_field(images[k : k + 1], 0.8, draws[k : k + 1]) for k in (0, 5, 11)])
     assert torch.allclose(whole[[0, 5, 11]], alone, atol=1e-6)
     again = render_field(images, 0.8, [draw(field_rng(0, i), 16) for i in indices])
     assert torch.equal(whole, again)
@@ -99,8 +100,23 @@ def test_run_logs_the_domain_table_and_the_report_draws_it(tmp_path):
     from reports import build_report
 
     workdir = tmp_path / "wd"
-    assert main(["run", "--experiment", "digits_field_tiny", "--workdir", str(workdir), "--quiet",
-                 "--method", "plain", "--method", "all_levels"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--experiment",
+                "digits_field_tiny",
+                "--workdir",
+                str(workdir),
+                "--quiet",
+                "--method",
+                "plain",
+                "--method",
+                "all_levels",
+            ]
+        )
+        == 0
+    )
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("digits_field_tiny")
     runs = {r.data.tags["method"]: r for r in client.search_runs([exp.experiment_id], "tags.method != ''")}
@@ -121,8 +137,10 @@ def test_run_logs_the_domain_table_and_the_report_draws_it(tmp_path):
     assert (synthetic.kept <= synthetic.images).all()
     # references: the hard (few-shot) classes only, 10 val and 45 pool images each
     hard_classes = pd.read_csv(scores).label.nunique()
-    assert frame.set_index("source").loc[["real val", "clean pool"], "images"].tolist() == \
-        [10 * hard_classes, 45 * hard_classes]
+    assert frame.set_index("source").loc[["real val", "clean pool"], "images"].tolist() == [
+        10 * hard_classes,
+        45 * hard_classes,
+    ]
     index = build_report("digits_field_tiny", workdir, tmp_path / "report", log_to_mlflow=False)
     assert (index.parent / "figures" / "domain_gap.png").is_file()
     assert "Domain per λ" in index.read_text()

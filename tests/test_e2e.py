@@ -1,4 +1,5 @@
 """`harness run` end to end on the tiny experiment, then the MLflow store checked against the design's contract."""
+
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -10,8 +11,18 @@ METHODS = ["plain", "discl_diverse_to_specific"]
 
 @pytest.fixture(scope="module")
 def store(tiny_workdir, capsys_module=None):
-    argv = ["run", "--experiment", "digits_lt_tiny", "--workdir", str(tiny_workdir), "--seed", "0", "--seed", "1",
-            "--quiet"] + [a for m in METHODS for a in ("--method", m)]
+    argv = [
+        "run",
+        "--experiment",
+        "digits_lt_tiny",
+        "--workdir",
+        str(tiny_workdir),
+        "--seed",
+        "0",
+        "--seed",
+        "1",
+        "--quiet",
+    ] + [a for m in METHODS for a in ("--method", m)]
     assert main(argv) == 0
     client = MlflowClient(f"sqlite:///{tiny_workdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("digits_lt_tiny")
@@ -25,7 +36,9 @@ def test_one_finished_run_per_method_and_seed(store):
     assert {r.info.status for r in runs} == {"FINISHED"}
     for r in runs:
         assert {"method", "dataset", "seed", "git_commit", "generator", "scorer"} <= set(r.data.tags)
-        assert r.data.params["train.epochs"] == "5" and r.data.params["spectrum.levels"] == str([0.0, 0.1, 0.3, 0.5, 0.7, 0.9])
+        assert r.data.params["train.epochs"] == "5" and r.data.params["spectrum.levels"] == str(
+            [0.0, 0.1, 0.3, 0.5, 0.7, 0.9]
+        )
 
 
 def test_contract_metrics_and_artifacts(store):
@@ -64,5 +77,7 @@ def test_bad_input_is_one_line_and_exit_2(tiny_workdir, capsys):
     assert main(["run", "--experiment", "no_such_experiment", "--workdir", str(tiny_workdir)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("harness: error: no experiment 'no_such_experiment'") and "\n" not in err
-    assert main(["run", "--experiment", "digits_lt_tiny", "--set", "train.lr=fast", "--workdir", str(tiny_workdir)]) == 2
+    assert (
+        main(["run", "--experiment", "digits_lt_tiny", "--set", "train.lr=fast", "--workdir", str(tiny_workdir)]) == 2
+    )
     assert "train.lr: expected a number" in capsys.readouterr().err

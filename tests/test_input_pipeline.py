@@ -1,5 +1,6 @@
 """The input pipeline: uint8 decode and transforms in the loader, one loader kept across epochs, per-sample seeds
 so the images do not depend on the worker count."""
+
 import numpy as np
 import torch
 from PIL import Image
@@ -27,8 +28,10 @@ def epoch_images(images, workers, epochs=2):
     g = torch.Generator().manual_seed(0)
     loader = EpochLoader(4, workers, torch.device("cpu"), AUGMENT)
     parts = [Part(images, np.arange(len(images))), Part(images, np.array([0, 0, 1]))]
-    out = [torch.cat([x for x, _ in batches(parts, 4, g, torch.device("cpu"), workers, transform=AUGMENT,
-                                            loader=loader)]) for _ in range(epochs)]
+    out = [
+        torch.cat([x for x, _ in batches(parts, 4, g, torch.device("cpu"), workers, transform=AUGMENT, loader=loader)])
+        for _ in range(epochs)
+    ]
     return out, loader
 
 
@@ -62,8 +65,10 @@ def test_short_shared_memory_gets_a_clear_error():
 
     with pytest.raises(DataError, match="ran out of shared memory.*--shm-size.*num_workers: 0"):
         with clear_shm_errors():
-            raise RuntimeError("DataLoader worker (pid 123) is killed by signal: Bus error. It is possible that "
-                               "dataloader's workers are out of shared memory.")
+            raise RuntimeError(
+                "DataLoader worker (pid 123) is killed by signal: Bus error. It is possible that "
+                "dataloader's workers are out of shared memory."
+            )
     with pytest.raises(RuntimeError, match="something else"):
         with clear_shm_errors():
             raise RuntimeError("something else")

@@ -2,6 +2,7 @@
 
 A module may import from its own layer or a lower one, never a higher one (function-local imports included), and
 the registry imports nothing of the harness: components reach it through entry points."""
+
 import ast
 from pathlib import Path
 
@@ -10,23 +11,61 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [  # highest first
     ("cli", ["harness.cli"]),
-    ("entry points", ["harness.runner", "harness.sweep", "reports", "harness.tracking", "harness.plots",
-                      "harness.domain"]),
+    (
+        "entry points",
+        ["harness.runner", "harness.sweep", "reports", "harness.tracking", "harness.plots", "harness.domain"],
+    ),
     ("pipeline", ["harness.pipeline"]),
-    ("phases", ["harness.base_model", "harness.hard_samples", "harness.spectrum", "harness.filter",
-                "harness.curriculum", "harness.train", "harness.evaluate", "harness.prepared", "baselines"]),
-    ("data and models", ["harness.data", "harness.models", "harness.models_paper", "harness.tiny_models",
-                         "harness.generators", "harness.scorers", "harness.local_weights", "harness.distributed",
-                         "harness.seeding"]),
-    ("core", ["harness.registry", "harness.config", "harness.io", "harness.cache_keys", "harness.workdir",
-              "harness.transforms"]),
+    (
+        "phases",
+        [
+            "harness.base_model",
+            "harness.hard_samples",
+            "harness.spectrum",
+            "harness.filter",
+            "harness.curriculum",
+            "harness.train",
+            "harness.evaluate",
+            "harness.prepared",
+            "baselines",
+        ],
+    ),
+    (
+        "data and models",
+        [
+            "harness.data",
+            "harness.models",
+            "harness.models_paper",
+            "harness.tiny_models",
+            "harness.generators",
+            "harness.scorers",
+            "harness.local_weights",
+            "harness.distributed",
+            "harness.seeding",
+        ],
+    ),
+    (
+        "core",
+        [
+            "harness.registry",
+            "harness.config",
+            "harness.io",
+            "harness.cache_keys",
+            "harness.workdir",
+            "harness.transforms",
+        ],
+    ),
 ]
 OURS = ("harness", "baselines", "reports")
 
 
 def layer_of(module: str) -> int | None:
-    matches = [(len(p), i) for i, (_, prefixes) in enumerate(LAYERS) for p in prefixes
-               if module == p or module.startswith(p + ".")]
+    matches = [
+        (len(p), i)
+        for i, (_, prefixes) in enumerate(LAYERS)
+        for p in prefixes
+        if module == p or module.startswith(p + ".")
+    ]
     return max(matches)[1] if matches else None
 
 

@@ -1,4 +1,5 @@
 """Every registered method, smoke-run on the tiny prepared pool (timm-style: new methods are tested for free)."""
+
 import numpy as np
 import pytest
 
@@ -9,8 +10,17 @@ METHODS = list_methods()
 
 
 def test_all_nine_methods_are_registered():
-    assert set(METHODS) == {"plain", "plain_rebalanced", "text_only", "fixed_guidance", "all_levels",
-                            "discl_diverse_to_specific", "discl_specific_to_diverse", "discl_random", "discl_adaptive"}
+    assert set(METHODS) == {
+        "plain",
+        "plain_rebalanced",
+        "text_only",
+        "fixed_guidance",
+        "all_levels",
+        "discl_diverse_to_specific",
+        "discl_specific_to_diverse",
+        "discl_random",
+        "discl_adaptive",
+    }
     assert list_methods("discl*") == sorted(m for m in METHODS if m.startswith("discl"))
 
 
@@ -60,8 +70,14 @@ def test_same_seed_same_numbers_and_seeds_differ(tiny_prepared):
 def test_adaptive_picks_the_level_with_the_largest_gain(tiny_prepared, monkeypatch):
     from harness import pipeline
 
-    picks = iter([{0.5: 0.1, 0.7: 0.3, 0.9: -0.2}, {0.5: 0.4, 0.7: 0.0, 0.9: 0.1}, {0.5: 0.0, 0.7: 0.0, 0.9: 0.2},
-                  {0.5: 0.0, 0.7: 0.1, 0.9: 0.0}])
+    picks = iter(
+        [
+            {0.5: 0.1, 0.7: 0.3, 0.9: -0.2},
+            {0.5: 0.4, 0.7: 0.0, 0.9: 0.1},
+            {0.5: 0.0, 0.7: 0.0, 0.9: 0.2},
+            {0.5: 0.0, 0.7: 0.1, 0.9: 0.0},
+        ]
+    )
     monkeypatch.setattr(pipeline, "guidance_val_probe", lambda *a, **k: lambda levels: next(picks))
     result = fine_tune(tiny_prepared, "discl_adaptive", seed=0, progress=False)
     assert [s["levels"] for s in result.stages] == [[0.7], [0.5], [0.9], [0.7]]

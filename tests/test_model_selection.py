@@ -1,4 +1,5 @@
 """Model selection names a metric the dataset logs on validation (issue 11, item 7), checked at config load."""
+
 import pytest
 
 from harness.config import ConfigError, load_config
@@ -10,8 +11,18 @@ def test_cli_refuses_a_misspelt_select_on_with_one_line(tmp_path, capsys):
     """No data.root is given: the refusal comes at config load, before any data is read."""
     from harness.cli import main
 
-    code = main(["run", "-e", "imagenet_lt_discl_tiny", "--set", "train.select_on=val/acc_fw",
-                 "--workdir", str(tmp_path / "work"), "--quiet"])
+    code = main(
+        [
+            "run",
+            "-e",
+            "imagenet_lt_discl_tiny",
+            "--set",
+            "train.select_on=val/acc_fw",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert "train.select_on" in err and "'val/acc_fw'" in err and "did you mean val/acc_few" in err
@@ -27,13 +38,16 @@ def test_datasets_declare_their_validation_metrics_without_loading_data():
     assert get_dataset("iwildcam").val_metrics == ("f1_macro", "acc")
 
 
-@pytest.mark.parametrize("experiment, override, closest", [
-    ("iwildcam_discl_tiny", "train.select_on=val/acc_few", None),  # a long-tail metric iWildCam does not log
-    ("iwildcam_discl_tiny", "train.select_on=val/f1macro", "val/f1_macro"),
-    ("digits_lt_tiny", "sweep.objective=val/acc_fwe", "val/acc_few"),
-    ("digits_lt_tiny", "sweep.multi_objective=[val/acc_few, val/acc_mny]", "val/acc_many"),
-    ("iwildcam_discl_tiny", "sweep.objective=val/acc_few", None),
-])
+@pytest.mark.parametrize(
+    "experiment, override, closest",
+    [
+        ("iwildcam_discl_tiny", "train.select_on=val/acc_few", None),  # a long-tail metric iWildCam does not log
+        ("iwildcam_discl_tiny", "train.select_on=val/f1macro", "val/f1_macro"),
+        ("digits_lt_tiny", "sweep.objective=val/acc_fwe", "val/acc_few"),
+        ("digits_lt_tiny", "sweep.multi_objective=[val/acc_few, val/acc_mny]", "val/acc_many"),
+        ("iwildcam_discl_tiny", "sweep.objective=val/acc_few", None),
+    ],
+)
 def test_unknown_selection_and_sweep_metrics_are_refused(experiment, override, closest):
     with pytest.raises(ConfigError) as error:
         load_config(experiment, [override])
@@ -45,11 +59,14 @@ def test_unknown_selection_and_sweep_metrics_are_refused(experiment, override, c
         assert f"did you mean {closest}" in message
 
 
-@pytest.mark.parametrize("experiment, overrides", [
-    ("imagenet_lt_discl_tiny", ["train.select_on=val/acc_few"]),
-    ("iwildcam_discl_tiny", ["train.select_on=val/acc", "sweep.objective=val/f1_macro"]),
-    ("digits_lt_tiny", ["sweep.multi_objective=[val/acc_few, val/acc_many]"]),
-])
+@pytest.mark.parametrize(
+    "experiment, overrides",
+    [
+        ("imagenet_lt_discl_tiny", ["train.select_on=val/acc_few"]),
+        ("iwildcam_discl_tiny", ["train.select_on=val/acc", "sweep.objective=val/f1_macro"]),
+        ("digits_lt_tiny", ["sweep.multi_objective=[val/acc_few, val/acc_many]"]),
+    ],
+)
 def test_declared_metrics_are_accepted(experiment, overrides):
     load_config(experiment, overrides)
 

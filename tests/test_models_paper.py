@@ -1,4 +1,5 @@
 """ResNet-10, ResNet-50 and FLYP-CLIP: shapes, weight loading, the zero-shot head and FLYP's contrastive loss."""
+
 import numpy as np
 import pytest
 import torch
@@ -45,8 +46,12 @@ def test_resnet50_loads_a_local_trunk_and_keeps_its_own_head(tmp_path):
 @pytest.fixture(scope="module")
 def flyp():
     torch.manual_seed(0)
-    return build_model(cfg_for("clip_flyp", "{tiny: true, templates: ['a photo of {name}.', '{name} in the wild.']}"),
-                       len(NAMES), 3, NAMES)
+    return build_model(
+        cfg_for("clip_flyp", "{tiny: true, templates: ['a photo of {name}.', '{name} in the wild.']}"),
+        len(NAMES),
+        3,
+        NAMES,
+    )
 
 
 def test_flyp_logits_are_scaled_cosines_to_the_zero_shot_head(flyp):
@@ -82,8 +87,9 @@ def test_flyp_loss_is_the_symmetric_contrastive_loss(flyp):
     x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 2, 1, 2])
     with torch.no_grad():
         loss = single.loss(x, y)
-        ids = flyp_tokenizer()([f"a photo of {NAMES[i]}." for i in y], padding="max_length", max_length=77,
-                               return_tensors="pt")
+        ids = flyp_tokenizer()(
+            [f"a photo of {NAMES[i]}." for i in y], padding="max_length", max_length=77, return_tensors="pt"
+        )
         text = F.normalize(single.clip.get_text_features(**ids).pooler_output, dim=-1)
         logits = single.clip.logit_scale.exp() * single.features(x) @ text.T
         target = torch.arange(4)
@@ -101,8 +107,14 @@ def test_trainer_uses_the_model_loss_and_flyp_learns(flyp, tmp_path):
     calls = []
     original = flyp.loss
     flyp.loss = lambda x, y: calls.append(len(y)) or original(x, y)
-    trainer = Trainer(flyp, OptimConfig(lr=1e-3, batch_size=8, optimizer="adamw", schedule="constant"), 30,
-                      torch.zeros(4), seed=0, device=torch.device("cpu"))
+    trainer = Trainer(
+        flyp,
+        OptimConfig(lr=1e-3, batch_size=8, optimizer="adamw", schedule="constant"),
+        30,
+        torch.zeros(4),
+        seed=0,
+        device=torch.device("cpu"),
+    )
     first = trainer.train_epoch(part, 0)
     for epoch in range(1, 30):
         last = trainer.train_epoch(part, epoch)

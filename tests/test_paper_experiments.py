@@ -1,18 +1,19 @@
 """The paper's experiments, shrunk: imagenet_lt_discl_tiny and iwildcam_discl_tiny run end to end on the fake
 datasets through the real loaders, with tiny random SDXL-img2img, CLIP filter and models; the logged metrics
 recompute from the logged predictions. Without data, the full experiments fail with one line."""
+
 import numpy as np
 import pandas as pd
 import pytest
+from fakes import write_fake_imagenet_lt, write_fake_iwildcam
 from sklearn.metrics import f1_score
 
-from fakes import write_fake_imagenet_lt, write_fake_iwildcam
 from harness.cli import main
 from harness.config import load_config
+from harness.io import read_json
 from harness.runner import run_experiment
 from harness.spectrum import read_manifest
 from harness.tracking import client
-from harness.io import read_json
 
 COUNTS = (25, 22, 12, 10, 6, 3)  # many > 20, medium 8–20, few < 8 (the shot groups set below)
 QUICK = ["base.epochs=1", "train.epochs=2", "train.curriculum_epochs=2", "spectrum.seeds=1", "spectrum.steps=4"]

@@ -1,6 +1,7 @@
 """The paper's training recipe at scale (issue "Paper-faithful at scale"): transforms, the starting point, the
 re-balancing control's epochs, the adaptive guidance-validation set, S_λ, base-model resume and same numbers in
 every process."""
+
 import dataclasses
 import json
 import os
@@ -10,22 +11,28 @@ import sys
 import numpy as np
 import pytest
 import torch
+from fakes import write_fake_imagenet_lt, write_fake_iwildcam
 from torchvision.transforms import v2
 
-from fakes import write_fake_imagenet_lt, write_fake_iwildcam
 from harness import pipeline
+from harness.base_model import train_base
 from harness.config import ConfigError, load_config
+from harness.curriculum import epoch_parts, probe_sets, split_guidance_val
 from harness.data.base import FileImages
 from harness.evaluate import class_probs
-from harness.base_model import train_base
-from harness.curriculum import epoch_parts, probe_sets, split_guidance_val
 from harness.pipeline import fine_tune, prepare
 from harness.registry import get_method
 from harness.train import Part, batches
 
 COUNTS = (25, 22, 12, 10, 6, 3)
-QUICK = ["base.epochs=1", "train.epochs=2", "train.curriculum_epochs=2", "spectrum.seeds=1", "spectrum.steps=4",
-         "data.shot_groups={many: 20, few: 8}"]
+QUICK = [
+    "base.epochs=1",
+    "train.epochs=2",
+    "train.curriculum_epochs=2",
+    "spectrum.seeds=1",
+    "spectrum.steps=4",
+    "data.shot_groups={many: 20, few: 8}",
+]
 
 
 def with_train(prep, **changes):
@@ -36,22 +43,32 @@ def with_train(prep, **changes):
 
 # --------------------------------------------------------------------------- item 2: transforms
 
+
 def test_paper_transforms_are_config():
     lt = load_config("imagenet_lt_discl")
     assert [next(iter(s)) if isinstance(s, dict) else s for s in lt.data.train_transform] == [
-        "RandomResizedCrop", "RandomHorizontalFlip", "ColorJitter"]
+        "RandomResizedCrop",
+        "RandomHorizontalFlip",
+        "ColorJitter",
+    ]
     assert lt.data.eval_transform == [{"Resize": {"size": 256}}, {"CenterCrop": {"size": 224}}]
     wild = load_config("iwildcam_discl")
-    assert wild.data.train_transform == wild.data.eval_transform == [
-        {"Resize": {"size": 224, "interpolation": "bicubic"}}, {"CenterCrop": {"size": 224}}]
+    assert (
+        wild.data.train_transform
+        == wild.data.eval_transform
+        == [{"Resize": {"size": 224, "interpolation": "bicubic"}}, {"CenterCrop": {"size": 224}}]
+    )
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("[{RandomResizedCrp: {size: 16}}]", "did you mean RandomResizedCrop"),
-    ("[{RandomResizedCrop: {size: 12}}]", "must end in uint8 images of 16×16"),
-    ("[{Resize: {size: 16, interpolation: bicubc}}]", "interpolation 'bicubc'"),
-    ("[{CenterCrop: {sise: 16}}]", "CenterCrop"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("[{RandomResizedCrp: {size: 16}}]", "did you mean RandomResizedCrop"),
+        ("[{RandomResizedCrop: {size: 12}}]", "must end in uint8 images of 16×16"),
+        ("[{Resize: {size: 16, interpolation: bicubc}}]", "interpolation 'bicubc'"),
+        ("[{CenterCrop: {sise: 16}}]", "CenterCrop"),
+    ],
+)
 def test_bad_transform_is_one_line(spec, message):
     with pytest.raises(ConfigError, match=message) as e:
         load_config("digits_lt_tiny", [f"data.train_transform={spec}"])
@@ -72,8 +89,13 @@ def test_real_and_synthetic_training_images_take_the_train_transform(tmp_path):
     synthetic = FileImages([paths[1]], [1], ["s"], size=16)
     flip_crop = v2.Compose([v2.CenterCrop(16), v2.RandomHorizontalFlip(p=1.0)])
     seen = {}
-    for x, y in batches([Part(real, np.array([0])), Part(synthetic, np.array([0]))], 2, torch.Generator(),
-                        torch.device("cpu"), transform=flip_crop):
+    for x, y in batches(
+        [Part(real, np.array([0])), Part(synthetic, np.array([0]))],
+        2,
+        torch.Generator(),
+        torch.device("cpu"),
+        transform=flip_crop,
+    ):
         for xi, yi in zip(x, y):
             seen[int(yi)] = xi
     for label, images in ((0, real), (1, synthetic)):
@@ -99,6 +121,7 @@ def test_evaluation_takes_the_eval_transform(tmp_path):
 
 # --------------------------------------------------------------------------- item 3: starting point
 
+
 def initial_weights(monkeypatch) -> list[dict]:
     seen = []
     original = pipeline.Trainer
@@ -113,8 +136,11 @@ def initial_weights(monkeypatch) -> list[dict]:
 
 def test_iwildcam_fine_tunes_pretrained_clip_not_the_base_model(tmp_path, monkeypatch):
     root = write_fake_iwildcam(tmp_path / "wilds")
-    cfg = load_config("iwildcam_discl_tiny", [f"data.root={root}", "base.epochs=1", "train.epochs=1", "train.curriculum_epochs=0"],
-                      methods=["plain"])
+    cfg = load_config(
+        "iwildcam_discl_tiny",
+        [f"data.root={root}", "base.epochs=1", "train.epochs=1", "train.curriculum_epochs=0"],
+        methods=["plain"],
+    )
     assert cfg.train.init == "pretrained" and load_config("imagenet_lt_discl").train.init == "base"
     prep = prepare(cfg, tmp_path / "wd", methods=["plain"], progress=False)
     seen = initial_weights(monkeypatch)
@@ -136,6 +162,7 @@ def test_pretrained_init_without_pretrained_weights_is_refused():
 
 # --------------------------------------------------------------------------- item 4: the re-balancing control
 
+
 def recorded_parts(monkeypatch) -> list[list[Part]]:
     from harness.train import Trainer
 
@@ -153,8 +180,11 @@ def recorded_parts(monkeypatch) -> list[list[Part]]:
 def test_control_has_disclss_epoch_composition(tiny_prepared, paper, monkeypatch):
     """plain_rebalanced sees DisCL's epochs: the same images per epoch and the same tail share, with real hard
     images standing in for the synthetic ones; on iWildCam's settings (S_λ, no real hard images in stages) too."""
-    prep = tiny_prepared if paper == "imagenet_lt" else with_train(tiny_prepared, synthetic_scale=None,
-                                                                    include_hard_real=False)
+    prep = (
+        tiny_prepared
+        if paper == "imagenet_lt"
+        else with_train(tiny_prepared, synthetic_scale=None, include_hard_real=False)
+    )
     cur = prep.cfg.train.curriculum_epochs
     discl = fine_tune(prep, "discl_diverse_to_specific", seed=0, progress=False).history
     parts = recorded_parts(monkeypatch)
@@ -173,6 +203,7 @@ def test_control_has_disclss_epoch_composition(tiny_prepared, paper, monkeypatch
 
 
 # --------------------------------------------------------------------------- item 5: guidance-validation
+
 
 def test_adaptive_never_trains_on_held_out_sources(tiny_prepared, monkeypatch):
     parts = recorded_parts(monkeypatch)
@@ -206,8 +237,11 @@ def test_every_level_is_probed_on_the_same_kept_sources(tiny_prepared):
 def test_random_changes_level_as_often_as_adaptive():
     for epochs in (4, 15, 60):
         levels = (0.5, 0.7, 0.9)
-        assert get_method("discl_random")().n_stages(levels, epochs) == \
-            get_method("discl_adaptive")().n_stages(levels, epochs) == epochs
+        assert (
+            get_method("discl_random")().n_stages(levels, epochs)
+            == get_method("discl_adaptive")().n_stages(levels, epochs)
+            == epochs
+        )
 
 
 def test_rank_zeros_choice_is_taken(tiny_prepared, monkeypatch):
@@ -220,6 +254,7 @@ def test_rank_zeros_choice_is_taken(tiny_prepared, monkeypatch):
 
 
 # --------------------------------------------------------------------------- item 12: S_λ
+
 
 def test_null_scale_trains_on_every_kept_image_of_the_level(tiny_prepared):
     prep = with_train(tiny_prepared, synthetic_scale=None)
@@ -234,6 +269,7 @@ def test_null_scale_trains_on_every_kept_image_of_the_level(tiny_prepared):
 
 
 # --------------------------------------------------------------------------- items 10, 11: base model
+
 
 def base_weights(cfg, workdir):
     from harness.data import load_dataset
@@ -275,18 +311,32 @@ def test_killed_base_training_resumes_to_the_same_weights(tiny_cfg, tmp_path, mo
 
 
 def cold_run_metrics(root, workdir) -> dict:
-    code = ("import json, sys; from harness.config import load_config; from harness.runner import run_experiment; "
-            "from harness.tracking import client; "
-            "cfg = load_config('imagenet_lt_discl_tiny', sys.argv[2:]); "
-            "res = run_experiment(cfg, __import__('pathlib').Path(sys.argv[1]), progress=False); "
-            "c = client(__import__('pathlib').Path(sys.argv[1])); "
-            "print(json.dumps({r.method: {k: [(m.step, m.value) for m in c.get_metric_history(r.run_id, k)] "
-            "for k in c.get_run(r.run_id).data.metrics} for r in res.itertuples()}))")
+    code = (
+        "import json, sys; from harness.config import load_config; from harness.runner import run_experiment; "
+        "from harness.tracking import client; "
+        "cfg = load_config('imagenet_lt_discl_tiny', sys.argv[2:]); "
+        "res = run_experiment(cfg, __import__('pathlib').Path(sys.argv[1]), progress=False); "
+        "c = client(__import__('pathlib').Path(sys.argv[1])); "
+        "print(json.dumps({r.method: {k: [(m.step, m.value) for m in c.get_metric_history(r.run_id, k)] "
+        "for k in c.get_run(r.run_id).data.metrics} for r in res.itertuples()}))"
+    )
     env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONHASHSEED": "random"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    out = subprocess.run([sys.executable, "-c", code, str(workdir), f"data.root={root}", *QUICK,
-                          "methods=[plain, discl_diverse_to_specific]"],
-                         capture_output=True, text=True, env=env, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(workdir),
+            f"data.root={root}",
+            *QUICK,
+            "methods=[plain, discl_diverse_to_specific]",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
     metrics = json.loads(out.strip().splitlines()[-1])
     for run in metrics.values():
         run.pop("system/cpu_utilization_percentage", None)

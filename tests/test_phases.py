@@ -1,4 +1,5 @@
 """Unit tests per phase: data → hard samples → spectrum → filter → curriculum → training."""
+
 import subprocess
 import sys
 
@@ -24,7 +25,7 @@ def test_digits_lt_is_long_tailed_with_disjoint_splits(tiny_cfg):
     ids = {name: set(split.ids) for name, split in data.splits.items()}
     names = list(ids)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             assert not ids[a] & ids[b], f"{a} and {b} overlap"
     for split in ("val", "test", "pool"):
         assert len(set(np.bincount(data.splits[split].labels))) == 1, f"{split} is not balanced"
@@ -49,7 +50,7 @@ def test_hard_sample_rules(tiny_cfg):
     probs = np.full((n, 10), 0.05)
     probs[np.arange(n), data.train.labels] = np.linspace(0.0, 0.55, n)
     low = select_hard(HardConfig("low_prob", threshold=0.25), data, probs)
-    assert np.all(probs[low, data.train.labels[low]] < 0.25) and len(low) == int(np.sum(np.linspace(0, .55, n) < .25))
+    assert np.all(probs[low, data.train.labels[low]] < 0.25) and len(low) == int(np.sum(np.linspace(0, 0.55, n) < 0.25))
     assert len(select_hard(HardConfig("k_hardest", k=7), data, probs)) == 7
     wrong = select_hard(HardConfig("misclassified"), data, probs)
     assert np.all(probs[wrong].argmax(1) != data.train.labels[wrong])

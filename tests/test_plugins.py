@@ -1,5 +1,6 @@
 """A separate package adds a method through the ``discl_harness.methods`` entry point: installed beside the harness,
 it shows in `harness list` and `harness run` trains with it, without a line of the harness changed."""
+
 import os
 import shutil
 import subprocess
@@ -17,16 +18,31 @@ def plugin_env(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
     source = tmp_path_factory.mktemp("src") / "plugin"
     shutil.copytree(PLUGIN, source)  # setuptools builds in the source folder: keep the repository clean
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(source)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
     assert (target / "discl_example_plugin").is_dir()
     path = os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, "PYTHONPATH": path}
 
 
 def harness(env, *args, cwd):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_plugin_method_is_listed(plugin_env, tmp_path):
@@ -39,8 +55,18 @@ def test_plugin_method_is_listed(plugin_env, tmp_path):
 
 
 def test_plugin_method_runs(plugin_env, tmp_path):
-    done = harness(plugin_env, "run", "-e", "digits_lt_tiny", "-m", "middle_level", "--workdir", str(tmp_path / "w"),
-                   "--quiet", cwd=tmp_path)
+    done = harness(
+        plugin_env,
+        "run",
+        "-e",
+        "digits_lt_tiny",
+        "-m",
+        "middle_level",
+        "--workdir",
+        str(tmp_path / "w"),
+        "--quiet",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     from harness.config import load_config
     from harness.tracking import client
@@ -48,10 +74,11 @@ def test_plugin_method_runs(plugin_env, tmp_path):
     c = client(tmp_path / "w")
     runs = c.search_runs([e.experiment_id for e in c.search_experiments()], "tags.method = 'middle_level'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    lambdas = [m.value for m in sorted(c.get_metric_history(runs[0].info.run_id, "curriculum/lambda"),
-                                       key=lambda m: m.step)]
+    lambdas = [
+        m.value for m in sorted(c.get_metric_history(runs[0].info.run_id, "curriculum/lambda"), key=lambda m: m.step)
+    ]
     cfg = load_config("digits_lt_tiny")
     levels = sorted(cfg.curriculum_levels)
     middle = levels[len(levels) // 2]
-    curriculum, after = lambdas[:cfg.train.curriculum_epochs], lambdas[cfg.train.curriculum_epochs:]
+    curriculum, after = lambdas[: cfg.train.curriculum_epochs], lambdas[cfg.train.curriculum_epochs :]
     assert curriculum == pytest.approx([middle] * cfg.train.curriculum_epochs) and after == [1.0] * len(after)

@@ -1,4 +1,5 @@
 """Mixed precision (train.precision) and FLYP's prompt padding: the CUDA paths' logic, run on the CPU."""
+
 import numpy as np
 import pytest
 import torch
@@ -42,8 +43,8 @@ def test_precision_typo_is_refused():
 
 
 def test_flyp_prompts_padded_to_the_longest_give_the_same_embeddings():
-    from harness.models_paper import trim_padding
     from harness.models import build_model
+    from harness.models_paper import trim_padding
 
     cfg = load_config("digits_lt_tiny", ["model.name=clip_flyp", "model.params={tiny: true}", "train.init=base"])
     model = build_model(cfg, 3, 3, ["cat", "dog", "a much longer class name here"]).eval()

@@ -1,13 +1,14 @@
 """Class names and prompts (issue 11, item 1): ImageNet-1k names by label id, the descriptions prefix, placeholder
 names refused before generation, spectrum/prompts.csv, and iWildCam's hard set without `empty`."""
+
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from fakes import write_fake_imagenet_lt
+
 from harness.config import Config, ConfigError, HardConfig, SpectrumConfig, build, load_config
 from harness.data import load_dataset
 from harness.data.base import DataError, DatasetBundle, TensorImages
@@ -23,8 +24,9 @@ def imagenet_config(root, **params) -> Config:
 
 @pytest.fixture(scope="module")
 def fake_root(tmp_path_factory):
-    return write_fake_imagenet_lt(tmp_path_factory.mktemp("imagenet"), counts=(6, 5, 3, 2), val_per_class=1,
-                                  test_per_class=1)
+    return write_fake_imagenet_lt(
+        tmp_path_factory.mktemp("imagenet"), counts=(6, 5, 3, 2), val_per_class=1, test_per_class=1
+    )
 
 
 def test_imagenet_lt_names_classes_by_their_imagenet_id(fake_root):
@@ -67,8 +69,10 @@ def test_descriptions_get_the_prefix_and_must_cover_the_prompted_classes(tmp_pat
     path.write_text(json.dumps({"tench": ["a tench on a deck", "a tench in a net"], "goldfish": "a goldfish"}))
     spec = SpectrumConfig(descriptions=str(path), description_prefix="a 8k real photo: ")
     prompts = class_prompts(spec, ["tench", "goldfish", "shark"], labels=[0, 1])
-    assert prompts[:2] == [["a 8k real photo: a tench on a deck", "a 8k real photo: a tench in a net"],
-                           ["a 8k real photo: a goldfish"]]
+    assert prompts[:2] == [
+        ["a 8k real photo: a tench on a deck", "a 8k real photo: a tench in a net"],
+        ["a 8k real photo: a goldfish"],
+    ]
     with pytest.raises(ConfigError) as error:  # no silent fallback to the template for a class it lacks
         class_prompts(spec, ["tench", "goldfish", "shark"], labels=[0, 2])
     assert "'shark'" in str(error.value) and "\n" not in str(error.value)
@@ -88,7 +92,8 @@ def test_prompts_frame_has_one_row_per_class_with_hard_images(tmp_path):
     assert list(frame.columns) == ["label", "class_name", "prompt"]
     assert frame.to_dict("records") == [  # seeds 2: the first two of tench's three descriptions are used
         {"label": 0, "class_name": "tench", "prompt": "p: d1 | p: d2"},
-        {"label": 2, "class_name": "shark", "prompt": "p: s1"}]
+        {"label": 2, "class_name": "shark", "prompt": "p: s1"},
+    ]
 
 
 def probs_for(labels, p_true):

@@ -2,6 +2,7 @@
 ``save_pretrained`` (tests/fake_weights.py) and loaded back by ``load_pipeline`` / ``load_clip`` /
 ``ClipFlyp.from_config`` from a folder or a Hugging Face hub cache (``HF_HUB_CACHE``, offline), with plain or only
 ``fp16`` variant file names, and ``imagenet_lt_discl_tiny`` run end to end on them in a fresh process."""
+
 import json
 import os
 import subprocess
@@ -12,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from fake_weights import SDXL_REFINER, save_tiny_clip, save_tiny_sdxl_img2img, write_fake_hub_cache
 from fakes import write_fake_imagenet_lt
+
 from harness.config import load_config
 from harness.data.base import DataError
 from harness.generators.base import GenerationItem
@@ -28,16 +29,28 @@ REPO = Path(__file__).resolve().parents[1]
 def saved(tmp_path_factory):
     """Plain folders and fp16-only folders of the tiny SDXL img2img pipeline and the tiny CLIP."""
     root = tmp_path_factory.mktemp("weights")
-    return {"sd": save_tiny_sdxl_img2img(root / "sd"), "sd16": save_tiny_sdxl_img2img(root / "sd16", "fp16"),
-            "clip": save_tiny_clip(root / "clip"), "clip16": save_tiny_clip(root / "clip16", "fp16")}
+    return {
+        "sd": save_tiny_sdxl_img2img(root / "sd"),
+        "sd16": save_tiny_sdxl_img2img(root / "sd16", "fp16"),
+        "clip": save_tiny_clip(root / "clip"),
+        "clip16": save_tiny_clip(root / "clip16", "fp16"),
+    }
 
 
 def source_items(n=2, size=32):
     rng = np.random.default_rng(0)
     from PIL import Image
 
-    return [GenerationItem(f"img{i}", Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)), 0,
-                           "a photo of a cat", 7 + i) for i in range(n)]
+    return [
+        GenerationItem(
+            f"img{i}",
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)),
+            0,
+            "a photo of a cat",
+            7 + i,
+        )
+        for i in range(n)
+    ]
 
 
 def generator_from(params: str, steps=3):
@@ -111,9 +124,12 @@ def test_clip_flyp_loads_a_saved_clip(saved):
 def test_weight_variants_are_read_from_file_names(tmp_path):
     from harness.local_weights import weight_variants
 
-    for name in ("unet/diffusion_pytorch_model.fp16.safetensors",
-                 "text_encoder_2/model.fp16-00001-of-00002.safetensors",
-                 "vae/diffusion_pytorch_model-00001-of-00002.bf16.safetensors", "model.safetensors.index.fp16.json"):
+    for name in (
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+        "text_encoder_2/model.fp16-00001-of-00002.safetensors",
+        "vae/diffusion_pytorch_model-00001-of-00002.bf16.safetensors",
+        "model.safetensors.index.fp16.json",
+    ):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     assert weight_variants(tmp_path) == ({"fp16", "bf16"}, False)
@@ -126,8 +142,16 @@ def test_weight_variants_are_read_from_file_names(tmp_path):
 
 # ---- imagenet_lt_discl_tiny through the real loading code, in fresh processes (HF_HUB_CACHE is read at import)
 
-QUICK = ["data.shot_groups={many: 20, few: 8}", "base.epochs=1", "train.epochs=2", "train.curriculum_epochs=2",
-         "spectrum.seeds=1", "spectrum.steps=4", "generator.params.tiny=false", "scorer.params.tiny=false"]
+QUICK = [
+    "data.shot_groups={many: 20, few: 8}",
+    "base.epochs=1",
+    "train.epochs=2",
+    "train.curriculum_epochs=2",
+    "spectrum.seeds=1",
+    "spectrum.steps=4",
+    "generator.params.tiny=false",
+    "scorer.params.tiny=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -139,12 +163,28 @@ def real_run(tmp_path_factory):
     workdir = root / "wd"
 
     def run(hub, *overrides):
-        cmd = [sys.executable, "-m", "harness.cli", "run", "--experiment", "imagenet_lt_discl_tiny", "--method",
-               "discl_diverse_to_specific", "--workdir", str(workdir), "--quiet"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            "--experiment",
+            "imagenet_lt_discl_tiny",
+            "--method",
+            "discl_diverse_to_specific",
+            "--workdir",
+            str(workdir),
+            "--quiet",
+        ]
         for o in [f"data.root={data}", *QUICK, *overrides]:
             cmd += ["--set", o]
-        env = {**os.environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1",
-               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        env = {
+            **os.environ,
+            "HF_HUB_CACHE": str(hub),
+            "HF_HUB_OFFLINE": "1",
+            "TQDM_DISABLE": "1",
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        }
         env.pop("MLFLOW_TRACKING_URI", None)
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         pools = {}
@@ -171,8 +211,9 @@ def test_imagenet_lt_tiny_runs_on_fp16_only_copies_with_variant_set(real_run):
     root, run = real_run
     hub16 = write_fake_hub_cache(root / "hub16", variant="fp16")  # CLIP from here, the pipeline from a folder
     folder = save_tiny_sdxl_img2img(root / "sd16", variant="fp16")
-    done, pools = run(hub16, f"generator.params.model={folder}", "generator.params.variant=fp16",
-                      "scorer.params.variant=fp16")
+    done, pools = run(
+        hub16, f"generator.params.model={folder}", "generator.params.variant=fp16", "scorer.params.variant=fp16"
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     info, scores = pools[str(folder)]
     assert info["generator"]["dtype"] == "torch.float32" and info["images"] == (6 + 3) * 4

@@ -1,10 +1,10 @@
 """Faults injected for real: SIGKILL during generation and training, two runs at once on one workdir."""
+
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -20,8 +20,14 @@ def harness(*args, **kw) -> subprocess.Popen:
     env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("TQDM_DISABLE") if kw.pop("bars", False) else None
-    return subprocess.Popen([sys.executable, "-m", "harness.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> bool:

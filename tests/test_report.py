@@ -1,4 +1,5 @@
 """`harness report`: tables recomputed from the MLflow runs, figures drawn, page complete, CIs right."""
+
 from __future__ import annotations
 
 import math
@@ -9,15 +10,38 @@ import pandas as pd
 import pytest
 
 # the tiny experiment made tinier still: the report is under test here, not the method
-OVERRIDES = ["model.params.width=8", "generator.params.channels=[8,8,16]", "generator.params.batch_size=16",
-             "generator.params.train_steps=4", "spectrum.steps=4", "spectrum.seeds=1",
-             "spectrum.levels=[0.0,0.5,0.9]", "curriculum.levels=[0.0,0.5]", "curriculum.adaptive_levels=[0.5,0.9]",
-             "scorer.params.epochs=1", "base.epochs=1", "filter.threshold=0.1", "train.epochs=3",
-             "train.curriculum_epochs=2", "data.params.max_per_class=30", "data.params.pool_per_class=15",
-             "data.params.test_per_class=10", "data.params.val_per_class=5", "data.shot_groups.many=15",
-             "data.shot_groups.few=5"]
-FIGURES = ["final_metrics", "per_class", "lambda_schedule", "adaptive_picks", "training_curves", "spectrum_grid",
-           "acceptance", "score_distributions"]
+OVERRIDES = [
+    "model.params.width=8",
+    "generator.params.channels=[8,8,16]",
+    "generator.params.batch_size=16",
+    "generator.params.train_steps=4",
+    "spectrum.steps=4",
+    "spectrum.seeds=1",
+    "spectrum.levels=[0.0,0.5,0.9]",
+    "curriculum.levels=[0.0,0.5]",
+    "curriculum.adaptive_levels=[0.5,0.9]",
+    "scorer.params.epochs=1",
+    "base.epochs=1",
+    "filter.threshold=0.1",
+    "train.epochs=3",
+    "train.curriculum_epochs=2",
+    "data.params.max_per_class=30",
+    "data.params.pool_per_class=15",
+    "data.params.test_per_class=10",
+    "data.params.val_per_class=5",
+    "data.shot_groups.many=15",
+    "data.shot_groups.few=5",
+]
+FIGURES = [
+    "final_metrics",
+    "per_class",
+    "lambda_schedule",
+    "adaptive_picks",
+    "training_curves",
+    "spectrum_grid",
+    "acceptance",
+    "score_distributions",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +64,13 @@ def fake_sweep(workdir, experiment):
 
     parent = Run(workdir, experiment, "sweep-s", tags={"sweep": "true", "objective": "val/acc"})
     for trial, (lr, value) in enumerate([(0.001, 0.5), (0.01, 0.7)]):
-        child = Run(workdir, experiment, f"s-trial{trial}", parent_run_id=parent.id,
-                    tags={"sweep": "s", "sweep_trial": str(trial), "seed": "0"})
+        child = Run(
+            workdir,
+            experiment,
+            f"s-trial{trial}",
+            parent_run_id=parent.id,
+            tags={"sweep": "s", "sweep_trial": str(trial), "seed": "0"},
+        )
         child.log_params({"lr": lr})
         child.log_metrics({"objective/0": value, "test/acc": 0.99})
         child.end()
@@ -67,8 +96,11 @@ def method_runs_from_mlflow(workdir, experiment) -> pd.DataFrame:
     c = MlflowClient(tracking_uri(workdir))
     exp = c.get_experiment_by_name(experiment)
     runs = c.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'")
-    rows = [{"method": r.data.tags["method"], "seed": int(r.data.tags["seed"]), **r.data.metrics}
-            for r in runs if "method" in r.data.tags and r.data.tags.get("report") != "true"]
+    rows = [
+        {"method": r.data.tags["method"], "seed": int(r.data.tags["seed"]), **r.data.metrics}
+        for r in runs
+        if "method" in r.data.tags and r.data.tags.get("report") != "true"
+    ]
     return pd.DataFrame(rows)
 
 
@@ -133,8 +165,9 @@ def test_page_references_every_table_and_figure(report):
     index, out = report
     page = index.read_text()
     refs = set(re.findall(r"(?:src|href)='([^']+)'", page))
-    files = {p.relative_to(out).as_posix() for p in out.glob("tables/*")} | \
-        {p.relative_to(out).as_posix() for p in out.glob("figures/*.png")}
+    files = {p.relative_to(out).as_posix() for p in out.glob("tables/*")} | {
+        p.relative_to(out).as_posix() for p in out.glob("figures/*.png")
+    }
     assert files <= refs
     for ref in refs:
         assert not ref.startswith(("http:", "https:", "/")), ref  # offline, relative
@@ -161,8 +194,12 @@ def test_report_run_is_logged_and_never_taken_for_a_method_run(store, report):
     found = finished_run(workdir, cfg, "plain", 0, run_config_hash(cfg, "plain"))
     assert found is not None and "report" not in found.data.tags
     rs = collect(cfg.name, workdir, workdir / "dl")
-    assert len(rs.runs) == 6 and set(rs.runs.method) == {"plain", "discl_diverse_to_specific", "discl_adaptive",
-                                                         "plain_rebalanced"}
+    assert len(rs.runs) == 6 and set(rs.runs.method) == {
+        "plain",
+        "discl_diverse_to_specific",
+        "discl_adaptive",
+        "plain_rebalanced",
+    }
     assert len(rs.sweep_runs) == 3
 
 
@@ -179,8 +216,15 @@ def test_paired_ci_on_a_hand_made_example():
     mean, low, high = paired_ci([0.7])
     assert mean == 0.7 and math.isnan(low) and math.isnan(high)
 
-    runs = pd.DataFrame({"label": ["plain"] * 3 + ["x"] * 2, "method": ["plain"] * 3 + ["x"] * 2,
-                         "loss": "ce", "seed": [0, 1, 2, 0, 2], "test/acc": [0.5, 0.6, 0.7, 0.52, 0.75]})
+    runs = pd.DataFrame(
+        {
+            "label": ["plain"] * 3 + ["x"] * 2,
+            "method": ["plain"] * 3 + ["x"] * 2,
+            "loss": "ce",
+            "seed": [0, 1, 2, 0, 2],
+            "test/acc": [0.5, 0.6, 0.7, 0.52, 0.75],
+        }
+    )
     diffs = paired_differences(runs, "plain", ["test/acc"])
     (row,) = diffs.itertuples()
     assert row.n == 2 and row.seeds == "0 2"  # seed 1 has no partner: not paired
@@ -198,9 +242,16 @@ def test_cli_without_runs_says_to_run_first(tmp_path, capsys):
 def test_iwildcam_table_gets_the_paper_iwildcam_columns():
     from reports import tables
 
-    runs = pd.DataFrame({"label": ["plain"] * 3 + ["discl_adaptive"] * 3,
-                         "method": ["plain"] * 3 + ["discl_adaptive"] * 3, "loss": "ce", "seed": [0, 1, 2] * 2,
-                         "test_ood/f1_macro": [.30, .31, .32, .35, .36, .37], "test_id/f1_macro": [.5] * 3 + [.53] * 3})
+    runs = pd.DataFrame(
+        {
+            "label": ["plain"] * 3 + ["discl_adaptive"] * 3,
+            "method": ["plain"] * 3 + ["discl_adaptive"] * 3,
+            "loss": "ce",
+            "seed": [0, 1, 2] * 2,
+            "test_ood/f1_macro": [0.30, 0.31, 0.32, 0.35, 0.36, 0.37],
+            "test_id/f1_macro": [0.5] * 3 + [0.53] * 3,
+        }
+    )
     t = tables.results_table(runs, ["plain", "discl_adaptive"], paper=True, dataset="iwildcam")
     assert list(t.cells.columns) == ["OOD F1", "OOD (paper)", "ID F1", "ID (paper)", "seeds", "paper row"]
     assert t.cells.loc["discl_adaptive", "OOD (paper)"] == "38.2 (0.5)"

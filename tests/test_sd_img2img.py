@@ -1,4 +1,5 @@
 """The sd_img2img generator on a tiny random-weight SDXL-refiner-like pipeline (CPU, 32×32, a few steps)."""
+
 import math
 from fractions import Fraction
 
@@ -13,9 +14,16 @@ from harness.generators.sd_img2img import SDImg2Img, SDImg2ImgParams, img2img_st
 
 
 def make_generator(scheduler="ddim", steps=4, size=32):
-    cfg = load_config("digits_lt_tiny", [
-        "generator.name=sd_img2img", f"generator.params={{tiny: true, width: {size}, height: {size}}}",
-        f"spectrum.scheduler={scheduler}", f"spectrum.steps={steps}", "spectrum.guidance_scale=10"])
+    cfg = load_config(
+        "digits_lt_tiny",
+        [
+            "generator.name=sd_img2img",
+            f"generator.params={{tiny: true, width: {size}, height: {size}}}",
+            f"spectrum.scheduler={scheduler}",
+            f"spectrum.steps={steps}",
+            "spectrum.guidance_scale=10",
+        ],
+    )
     return SDImg2Img.from_config(cfg, data=None, cache=None, device="cpu")
 
 
@@ -78,9 +86,14 @@ def test_same_images_as_one_pipeline_call_per_item_and_each_source_encoded_once(
     assert calls == [2, 2] and all(np.array_equal(a, b) for a, b in zip(uncached, ours[0.4] + ours[0.8]))
     for lam, images in ours.items():
         for it, image in zip(work, images):
-            ref = gen.pipe(prompt=it.prompt, image=it.source.resize(gen.size, Image.BICUBIC),
-                           strength=img2img_strength(gen.steps, lam), num_inference_steps=gen.steps,
-                           guidance_scale=gen.guidance_scale, generator=torch.Generator().manual_seed(it.seed)).images[0]
+            ref = gen.pipe(
+                prompt=it.prompt,
+                image=it.source.resize(gen.size, Image.BICUBIC),
+                strength=img2img_strength(gen.steps, lam),
+                num_inference_steps=gen.steps,
+                guidance_scale=gen.guidance_scale,
+                generator=torch.Generator().manual_seed(it.seed),
+            ).images[0]
             assert np.abs(image - np.asarray(ref, dtype=np.int16)).max() <= 1
 
 

@@ -1,5 +1,6 @@
 """`harness generate` sharded over 2 processes (RANK / WORLD_SIZE, as torchrun sets them) writes the same pool,
 image for image, as one process; only rank 0 merges, marks the pool complete and scores it."""
+
 import os
 import shutil
 import subprocess
@@ -15,10 +16,26 @@ from harness.filter import read_scores, score_pool
 from harness.registry import get_dataset
 from harness.spectrum import read_manifest
 
-QUICK = ["--set", "base.epochs=1", "--set", "generator.params.train_steps=3", "--set", "scorer.params.epochs=1",
-         "--set", "spectrum.seeds=2", "--set", "spectrum.steps=4", "--set", "spectrum.batch_size=16",
-         "--set", "spectrum.levels=[0.0, 0.5]", "--set", "curriculum.levels=[0.0, 0.5]",
-         "--set", "curriculum.adaptive_levels=[0.5]"]
+QUICK = [
+    "--set",
+    "base.epochs=1",
+    "--set",
+    "generator.params.train_steps=3",
+    "--set",
+    "scorer.params.epochs=1",
+    "--set",
+    "spectrum.seeds=2",
+    "--set",
+    "spectrum.steps=4",
+    "--set",
+    "spectrum.batch_size=16",
+    "--set",
+    "spectrum.levels=[0.0, 0.5]",
+    "--set",
+    "curriculum.levels=[0.0, 0.5]",
+    "--set",
+    "curriculum.adaptive_levels=[0.5]",
+]
 
 
 def pool_of(workdir):
@@ -34,9 +51,26 @@ def test_two_ranks_equal_one_process(tmp_path):
     procs = []
     for rank in (1, 0):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)}
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "harness.cli", "generate", "--experiment", "digits_lt_tiny", "--workdir", str(two),
-             "--quiet", *QUICK], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "harness.cli",
+                    "generate",
+                    "--experiment",
+                    "digits_lt_tiny",
+                    "--workdir",
+                    str(two),
+                    "--quiet",
+                    *QUICK,
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert "rank 1 of 2: shard done" in outputs[0] and "synthetic pool" in outputs[1]
@@ -56,11 +90,11 @@ def test_two_ranks_equal_one_process(tmp_path):
 def test_shards_are_contiguous_blocks_of_sources():
     """Each rank owns whole sources (every λ and seed of them), a contiguous block in plan order, so it reads and
     VAE-encodes each of its sources once; together the ranks cover the plan exactly once."""
+    import torch
+
     from harness.config import SpectrumConfig
     from harness.data.base import DatasetBundle, TensorImages
     from harness.spectrum import plan_spectrum, shard
-
-    import torch
 
     train = TensorImages(torch.zeros(20, 1, 4, 4), np.arange(20) % 2, [f"img{i}" for i in range(20)])
     data = DatasetBundle("toy", ["zero", "one"], {"train": train}, channels=1)
@@ -102,8 +136,10 @@ def test_scoring_shards_are_contiguous_blocks_and_merge_to_one_process(tmp_path)
         rows.append({"key": f"k{i}", "file": f"{i}.png", "source_index": source, "label": 0, "prompt": "p"})
     manifest = pd.DataFrame(rows)
     one = score_pool(CountingScorer(), data, manifest, tmp_path / "pool", "one.jsonl", batch_size=2, progress=False)
-    parts = [score_pool(CountingScorer(), data, manifest, pool, "two.jsonl", batch_size=2, progress=False,
-                        rank=r, world=2) for r in (0, 1)]
+    parts = [
+        score_pool(CountingScorer(), data, manifest, pool, "two.jsonl", batch_size=2, progress=False, rank=r, world=2)
+        for r in (0, 1)
+    ]
     blocks = [sorted(set(p.source_index)) for p in parts]
     assert blocks == [[3, 5], [8, 13]]  # contiguous, disjoint blocks of sources
     assert sorted((pool).glob("two*.jsonl")) == [pool / "two.shard000.jsonl", pool / "two.shard001.jsonl"]

@@ -1,4 +1,5 @@
 """`harness sweep`: study + MLflow parent, trials as child runs, pruning, a killed worker, concurrent workers."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,13 @@ from harness import sweep as sw
 from harness.config import ConfigError, load_config
 
 # Two epochs per trial; heartbeats fast enough for a test to see a dead worker's trial go stale.
-FAST = ["train.epochs=2", "train.curriculum_epochs=2", "sweep.heartbeat_interval=1", "sweep.grace_period=3",
-        "sweep.pruner=none"]
+FAST = [
+    "train.epochs=2",
+    "train.curriculum_epochs=2",
+    "sweep.heartbeat_interval=1",
+    "sweep.grace_period=3",
+    "sweep.pruner=none",
+]
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +70,7 @@ def assert_exactly(workdir, sweep: sw.Sweep, n: int) -> list:
 
 # --------------------------------------------------------------------------- config and search space
 
+
 def test_sweep_config_is_typed_and_refuses_test_objectives():
     with pytest.raises(ConfigError, match="never a test metric"):
         load_config("digits_lt_tiny", ["sweep.objective=test/acc_few"])
@@ -93,12 +100,18 @@ def test_paper_params_reproduce_the_experiments_own_schedule():
 
 def test_empty_level_subset_runs_real_only_and_adaptive_gets_its_levels():
     cfg = load_config("digits_lt_tiny")
-    base = {"curriculum_fraction": 0.5, "synthetic_scale": 1.0, "undersample": 0.5, "filter_threshold": 0.1,
-            "loss": "balanced_softmax"}
+    base = {
+        "curriculum_fraction": 0.5,
+        "synthetic_scale": 1.0,
+        "undersample": 0.5,
+        "filter_threshold": 0.1,
+        "loss": "balanced_softmax",
+    }
     _, method = sw.trial_config(cfg, {**base, "ordering": "random", "levels": []})
     assert method == sw.NO_SYNTHETIC_METHOD
-    tcfg, method = sw.trial_config(cfg, {**base, "ordering": "adaptive", "levels": [0.5, 0.9],
-                                         "statistic": "median", "probe_steps": 2})
+    tcfg, method = sw.trial_config(
+        cfg, {**base, "ordering": "adaptive", "levels": [0.5, 0.9], "statistic": "median", "probe_steps": 2}
+    )
     assert method == "discl_adaptive" and tcfg.curriculum.adaptive_levels == [0.5, 0.9]
     assert tcfg.curriculum.adaptive.statistic == "median" and tcfg.train.curriculum_epochs == 2
     assert tcfg.train.loss == "balanced_softmax"
@@ -130,6 +143,7 @@ def test_rerun_command_rebuilds_each_trials_config(tmp_path):
 
 # --------------------------------------------------------------------------- sweeps
 
+
 def test_few_trial_sweep_logs_parent_children_best_and_plots(workdir):
     from harness.runner import finished_run, run_config_hash
 
@@ -143,8 +157,11 @@ def test_few_trial_sweep_logs_parent_children_best_and_plots(workdir):
     parent = parents[0]
     assert parent.info.status == "FINISHED" and parent.data.tags["study"] == "few"
     artifacts = {f.path for f in c.list_artifacts(parent.info.run_id, "plots")}
-    assert {"plots/optimization_history.png", "plots/parallel_coordinate.png",
-            "plots/param_importances.png"} <= artifacts
+    assert {
+        "plots/optimization_history.png",
+        "plots/parallel_coordinate.png",
+        "plots/param_importances.png",
+    } <= artifacts
     best = [r for r in children if r.data.tags.get("best") == "true"]
     assert len(best) == 1 and best[0].info.run_id == out["best"][0].user_attrs["mlflow_run_id"]
     for r in children:
@@ -215,8 +232,10 @@ def test_killed_worker_trial_is_retried_once(workdir, storage):
     if storage == "sqlite":
         time.sleep(sweep.cfg.sweep.grace_period + 1)
         optuna.storages.fail_stale_trials(study)
-        assert [t.state for t in study.get_trials(deepcopy=False)[killed.number:]] == \
-            [TrialState.FAIL, TrialState.WAITING]
+        assert [t.state for t in study.get_trials(deepcopy=False)[killed.number :]] == [
+            TrialState.FAIL,
+            TrialState.WAITING,
+        ]
     counts = sw.work(sweep, 2, say=lambda line: None)
     assert counts.finished == 2 and counts.retried == 1
     trials = sw.load_study(sweep).get_trials()

@@ -1,6 +1,7 @@
 """What a run records in MLflow beyond params and metrics (issue 13), read back through MLflow's own client:
 the experiment kind, dataset inputs, source tags and description, the logged model (reloaded and re-evaluated),
 system metrics; and a workdir pointed at another store (or with its mlflow.db gone) logs there without crashing."""
+
 import shutil
 
 import pytest
@@ -9,15 +10,17 @@ from mlflow.tracking import MlflowClient
 from harness.cli import main
 
 METHODS = ["plain", "discl_diverse_to_specific"]
-ARGV = ["run", "--experiment", "digits_lt_tiny", "--seed", "0", "--quiet"] + [a for m in METHODS
-                                                                              for a in ("--method", m)]
+ARGV = ["run", "--experiment", "digits_lt_tiny", "--seed", "0", "--quiet"] + [
+    a for m in METHODS for a in ("--method", m)
+]
 FAST = ["--set", "tracking.log_model=never", "--set", "tracking.system_metrics=false"]
 
 
 def method_runs(client: MlflowClient):
     exp = client.get_experiment_by_name("digits_lt_tiny")
-    return exp, {r.data.tags["method"]: r for r in client.search_runs([exp.experiment_id],
-                                                                      filter_string="tags.method != ''")}
+    return exp, {
+        r.data.tags["method"]: r for r in client.search_runs([exp.experiment_id], filter_string="tags.method != ''")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +41,18 @@ def test_dataset_inputs_with_contexts(store):
     _, _, runs = store
     seen = {}
     for method, r in runs.items():
-        inputs = {(d.dataset.name, next(t.value for t in d.tags if t.key == "mlflow.data.context"))
-                  for d in r.inputs.dataset_inputs}
+        inputs = {
+            (d.dataset.name, next(t.value for t in d.tags if t.key == "mlflow.data.context"))
+            for d in r.inputs.dataset_inputs
+        }
         assert {("digits_lt/train", "training"), ("digits_lt/val", "validation"), ("digits_lt/test", "test")} <= inputs
         assert (("synthetic_pool", "training") in inputs) == method.startswith("discl")
         for d in r.inputs.dataset_inputs:
             seen.setdefault(d.dataset.name, set()).add(d.dataset.digest)
     assert all(len(digests) == 1 for digests in seen.values())  # both methods saw the same real splits
-    pool = next(d.dataset for d in runs["discl_diverse_to_specific"].inputs.dataset_inputs
-                if d.dataset.name == "synthetic_pool")
+    pool = next(
+        d.dataset for d in runs["discl_diverse_to_specific"].inputs.dataset_inputs if d.dataset.name == "synthetic_pool"
+    )
     import json
 
     profile = json.loads(pool.profile)
@@ -148,13 +154,19 @@ def test_copied_cache_and_deleted_store(store, tiny_workdir, tmp_path):
     first = {r.info.run_id for r in runs.values()}
 
     (wd / "mlflow.db").unlink()
-    done = subprocess.run([sys.executable, "-m", "harness.cli", *argv], capture_output=True, text=True,
-                          env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.cli", *argv],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     with sqlite3.connect(wd / "mlflow.db") as db:
-        rows = db.execute("SELECT r.run_uuid, r.status, count(m.step) FROM runs r JOIN latest_metrics l "
-                          "ON l.run_uuid = r.run_uuid AND l.key = 'train/loss' JOIN metrics m ON "
-                          "m.run_uuid = r.run_uuid AND m.key = 'train/loss' GROUP BY r.run_uuid").fetchall()
+        rows = db.execute(
+            "SELECT r.run_uuid, r.status, count(m.step) FROM runs r JOIN latest_metrics l "
+            "ON l.run_uuid = r.run_uuid AND l.key = 'train/loss' JOIN metrics m ON "
+            "m.run_uuid = r.run_uuid AND m.key = 'train/loss' GROUP BY r.run_uuid"
+        ).fetchall()
     assert len(rows) == 2 and {(status, n) for _, status, n in rows} == {("FINISHED", 5)}
     assert not first & {run_id for run_id, _, _ in rows}
     assert all(run_id in done.stdout for run_id, _, _ in rows)
@@ -197,8 +209,11 @@ def test_optuna_dashboard_opens_the_sweep_storage(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     exe = shutil.which("optuna-dashboard") or pytest.skip("no optuna-dashboard command")
-    proc = subprocess.Popen([exe, storage, "--host", "127.0.0.1", "--port", str(port)],  # as the README says
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [exe, storage, "--host", "127.0.0.1", "--port", str(port)],  # as the README says
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(120):
             try:

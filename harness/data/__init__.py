@@ -1,4 +1,5 @@
 """Datasets: each registers with ``@register_dataset`` and is listed in the package's entry points."""
+
 from harness.data.base import DataError, DatasetBundle, LabeledImages  # noqa: F401
 
 

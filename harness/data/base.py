@@ -5,11 +5,12 @@ turns it into uint8 C×S×S (S = ``data.image_size``), and the float conversion 
 models normalize inside. ``load(i)`` is the untransformed float image squashed to S×S, and ``raw(i)`` the
 full-resolution PIL image, for the generator and the scorer.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -87,8 +88,15 @@ class TensorImages(LabeledImages):
 class FileImages(LabeledImages):
     """Images on disk, decoded on access. A corrupt file raises DataError naming it."""
 
-    def __init__(self, paths: Sequence[str | Path], labels: Sequence[int], ids: Sequence[str], size: int,
-                 channels: int = 3, extra: pd.DataFrame | None = None):
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        labels: Sequence[int],
+        ids: Sequence[str],
+        size: int,
+        channels: int = 3,
+        extra: pd.DataFrame | None = None,
+    ):
         self.paths = [Path(p) for p in paths]
         self.labels = np.asarray(labels, dtype=np.int64)
         self.ids = list(ids)
@@ -117,10 +125,16 @@ def take(images: LabeledImages, rows: np.ndarray) -> LabeledImages:
     """The images at ``rows`` of a split, as a split of their own."""
     rows = np.asarray(rows, dtype=np.int64)
     if isinstance(images, TensorImages):
-        return TensorImages(images.images[torch.as_tensor(rows, dtype=torch.long)], images.labels[rows],
-                            [images.ids[i] for i in rows])
-    return FileImages([images.paths[i] for i in rows], images.labels[rows], [images.ids[i] for i in rows],
-                      images.size, images.channels)
+        return TensorImages(
+            images.images[torch.as_tensor(rows, dtype=torch.long)], images.labels[rows], [images.ids[i] for i in rows]
+        )
+    return FileImages(
+        [images.paths[i] for i in rows],
+        images.labels[rows],
+        [images.ids[i] for i in rows],
+        images.size,
+        images.channels,
+    )
 
 
 class ImageView(Dataset):
@@ -165,7 +179,7 @@ class DatasetBundle:
     val_split: str = "val"
     # reported name → split name, e.g. {"test": "test"} or {"test_id": "id_test", "test_ood": "test"}
     test_splits: dict[str, str] = field(default_factory=lambda: {"test": "test"})
-    metrics: Callable[[np.ndarray, np.ndarray, "DatasetBundle"], dict[str, float]] | None = None
+    metrics: Callable[[np.ndarray, np.ndarray, DatasetBundle], dict[str, float]] | None = None
     many: int = 100
     few: int = 20
     corrupt: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # split → skipped (path, reason)

@@ -10,6 +10,7 @@ day glare or night darkness, lens blur and sensor noise.
 One dial, ``data.params.gap`` in [0, 1], scales every degradation; the random draws do not depend on it, so the
 same image moves continuously from clean (``gap: 0``, exactly the ``digits_lt`` images) to the full field domain.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,16 +26,16 @@ from harness.data.digits_lt import DigitsParams, digits_lt
 from harness.registry import register_dataset
 
 # the degradations at gap = 1; gap scales each (ranges are per-image uniform draws)
-SHRINK = (0.05, 0.2)        # the digit covers 1 − shrink of the canvas side ...
-ROTATE = 12.0               # ... rotated by up to ± this many degrees, shifted anywhere that keeps it inside
-TEXTURE = 0.15              # amplitude of a smooth background texture (4×4 noise, upsampled)
+SHRINK = (0.05, 0.2)  # the digit covers 1 − shrink of the canvas side ...
+ROTATE = 12.0  # ... rotated by up to ± this many degrees, shifted anywhere that keeps it inside
+TEXTURE = 0.15  # amplitude of a smooth background texture (4×4 noise, upsampled)
 STROKES = (1, 2, 0.2, 0.4)  # clutter: this many (inclusive range) stray strokes of this intensity range
-FADE = (0.1, 0.3)           # the digit's contrast drops by this fraction
-OCCLUDE = 0.35              # chance of a bar (a branch) across the canvas, intensity U(0, 0.5), opacity = gap
-NIGHT = (0.2, 0.35)         # half the images are night: brightness × (1 − this) ...
-GLARE = (0.05, 0.2)         # ... the other half day: washed out towards white by this much
-BLUR = (0.25, 0.5)          # Gaussian blur σ in pixels
-NOISE = (0.015, 0.03)       # sensor noise σ, day / night
+FADE = (0.1, 0.3)  # the digit's contrast drops by this fraction
+OCCLUDE = 0.35  # chance of a bar (a branch) across the canvas, intensity U(0, 0.5), opacity = gap
+NIGHT = (0.2, 0.35)  # half the images are night: brightness × (1 − this) ...
+GLARE = (0.05, 0.2)  # ... the other half day: washed out towards white by this much
+BLUR = (0.25, 0.5)  # Gaussian blur σ in pixels
+NOISE = (0.015, 0.03)  # sensor noise σ, day / night
 
 
 @dataclass
@@ -44,10 +45,20 @@ class FieldParams(DigitsParams):
 
 def draw(rng: np.random.Generator, size: int) -> dict:
     """One image's random draws, whatever the gap (so the dial scales the same draws)."""
-    return {"shrink": rng.uniform(*SHRINK), "angle": rng.uniform(-ROTATE, ROTATE), "shift": rng.uniform(-1, 1, 2),
-            "texture": rng.random((4, 4)), "strokes": draw_strokes(rng, size), "fade": rng.uniform(*FADE),
-            "occlude": rng.random(), "bar": rng.uniform(0, 1, 5), "night": rng.random() < 0.5,
-            "light": rng.random(), "sigma": rng.uniform(*BLUR), "noise": rng.standard_normal((size, size))}
+    return {
+        "shrink": rng.uniform(*SHRINK),
+        "angle": rng.uniform(-ROTATE, ROTATE),
+        "shift": rng.uniform(-1, 1, 2),
+        "texture": rng.random((4, 4)),
+        "strokes": draw_strokes(rng, size),
+        "fade": rng.uniform(*FADE),
+        "occlude": rng.random(),
+        "bar": rng.uniform(0, 1, 5),
+        "night": rng.random() < 0.5,
+        "light": rng.random(),
+        "sigma": rng.uniform(*BLUR),
+        "noise": rng.standard_normal((size, size)),
+    }
 
 
 def draw_strokes(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -93,16 +104,22 @@ def render_field(clean: torch.Tensor, gap: float, draws: list[dict]) -> torch.Te
             bar = d["bar"]
             width, length = max(1, round(size * (0.15 + 0.2 * bar[0]))), round(size * (0.4 + 0.5 * bar[1]))
             x0, y0 = round((size - width) * bar[2]), round((size - length) * bar[3])
-            box = (slice(y0, y0 + length), slice(x0, x0 + width)) if bar[0] < 0.5 else \
-                (slice(x0, x0 + width), slice(y0, y0 + length))
+            box = (
+                (slice(y0, y0 + length), slice(x0, x0 + width))
+                if bar[0] < 0.5
+                else (slice(x0, x0 + width), slice(y0, y0 + length))
+            )
             x[i, 0][box] = (1 - gap) * x[i, 0][box] + gap * 0.5 * bar[4]
     # light: night darkens, day washes out
     night = torch.as_tensor([d["night"] for d in draws])
     light = stack(draws, "light")
     dark = 1 - gap * (NIGHT[0] + light * (NIGHT[1] - NIGHT[0]))
     glare = gap * (GLARE[0] + light * (GLARE[1] - GLARE[0]))
-    x = torch.where(night[:, None, None, None], x * dark[:, None, None, None],
-                    glare[:, None, None, None] + (1 - glare[:, None, None, None]) * x)
+    x = torch.where(
+        night[:, None, None, None],
+        x * dark[:, None, None, None],
+        glare[:, None, None, None] + (1 - glare[:, None, None, None]) * x,
+    )
     x = blur(x, gap * stack(draws, "sigma"))
     noise_sd = gap * torch.where(night, NOISE[1], NOISE[0])
     return (x + noise_sd[:, None, None, None] * stack(draws, "noise")[:, None]).clamp(0, 1)
@@ -112,7 +129,7 @@ def blur(x: torch.Tensor, sigma: torch.Tensor, radius: int = 2) -> torch.Tensor:
     """A separable Gaussian blur with its own σ per image (reflect padding, like torchvision's)."""
     n = len(x)
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-offsets[None] ** 2 / (2 * sigma.clamp_min(1e-3)[:, None] ** 2))
+    k = torch.exp(-(offsets[None] ** 2) / (2 * sigma.clamp_min(1e-3)[:, None] ** 2))
     k = k / k.sum(1, keepdim=True)  # N×(2r+1)
     y = F.pad(x.transpose(0, 1), (radius,) * 4, mode="reflect")  # 1×N×H×W: one group per image
     y = F.conv2d(y, k[:, None, None, :], groups=n)

@@ -4,6 +4,7 @@ Per class, disjoint: a balanced test and val set, a long-tailed training set (ex
 n_c = max_per_class · ratio^(c / (C − 1))), and a balanced pool the embedded generator and judge are trained on,
 standing in for the web-scale data a real diffusion model and CLIP have seen.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ def digits_lt(cfg) -> DatasetBundle:
             raise ValueError(f"data.params ask for {sum(sizes.values())} images of class {c}; it has {len(idx)}")
         start = 0
         for split, n in sizes.items():
-            parts[split] += idx[start:start + n].tolist()
+            parts[split] += idx[start : start + n].tolist()
             start += n
     splits = {}
     for split, idx in parts.items():
@@ -58,5 +59,6 @@ def digits_lt(cfg) -> DatasetBundle:
         if split == "train" and cfg.data.max_train:
             idx = idx[: cfg.data.max_train]
         splits[split] = TensorImages(images[idx], labels[idx], [f"digits-{i}" for i in idx])
-    return DatasetBundle("digits_lt", NAMES, splits, channels=1,
-                         many=cfg.data.shot_groups.many, few=cfg.data.shot_groups.few)
+    return DatasetBundle(
+        "digits_lt", NAMES, splits, channels=1, many=cfg.data.shot_groups.many, few=cfg.data.shot_groups.few
+    )

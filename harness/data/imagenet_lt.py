@@ -7,6 +7,7 @@ or a label out of range is a ``DataError`` naming the file and line. Shot groups
 Labels are ImageNet-1k class ids, so class ``i`` is named by torchvision's ImageNet-1k category ``i`` unless
 ``data.params.class_names`` gives a names file (more than 1000 classes need one).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,8 @@ HOW_TO_OBTAIN = (
     "https://image-net.org/download.php, val sorted into class folders) and ImageNet_LT_train.txt, "
     "ImageNet_LT_val.txt, ImageNet_LT_test.txt (from the OLTR project, https://github.com/zhmiao/"
     "OpenLongTailRecognition-OLTR) in data.params.split_dir (default: the root); pass the root with "
-    "--set data.root=ROOT")
+    "--set data.root=ROOT"
+)
 
 
 @dataclass
@@ -76,8 +78,10 @@ def read_split(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
             raise DataError(f"imagenet_lt: {path} line {number}: expected 'relative/path.JPEG label', got {line!r}")
         rel, label = fields
         if not inside_root(rel):
-            raise DataError(f"imagenet_lt: {path} line {number}: path {rel!r} escapes the data root "
-                            "(paths must be relative to data.root, without '..')")
+            raise DataError(
+                f"imagenet_lt: {path} line {number}: path {rel!r} escapes the data root "
+                "(paths must be relative to data.root, without '..')"
+            )
         if int(label) < 0:
             raise DataError(f"imagenet_lt: {path} line {number}: label {label} is negative")
         rels.append(rel)
@@ -103,8 +107,10 @@ def read_class_names(path: str) -> list[str]:
                 return [by_label[i] for i in range(len(by_label))]
     except (json.JSONDecodeError, ValueError) as e:
         raise DataError(f"imagenet_lt: data.params.class_names file {file} is not valid JSON ({e})") from None
-    raise DataError(f"imagenet_lt: data.params.class_names file {file}: expected a list of names or "
-                    "{\"0\": name, \"1\": name, ...} covering 0..N-1")
+    raise DataError(
+        f"imagenet_lt: data.params.class_names file {file}: expected a list of names or "
+        '{"0": name, "1": name, ...} covering 0..N-1'
+    )
 
 
 def imagenet_names(num_classes: int) -> list[str]:
@@ -113,16 +119,20 @@ def imagenet_names(num_classes: int) -> list[str]:
 
     categories = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
     if num_classes > len(categories):
-        raise DataError(f"imagenet_lt: {num_classes} classes but ImageNet-1k names only {len(categories)}; give "
-                        "data.params.class_names (a text file, one name per line in label order, or JSON)")
+        raise DataError(
+            f"imagenet_lt: {num_classes} classes but ImageNet-1k names only {len(categories)}; give "
+            "data.params.class_names (a text file, one name per line in label order, or JSON)"
+        )
     return list(categories[:num_classes])
 
 
 def check_labels(path: Path, labels: np.ndarray, numbers: np.ndarray, num_classes: int) -> None:
     bad = np.flatnonzero(labels >= num_classes)
     if len(bad):
-        raise DataError(f"imagenet_lt: {path} line {numbers[bad[0]]}: label {labels[bad[0]]} is out of range for "
-                        f"{num_classes} classes (0..{num_classes - 1})")
+        raise DataError(
+            f"imagenet_lt: {path} line {numbers[bad[0]]}: label {labels[bad[0]]} is out of range for "
+            f"{num_classes} classes (0..{num_classes - 1})"
+        )
 
 
 def check_first_image(root: Path, path: Path, rels: list[str]) -> None:
@@ -168,11 +178,20 @@ def imagenet_lt(cfg) -> DatasetBundle:
         check_labels(files[split], labels, numbers, num_classes)
         check_first_image(root, files[split], rels)
         index = subsample(len(rels), limit(p.max_per_split, cfg.data.max_train if split == "train" else None), rng)
-        splits[split] = FileImages([root / rels[i] for i in index], labels[index], [rels[i] for i in index],
-                                   cfg.data.image_size)
-    bundle = ImageNetLTBundle("imagenet_lt", names, splits,
-                              channels=3, val_split="val", test_splits={"test": "test"}, metrics=long_tail_metrics,
-                              many=cfg.data.shot_groups.many, few=cfg.data.shot_groups.few,
-                              full_train_counts=np.bincount(entries["train"][1], minlength=num_classes))
+        splits[split] = FileImages(
+            [root / rels[i] for i in index], labels[index], [rels[i] for i in index], cfg.data.image_size
+        )
+    bundle = ImageNetLTBundle(
+        "imagenet_lt",
+        names,
+        splits,
+        channels=3,
+        val_split="val",
+        test_splits={"test": "test"},
+        metrics=long_tail_metrics,
+        many=cfg.data.shot_groups.many,
+        few=cfg.data.shot_groups.few,
+        full_train_counts=np.bincount(entries["train"][1], minlength=num_classes),
+    )
     bundle.num_workers = p.num_workers if p.num_workers is not None else default_workers()
     return bundle

@@ -9,6 +9,7 @@ The layout is checked before wilds sees it, so a missing or broken copy gets a o
 what is expected where, instead of a wilds assertion or its advice to pass ``download=True`` (the wilds download
 server has been failing; users stage the archive themselves).
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,18 @@ from harness.registry import register_dataset
 DATA_DIR = "iwildcam_v2.0"
 RELEASE = "RELEASE_v2.0.txt"
 SPLITS = ("train", "val", "test", "id_val", "id_test")
-METADATA_COLUMNS = ["split", "location_remapped", "location", "sequence_remapped", "seq_id", "y", "category_id",
-                    "datetime", "filename", "image_id"]
+METADATA_COLUMNS = [
+    "split",
+    "location_remapped",
+    "location",
+    "sequence_remapped",
+    "seq_id",
+    "y",
+    "category_id",
+    "datetime",
+    "filename",
+    "image_id",
+]
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # what wilds parses with datetime.strptime
 NOT_IN_BENCHMARK = 99999  # y of the categories.csv rows outside the 182 benchmark classes
 HOW_TO_STAGE = (
@@ -41,7 +52,8 @@ HOW_TO_STAGE = (
     "tar.gz: https://worksheets.codalab.org/rest/bundles/0x6313da2b204647e79a14b468131fcd64/contents/blob/, or a "
     "mirror linked from https://wilds.stanford.edu/datasets or Kaggle) and extract it so that "
     f"ROOT/{DATA_DIR}/ holds {RELEASE}, metadata.csv, categories.csv and train/ (every split's images), "
-    "then pass ROOT as data.root (--set data.root=ROOT)")
+    "then pass ROOT as data.root (--set data.root=ROOT)"
+)
 
 
 @dataclass
@@ -74,6 +86,7 @@ class ReducedJpegImages(FileImages):
 
 # --------------------------------------------------------------------------- layout checks
 
+
 def data_dir(root: str | None) -> Path:
     """ROOT/iwildcam_v2.0 after checking the marker files; a DataError (one line) otherwise."""
     if not root:
@@ -97,8 +110,9 @@ def read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
         raise DataError(f"iwildcam: {path} is not a readable CSV ({e}); {HOW_TO_STAGE}") from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise DataError(f"iwildcam: {path} lacks column(s) {', '.join(missing)} (expected {', '.join(columns)}); "
-                        f"{HOW_TO_STAGE}")
+        raise DataError(
+            f"iwildcam: {path} lacks column(s) {', '.join(missing)} (expected {', '.join(columns)}); {HOW_TO_STAGE}"
+        )
     return frame
 
 
@@ -111,18 +125,23 @@ def check_metadata(frame: pd.DataFrame, path: Path) -> None:
         values = pd.to_numeric(frame[column], errors="coerce")
         if values.isna().any() or (values % 1 != 0).any():
             row = int(np.flatnonzero(values.isna() | (values % 1 != 0))[0])
-            raise DataError(f"iwildcam: {path} row {row + 2}: column {column} must be an integer, got "
-                            f"{frame[column].iloc[row]!r}")
+            raise DataError(
+                f"iwildcam: {path} row {row + 2}: column {column} must be an integer, got {frame[column].iloc[row]!r}"
+            )
         present = np.unique(values.astype(np.int64))
         if len(present) and (present[0] != 0 or len(present) != present[-1] + 1):
             gaps = sorted(set(range(int(present[-1]) + 1)) - set(present.tolist()))[:5]
-            raise DataError(f"iwildcam: {path}: column {column} must cover 0..max with no gaps (as wilds requires); "
-                            f"missing {gaps}{' …' if len(gaps) == 5 else ''}; is this the v2.0 metadata?")
+            raise DataError(
+                f"iwildcam: {path}: column {column} must cover 0..max with no gaps (as wilds requires); "
+                f"missing {gaps}{' …' if len(gaps) == 5 else ''}; is this the v2.0 metadata?"
+            )
     parsed = pd.to_datetime(frame["datetime"], format=DATETIME_FORMAT, errors="coerce")
     if parsed.isna().any():
         row = int(np.flatnonzero(parsed.isna())[0])
-        raise DataError(f"iwildcam: {path} row {row + 2}: datetime {frame['datetime'].iloc[row]!r} is not like "
-                        f"'2013-06-09 16:01:38.000'")
+        raise DataError(
+            f"iwildcam: {path} row {row + 2}: datetime {frame['datetime'].iloc[row]!r} is not like "
+            f"'2013-06-09 16:01:38.000'"
+        )
 
 
 def check_images(folder: Path, frame: pd.DataFrame) -> None:
@@ -131,11 +150,14 @@ def check_images(folder: Path, frame: pd.DataFrame) -> None:
     for split, rows in frame.groupby("split", sort=False):
         path = folder / "train" / str(rows["filename"].iloc[0])
         if not path.is_file():
-            raise DataError(f"iwildcam: {path} (first {split} image in metadata.csv) not found; every split's "
-                            f"images belong under {folder / 'train'}/; {HOW_TO_STAGE}")
+            raise DataError(
+                f"iwildcam: {path} (first {split} image in metadata.csv) not found; every split's "
+                f"images belong under {folder / 'train'}/; {HOW_TO_STAGE}"
+            )
 
 
 # --------------------------------------------------------------------------- wilds
+
 
 def import_wilds():
     """``import wilds`` without the PyPI version-check thread its ``outdated`` import starts."""
@@ -159,11 +181,13 @@ def load_wilds(root: str):
     try:
         return wilds.get_dataset("iwildcam", root_dir=root, download=False)
     except (AssertionError, ValueError, KeyError, FileNotFoundError) as e:
-        raise DataError(f"iwildcam: wilds could not load {Path(root) / DATA_DIR} ({type(e).__name__}: {e}); "
-                        f"{HOW_TO_STAGE}") from None
+        raise DataError(
+            f"iwildcam: wilds could not load {Path(root) / DATA_DIR} ({type(e).__name__}: {e}); {HOW_TO_STAGE}"
+        ) from None
 
 
 # --------------------------------------------------------------------------- names and metrics
+
 
 def shipped_names() -> dict[int, dict]:
     """Shipped category list: category_id → {y, scientific_name, common_name}."""
@@ -187,8 +211,10 @@ def user_names(path: str) -> dict[int, str]:
             return {int(k): str(v) for k, v in data.items()}
     except (KeyError, TypeError, ValueError):
         pass
-    raise DataError(f"iwildcam: data.params.common_names file {file}: expected {{\"classes\": [{{\"y\": 0, "
-                    f"\"common_name\": ...}}]}} or {{\"0\": \"name\", ...}}")
+    raise DataError(
+        f'iwildcam: data.params.common_names file {file}: expected {{"classes": [{{"y": 0, '
+        f'"common_name": ...}}]}} or {{"0": "name", ...}}'
+    )
 
 
 def class_names(num_classes: int, categories: pd.DataFrame, user_file: str | None) -> list[str]:
@@ -220,6 +246,7 @@ def wilds_metrics(y_true: np.ndarray, y_pred: np.ndarray, data: DatasetBundle | 
 
 # --------------------------------------------------------------------------- the dataset
 
+
 def subsample(index: np.ndarray, size: int | None, rng: np.random.Generator) -> np.ndarray:
     """A random subset in metadata order (a prefix would keep only the first locations)."""
     if size is None or len(index) <= size:
@@ -241,9 +268,13 @@ def iwildcam(cfg) -> DatasetBundle:
 
     labels = dataset.y_array.numpy()
     fields = dataset.metadata_fields
-    extra = pd.DataFrame({"location": dataset.metadata_array[:, fields.index("location")].numpy(),
-                          "sequence": dataset.metadata_array[:, fields.index("sequence")].numpy(),
-                          "datetime": metadata["datetime"].astype(str).to_numpy()})
+    extra = pd.DataFrame(
+        {
+            "location": dataset.metadata_array[:, fields.index("location")].numpy(),
+            "sequence": dataset.metadata_array[:, fields.index("sequence")].numpy(),
+            "datetime": metadata["datetime"].astype(str).to_numpy(),
+        }
+    )
     rng = np.random.default_rng(cfg.data.split_seed)
     splits = {}
     image_ids = metadata["image_id"].astype(str).to_numpy()
@@ -252,10 +283,23 @@ def iwildcam(cfg) -> DatasetBundle:
         in_split = np.flatnonzero(dataset.split_array == dataset.split_dict[split])
         index = subsample(in_split, min(limits, default=None), rng)
         paths = [dataset.data_dir / "train" / name for name in dataset._input_array[index]]
-        splits[split] = ReducedJpegImages(paths, labels[index], image_ids[index].tolist(), cfg.data.image_size,
-                                          extra=extra.iloc[index].reset_index(drop=True))
-    bundle = DatasetBundle("iwildcam", class_names(dataset.n_classes, categories, p.common_names), splits,
-                           channels=3, val_split=p.val_split, test_splits={"test_id": "id_test", "test_ood": "test"},
-                           metrics=wilds_metrics, many=cfg.data.shot_groups.many, few=cfg.data.shot_groups.few)
+        splits[split] = ReducedJpegImages(
+            paths,
+            labels[index],
+            image_ids[index].tolist(),
+            cfg.data.image_size,
+            extra=extra.iloc[index].reset_index(drop=True),
+        )
+    bundle = DatasetBundle(
+        "iwildcam",
+        class_names(dataset.n_classes, categories, p.common_names),
+        splits,
+        channels=3,
+        val_split=p.val_split,
+        test_splits={"test_id": "id_test", "test_ood": "test"},
+        metrics=wilds_metrics,
+        many=cfg.data.shot_groups.many,
+        few=cfg.data.shot_groups.few,
+    )
     bundle.num_workers = p.num_workers if p.num_workers is not None else default_workers()
     return bundle

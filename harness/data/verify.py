@@ -2,6 +2,7 @@
 
 The scan result is cached per split (keyed by the files' paths, sizes and modification times), so it runs once.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,9 @@ def scan_split(split: FileImages, cache_dir, name: str, progress: bool = True) -
     if cache.exists():
         return {int(k): v for k, v in read_json(cache).items()}
     bad = {}
-    for i, p in enumerate(tqdm(split.paths, desc=f"verify {name} images", unit="img", disable=not progress,
-                               mininterval=2)):
+    for i, p in enumerate(
+        tqdm(split.paths, desc=f"verify {name} images", unit="img", disable=not progress, mininterval=2)
+    ):
         reason = "missing file" if stats[i][1] < 0 else unreadable(p)
         if reason:
             bad[i] = reason
@@ -61,12 +63,20 @@ def drop_corrupt(data: DatasetBundle, max_fraction: float, cache_dir, progress: 
         if len(bad) / len(split) > max_fraction:
             shown = "; ".join(f"{p} ({r})" for p, r in listing[:5])
             more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-            raise DataError(f"{len(bad)} of {len(split)} {name} images are unreadable, more than "
-                            f"data.max_corrupt_fraction={max_fraction}: {shown}{more}")
+            raise DataError(
+                f"{len(bad)} of {len(split)} {name} images are unreadable, more than "
+                f"data.max_corrupt_fraction={max_fraction}: {shown}{more}"
+            )
         keep = np.array([i for i in range(len(split)) if i not in bad])
         extra = split.extra.iloc[keep].reset_index(drop=True) if split.extra is not None else None
-        data.splits[name] = type(split)([split.paths[i] for i in keep], split.labels[keep],
-                                       [split.ids[i] for i in keep], split.size, split.channels, extra)
+        data.splits[name] = type(split)(
+            [split.paths[i] for i in keep],
+            split.labels[keep],
+            [split.ids[i] for i in keep],
+            split.size,
+            split.channels,
+            extra,
+        )
         dropped[name] = listing
     data.corrupt = dropped
     return data

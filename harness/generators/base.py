@@ -1,4 +1,5 @@
 """What a generator provides: image-guided generation of one λ level for a batch of (source, prompt, seed)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,4 +39,4 @@ def denoising_steps(steps: int, lam: float) -> int:
 
 def strength_timesteps(timesteps, steps: int, lam: float):
     """The tail of a ``steps``-step schedule an SDEdit start at guidance λ runs (diffusers' strength = 1 − λ)."""
-    return timesteps[steps - denoising_steps(steps, lam):]
+    return timesteps[steps - denoising_steps(steps, lam) :]

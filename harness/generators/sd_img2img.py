@@ -10,6 +10,7 @@ strength 1.0 diffusers still keeps a faint √ᾱ_t share of the source latents,
 steps), we hand the pipeline pure-noise latents scaled by ``scheduler.init_noise_sigma``, as the text-to-image
 pipeline does; the source image then only fixes the output size.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,9 +29,14 @@ from harness.registry import register_generator
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-xl-refiner-1.0"
-SCHEDULERS = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler",
-              "euler_a": "EulerAncestralDiscreteScheduler", "pndm": "PNDMScheduler",
-              "dpm": "DPMSolverMultistepScheduler", "lms": "LMSDiscreteScheduler"}
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "pndm": "PNDMScheduler",
+    "dpm": "DPMSolverMultistepScheduler",
+    "lms": "LMSDiscreteScheduler",
+}
 
 
 @dataclass
@@ -71,9 +77,14 @@ def load_pipeline(p: SDImg2ImgParams, dtype: torch.dtype):
     source = str(path) if path.exists() else p.model
     try:  # fp16-variant files load into float32 too: diffusers casts to torch_dtype. low_cpu_mem_usage (accelerate):
         # the weights go straight into empty modules, no random init first (seconds and GBs for SDXL)
-        return AutoPipelineForImage2Image.from_pretrained(source, torch_dtype=dtype, variant=p.variant,
-                                                          local_files_only=True, add_watermarker=False,
-                                                          low_cpu_mem_usage=True)
+        return AutoPipelineForImage2Image.from_pretrained(
+            source,
+            torch_dtype=dtype,
+            variant=p.variant,
+            local_files_only=True,
+            add_watermarker=False,
+            low_cpu_mem_usage=True,
+        )
     except (OSError, ValueError) as e:
         raise load_error(p.model, p.variant, e, "generator.params.model", "holding the pipeline") from None
 
@@ -113,7 +124,7 @@ class SDImg2Img(Generator):
         self.cached_bytes, self.cache_bytes = 0, 2 << 30  # ImageNet-LT's 1643 sources at 512×512: ≈ 215 MB
 
     @classmethod
-    def from_config(cls, cfg, data, cache: Path, device="cpu") -> "SDImg2Img":
+    def from_config(cls, cfg, data, cache: Path, device="cpu") -> SDImg2Img:
         p = build(SDImg2ImgParams, cfg.generator.params, "generator.params")
         device = torch.device(device)
         dtype = torch_dtype(p.dtype, device)
@@ -125,11 +136,18 @@ class SDImg2Img(Generator):
         return cls(pipe, p, cfg.spectrum.steps, cfg.spectrum.guidance_scale, device)
 
     def describe(self) -> dict:
-        return {"model": "tiny-random" if self.p.tiny else self.p.model,
-                "pipeline": type(self.pipe).__name__, "scheduler": type(self.pipe.scheduler).__name__,
-                "steps": self.steps, "guidance_scale": self.guidance_scale, "dtype": str(self.pipe.unet.dtype),
-                "size": list(self.size), "requested_size": [self.p.width, self.p.height],
-                "aesthetic_score": self.p.aesthetic_score, "negative_prompt": self.p.negative_prompt}
+        return {
+            "model": "tiny-random" if self.p.tiny else self.p.model,
+            "pipeline": type(self.pipe).__name__,
+            "scheduler": type(self.pipe.scheduler).__name__,
+            "steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "dtype": str(self.pipe.unet.dtype),
+            "size": list(self.size),
+            "requested_size": [self.p.width, self.p.height],
+            "aesthetic_score": self.p.aesthetic_score,
+            "negative_prompt": self.p.negative_prompt,
+        }
 
     def text_only_latents(self, generators: list[torch.Generator]) -> torch.Tensor:
         """Pure noise, one draw per item's generator, scaled as the text-to-image pipelines scale it."""
@@ -168,9 +186,10 @@ class SDImg2Img(Generator):
             vae.to(dtype=torch.float32)
         try:
             for start in range(0, len(missing), 16):
-                batch = missing[start:start + 16]
+                batch = missing[start : start + 16]
                 pixels = self.pipe.image_processor.preprocess(
-                    [first[k].convert("RGB").resize(self.size, Image.BICUBIC) for k in batch])
+                    [first[k].convert("RGB").resize(self.size, Image.BICUBIC) for k in batch]
+                )
                 dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
                 for k, mean, std in zip(batch, dist.mean.cpu(), dist.std.cpu()):
                     found[k] = (mean, std)
@@ -189,8 +208,9 @@ class SDImg2Img(Generator):
         from diffusers.utils.torch_utils import randn_tensor
 
         mean, std = self.source_posteriors(items)
-        draws = torch.cat([randn_tensor((1, *mean.shape[1:]), generator=g, device=mean.device, dtype=mean.dtype)
-                           for g in generators])
+        draws = torch.cat(
+            [randn_tensor((1, *mean.shape[1:]), generator=g, device=mean.device, dtype=mean.dtype) for g in generators]
+        )
         latents = (mean + std * draws).to(self.pipe.unet.dtype)
         cfg = self.pipe.vae.config
         if getattr(cfg, "latents_mean", None) is not None and getattr(cfg, "latents_std", None) is not None:
@@ -212,9 +232,17 @@ class SDImg2Img(Generator):
             latents, sources = None, self.source_latents(items, generators)
         strength = img2img_strength(self.steps, lam)  # exactly denoising_steps(steps, λ) steps, at least 1
         negative = [self.p.negative_prompt] * len(items) if self.p.negative_prompt else None
-        out = self.pipe(prompt=[it.prompt for it in items], image=sources, strength=strength,
-                        num_inference_steps=self.steps, guidance_scale=self.guidance_scale,
-                        negative_prompt=negative, generator=generators, latents=latents,
-                        aesthetic_score=self.p.aesthetic_score,
-                        negative_aesthetic_score=self.p.negative_aesthetic_score, output_type="pil")
+        out = self.pipe(
+            prompt=[it.prompt for it in items],
+            image=sources,
+            strength=strength,
+            num_inference_steps=self.steps,
+            guidance_scale=self.guidance_scale,
+            negative_prompt=negative,
+            generator=generators,
+            latents=latents,
+            aesthetic_score=self.p.aesthetic_score,
+            negative_aesthetic_score=self.p.negative_aesthetic_score,
+            output_type="pil",
+        )
         return list(out.images)

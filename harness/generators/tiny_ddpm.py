@@ -1,6 +1,7 @@
 """``tiny_ddpm``: the embedded generator. A class-conditional DDPM (diffusers ``UNet2DModel``, a null class for
 classifier-free guidance) trained once on the dataset's pool and cached; SDEdit image-to-image gives the spectrum.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,10 +38,17 @@ class TinyDDPMParams:
 
 def build_unet(image_size: int, channels: int, num_classes: int, widths: list[int]) -> UNet2DModel:
     n = len(widths)
-    return UNet2DModel(sample_size=image_size, in_channels=channels, out_channels=channels,
-                       block_out_channels=tuple(widths), layers_per_block=1,
-                       down_block_types=("DownBlock2D",) * n, up_block_types=("UpBlock2D",) * n,
-                       num_class_embeds=num_classes + 1, norm_num_groups=8)
+    return UNet2DModel(
+        sample_size=image_size,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=tuple(widths),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D",) * n,
+        up_block_types=("UpBlock2D",) * n,
+        num_class_embeds=num_classes + 1,
+        norm_num_groups=8,
+    )
 
 
 def random_shift(x: torch.Tensor, g: torch.Generator, pad: int = 1) -> torch.Tensor:
@@ -48,7 +56,7 @@ def random_shift(x: torch.Tensor, g: torch.Generator, pad: int = 1) -> torch.Ten
     n, _, h, w = x.shape
     padded = F.pad(x, (pad,) * 4, value=-1.0)
     dx, dy = torch.randint(0, 2 * pad + 1, (2, n), generator=g)
-    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
 
 
 def train_ddpm(images: torch.Tensor, labels: torch.Tensor, num_classes: int, p: TinyDDPMParams) -> UNet2DModel:
@@ -98,7 +106,7 @@ class TinyDDPM(Generator):
         self.scheduler = DDIMScheduler(num_train_timesteps=1000)  # deterministic (η = 0) given the start noise
 
     @classmethod
-    def from_config(cls, cfg, data, cache: Path, device="cpu") -> "TinyDDPM":
+    def from_config(cls, cfg, data, cache: Path, device="cpu") -> TinyDDPM:
         p = build(TinyDDPMParams, cfg.generator.params, "generator.params")
         pool = data.splits.get("pool")
         if pool is None:
@@ -125,8 +133,9 @@ class TinyDDPM(Generator):
         channels = self.unet.config.in_channels
         x0 = torch.stack([to_tensor01(it.source, size, channels) for it in items]).to(self.device) * 2 - 1
         # one generator per item: an image does not depend on what else shares its batch
-        noise = torch.stack([torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(it.seed))
-                             for it in items]).to(self.device)
+        noise = torch.stack(
+            [torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(it.seed)) for it in items]
+        ).to(self.device)
         self.scheduler.set_timesteps(self.steps)
         timesteps = strength_timesteps(self.scheduler.timesteps, self.steps, lam)
         x = noise if lam == 0 else self.scheduler.add_noise(x0, noise, timesteps[:1].repeat(len(items)))
@@ -139,5 +148,4 @@ class TinyDDPM(Generator):
             x = self.scheduler.step(eps, t, x).prev_sample
         pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().cpu()
         mode = "L" if channels == 1 else "RGB"
-        return [Image.fromarray(px[0].numpy() if channels == 1 else px.permute(1, 2, 0).numpy(), mode)
-                for px in pixels]
+        return [Image.fromarray(px[0].numpy() if channels == 1 else px.permute(1, 2, 0).numpy(), mode) for px in pixels]

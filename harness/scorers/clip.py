@@ -4,6 +4,7 @@ image's embedding. The filter prompt is a template over the class name (the pape
 wild" / "a photo of {name}"), which may differ from the generation prompt when class descriptions are used;
 without a template the item's generation prompt is scored.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,14 @@ def pooled(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-def load_clip(model: str, tiny: bool = False, tiny_seed: int = 0, what: str = "scorer.params.model",
-              variant: str | None = None, dtype: torch.dtype = torch.float32):
+def load_clip(
+    model: str,
+    tiny: bool = False,
+    tiny_seed: int = 0,
+    what: str = "scorer.params.model",
+    variant: str | None = None,
+    dtype: torch.dtype = torch.float32,
+):
     """(CLIPModel, CLIPProcessor) from a local folder or the local hub cache, its weights in ``dtype`` (float32
     unless asked: transformers ≥ 5 would keep an fp16 checkpoint's float16); a failure is a one-line error."""
     if tiny:
@@ -53,9 +60,12 @@ def load_clip(model: str, tiny: bool = False, tiny_seed: int = 0, what: str = "s
     path = Path(model).expanduser()
     source = str(path) if path.exists() else model
     try:
-        return (CLIPModel.from_pretrained(source, local_files_only=True, variant=variant, torch_dtype=dtype,
-                                          low_cpu_mem_usage=True),  # accelerate: no random init before loading
-                CLIPProcessor.from_pretrained(source, local_files_only=True))
+        return (
+            CLIPModel.from_pretrained(
+                source, local_files_only=True, variant=variant, torch_dtype=dtype, low_cpu_mem_usage=True
+            ),  # accelerate: no random init before loading
+            CLIPProcessor.from_pretrained(source, local_files_only=True),
+        )
     except (OSError, ValueError) as e:
         raise load_error(model, variant, e, what, "holding the model and its processor") from None
 
@@ -66,13 +76,16 @@ class ClipScorer(Scorer):
 
     def __init__(self, model, processor, class_names: list[str], p: ClipParams, device="cpu"):
         self.device = torch.device(device)
-        dtype = torch.float16 if p.dtype == "float16" or (p.dtype == "auto" and self.device.type == "cuda") \
+        dtype = (
+            torch.float16
+            if p.dtype == "float16" or (p.dtype == "auto" and self.device.type == "cuda")
             else torch.float32
+        )
         self.model = model.to(self.device, dtype).eval()
         self.processor, self.class_names, self.p = processor, class_names, p
 
     @classmethod
-    def from_config(cls, cfg, data, cache: Path, device="cpu") -> "ClipScorer":
+    def from_config(cls, cfg, data, cache: Path, device="cpu") -> ClipScorer:
         p = build(ClipParams, cfg.scorer.params, "scorer.params")
         model, processor = load_clip(p.model, p.tiny, p.tiny_seed, variant=p.variant)
         return cls(model, processor, list(data.class_names), p, device)
@@ -107,9 +120,10 @@ class ClipScorer(Scorer):
     def embed_images(self, images) -> torch.Tensor:
         out = []
         for start in range(0, len(images), self.p.batch_size):
-            batch = self.pixel_batch(images[start:start + self.p.batch_size])
-            pixels = self.processor.image_processor(images=batch, return_tensors="pt", device=self.device,
-                                                    disable_grouping=False).pixel_values  # batched on CPU too
+            batch = self.pixel_batch(images[start : start + self.p.batch_size])
+            pixels = self.processor.image_processor(
+                images=batch, return_tensors="pt", device=self.device, disable_grouping=False
+            ).pixel_values  # batched on CPU too
             pixels = pixels.to(self.device, self.model.dtype)
             out.append(F.normalize(pooled(self.model.get_image_features(pixel_values=pixels)).float(), dim=-1))
         return torch.cat(out)

@@ -1,6 +1,7 @@
 """``judge``: the embedded scorer. A classifier trained on the dataset's pool stands in for CLIP: the image–text
 score is its probability of the intended class, the image–image score the cosine of its features to the source's.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -55,7 +55,7 @@ class Judge(Scorer):
         self.model, self.size, self.channels = model.eval(), size, channels
 
     @classmethod
-    def from_config(cls, cfg, data, cache: Path, device="cpu") -> "Judge":
+    def from_config(cls, cfg, data, cache: Path, device="cpu") -> Judge:
         p = build(JudgeParams, cfg.scorer.params, "scorer.params")
         pool = data.splits["pool"]
         key = stable_hash({"data": pool_identity(cfg, pool), "params": p.__dict__})

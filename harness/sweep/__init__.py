@@ -10,6 +10,7 @@ re-queued once (``sweep.max_retry``) as a WAITING trial with the same parameters
 - ``worker``: ``study.optimize`` until N finished, exactly N with several workers, dead local workers;
 - ``results``: the best trial, plots, ``best.yaml``.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -19,19 +20,62 @@ import optuna
 from harness.pipeline import prepare
 
 from .results import finalize, rerun_command
-from .space import (NO_SYNTHETIC_METHOD, ORDERING_METHODS, objective_names, paper_params, suggest, sweep_methods,
-                    trial_config, trial_overrides)
-from .study import (PARENT_ATTR, Sweep, SweepError, dashboard_command, init_study, load_study, make_sweep, public_url,
-                    rdb_url)
+from .space import (
+    NO_SYNTHETIC_METHOD,
+    ORDERING_METHODS,
+    objective_names,
+    paper_params,
+    suggest,
+    sweep_methods,
+    trial_config,
+    trial_overrides,
+)
+from .study import (
+    PARENT_ATTR,
+    Sweep,
+    SweepError,
+    dashboard_command,
+    init_study,
+    load_study,
+    make_sweep,
+    public_url,
+    rdb_url,
+)
 from .trial import run_trial
 from .worker import FINISHED, Counts, count_trials, progress_line, run_workers, work, worker_command, worker_env
 
 __all__ = [  # what harness/cli.py and the tests use, by its old name
-    "FINISHED", "NO_SYNTHETIC_METHOD", "ORDERING_METHODS", "PARENT_ATTR", "Counts", "Sweep", "SweepError",
-    "count_trials", "dashboard_command", "finalize", "init_study", "load_study", "make_sweep", "objective_names",
-    "paper_params", "prepare", "progress_line", "public_url", "rdb_url", "rerun_command", "run_sweep", "run_trial",
-    "run_workers", "suggest", "sweep_methods", "trial_config", "trial_overrides", "work", "worker_command",
-    "worker_env"]
+    "FINISHED",
+    "NO_SYNTHETIC_METHOD",
+    "ORDERING_METHODS",
+    "PARENT_ATTR",
+    "Counts",
+    "Sweep",
+    "SweepError",
+    "count_trials",
+    "dashboard_command",
+    "finalize",
+    "init_study",
+    "load_study",
+    "make_sweep",
+    "objective_names",
+    "paper_params",
+    "prepare",
+    "progress_line",
+    "public_url",
+    "rdb_url",
+    "rerun_command",
+    "run_sweep",
+    "run_trial",
+    "run_workers",
+    "suggest",
+    "sweep_methods",
+    "trial_config",
+    "trial_overrides",
+    "work",
+    "worker_command",
+    "worker_env",
+]
 
 # Heartbeats, fail_stale_trials and the retry callback are experimental in Optuna: the sweep relies on them.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -49,6 +93,8 @@ def run_sweep(sweep: Sweep, n_trials: int, n_workers: int = 1, say=print) -> dic
         work(sweep, n_trials, say=say)
     c = count_trials(load_study(sweep).get_trials(deepcopy=False))
     if c.finished < n_trials:
-        raise SweepError(f"study {sweep.study_name!r} holds {c.finished} of {n_trials} finished trials; "
-                         f"see the worker logs in {sweep.workdir / 'sweeps' / sweep.study_name}")
+        raise SweepError(
+            f"study {sweep.study_name!r} holds {c.finished} of {n_trials} finished trials; "
+            f"see the worker logs in {sweep.workdir / 'sweeps' / sweep.study_name}"
+        )
     return finalize(sweep, n_trials)

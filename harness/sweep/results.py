@@ -1,5 +1,6 @@
 """The end of a sweep: the best trial's run tagged, Optuna's plots, a trials table and ``best.yaml`` (with the
 command that reruns the best schedule over seeds) on the parent run."""
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,14 @@ def finalize(sweep: Sweep, n_trials: int) -> dict[str, Any]:
         log_plots(study, parent, sweep.objectives)
         parent.log_frame(study.trials_dataframe(), "trials.csv")
         c = count_trials(study.get_trials(deepcopy=False))
-        summary = {"finished": c.finished, "complete": c.complete, "pruned": c.pruned, "failed": c.failed,
-                   "retried": c.retried, "surplus": c.surplus}
+        summary = {
+            "finished": c.finished,
+            "complete": c.complete,
+            "pruned": c.pruned,
+            "failed": c.failed,
+            "retried": c.retried,
+            "surplus": c.surplus,
+        }
         parent.log_metrics({f"sweep/{k}": v for k, v in summary.items()})
         if best:
             parent.log_metrics({f"best/{o}": v for o, v in zip(sweep.objectives, best[0].values)})
@@ -54,19 +61,39 @@ def paper_trial(study: optuna.Study) -> FrozenTrial | None:
 
 
 def rerun_command(sweep: Sweep, trial_params: dict[str, Any], seeds: str = "[0, 1, 2]") -> str:
-    sets = [*sweep.overrides, *trial_overrides(sweep.cfg, trial_params), f"name={sweep.cfg.name}_best",
-            f"seeds={seeds}"]
-    return shlex.join(["harness", "run", "--experiment", sweep.experiment, "--workdir", str(sweep.workdir),
-                       *[a for text in sets for a in ("--set", text)]])
+    sets = [
+        *sweep.overrides,
+        *trial_overrides(sweep.cfg, trial_params),
+        f"name={sweep.cfg.name}_best",
+        f"seeds={seeds}",
+    ]
+    return shlex.join(
+        [
+            "harness",
+            "run",
+            "--experiment",
+            sweep.experiment,
+            "--workdir",
+            str(sweep.workdir),
+            *[a for text in sets for a in ("--set", text)],
+        ]
+    )
 
 
 def best_summary_yaml(sweep: Sweep, study: optuna.Study, best: list[FrozenTrial]) -> str:
     import yaml
 
-    rows = [{"trial": t.number, "values": dict(zip(sweep.objectives, t.values)), "params": t.params,
-             "method": t.user_attrs.get("method"), "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
-             "rerun_over_seeds": rerun_command(sweep, t.params)}
-            for t in best]
+    rows = [
+        {
+            "trial": t.number,
+            "values": dict(zip(sweep.objectives, t.values)),
+            "params": t.params,
+            "method": t.user_attrs.get("method"),
+            "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+            "rerun_over_seeds": rerun_command(sweep, t.params),
+        }
+        for t in best
+    ]
     return yaml.safe_dump({"study": study.study_name, "best": rows}, sort_keys=False)
 
 
@@ -79,10 +106,13 @@ def log_plots(study: optuna.Study, parent: Run, objectives: list[str]) -> None:
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     multi = len(objectives) > 1
-    target = {"target": (lambda t: t.values[0]), "target_name": objectives[0]} if multi else \
-        {"target_name": objectives[0]}
-    plots = {"optimization_history": lambda: ovm.plot_optimization_history(study, **target),
-             "parallel_coordinate": lambda: ovm.plot_parallel_coordinate(study, **target)}
+    target = (
+        {"target": (lambda t: t.values[0]), "target_name": objectives[0]} if multi else {"target_name": objectives[0]}
+    )
+    plots = {
+        "optimization_history": lambda: ovm.plot_optimization_history(study, **target),
+        "parallel_coordinate": lambda: ovm.plot_parallel_coordinate(study, **target),
+    }
     if len(complete) >= 2:  # importances need at least two completed trials
         plots["param_importances"] = lambda: ovm.plot_param_importances(study, **target)
     if multi:

@@ -1,4 +1,5 @@
 """The search space: what a trial samples, the experiment's config with it applied, and back to ``--set`` lines."""
+
 from __future__ import annotations
 
 import copy
@@ -15,9 +16,18 @@ ORDERING_METHODS = {
     "adaptive": "discl_adaptive",
 }
 NO_SYNTHETIC_METHOD = "plain_rebalanced"  # an empty λ subset: the same schedule with real images only
-SCHEDULE_FIELDS = ("methods", "curriculum.levels", "curriculum.adaptive_levels", "train.curriculum_epochs",
-                   "train.synthetic_scale", "train.undersample", "train.loss", "filter.threshold",
-                   "curriculum.adaptive.statistic", "curriculum.adaptive.probe_steps")
+SCHEDULE_FIELDS = (
+    "methods",
+    "curriculum.levels",
+    "curriculum.adaptive_levels",
+    "train.curriculum_epochs",
+    "train.synthetic_scale",
+    "train.undersample",
+    "train.loss",
+    "filter.threshold",
+    "curriculum.adaptive.statistic",
+    "curriculum.adaptive.probe_steps",
+)
 
 
 def objective_names(cfg: Config) -> list[str]:
@@ -36,8 +46,9 @@ def candidate_levels(cfg: Config) -> list[float]:
     levels = cfg.sweep.space.levels if cfg.sweep.space.levels is not None else cfg.spectrum.levels
     for lam in levels:
         if not any(abs(lam - g) < 1e-9 for g in cfg.spectrum.levels):
-            raise ConfigError(f"sweep.space.levels: {lam} is not among the generated spectrum.levels "
-                              f"{cfg.spectrum.levels}")
+            raise ConfigError(
+                f"sweep.space.levels: {lam} is not among the generated spectrum.levels {cfg.spectrum.levels}"
+            )
     return list(levels)
 
 
@@ -63,26 +74,30 @@ def suggest_choice(trial: optuna.Trial, name: str, choices: list, default: Any) 
 def own_values(cfg: Config) -> dict[str, Any]:
     """The experiment's own values of the ranged parameters."""
     train = cfg.train
-    return {"curriculum_fraction": train.curriculum_epochs / max(1, train.epochs),
-            "synthetic_scale": train.synthetic_scale, "undersample": train.undersample,
-            "filter_threshold": cfg.filter.threshold}
+    return {
+        "curriculum_fraction": train.curriculum_epochs / max(1, train.epochs),
+        "synthetic_scale": train.synthetic_scale,
+        "undersample": train.undersample,
+        "filter_threshold": cfg.filter.threshold,
+    }
 
 
 def suggest(trial: optuna.Trial, cfg: Config) -> dict[str, Any]:
     """The sampled schedule; parameters not searched take the experiment's own values."""
     space, train = cfg.sweep.space, cfg.train
-    params: dict[str, Any] = {"ordering": suggest_choice(trial, "ordering", space.orderings,
-                                                         "diverse_to_specific")}
+    params: dict[str, Any] = {"ordering": suggest_choice(trial, "ordering", space.orderings, "diverse_to_specific")}
     if space.levels is None or space.levels:
-        params["levels"] = [lam for lam in candidate_levels(cfg)
-                            if trial.suggest_categorical(level_param(lam), [True, False])]
+        params["levels"] = [
+            lam for lam in candidate_levels(cfg) if trial.suggest_categorical(level_param(lam), [True, False])
+        ]
     for name, default in own_values(cfg).items():
         r = getattr(space, name)
         params[name] = suggest_range(trial, name, r) if r is not None else default
     if params["ordering"] == "adaptive":
         params["statistic"] = suggest_choice(trial, "statistic", space.statistics, cfg.curriculum.adaptive.statistic)
-        params["probe_steps"] = suggest_choice(trial, "probe_steps", space.probe_steps,
-                                               cfg.curriculum.adaptive.probe_steps)
+        params["probe_steps"] = suggest_choice(
+            trial, "probe_steps", space.probe_steps, cfg.curriculum.adaptive.probe_steps
+        )
     params["loss"] = suggest_choice(trial, "loss", space.losses, train.loss)
     return params
 
@@ -123,8 +138,11 @@ def trial_config(cfg: Config, params: dict[str, Any]) -> tuple[Config, str]:
         tcfg.curriculum.adaptive.statistic = params["statistic"]
         tcfg.curriculum.adaptive.probe_steps = int(params["probe_steps"])
     method = ORDERING_METHODS[params["ordering"]]
-    levels = tcfg.curriculum.adaptive_levels if method == "discl_adaptive" and tcfg.curriculum.adaptive_levels \
+    levels = (
+        tcfg.curriculum.adaptive_levels
+        if method == "discl_adaptive" and tcfg.curriculum.adaptive_levels
         else tcfg.curriculum_levels
+    )
     if not levels or train.curriculum_epochs == 0:
         method = NO_SYNTHETIC_METHOD
     tcfg.methods = [method]
@@ -145,5 +163,8 @@ def trial_overrides(cfg: Config, trial_params: dict[str, Any]) -> list[str]:
     import yaml
 
     tcfg, _ = trial_config(cfg, suggest(optuna.trial.FixedTrial(trial_params), cfg))
-    return [f"{name}={yaml.safe_dump(field(tcfg, name), default_flow_style=True).strip().removesuffix('...').strip()}"
-            for name in SCHEDULE_FIELDS if field(tcfg, name) != field(cfg, name)]
+    return [
+        f"{name}={yaml.safe_dump(field(tcfg, name), default_flow_style=True).strip().removesuffix('...').strip()}"
+        for name in SCHEDULE_FIELDS
+        if field(tcfg, name) != field(cfg, name)
+    ]

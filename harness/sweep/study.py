@@ -1,5 +1,6 @@
 """The study: its storage (RDB with Optuna's heartbeats and retries, or a journal file), sampler, pruner, the
 config it was made with, and its MLflow parent run."""
+
 from __future__ import annotations
 
 import logging
@@ -43,12 +44,23 @@ class Sweep:
         return self.cfg.sweep.seed if self.cfg.sweep.seed is not None else self.cfg.seeds[0]
 
 
-def make_sweep(experiment: str, overrides: list[str] | tuple[str, ...] = (), workdir: str | Path | None = None,
-               storage: str | None = None, study: str | None = None) -> Sweep:
+def make_sweep(
+    experiment: str,
+    overrides: list[str] | tuple[str, ...] = (),
+    workdir: str | Path | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+) -> Sweep:
     cfg = load_config(experiment, list(overrides))
     wd = resolve_workdir(workdir)
-    return Sweep(cfg, experiment, list(overrides), wd, storage or f"sqlite:///{wd / 'optuna.db'}",
-                 study or cfg.sweep.study or f"{cfg.name}-sweep")
+    return Sweep(
+        cfg,
+        experiment,
+        list(overrides),
+        wd,
+        storage or f"sqlite:///{wd / 'optuna.db'}",
+        study or cfg.sweep.study or f"{cfg.name}-sweep",
+    )
 
 
 def retry_callback(sweep: Sweep) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
@@ -64,15 +76,19 @@ def open_storage(sweep: Sweep) -> optuna.storages.BaseStorage:
     if sweep.storage_url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        path = Path(sweep.storage_url[len("journal:"):]).expanduser()
+        path = Path(sweep.storage_url[len("journal:") :]).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if sweep.storage_url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 120}}  # several local workers share one SQLite file
     return optuna.storages.RDBStorage(
-        rdb_url(sweep.storage_url), engine_kwargs=engine_kwargs, heartbeat_interval=s.heartbeat_interval,
-        grace_period=s.grace_period, heartbeat_stale_trial_callback=retry_callback(sweep))
+        rdb_url(sweep.storage_url),
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=s.heartbeat_interval,
+        grace_period=s.grace_period,
+        heartbeat_stale_trial_callback=retry_callback(sweep),
+    )
 
 
 def rdb_url(url: str) -> str:
@@ -80,8 +96,11 @@ def rdb_url(url: str) -> str:
     import importlib.util
 
     scheme, sep, rest = url.partition("://")
-    if scheme in ("postgresql", "postgres") and importlib.util.find_spec("psycopg2") is None \
-            and importlib.util.find_spec("psycopg") is not None:
+    if (
+        scheme in ("postgresql", "postgres")
+        and importlib.util.find_spec("psycopg2") is None
+        and importlib.util.find_spec("psycopg") is not None
+    ):
         return f"postgresql+psycopg{sep}{rest}"
     return url
 
@@ -92,20 +111,20 @@ def make_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
     if s.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, sweep.cfg.train.epochs))
-    return optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials,
-                                       n_warmup_steps=s.pruner_warmup_epochs)
+    return optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials, n_warmup_steps=s.pruner_warmup_epochs)
 
 
 def load_study(sweep: Sweep, worker_index: int = 0) -> optuna.Study:
     """The existing study (``harness sweep init`` creates it); a sampler seeded per worker."""
-    sampler = optuna.samplers.TPESampler(seed=sweep.cfg.sweep.sampler_seed * 1000 + worker_index,
-                                         constant_liar=True)
+    sampler = optuna.samplers.TPESampler(seed=sweep.cfg.sweep.sampler_seed * 1000 + worker_index, constant_liar=True)
     try:
-        study = optuna.load_study(study_name=sweep.study_name, storage=open_storage(sweep), sampler=sampler,
-                                  pruner=make_pruner(sweep))
+        study = optuna.load_study(
+            study_name=sweep.study_name, storage=open_storage(sweep), sampler=sampler, pruner=make_pruner(sweep)
+        )
     except KeyError:
-        raise SweepError(f"no study {sweep.study_name!r} in {sweep.storage_url}: run `harness sweep init` "
-                         "first") from None
+        raise SweepError(
+            f"no study {sweep.study_name!r} in {sweep.storage_url}: run `harness sweep init` first"
+        ) from None
     check_same_config(sweep, study)
     return study
 
@@ -122,7 +141,8 @@ def check_same_config(sweep: Sweep, study: optuna.Study) -> None:
         raise SweepError(
             f"study {sweep.study_name!r} was created with another config (experiment "
             f"{study.user_attrs.get('experiment')!r}, --set {study.user_attrs.get('overrides')}); "
-            "pass the same --set values to resume it, or a new --study name")
+            "pass the same --set values to resume it, or a new --study name"
+        )
 
 
 def init_study(sweep: Sweep) -> optuna.Study:
@@ -130,9 +150,13 @@ def init_study(sweep: Sweep) -> optuna.Study:
     s = sweep.cfg.sweep
     with lock(sweep.workdir / "sweeps" / f"{sweep.study_name}.init"):
         study = optuna.create_study(
-            study_name=sweep.study_name, storage=open_storage(sweep), load_if_exists=True,
-            directions=["maximize"] * len(sweep.objectives), pruner=make_pruner(sweep),
-            sampler=optuna.samplers.TPESampler(seed=s.sampler_seed, constant_liar=True))
+            study_name=sweep.study_name,
+            storage=open_storage(sweep),
+            load_if_exists=True,
+            directions=["maximize"] * len(sweep.objectives),
+            pruner=make_pruner(sweep),
+            sampler=optuna.samplers.TPESampler(seed=s.sampler_seed, constant_liar=True),
+        )
         if PARENT_ATTR in study.user_attrs:
             check_same_config(sweep, study)
             if not run_in_store(client(sweep.workdir), study.user_attrs[PARENT_ATTR]):
@@ -144,8 +168,7 @@ def init_study(sweep: Sweep) -> optuna.Study:
             return study
         parent = parent_run(sweep)
         if s.enqueue_paper:
-            study.enqueue_trial(paper_params(sweep.cfg), user_attrs={"schedule": "paper"},
-                                skip_if_exists=True)
+            study.enqueue_trial(paper_params(sweep.cfg), user_attrs={"schedule": "paper"}, skip_if_exists=True)
         study.set_user_attr("experiment", sweep.experiment)
         study.set_user_attr("overrides", sweep.overrides)
         study.set_user_attr("config_hash", config_fingerprint(sweep.cfg))
@@ -166,23 +189,41 @@ def public_url(url: str) -> str:
 
 def dashboard_command(storage_url: str) -> str:
     """The optuna-dashboard command that browses a study's storage (an RDB URL or a journal file)."""
-    target = storage_url[len("journal:"):] if storage_url.startswith("journal:") else public_url(storage_url)
+    target = storage_url[len("journal:") :] if storage_url.startswith("journal:") else public_url(storage_url)
     return f"optuna-dashboard {shlex.quote(target)} --host 127.0.0.1 --port 8080"
 
 
 def parent_run(sweep: Sweep) -> Run:
     """The study's MLflow parent run; its description links the Optuna study and how to browse it."""
     storage = public_url(sweep.storage_url)
-    parent = Run(sweep.workdir, sweep.cfg.name, f"sweep-{sweep.study_name}", tags={
-        "sweep": "true", "study": sweep.study_name, "experiment": sweep.cfg.name,
-        "dataset": sweep.cfg.data.name, "objective": ",".join(sweep.objectives), "storage": storage,
-        "optuna.study": sweep.study_name, "optuna.storage": storage,
-        "optuna.dashboard": dashboard_command(sweep.storage_url)})
+    parent = Run(
+        sweep.workdir,
+        sweep.cfg.name,
+        f"sweep-{sweep.study_name}",
+        tags={
+            "sweep": "true",
+            "study": sweep.study_name,
+            "experiment": sweep.cfg.name,
+            "dataset": sweep.cfg.data.name,
+            "objective": ",".join(sweep.objectives),
+            "storage": storage,
+            "optuna.study": sweep.study_name,
+            "optuna.storage": storage,
+            "optuna.dashboard": dashboard_command(sweep.storage_url),
+        },
+    )
     parent.describe(
         f"Optuna study **{sweep.study_name}** (objective {', '.join(sweep.objectives)}, on validation) in "
         f"`{storage}`; each trial is a child run of this one. Browse the study, its history, parameter "
         f"importances and trials with:\n\n`{dashboard_command(sweep.storage_url)}`\n\n(then open "
-        "http://127.0.0.1:8080). The best trial's rerun command is in this run's `best.yaml`.")
-    parent.log_params({"sweep": sweep.cfg.to_dict()["sweep"], "objective": ",".join(sweep.objectives),
-                       "seed": sweep.seed, "overrides": " ".join(sweep.overrides)})
+        "http://127.0.0.1:8080). The best trial's rerun command is in this run's `best.yaml`."
+    )
+    parent.log_params(
+        {
+            "sweep": sweep.cfg.to_dict()["sweep"],
+            "objective": ",".join(sweep.objectives),
+            "seed": sweep.seed,
+            "overrides": " ".join(sweep.overrides),
+        }
+    )
     return parent

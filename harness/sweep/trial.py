@@ -3,6 +3,7 @@
 ``run_trial`` is the body of the objective that ``study.optimize`` calls: it returns the objective values, or
 raises (``optuna.TrialPruned`` when pruned, the error otherwise); Optuna then records the trial's state.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,27 +33,43 @@ def retire_predecessor_runs(sweep: Sweep, study: optuna.Study, trial: optuna.Tri
     c = client(sweep.workdir)
     exp = c.get_experiment_by_name(sweep.cfg.name)
     for number in numbers:
-        for r in c.search_runs([exp.experiment_id], filter_string=(
-                f"tags.sweep = '{sweep.study_name}' and tags.sweep_trial = '{number}'")):
+        for r in c.search_runs(
+            [exp.experiment_id], filter_string=(f"tags.sweep = '{sweep.study_name}' and tags.sweep_trial = '{number}'")
+        ):
             if r.info.status != "FINISHED":
                 c.set_tag(r.info.run_id, "retried_as", str(trial.number))
                 c.set_terminated(r.info.run_id, "KILLED")
                 c.delete_run(r.info.run_id)
 
 
-def trial_run(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, params: dict, tcfg: Config,
-              method: str) -> Run:
+def trial_run(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, params: dict, tcfg: Config, method: str) -> Run:
     """The child run. Tagged ``sweep``/``sweep_trial`` and not ``method``/``config_hash``, so `harness run`'s
     cache and the reports never take a trial for a method run."""
-    run = Run(sweep.workdir, sweep.cfg.name, f"{sweep.study_name}-trial{trial.number}", tags={
-        "sweep": sweep.study_name, "sweep_trial": str(trial.number), "sweep_method": method,
-        "dataset": tcfg.data.name, "seed": str(sweep.seed), "experiment": sweep.cfg.name,
-        "schedule": trial.user_attrs.get("schedule", "sampled")},
-        parent_run_id=study.user_attrs[PARENT_ATTR])
+    run = Run(
+        sweep.workdir,
+        sweep.cfg.name,
+        f"{sweep.study_name}-trial{trial.number}",
+        tags={
+            "sweep": sweep.study_name,
+            "sweep_trial": str(trial.number),
+            "sweep_method": method,
+            "dataset": tcfg.data.name,
+            "seed": str(sweep.seed),
+            "experiment": sweep.cfg.name,
+            "schedule": trial.user_attrs.get("schedule", "sampled"),
+        },
+        parent_run_id=study.user_attrs[PARENT_ATTR],
+    )
     flat = {k: v for k, v in params.items() if k != "levels"}
     flat["levels"] = ",".join(f"{x:g}" for x in params.get("levels", tcfg.curriculum_levels))
-    run.log_params({**flat, **{level_param(x): x in params.get("levels", []) for x in candidate_levels(tcfg)},
-                    "method": method, "config": tcfg.to_dict()})
+    run.log_params(
+        {
+            **flat,
+            **{level_param(x): x in params.get("levels", []) for x in candidate_levels(tcfg)},
+            "method": method,
+            "config": tcfg.to_dict(),
+        }
+    )
     return run
 
 
@@ -67,14 +84,17 @@ def run_trial(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, prep: Prep
         run = trial_run(sweep, study, trial, params, tcfg, method)
         trial.set_user_attr("mlflow_run_id", run.id)
         trial.set_user_attr("method", method)
-        trial_prep = dataclasses.replace(prep, cfg=tcfg, pool=apply_filter(prep.pool, tcfg.filter.threshold)
-                                         if len(prep.pool) else prep.pool)
+        trial_prep = dataclasses.replace(
+            prep, cfg=tcfg, pool=apply_filter(prep.pool, tcfg.filter.threshold) if len(prep.pool) else prep.pool
+        )
 
         def on_epoch(epoch: int, row: dict) -> None:
             missing = [o for o in objectives if o not in row]
             if missing:
-                raise ConfigError(f"sweep objective {missing[0]!r} is not a validation metric of this dataset "
-                                  f"(known: {', '.join(k for k in row if k.startswith('val/'))})")
+                raise ConfigError(
+                    f"sweep objective {missing[0]!r} is not a validation metric of this dataset "
+                    f"(known: {', '.join(k for k in row if k.startswith('val/'))})"
+                )
             value = row[objectives[0]]
             if len(objectives) == 1 and value == value:
                 trial.report(float(value), epoch)
@@ -93,8 +113,14 @@ def run_trial(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, prep: Prep
             run.end("FAILED")
         raise
     values = [result.val_metrics.get(o, float("nan")) for o in objectives]
-    run.log_metrics({**{f"best/{k}": v for k, v in result.val_metrics.items()}, "best/epoch": result.best_epoch,
-                     **result.test_metrics, **{f"objective/{i}": v for i, v in enumerate(values)}})
+    run.log_metrics(
+        {
+            **{f"best/{k}": v for k, v in result.val_metrics.items()},
+            "best/epoch": result.best_epoch,
+            **result.test_metrics,
+            **{f"objective/{i}": v for i, v in enumerate(values)},
+        }
+    )
     run.set_tags({"pruned": "false"})
     run.end("FINISHED")
     return values

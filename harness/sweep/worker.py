@@ -15,6 +15,7 @@ Our code adds two guarantees Optuna's public API does not give:
   its host, process id and trial number on its trial, and any worker on that host fails (``study.tell``) and
   re-queues (the same retry callback) the running trials of a process that no longer exists: one machine only.
 """
+
 from __future__ import annotations
 
 import logging
@@ -92,8 +93,10 @@ def best_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 def progress_line(study: optuna.Study, n_trials: int) -> str:
     c = count_trials(study.get_trials(deepcopy=False))
-    line = (f"[{study.study_name}] finished {c.finished}/{n_trials} (complete {c.complete}, pruned {c.pruned}); "
-            f"running {c.running}; failed {c.failed}; retried {c.retried}")
+    line = (
+        f"[{study.study_name}] finished {c.finished}/{n_trials} (complete {c.complete}, pruned {c.pruned}); "
+        f"running {c.running}; failed {c.failed}; retried {c.retried}"
+    )
     best = best_trials(study)
     if best:
         t = best[0]
@@ -102,6 +105,7 @@ def progress_line(study: optuna.Study, n_trials: int) -> str:
 
 
 # --------------------------------------------------------------------------- dead workers on this host
+
 
 def process_alive(pid: int) -> bool:
     try:
@@ -144,8 +148,10 @@ def wait_for_room(sweep: Sweep, study: optuna.Study, n_trials: int, poll_s: floa
         if c.finished >= n_trials:
             return c
         if c.failed >= sweep.cfg.sweep.max_failures:
-            raise SweepError(f"study {sweep.study_name!r} holds {c.failed} failed trials (sweep.max_failures); "
-                             "see the trials' 'error' attribute or the MLflow runs' 'error' tag")
+            raise SweepError(
+                f"study {sweep.study_name!r} holds {c.failed} failed trials (sweep.max_failures); "
+                "see the trials' 'error' attribute or the MLflow runs' 'error' tag"
+            )
         if c.finished + c.running < n_trials:
             return c
         time.sleep(poll_s)  # the last trials run elsewhere; wait in case one of them dies
@@ -158,6 +164,7 @@ def is_surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
 
 
 # --------------------------------------------------------------------------- one worker
+
 
 def work(sweep: Sweep, n_trials: int, worker_index: int = 0, poll_s: float = 2.0, say=print) -> Counts:
     """Run trials in this process until the study holds ``n_trials`` finished ones; returns the final counts."""
@@ -180,8 +187,9 @@ def work(sweep: Sweep, n_trials: int, worker_index: int = 0, poll_s: float = 2.0
 
     if wait_for_room(sweep, study, n_trials, poll_s).finished < n_trials:
         try:
-            study.optimize(objective, catch=(Exception,),
-                           callbacks=[after_trial, MaxTrialsCallback(n_trials, states=FINISHED)])
+            study.optimize(
+                objective, catch=(Exception,), callbacks=[after_trial, MaxTrialsCallback(n_trials, states=FINISHED)]
+            )
         except KeyboardInterrupt:
             # Optuna has failed the interrupted trial: re-queue it, as a dead worker's, for a resumed sweep
             t = frozen_trial(study, current[0]) if current else None
@@ -193,10 +201,28 @@ def work(sweep: Sweep, n_trials: int, worker_index: int = 0, poll_s: float = 2.0
 
 # --------------------------------------------------------------------------- K local worker processes
 
+
 def worker_command(sweep: Sweep, n_trials: int, index: int) -> list[str]:
-    cmd = [sys.executable, "-m", "harness.cli", "sweep", "worker", "--experiment", sweep.experiment,
-           "--trials", str(n_trials), "--storage", sweep.storage_url, "--study", sweep.study_name,
-           "--workdir", str(sweep.workdir), "--worker-index", str(index), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "sweep",
+        "worker",
+        "--experiment",
+        sweep.experiment,
+        "--trials",
+        str(n_trials),
+        "--storage",
+        sweep.storage_url,
+        "--study",
+        sweep.study_name,
+        "--workdir",
+        str(sweep.workdir),
+        "--worker-index",
+        str(index),
+        "--quiet",
+    ]
     for text in sweep.overrides:
         cmd += ["--set", text]
     return cmd
@@ -211,8 +237,9 @@ def worker_env(n_workers: int) -> dict[str, str]:
     return env
 
 
-def run_workers(sweep: Sweep, n_trials: int, n_workers: int, say=print, poll_s: float = 3.0,
-                max_restarts: int | None = None) -> None:
+def run_workers(
+    sweep: Sweep, n_trials: int, n_workers: int, say=print, poll_s: float = 3.0, max_restarts: int | None = None
+) -> None:
     """K local worker processes (processes, not ``optimize(n_jobs=K)`` threads: training holds the GIL, and a
     worker killed mid-trial must not take the others with it); a worker that dies while trials remain is
     restarted (its trial is retried)."""
@@ -223,8 +250,9 @@ def run_workers(sweep: Sweep, n_trials: int, n_workers: int, say=print, poll_s: 
 
     def start(i: int) -> None:
         out = open(log_dir / f"worker-{i}.log", "ab")
-        procs[i] = subprocess.Popen(worker_command(sweep, n_trials, i), stdout=out, stderr=subprocess.STDOUT,
-                                    env=worker_env(n_workers))
+        procs[i] = subprocess.Popen(
+            worker_command(sweep, n_trials, i), stdout=out, stderr=subprocess.STDOUT, env=worker_env(n_workers)
+        )
         out.close()
 
     for i in range(n_workers):

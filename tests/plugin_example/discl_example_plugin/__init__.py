@@ -1,4 +1,5 @@
 """An example plugin method: every curriculum stage trains on the middle λ level of the curriculum."""
+
 from harness.curriculum import Curriculum
 
 
