@@ -13,6 +13,8 @@ sys.path.insert(0, str(BENCH))
 
 from common import FIELDS, row, spread  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
+
 
 def check_rows(rows):
     assert rows and isinstance(rows, list)

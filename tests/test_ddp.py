@@ -17,6 +17,8 @@ from harness.io import read_jsonl
 from harness.spectrum import read_manifest
 from harness.train import Part, Trainer, batches, rank_shard
 
+pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
+
 N, PER_RANK_BATCH = 8, 2
 OPT = OptimConfig(epochs=2, batch_size=PER_RANK_BATCH, lr=0.1, optimizer="adam")
 

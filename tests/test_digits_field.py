@@ -93,6 +93,7 @@ def test_generator_and_judge_caches_ignore_the_gap_but_not_the_pool(by_gap):
     assert pool_identity(cfg, smaller.splits["pool"]) != keys[1.0]
 
 
+@pytest.mark.slow
 def test_run_logs_the_domain_table_and_the_report_draws_it(tmp_path):
     from mlflow.tracking import MlflowClient
 

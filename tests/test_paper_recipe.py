@@ -345,6 +345,7 @@ def cold_run_metrics(root, workdir) -> dict:
     return metrics
 
 
+@pytest.mark.slow
 def test_same_config_same_metrics_in_fresh_processes(tmp_path):
     root = write_fake_imagenet_lt(tmp_path / "imagenet", counts=COUNTS, image_size=32)
     first = cold_run_metrics(root, tmp_path / "one")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
+
 PLUGIN = Path(__file__).resolve().parent / "plugin_example"
 
 

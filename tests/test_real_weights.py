@@ -22,6 +22,8 @@ from harness.generators.base import GenerationItem
 from harness.generators.sd_img2img import SDImg2Img, SDImg2ImgParams, load_pipeline
 from harness.scorers.clip import load_clip
 
+pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
+
 REPO = Path(__file__).resolve().parents[1]
 
 

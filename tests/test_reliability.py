@@ -13,6 +13,8 @@ from harness.config import load_config
 from harness.pipeline import fine_tune, pool_key, prepare
 from harness.spectrum import read_manifest
 
+pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
+
 TINY = ["--experiment", "digits_lt_tiny", "--quiet"]
 
 

@@ -104,6 +104,7 @@ def method_runs_from_mlflow(workdir, experiment) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@pytest.mark.slow
 def test_table_cells_match_the_runs(store, report):
     workdir, cfg = store
     _, out = report

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from harness.cli import main
@@ -15,6 +16,8 @@ from harness.config import load_config
 from harness.filter import read_scores, score_pool
 from harness.registry import get_dataset
 from harness.spectrum import read_manifest
+
+pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
 
 QUICK = [
     "--set",

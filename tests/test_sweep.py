@@ -16,6 +16,8 @@ from optuna.trial import TrialState
 from harness import sweep as sw
 from harness.config import ConfigError, load_config
 
+pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
+
 # Two epochs per trial; heartbeats fast enough for a test to see a dead worker's trial go stale.
 FAST = [
     "train.epochs=2",

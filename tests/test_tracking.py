@@ -9,6 +9,8 @@ from mlflow.tracking import MlflowClient
 
 from harness.cli import main
 
+pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
+
 METHODS = ["plain", "discl_diverse_to_specific"]
 ARGV = ["run", "--experiment", "digits_lt_tiny", "--seed", "0", "--quiet"] + [
     a for m in METHODS for a in ("--method", m)
