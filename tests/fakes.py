@@ -203,3 +203,21 @@ def write_fake_imagenet_lt(
         order = rng.permutation(len(split_lines))
         (split_dir / f"ImageNet_LT_{split}.txt").write_text("".join(split_lines[i] + "\n" for i in order))
     return root
+
+
+# `--set` arguments that shrink digits_lt_tiny's generation to seconds (two λ levels, two seeds, four steps)
+QUICK_GENERATION = [
+    arg
+    for setting in (
+        "base.epochs=1",
+        "generator.params.train_steps=3",
+        "scorer.params.epochs=1",
+        "spectrum.seeds=2",
+        "spectrum.steps=4",
+        "spectrum.batch_size=16",
+        "spectrum.levels=[0.0, 0.5]",
+        "curriculum.levels=[0.0, 0.5]",
+        "curriculum.adaptive_levels=[0.5]",
+    )
+    for arg in ("--set", setting)
+]

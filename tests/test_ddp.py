@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from fakes import QUICK_GENERATION
 from mlflow.tracking import MlflowClient
 
 from harness.config import OptimConfig
@@ -93,30 +94,7 @@ def test_shards_pad_to_equal_length():
     assert [len(s) for s in shards] == [3, 3, 3] and set(torch.cat(shards).tolist()) == set(range(7))
 
 
-QUICK = [
-    "--set",
-    "base.epochs=1",
-    "--set",
-    "generator.params.train_steps=3",
-    "--set",
-    "scorer.params.epochs=1",
-    "--set",
-    "spectrum.seeds=2",
-    "--set",
-    "spectrum.steps=4",
-    "--set",
-    "spectrum.batch_size=16",
-    "--set",
-    "spectrum.levels=[0.0, 0.5]",
-    "--set",
-    "curriculum.levels=[0.0, 0.5]",
-    "--set",
-    "curriculum.adaptive_levels=[0.5]",
-    "--set",
-    "train.epochs=2",
-    "--set",
-    "train.curriculum_epochs=1",
-]
+QUICK = [*QUICK_GENERATION, "--set", "train.epochs=2", "--set", "train.curriculum_epochs=1"]
 METHODS = ["plain", "discl_diverse_to_specific"]  # the DisCL run needs rank 0's scored pool on rank 1 too
 
 

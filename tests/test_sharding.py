@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from fakes import QUICK_GENERATION
 from PIL import Image
 
 from harness.cli import main
@@ -19,26 +20,7 @@ from harness.spectrum import read_manifest
 
 pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
 
-QUICK = [
-    "--set",
-    "base.epochs=1",
-    "--set",
-    "generator.params.train_steps=3",
-    "--set",
-    "scorer.params.epochs=1",
-    "--set",
-    "spectrum.seeds=2",
-    "--set",
-    "spectrum.steps=4",
-    "--set",
-    "spectrum.batch_size=16",
-    "--set",
-    "spectrum.levels=[0.0, 0.5]",
-    "--set",
-    "curriculum.levels=[0.0, 0.5]",
-    "--set",
-    "curriculum.adaptive_levels=[0.5]",
-]
+QUICK = QUICK_GENERATION
 
 
 def pool_of(workdir):
