@@ -15,14 +15,13 @@ from tqdm.auto import tqdm
 from harness.data.base import DatasetBundle
 from harness.io import append_jsonl, read_jsonl
 from harness.scorers.base import Scorer
+from harness.spectrum import source_blocks
 
 
 def source_block(manifest: pd.DataFrame, rank: int, world: int) -> pd.DataFrame:
     """This rank's rows: a contiguous block of the sources (in manifest order), so each real image is read by one
     rank only."""
-    sources = list(dict.fromkeys(manifest.source_index))
-    block = {s: i * world // max(1, len(sources)) for i, s in enumerate(sources)}
-    return manifest[manifest.source_index.map(block) == rank]
+    return manifest[manifest.source_index.map(source_blocks(manifest.source_index, world)) == rank]
 
 
 def read_scores(pool_dir: Path, scores_file: str) -> dict[str, dict]:

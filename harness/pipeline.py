@@ -126,8 +126,12 @@ def score_spectrum(
     name, rank, world = f"scores-{scorer_key(cfg)}", dist.rank(), dist.world()
     with lock(pool_dir / (name if world == 1 else f"{name}.shard{rank:03d}")):
         scorer = get_scorer(cfg.scorer.name).from_config(cfg, data, cache, device)
-        score_pool(scorer, data, manifest, pool_dir, f"{name}.jsonl", progress=progress, rank=rank, world=world)
-    dist.barrier()
+        scored = score_pool(
+            scorer, data, manifest, pool_dir, f"{name}.jsonl", progress=progress, rank=rank, world=world
+        )
+    if world == 1:
+        return scored
+    dist.barrier()  # every rank's shard is written
     return with_scores(manifest, read_scores(pool_dir, f"{name}.jsonl"))
 
 

@@ -157,9 +157,15 @@ def shard(plan: list[PlannedImage], rank: int, world: int) -> list[PlannedImage]
     """This rank's items: those of a contiguous block of the sources (in plan order), so each rank reads, decodes
     and VAE-encodes each of its sources once and its batches share sources across seeds; every item still has
     its own seed, so the pool does not depend on the sharding."""
-    sources = list(dict.fromkeys(p.source_index for p in plan))
-    block = {s: i * world // max(1, len(sources)) for i, s in enumerate(sources)}
+    block = source_blocks([p.source_index for p in plan], world)
     return [p for p in plan if block[p.source_index] == rank]
+
+
+def source_blocks(source_indices, world: int) -> dict[int, int]:
+    """Source → the rank that owns it: ``world`` contiguous blocks of the distinct sources, in first-seen order
+    (generation and scoring shard alike)."""
+    sources = list(dict.fromkeys(source_indices))
+    return {s: i * world // max(1, len(sources)) for i, s in enumerate(sources)}
 
 
 def generate_spectrum(
