@@ -1,4 +1,4 @@
-from harness.curriculum import Curriculum
+from harness.curriculum import REAL, Curriculum
 from harness.registry import register_method
 
 
@@ -6,8 +6,14 @@ from harness.registry import register_method
 class Adaptive(Curriculum):
     """DisCL for low-quality data: at each stage, the level whose held-out hard images gained most.
 
-    ``ctx.probe`` measures the true-class probability on each level's guidance-validation images, trains a
-    short while, measures again, and returns the summarized gain per level (see ``curriculum.adaptive``).
+    ``ctx.probe`` evaluates the normally trained model on the guidance-validation set (no training of its own) and
+    returns each candidate's summarized gain in true-class probability since its previous evaluation, as the
+    authors' ``progress_eval``; the largest wins. Decisions from the authors' code (``src/models/training.py``):
+    the set is evaluated when a stage's data is used up, here at the start of every stage (a stage is an epoch);
+    the first stage has no previous evaluation and trains on the lowest level (their ``list_guidance[0]``; their
+    first comparison is then against zeros, ours against the evaluation before the first stage); the real images
+    (their guidance 100) are a candidate (``curriculum.adaptive.include_real``), and choosing them makes the stage
+    real data only.
     """
 
     adaptive = True
@@ -17,4 +23,7 @@ class Adaptive(Curriculum):
 
     def stage_levels(self, stage, ctx):
         gains = ctx.probe(ctx.levels)
-        return (max(ctx.levels, key=lambda lam: gains[lam]),)
+        if gains is None:
+            return (ctx.levels[0],)
+        best = max(gains, key=lambda lam: gains[lam])
+        return () if best == REAL else (best,)

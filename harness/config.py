@@ -45,6 +45,7 @@ Optimizer = Literal["adam", "adamw", "sgd"]
 Schedule = Literal["cosine", "constant"]
 Loss = Literal["ce", "balanced_softmax"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]  # auto: bf16 on CUDA, fp32 on CPU (autocast, training and eval)
+PostCurriculum = Literal["rebalanced", "natural"]  # the epochs after the curriculum: still re-balanced | natural data
 Init = Literal["base", "pretrained"]  # fine-tune from the base model | from the model's pretrained weights
 HardRule = Literal["few_shot", "low_prob", "k_hardest", "misclassified"]
 Statistic = Literal["mean", "trimmed_mean", "median"]  # the adaptive rule's summary of per-image gains
@@ -204,6 +205,14 @@ class TrainConfig(OptimConfig):
     synthetic_scale: Annotated[float, Field(gt=0)] | None = 3.0
     select_on: str = "val/acc"  # model selection metric (never a test metric)
     include_hard_real: bool = True  # real hard images join curriculum stages (iWildCam's stages use S_λ ∪ non-hard)
+    # after the curriculum, a re-balancing method's epochs: the natural data, or still a fresh ``undersample`` of the
+    # non-hard images with the real hard ones (upsampled with replacement to ``tail_share`` when set; the authors'
+    # ImageNet-LT loader, its ``[100, 100]`` branch)
+    post_curriculum: PostCurriculum = "natural"
+    # the hard (real + synthetic) share of a re-balanced epoch: tail = share / (1 − share) × the epoch's non-hard
+    # count, synthetic images drawn with replacement when too few were kept (the authors' ImageNet-LT: 0.136);
+    # null: ``synthetic_scale`` decides the synthetic count
+    tail_share: Annotated[float, Field(gt=0, lt=1)] | None = None
 
     @field_validator("curriculum_epochs")
     @classmethod
@@ -211,6 +220,16 @@ class TrainConfig(OptimConfig):
         epochs = info.data.get("epochs")
         if epochs is not None and value > epochs:
             raise ValueError(f"{value} exceeds train.epochs ({epochs})")
+        return value
+
+    @field_validator("tail_share")
+    @classmethod
+    def _one_synthetic_count(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("synthetic_scale") is not None:
+            raise ValueError(
+                f"{value} decides the synthetic count of a re-balanced epoch: set train.synthetic_scale: null "
+                f"(got {info.data['synthetic_scale']})"
+            )
         return value
 
     @field_validator("select_on")
@@ -222,10 +241,18 @@ class TrainConfig(OptimConfig):
 
 
 class AdaptiveConfig(Section):
-    holdout: Annotated[float, Field(gt=0, lt=1)] = 0.25  # fraction of hard sources held out as guidance-validation
-    probe_steps: PosInt = 4  # optimizer steps between the two measurements
+    # hard sources held out as the guidance-validation set: a count (int ≥ 1) or a fraction (0 < float < 1)
+    holdout: int | float = 0.25
+    include_real: bool = True  # the real images (the authors' guidance 100) are a candidate: a real-only stage
     statistic: Statistic = "mean"
     drop_outliers: bool = True  # drop 1.5×IQR outliers of the per-image gains first
+
+    @field_validator("holdout")
+    @classmethod
+    def _count_or_fraction(cls, value: int | float) -> int | float:
+        if (isinstance(value, int) and value >= 1) or (isinstance(value, float) and 0 < value < 1):
+            return value
+        raise ValueError(f"give a count (an integer ≥ 1) or a fraction (0 < x < 1), got {value}")
 
 
 class CurriculumConfig(Section):
@@ -265,7 +292,6 @@ class SweepSpace(Section):
     undersample: Range | None = Field(default_factory=lambda: Range(0.2, 1.0))
     filter_threshold: Range | None = Field(default_factory=lambda: Range(0.0, 0.9))
     statistics: list[Statistic] = Field(default_factory=lambda: ["mean", "trimmed_mean", "median"])  # adaptive only
-    probe_steps: list[PosInt] = Field(default_factory=lambda: [2, 4, 8])  # adaptive only
     losses: list[Loss] = Field(default_factory=lambda: ["ce", "balanced_softmax"])
 
     @field_validator("curriculum_fraction", "undersample")

@@ -17,7 +17,9 @@ import numpy as np
 from harness.data.base import LabeledImages, take
 from harness.evaluate import class_probs
 from harness.prepared import Prepared
-from harness.train import Part, Trainer, amp_dtype
+from harness.train import Part, amp_dtype
+
+REAL = 1.0  # the real images among the adaptive rule's candidates (the authors' guidance 100; λ → 1 is the image)
 
 
 @dataclass
@@ -25,7 +27,8 @@ class StageContext:
     levels: tuple[float, ...]  # the curriculum's λ levels, ascending (diverse → specific)
     n_stages: int
     rng: np.random.Generator  # seeded by the run seed
-    probe: Callable[[tuple[float, ...]], dict[float, float]] | None = None  # adaptive: level → gain
+    # adaptive: level → gain since the previous evaluation (REAL: the real images); None at the first evaluation
+    probe: Callable[[tuple[float, ...]], dict[float, float] | None] | None = None
     history: list[tuple[float, ...]] = field(default_factory=list)  # levels used by earlier stages
 
 
@@ -94,9 +97,21 @@ def split_guidance_val(prep: Prepared, method: Curriculum, seed: int) -> tuple[n
     if not method.adaptive:
         return sources, np.array([], dtype=int)
     rng = np.random.default_rng(seed + 7919)
-    n_hold = int(round(len(sources) * prep.cfg.curriculum.adaptive.holdout))
+    n_hold = holdout_count(prep.cfg.curriculum.adaptive.holdout, len(sources))
     held = rng.choice(sources, size=n_hold, replace=False)
     return np.setdiff1d(sources, held), np.sort(held)
+
+
+def holdout_count(holdout: int | float, n_sources: int) -> int:
+    """``curriculum.adaptive.holdout``: a count (the authors: 100 on ImageNet-LT, the paper: 2000 on iWildCam) or a
+    fraction of the hard sources; it must leave some to train."""
+    n = holdout if isinstance(holdout, int) else int(round(n_sources * holdout))
+    if not 1 <= n < n_sources:
+        raise ValueError(
+            f"curriculum.adaptive.holdout: {holdout} holds out {n} of the {n_sources} hard sources; "
+            "it must hold out at least one and leave at least one to train"
+        )
+    return n
 
 
 def synthetic_candidates(prep: Prepared, levels: tuple[float, ...], train_sources: np.ndarray) -> np.ndarray:
@@ -114,29 +129,56 @@ def epoch_parts(
     train_sources: np.ndarray,
     rng: np.random.Generator,
 ) -> list[Part]:
-    """The images of one epoch: real non-hard (a fresh undersample during a re-balancing curriculum), real hard,
-    and during the curriculum the stage's synthetic images: every kept one of its levels (S_λ) or
-    ``synthetic_scale`` per hard source. The real-only control draws as many real hard images, with replacement,
-    in their place. Held-out guidance-validation sources (not in ``train_sources``) never join."""
+    """The images of one epoch: real non-hard (a fresh undersample while re-balancing), real hard, and during the
+    curriculum the stage's synthetic images. The real-only control draws as many real hard images, with
+    replacement, in their place. Held-out guidance-validation sources (not in ``train_sources``) never join.
+
+    A re-balancing method re-balances during the curriculum, and after it too with ``train.post_curriculum:
+    rebalanced`` (the authors' ImageNet-LT loader). The synthetic count: with ``train.tail_share`` the tail (real
+    hard + synthetic) is share / (1 − share) × this epoch's non-hard count (rounded down, as the authors'), the
+    synthetic images drawn with replacement when too few were kept, and an epoch without synthetic images upsamples
+    the real hard ones (with replacement) to it; else ``synthetic_scale`` per hard source (at most every kept one);
+    else (null) the volume of one level's kept images: all of them for a single-level stage, their mean count per
+    level for a stage mixing several (``all_levels``; the authors' mixed mode)."""
     cfg, train = prep.cfg, prep.data.train
     hard = np.unique(prep.hard)
     non_hard = np.setdiff1d(np.arange(len(train)), hard)
-    if in_curriculum and method.rebalance and cfg.train.undersample < 1:
+    rebalanced = method.rebalance and (in_curriculum or cfg.train.post_curriculum == "rebalanced")
+    if rebalanced and cfg.train.undersample < 1:
         non_hard = np.sort(rng.choice(non_hard, size=int(round(len(non_hard) * cfg.train.undersample)), replace=False))
     hard_real = hard[np.isin(hard, train_sources)]
+    share = cfg.train.tail_share if rebalanced else None
+    n_tail = None if share is None else int(share / (1 - share) * len(non_hard))
     tail = []
     if in_curriculum and levels and prep.pool_images is not None:
         candidates = synthetic_candidates(prep, levels, train_sources)
-        scale = cfg.train.synthetic_scale
-        n = len(candidates) if scale is None else min(int(round(scale * len(train_sources))), len(candidates))
+        n = synthetic_count(cfg.train, n_tail, len(hard_real), len(train_sources), len(candidates), len(levels))
         if method.synthetic:
-            tail.append(Part(prep.pool_images, np.sort(rng.choice(candidates, size=n, replace=False))))
+            draw = rng.choice(candidates, size=n, replace=n > len(candidates)) if len(candidates) else candidates
+            tail.append(Part(prep.pool_images, np.sort(draw)))
         elif method.real_stand_in and len(hard_real):
             tail.append(Part(train, np.sort(rng.choice(hard_real, size=n, replace=True))))
     parts = [Part(train, non_hard)]
-    if cfg.train.include_hard_real or not tail:
+    if n_tail is not None and not tail and len(hard_real):  # a re-balanced real-only epoch: the real tail upsampled
+        parts.append(Part(train, np.sort(rng.choice(hard_real, size=n_tail, replace=True))))
+    elif cfg.train.include_hard_real or not tail:
         parts.append(Part(train, hard_real))
     return parts + tail
+
+
+def synthetic_count(train_cfg, n_tail: int | None, n_hard: int, n_sources: int, n_kept: int, n_levels: int) -> int:
+    """How many synthetic images (or real stand-ins) a curriculum epoch draws; see ``epoch_parts``."""
+    if n_tail is not None:
+        real = n_hard if train_cfg.include_hard_real else 0
+        if n_tail < real:
+            raise ValueError(
+                f"train.tail_share: {train_cfg.tail_share} of this epoch is {n_tail} images, fewer than its {real} "
+                "real hard images alone; raise train.tail_share or train.undersample"
+            )
+        return n_tail - real
+    if train_cfg.synthetic_scale is None:
+        return int(round(n_kept / n_levels))
+    return min(int(round(train_cfg.synthetic_scale * n_sources)), n_kept)
 
 
 def tail_share(parts: list[Part]) -> float:
@@ -148,9 +190,12 @@ def tail_share(parts: list[Part]) -> float:
 # --------------------------------------------------------------------------- the adaptive rule's measurement
 
 
-def probe_sets(prep: Prepared, held: np.ndarray, levels: tuple[float, ...]) -> dict[float, LabeledImages]:
+def probe_sets(
+    prep: Prepared, held: np.ndarray, levels: tuple[float, ...], include_real: bool = False
+) -> dict[float, LabeledImages]:
     """The guidance-validation images: per level, one kept synthetic image of each held-out source (its lowest
-    kept seed), for the sources that have one at every level, so every level is measured on the same sources."""
+    kept seed), for the sources that have one at every level, so every level is measured on the same sources;
+    with ``include_real`` also those sources' real images (key ``REAL``), as the authors' set holds guidance 100."""
     pool = prep.pool
     kept = pool[pool.keep & pool.source_index.isin(held)].rename_axis("row").reset_index()
     first = {
@@ -167,25 +212,35 @@ def probe_sets(prep: Prepared, held: np.ndarray, levels: tuple[float, ...]) -> d
             f"that passed the filter at every level {list(levels)}; raise "
             "curriculum.adaptive.holdout or lower filter.threshold"
         )
-    return {lam: take(prep.pool_images, np.array(f.loc[common, "row"], dtype=np.int64)) for lam, f in first.items()}
+    sets = {lam: take(prep.pool_images, np.array(f.loc[common, "row"], dtype=np.int64)) for lam, f in first.items()}
+    if include_real:
+        sets[REAL] = take(prep.data.train, np.array(common, dtype=np.int64))
+    return sets
 
 
 def guidance_val_probe(
-    prep: Prepared, trainer: Trainer, held: np.ndarray, probe_parts: Callable[[], list[Part]]
-) -> Callable[[tuple[float, ...]], dict[float, float]]:
-    """The adaptive rule's measurement: true-class probability on each level's held-out synthetic images,
-    before and after a short stretch of training; the per-image gains summarized per level."""
+    prep: Prepared, model, held: np.ndarray, memory: dict[str, list[float]]
+) -> Callable[[tuple[float, ...]], dict[float, float] | None]:
+    """The adaptive rule's measurement, as the authors' ``progress_eval`` (``src/models/training.py``): evaluate the
+    normally trained model on the guidance-validation set; per image, true-class probability now minus at the
+    previous evaluation; 1.5×IQR outliers dropped; summarized per level (mean). No training of its own: the model
+    only takes its epochs' steps. The first call (no previous evaluation) returns None. ``memory`` holds the last
+    evaluation (str(level) → probabilities) and lives in the run's checkpoint, so a resumed run measures alike."""
     acfg = prep.cfg.curriculum.adaptive
     sets_of: dict[tuple[float, ...], dict[float, LabeledImages]] = {}  # the same images (and loaders) every stage
 
-    def probe(levels: tuple[float, ...]) -> dict[float, float]:
+    def probe(levels: tuple[float, ...]) -> dict[float, float] | None:
         if levels not in sets_of:
-            sets_of[levels] = probe_sets(prep, held, levels)
-        sets = sets_of[levels]
-        before = {lam: true_class_prob(trainer.model, s, prep) for lam, s in sets.items()}
-        trainer.train_epoch(probe_parts(), epoch=trainer.current_epoch, max_steps=acfg.probe_steps)
-        after = {lam: true_class_prob(trainer.model, s, prep) for lam, s in sets.items()}
-        return {lam: summarize_gain(after[lam] - before[lam], acfg.statistic, acfg.drop_outliers) for lam in levels}
+            sets_of[levels] = probe_sets(prep, held, levels, acfg.include_real)
+        now = {lam: true_class_prob(model, s, prep) for lam, s in sets_of[levels].items()}
+        last = {lam: memory.get(str(lam)) for lam in now}
+        memory.clear()
+        memory.update({str(lam): p.tolist() for lam, p in now.items()})
+        if any(v is None for v in last.values()):
+            return None
+        return {
+            lam: summarize_gain(now[lam] - np.asarray(last[lam]), acfg.statistic, acfg.drop_outliers) for lam in now
+        }
 
     return probe
 

@@ -149,6 +149,12 @@ class ClipFlyp(Classifier):
         )
         self._class_embeddings = None  # cached in eval mode
 
+    @property
+    def templates_per_image(self) -> int:
+        """The trainer's epoch holds every image once per template (FLYP's and the authors' CSV: one row per
+        image and template, ``iwildcam_ori.py``), and ``loss`` gets each sample's template index."""
+        return len(self.templates)
+
     @classmethod
     def from_config(cls, cfg, num_classes: int, channels: int, class_names: list[str] | None = None) -> ClipFlyp:
         from harness.scorers.clip import load_clip
@@ -188,10 +194,15 @@ class ClipFlyp(Classifier):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.clip.logit_scale.exp() * self.features(x) @ self.class_embeddings().T
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """CLIP's symmetric contrastive loss between the images and their class prompts (a random template each),
+    def loss(self, x: torch.Tensor, y: torch.Tensor, templates: torch.Tensor | None = None) -> torch.Tensor:
+        """CLIP's symmetric contrastive loss between the images and their class prompts, each sample's prompt in
+        its own template (``templates``, the index the trainer's epoch gave it; may be omitted with one template),
         as FLYP trains: the other images' prompts in the batch are the negatives."""
-        pick = torch.randint(len(self.templates), (len(y),)).to(y.device)
+        if templates is None:
+            if len(self.templates) > 1:
+                raise ValueError(f"ClipFlyp.loss: give each sample's template index ({len(self.templates)} templates)")
+            templates = torch.zeros_like(y)
+        pick = templates.to(y.device)
         ids, mask = trim_padding(self.prompt_ids[y, pick], self.prompt_mask[y, pick])
         logits = self.clip.logit_scale.exp() * self.features(x) @ self.text_embeddings(ids, mask).T
         target = torch.arange(len(y), device=y.device)

@@ -163,6 +163,7 @@ class RunState:
     stages: list[dict] = field(default_factory=list)  # the levels each curriculum stage chose
     stage: int | None = None  # the current stage
     levels: tuple[float, ...] = ()  # the current stage's λ levels
+    probe_last: dict = field(default_factory=dict)  # adaptive: the guidance-validation set's last evaluation
 
 
 def fine_tune(
@@ -202,16 +203,14 @@ def fine_tune(
     train_sources, held = split_guidance_val(prep, method, seed)
     n_stages = method.n_stages(levels, cfg.train.curriculum_epochs) if cfg.train.curriculum_epochs else 0
     ctx = StageContext(levels, n_stages, rng)
-    if method.adaptive:
-        ctx.probe = guidance_val_probe(
-            prep, trainer, held, lambda: epoch_parts(prep, method, (), True, train_sources, rng)
-        )
 
     state = RunState()
     ckpt = ckpt_dir / "checkpoint.pt" if ckpt_dir else None
     if ckpt and ckpt.exists():
         state = resume(ckpt, trainer, rng, run)
         log.info("resuming %s seed %d at epoch %d", method_name, seed, state.epoch)
+    if method.adaptive:  # evaluates the trained model only; its last evaluation lives in the checkpoint
+        ctx.probe = guidance_val_probe(prep, trainer.model, held, state.probe_last)
 
     from tqdm.auto import tqdm
 
@@ -226,7 +225,7 @@ def fine_tune(
         trainer.current_epoch = epoch
         stage = stage_of_epoch(epoch, cfg.train.curriculum_epochs, n_stages)
         if stage is not None and stage != state.stage:
-            # every rank computes the choice (the adaptive probe trains in lockstep); rank 0's is the one taken
+            # every rank computes the choice (the adaptive probe evaluates in lockstep); rank 0's is the one taken
             state.levels = dist.share(tuple(method.stage_levels(stage, ctx))) if levels else ()
             state.stage = stage
             ctx.history.append(state.levels)

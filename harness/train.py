@@ -26,6 +26,24 @@ class Part:
 
     images: LabeledImages
     indices: np.ndarray
+    templates: np.ndarray | None = None  # per index: the text template it trains with (FLYP); None: template 0
+
+
+def with_templates(parts: list[Part], n_templates: int) -> list[Part]:
+    """An epoch of a model that trains on (image, template) pairs (FLYP) holds every image once per template, as
+    FLYP's and the authors' training CSV does (one row per image and template): each part repeated
+    ``n_templates`` times, each copy carrying its template index."""
+    if n_templates <= 1:
+        return parts
+    return [
+        Part(p.images, np.tile(p.indices, n_templates), np.repeat(np.arange(n_templates), len(p.indices)))
+        for p in parts
+    ]
+
+
+def template_index(part: Part) -> torch.Tensor:
+    t = part.templates if part.templates is not None else np.zeros(len(part.indices), dtype=np.int64)
+    return torch.as_tensor(t, dtype=torch.long)
 
 
 def log_prior(data) -> torch.Tensor:
@@ -70,23 +88,27 @@ def batches(
     world: int = 1,
     transform=None,
     loader: EpochLoader | None = None,
+    with_templates: bool = False,
 ):
     """Shuffled batches over the union of ``parts``, as float images in [0, 1] on ``device``. In-memory splits
     without a transform are gathered by indexing, no DataLoader; otherwise each image is decoded to uint8 and
     transformed in ``loader`` (a new one unless the caller keeps one across epochs), and converted to float on the
     device. With ``world`` > 1 every rank draws the same permutation from ``g`` (seeded alike) and takes its
-    shard."""
+    shard. ``with_templates``: yield (x, y, t), t each sample's template index (``Part.templates``)."""
     parts = [p for p in parts if len(p.indices)]
     if transform is None and all(isinstance(p.images, TensorImages) for p in parts):
         x = torch.cat([p.images.images[torch.as_tensor(p.indices)] for p in parts])
         y = torch.cat([torch.as_tensor(p.images.labels[p.indices]) for p in parts])
+        t = torch.cat([template_index(p) for p in parts])
         perm = torch.randperm(len(y), generator=g)
         for idx in (perm if world == 1 else rank_shard(perm, rank, world)).split(batch_size):
-            yield x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+            batch = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+            yield (*batch, t[idx].to(device)) if with_templates else batch
         return
     loader = loader or EpochLoader(batch_size, workers, device, transform)
-    for x, y in loader.epoch(parts, g, rank, world):
-        yield to_float01(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+    for x, y, t in loader.epoch(parts, g, rank, world):
+        batch = to_float01(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+        yield (*batch, t.to(device)) if with_templates else batch
 
 
 class EpochOrder(Sampler):
@@ -134,11 +156,15 @@ class EpochLoader:
         start = self.offsets()
         flat = torch.cat([torch.as_tensor(p.indices, dtype=torch.long) + start[id(p.images)] for p in parts])
         perm = torch.randperm(len(flat), generator=g)
-        order = flat[perm if world == 1 else rank_shard(perm, rank, world)]
+        mine = perm if world == 1 else rank_shard(perm, rank, world)
+        order, templates = flat[mine], torch.cat([template_index(p) for p in parts])[mine]
         seeds = torch.randint(2**62, (len(order),), generator=g)
         self.order.items = list(zip(order.tolist(), seeds.tolist()))
+        done = 0  # the loader returns the batches in the order's order: the template indices follow by position
         with clear_shm_errors():
-            yield from self.loader
+            for x, y in self.loader:
+                yield x, y, templates[done : done + len(y)]
+                done += len(y)
 
 
 SHM_SIGNS = ("shared memory", "bus error", "no space left on device", "shm")
@@ -209,12 +235,16 @@ class Trainer:
             )
 
     def train_epoch(self, parts: list[Part], epoch: int, max_steps: int | None = None) -> float:
-        """One pass over ``parts`` (or ``max_steps`` optimizer steps); returns the mean training loss."""
+        """One pass over ``parts`` (or ``max_steps`` optimizer steps); returns the mean training loss. A model that
+        trains on (image, template) pairs (``templates_per_image``, FLYP) sees every image once per template, and
+        its ``loss`` gets each sample's template index."""
         self.model.train()
+        n_templates = getattr(self.model, "templates_per_image", None)
+        parts = with_templates(parts, n_templates or 1)
         n = math.ceil(sum(len(p.indices) for p in parts) / self.world)
         steps_per_epoch = max(1, math.ceil(n / self.cfg.batch_size))
         losses = []
-        for i, (x, y) in enumerate(
+        for i, (x, y, t) in enumerate(
             batches(
                 parts,
                 self.cfg.batch_size,
@@ -225,6 +255,7 @@ class Trainer:
                 self.world,
                 self.transform,
                 self.loader,
+                with_templates=True,
             )
         ):
             if max_steps is not None and i >= max_steps:
@@ -237,7 +268,7 @@ class Trainer:
             own_loss = getattr(self.model, "loss", None)  # a model may train with its own objective (FLYP)
             with autocast(self.device, self.amp):
                 loss = (
-                    own_loss(x, y)
+                    (own_loss(x, y) if n_templates is None else own_loss(x, y, t))
                     if callable(own_loss)
                     else classification_loss(self.net(x).float(), y, self.cfg.loss, self.log_prior)
                 )

@@ -196,7 +196,7 @@ def test_an_unknown_nested_key_suggests_the_closest(tmp_path):
         ("train.undersample=0", "train.undersample: must be greater than 0"),
         ("train.synthetic_scale=-1", "train.synthetic_scale: must be greater than 0"),
         ("hard.threshold=2", "hard.threshold: must be less than or equal to 1"),
-        ("curriculum.adaptive.holdout=1", "curriculum.adaptive.holdout: must be less than 1"),
+        ("curriculum.adaptive.holdout=1.0", "curriculum.adaptive.holdout: give a count (an integer ≥ 1) or a fraction"),
         ("sweep.space.curriculum_fraction={low: 0.5, high: 2}", "sweep.space.curriculum_fraction: a fraction must lie"),
         ("sweep.space.synthetic_scale={low: 5, high: 1}", "sweep.space.synthetic_scale: need low <= high"),
         ("sweep.grace_period=5", "sweep.grace_period: must exceed sweep.heartbeat_interval (10)"),

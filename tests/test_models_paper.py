@@ -106,7 +106,7 @@ def test_trainer_uses_the_model_loss_and_flyp_learns(flyp, tmp_path):
     part = [Part(TensorImages(images, labels, [str(i) for i in range(8)]), np.arange(8))]
     calls = []
     original = flyp.loss
-    flyp.loss = lambda x, y: calls.append(len(y)) or original(x, y)
+    flyp.loss = lambda x, y, t: calls.append(len(y)) or original(x, y, t)
     trainer = Trainer(
         flyp,
         OptimConfig(lr=1e-3, batch_size=8, optimizer="adamw", schedule="constant"),
@@ -119,7 +119,7 @@ def test_trainer_uses_the_model_loss_and_flyp_learns(flyp, tmp_path):
     for epoch in range(1, 30):
         last = trainer.train_epoch(part, epoch)
     del flyp.loss
-    assert calls and calls[0] == 8 and last < first * 0.7
+    assert calls and calls[0] == 8 and len(calls) == 30 * 2 and last < first * 0.7  # 16 (image, template) pairs
     state = {k: v.contiguous() for k, v in flyp.state_dict().items()}
     assert not any(k.startswith("prompt_") for k in state)  # prompts are rebuilt, not saved
     save_file(state, str(tmp_path / "flyp.safetensors"))

@@ -111,9 +111,7 @@ def test_empty_level_subset_runs_real_only_and_adaptive_gets_its_levels():
     }
     _, method = sw.trial_config(cfg, {**base, "ordering": "random", "levels": []})
     assert method == sw.NO_SYNTHETIC_METHOD
-    tcfg, method = sw.trial_config(
-        cfg, {**base, "ordering": "adaptive", "levels": [0.5, 0.9], "statistic": "median", "probe_steps": 2}
-    )
+    tcfg, method = sw.trial_config(cfg, {**base, "ordering": "adaptive", "levels": [0.5, 0.9], "statistic": "median"})
     assert method == "discl_adaptive" and tcfg.curriculum.adaptive_levels == [0.5, 0.9]
     assert tcfg.curriculum.adaptive.statistic == "median" and tcfg.train.curriculum_epochs == 2
     assert tcfg.train.loss == "balanced_softmax"

@@ -26,7 +26,6 @@ SCHEDULE_FIELDS = (
     "train.loss",
     "filter.threshold",
     "curriculum.adaptive.statistic",
-    "curriculum.adaptive.probe_steps",
 )
 
 
@@ -95,9 +94,6 @@ def suggest(trial: optuna.Trial, cfg: Config) -> dict[str, Any]:
         params[name] = suggest_range(trial, name, r) if r is not None else default
     if params["ordering"] == "adaptive":
         params["statistic"] = suggest_choice(trial, "statistic", space.statistics, cfg.curriculum.adaptive.statistic)
-        params["probe_steps"] = suggest_choice(
-            trial, "probe_steps", space.probe_steps, cfg.curriculum.adaptive.probe_steps
-        )
     params["loss"] = suggest_choice(trial, "loss", space.losses, train.loss)
     return params
 
@@ -136,7 +132,6 @@ def trial_config(cfg: Config, params: dict[str, Any]) -> tuple[Config, str]:
     tcfg.filter.threshold = float(params["filter_threshold"])
     if "statistic" in params:
         tcfg.curriculum.adaptive.statistic = params["statistic"]
-        tcfg.curriculum.adaptive.probe_steps = int(params["probe_steps"])
     method = ORDERING_METHODS[params["ordering"]]
     levels = (
         tcfg.curriculum.adaptive_levels
