@@ -29,7 +29,7 @@ class Part:
     templates: np.ndarray | None = None  # per index: the text template it trains with (FLYP); None: template 0
 
 
-def with_templates(parts: list[Part], n_templates: int) -> list[Part]:
+def per_template(parts: list[Part], n_templates: int) -> list[Part]:
     """An epoch of a model that trains on (image, template) pairs (FLYP) holds every image once per template, as
     FLYP's and the authors' training CSV does (one row per image and template): each part repeated
     ``n_templates`` times, each copy carrying its template index."""
@@ -240,7 +240,7 @@ class Trainer:
         its ``loss`` gets each sample's template index."""
         self.model.train()
         n_templates = getattr(self.model, "templates_per_image", None)
-        parts = with_templates(parts, n_templates or 1)
+        parts = per_template(parts, n_templates or 1)
         n = math.ceil(sum(len(p.indices) for p in parts) / self.world)
         steps_per_epoch = max(1, math.ceil(n / self.cfg.batch_size))
         losses = []
