@@ -80,3 +80,149 @@ def test_flyp_logits_loss_and_probe_are_fp32_under_bf16_autocast():
     )
     assert probs.dtype == np.float32
     assert np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- `harness recipe`
+
+PAPER_EXPERIMENTS = [
+    name
+    for name in __import__("harness.config", fromlist=["list_experiments"]).list_experiments()
+    if name.startswith(("imagenet_lt_", "iwildcam_")) and not name.endswith("_tiny")
+]
+COVERED = {  # issue 19: the settings every family's recipe must have a row for
+    "generator",
+    "scheduler",
+    "denoising steps",
+    "text guidance scale",
+    "seeds per (image, λ)",
+    "generated image size",
+    "hard samples",
+    "prompts",
+    "class names",
+    "CLIP filter",
+    "regeneration tries",
+    "model",
+    "init",
+    "epochs",
+    "curriculum epochs",
+    "optimizer",
+    "learning rate",
+    "weight decay",
+    "batch size",
+    "schedule / warm-up",
+    "undersampling",
+    "real hard images in stages",
+    "adaptive hold-out",
+    "adaptive measurement",
+    "adaptive levels (real a candidate)",
+    "train transform",
+    "eval transform",
+    "precision",
+    "model selection",
+}
+FAMILY_ONLY = {
+    "imagenet_lt": {
+        "image guidance levels (text vs code)",
+        "tail share",
+        "synthetic scale",
+        "post-curriculum epochs",
+        "Balanced Softmax prior",
+        "loss",
+    },
+    "iwildcam": {"image guidance levels", "fixed guidance λ", "FLYP epoch definition", "all_levels volume"},
+}
+
+
+def test_the_paper_experiments_are_found():
+    assert {
+        "imagenet_lt_discl",
+        "imagenet_lt_suite",
+        "imagenet_lt_bs_suite",
+        "iwildcam_discl",
+        "iwildcam_suite",
+    } <= set(PAPER_EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", PAPER_EXPERIMENTS)
+def test_every_paper_experiment_has_its_recipe_and_every_deviation_a_reason(experiment):
+    from harness.recipe import COLUMNS, recipe, unexplained
+
+    table = recipe(experiment)
+    assert list(table.columns) == COLUMNS
+    assert set(table.status) <= {"same", "deviation"}
+    assert unexplained(table) == []
+    assert table.setting.is_unique
+    family = "imagenet_lt" if experiment.startswith("imagenet_lt") else "iwildcam"
+    assert COVERED | FAMILY_ONLY[family] <= set(table.setting)
+    assert (table.loc[table.status == "same", "reason"] == "").all()
+    assert table.paper.str.len().gt(0).all() and table.authors.str.len().gt(0).all()
+
+
+def row(table, setting):
+    return table.set_index("setting").loc[setting]
+
+
+def test_status_is_computed_from_the_resolved_config():
+    from harness.recipe import NO_REASON, recipe, unexplained
+
+    assert row(recipe("imagenet_lt_discl"), "weight decay").status == "same"
+    changed = recipe("imagenet_lt_discl", ["train.weight_decay=0.0", "train.lr=0.01"])
+    assert row(changed, "weight decay").status == "deviation"
+    assert row(changed, "weight decay").ours == "train.weight_decay = 0"
+    assert row(changed, "learning rate").reason == NO_REASON
+    assert unexplained(changed) == ["learning rate", "weight decay"]  # no reason recorded for either
+    assert row(recipe("imagenet_lt_bs_suite"), "loss").status == "same"  # the BS rows expect Balanced Softmax
+    assert row(recipe("imagenet_lt_discl", ["train.loss=balanced_softmax"]), "loss").status == "deviation"
+    assert row(recipe("iwildcam_discl"), "fixed guidance λ").ours == "method_params.fixed_guidance.lam = 0.7"
+    assert row(recipe("imagenet_lt_discl"), "adaptive hold-out").ours.startswith("curriculum.adaptive.holdout = ")
+
+
+def test_a_key_that_does_not_exist_reads_not_implemented_and_needs_a_reason(monkeypatch):
+    from harness import recipe as r
+
+    facts = r.recipe_facts()
+    facts["imagenet_lt"] = [
+        {"setting": "future", "paper": "p", "authors": "a.py", "keys": ["train.not_yet"], "expect": [1]},
+        {"setting": "gone", "paper": "p", "authors": "a.py", "keys": ["train.not_yet"], "expect": ["<absent>"]},
+        {"setting": "chosen", "paper": "p", "authors": "a.py", "keys": ["train.lr"], "reason": "our choice"},
+    ]
+    monkeypatch.setattr(r, "recipe_facts", lambda: facts)
+    table = r.recipe("imagenet_lt_discl")
+    assert row(table, "future").ours == "train.not_yet = not implemented"
+    assert row(table, "future").status == "deviation"
+    assert row(table, "gone").status == "same"
+    assert row(table, "chosen").status == "deviation" and row(table, "chosen").reason == "our choice"
+    assert r.unexplained(table) == ["future"]
+
+
+def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
+    import json
+
+    from harness.cli import main
+
+    out = tmp_path / "recipe.json"
+    assert main(["recipe", "-e", "iwildcam_suite", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| setting | paper | authors | ours | status | reason |" in printed
+    assert "fixed guidance λ" in printed
+    rows = json.loads(out.read_text())
+    assert rows and all(list(r) == ["setting", "paper", "authors", "ours", "status", "reason"] for r in rows)
+    assert {r["status"] for r in rows} == {"same", "deviation"}
+    assert main(["recipe", "-e", "digits_lt_tiny"]) == 2  # no paper recipe: one line, not a traceback
+    assert "no paper recipe" in capsys.readouterr().err
+
+
+def test_readme_settings_table_is_the_generated_one(tmp_path):
+    from pathlib import Path
+
+    from harness.recipe import BEGIN, END, main, readme_block, replace_block
+
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    text = readme.read_text()
+    section = text[text.index("## Paper-scale experiments") :]
+    assert BEGIN in section and END in section
+    assert replace_block(text, readme_block()) == text, "run: python -m harness.recipe --readme README.md"
+    stale = tmp_path / "README.md"
+    stale.write_text(text.replace("| weight decay |", "| weight-decay |", 1))
+    assert main(["--check", str(stale)]) == 1
+    assert main(["--readme", str(stale)]) == 0 and stale.read_text() == text
