@@ -84,10 +84,20 @@ def probe_flyp_epoch(cfg: Config) -> str:
 
 def probe_all_levels_volume(cfg: Config) -> str:
     """The synthetic images of one ``all_levels`` epoch: with ``synthetic_scale`` a fixed multiple of the hard
-    sources, drawn over all levels (one level's volume); with null, every kept image of every level."""
+    sources however many levels (one level's volume); with null, what the curriculum's count gives for 300 kept
+    images over 3 levels (``harness.curriculum.synthetic_count`` where it exists; else every kept image)."""
     if cfg.train.synthetic_scale is not None:
         return "one level's volume"
-    return "every kept image of all levels"
+    from harness import curriculum
+
+    count = getattr(curriculum, "synthetic_count", None)
+    if count is None:
+        return "every kept image of all levels"
+    try:  # (train, tail count, hard, sources, kept, levels)
+        n = count(cfg.train, None, 30, 30, 300, 3)
+    except (TypeError, AttributeError, ValueError):
+        return "not implemented"
+    return "one level's volume" if n == 100 else f"{n} of 300 kept images over 3 levels"
 
 
 def probe_balanced_softmax_prior(cfg: Config) -> str:
