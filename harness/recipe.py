@@ -105,7 +105,29 @@ def probe_balanced_softmax_prior(cfg: Config) -> str:
     return "log of the natural training counts"
 
 
+def probe_steps_per_level(cfg: Config) -> list[int]:
+    """Denoising steps the generator runs at each curriculum λ (``harness.generators.base.denoising_steps``)."""
+    from harness.generators.base import denoising_steps
+
+    return [denoising_steps(cfg.spectrum.steps, lam) for lam in cfg.curriculum_levels]
+
+
+def probe_generator_seeds(cfg: Config) -> str:
+    """How each synthetic image's seed is chosen (``harness.seeding.sample_seed``): its own per (image, λ, index)."""
+    from harness.seeding import sample_seed
+
+    own = sample_seed("a", 0.5, 0) != sample_seed("b", 0.5, 0)
+    return "sha256(image id, λ, seed index)" if own else "the same seeds for every image"
+
+
+def probe_rebalanced_control(cfg: Config) -> str:
+    return "plain_rebalanced" if "plain_rebalanced" in cfg.methods else "not among the methods"
+
+
 PROBES = {
+    "steps_per_level": probe_steps_per_level,
+    "generator_seeds": probe_generator_seeds,
+    "rebalanced_control": probe_rebalanced_control,
     "class_names": probe_class_names,
     "flyp_epoch": probe_flyp_epoch,
     "all_levels_volume": probe_all_levels_volume,
