@@ -23,7 +23,8 @@ from harness.config import Config, stable_hash
 ANY = "*"
 # Bumped when the generators' code makes other images from the same settings, so older pools are not reused
 # (2: each λ runs ⌊(1 − λ)·steps⌋ denoising steps in sd_img2img; before, λ = 0.9 at 50 steps ran 4)
-GENERATION_VERSION = 2
+# (3: ImageNet-LT classes are named by the curated, unique names, so their prompts changed)
+GENERATION_VERSION = 3
 # (section, component name) → params that change speed only. Only where known: a judge's or tiny DDPM's
 # ``batch_size`` is a *training* batch size and does change their output.
 SPEED_ONLY_PARAMS: dict[tuple[str, str], frozenset[str]] = {
@@ -106,6 +107,7 @@ def pool_key(cfg: Config) -> str:
     spectrum = cfg.spectrum.model_dump()
     spectrum.pop("batch_size")  # how it is batched does not change what is generated
     spectrum["descriptions"] = file_digest(cfg.spectrum.descriptions)
+    spectrum["description_names"] = file_digest(cfg.spectrum.description_names)
     # few-shot hard samples do not depend on the base model: other base settings (e.g. its loss) share the pool
     if cfg.hard.rule == "few_shot":
         base = stable_hash(

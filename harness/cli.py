@@ -193,6 +193,32 @@ def cmd_ui(args) -> int:
     return subprocess.call(cmd)
 
 
+def cmd_recipe(args) -> int:
+    """``harness recipe``: the paper's recipe against this config, one row per setting (``harness.recipe``)."""
+    from harness.recipe import build_recipe, markdown, unexplained, write_json
+
+    cfg = load_config(args.experiment, args.overrides)
+    table = build_recipe(cfg)
+    print(markdown(table))
+    deviations = table[table.status == "deviation"]
+    print(f"\n{cfg.name}: {len(table)} settings, {len(table) - len(deviations)} same, {len(deviations)} deviations")
+    missing = unexplained(table)
+    if missing:
+        print(f"deviations without a reason: {', '.join(missing)}")
+    if args.json:
+        write_json(table, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def add_recipe_command(sub) -> None:
+    s = sub.add_parser("recipe", help="the paper's settings against this config: paper, authors' code, ours, status")
+    add_experiment(s)
+    s.add_argument("--json", metavar="FILE", help="also write the rows as a JSON list")
+    add_common(s)
+    s.set_defaults(fn=cmd_recipe)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description="DisCL benchmark harness")
     sub = p.add_subparsers(dest="command", required=True)
@@ -253,6 +279,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=5000)
     add_common(s)
     s.set_defaults(fn=cmd_ui)
+
+    add_recipe_command(sub)
     return p
 
 

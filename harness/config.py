@@ -167,6 +167,9 @@ class SpectrumConfig(Section):
     prompt: str = "a photo of a {name}"
     descriptions: str | None = None  # JSON {class name: [descriptions]}: the prompts of the classes it lists
     description_prefix: str = ""  # prepended to each description (the paper: "a 8k real photo: ")
+    # the names ``descriptions`` is keyed by, one per label id (a text file, one per line, or a JSON list), when not the
+    # dataset's class names: e.g. the authors' ImageNet-LT list (imagenetlt_classes.py's CLASSES, one per line)
+    description_names: str | None = None
 
     @field_validator("levels")
     @classmethod

@@ -116,6 +116,14 @@ def trim_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, t
     return ids[:, :n], mask[:, :n]
 
 
+def scaled_cosines(scale: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``scale · a bᵀ`` in fp32 even under bf16/fp16 autocast: at CLIP's logit scale (100) a bf16 logit keeps about
+    two significant digits of the cosine, so FLYP's logits, its contrastive loss and the probabilities computed from
+    them stay fp32 (the authors trained in fp32)."""
+    with torch.autocast(a.device.type, enabled=False):
+        return scale.float() * a.float() @ b.float().T
+
+
 @register_model("clip_flyp")
 class ClipFlyp(Classifier):
     """FLYP (Goyal et al. 2023): fine-tune CLIP with its own contrastive loss between images and their class-prompt
@@ -192,7 +200,7 @@ class ClipFlyp(Classifier):
         return emb
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.clip.logit_scale.exp() * self.features(x) @ self.class_embeddings().T
+        return scaled_cosines(self.clip.logit_scale.exp(), self.features(x), self.class_embeddings())
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, templates: torch.Tensor | None = None) -> torch.Tensor:
         """CLIP's symmetric contrastive loss between the images and their class prompts, each sample's prompt in
@@ -204,6 +212,6 @@ class ClipFlyp(Classifier):
             templates = torch.zeros_like(y)
         pick = templates.to(y.device)
         ids, mask = trim_padding(self.prompt_ids[y, pick], self.prompt_mask[y, pick])
-        logits = self.clip.logit_scale.exp() * self.features(x) @ self.text_embeddings(ids, mask).T
+        logits = scaled_cosines(self.clip.logit_scale.exp(), self.features(x), self.text_embeddings(ids, mask))
         target = torch.arange(len(y), device=y.device)
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2

@@ -76,26 +76,59 @@ def read_descriptions(path: str) -> dict[str, list[str]]:
     return {str(k): [v] if isinstance(v, str) else list(v) for k, v in data.items()}
 
 
+def read_description_names(path: str, num_classes: int) -> list[str]:
+    """``spectrum.description_names``: the name of each label id as the descriptions JSON keys it (a text file, one
+    name per line in label order, or a JSON list); names may repeat (the authors' ImageNet-LT list names two pairs
+    of classes alike, which then share descriptions)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"spectrum.description_names: no file {file} (one name per label id, in label order)")
+    text = file.read_text()
+    if file.suffix.lower() == ".json":
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"spectrum.description_names: {file} is not valid JSON ({e})") from None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"spectrum.description_names: {file}: expected a JSON list of names in label order")
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(names) != num_classes:
+        raise ConfigError(
+            f"spectrum.description_names: {file} has {len(names)} names for {num_classes} classes (one per label id)"
+        )
+    return names
+
+
+def description_keys(spec: SpectrumConfig, class_names: list[str]) -> list[str]:
+    """The key of each class in the descriptions JSON: ``spectrum.description_names`` when given, else its name."""
+    if spec.description_names:
+        return read_description_names(spec.description_names, len(class_names))
+    return list(class_names)
+
+
 def class_prompts(spec: SpectrumConfig, class_names: list[str], labels=None) -> list[list[str]]:
-    """Per class, the prompts to cycle through: with ``spectrum.descriptions``, the class's descriptions, each after
-    ``spectrum.description_prefix``; else the template ``spectrum.prompt``. ``labels``: the classes that will be
-    prompted (default: all); each must have descriptions when a descriptions file is given."""
+    """Per class, the prompts to cycle through: with ``spectrum.descriptions``, the class's descriptions (keyed by
+    its ``description_keys`` name, or by its label id), each after ``spectrum.description_prefix``; else the
+    template ``spectrum.prompt``. ``labels``: the classes that will be prompted (default: all); each must have
+    descriptions when a descriptions file is given."""
     labels = range(len(class_names)) if labels is None else [int(c) for c in labels]
     if not spec.descriptions:
         return [[spec.prompt.format(name=name)] for name in class_names]
     descriptions = read_descriptions(spec.descriptions)
-    missing = [class_names[c] for c in labels if not descriptions.get(class_names[c])]
+    keys = description_keys(spec, class_names)
+    found = [descriptions.get(key) or descriptions.get(str(c)) for c, key in enumerate(keys)]
+    missing = [keys[c] for c in labels if not found[c]]
     if missing:
+        keyed = "spectrum.description_names" if spec.description_names else "the dataset's class names"
         raise ConfigError(
             f"spectrum.descriptions: {spec.descriptions} has no descriptions for {len(missing)} of the "
             f"{len(labels)} classes to prompt, e.g. {', '.join(repr(m) for m in missing[:3])} (keys "
-            "are the dataset's class names); add them or drop spectrum.descriptions"
+            f"are {keyed} or label ids); add them, give spectrum.description_names, or drop spectrum.descriptions"
         )
     return [
-        [spec.description_prefix + d for d in descriptions[name]]
-        if name in descriptions
-        else [spec.prompt.format(name=name)]
-        for name in class_names
+        [spec.description_prefix + d for d in found[c]] if found[c] else [spec.prompt.format(name=name)]
+        for c, name in enumerate(class_names)
     ]
 
 

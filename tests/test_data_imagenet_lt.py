@@ -51,7 +51,7 @@ def test_splits_follow_the_split_files(bundle, fake_root):
         assert images.labels.tolist() == [int(label) for _, label in lines]
         assert all(path == fake_root / rel for path, (rel, _) in zip(images.paths, lines))
     assert bundle.num_classes == len(IMAGENET_LT_COUNTS)
-    assert bundle.class_names[:2] == ["tench", "goldfish"]  # labels are ImageNet-1k ids: torchvision's names
+    assert bundle.class_names[:2] == ["tench", "goldfish"]  # labels are ImageNet-1k ids: the curated names
     assert (bundle.val_split, bundle.test_splits) == ("val", {"test": "test"})
     x = bundle.splits["test"].load(0)
     assert x.shape == (3, 16, 16) and 0 <= float(x.min()) and float(x.max()) <= 1
@@ -240,5 +240,5 @@ def test_tiny_experiment_end_to_end_matches_an_independent_count(tmp_path):
     prompts = pd.read_csv(client.download_artifacts(run.info.run_id, "spectrum/prompts.csv", str(tmp_path)))
     assert prompts.to_dict("records") == [
         {"label": 3, "class_name": "tiger shark", "prompt": "a photo of a tiger shark"},
-        {"label": 4, "class_name": "hammerhead", "prompt": "a photo of a hammerhead"},
+        {"label": 4, "class_name": "hammerhead shark", "prompt": "a photo of a hammerhead shark"},
     ]

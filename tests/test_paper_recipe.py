@@ -53,11 +53,13 @@ def test_paper_transforms_are_config():
     ]
     assert lt.data.eval_transform == [{"Resize": {"size": 256}}, {"CenterCrop": {"size": 224}}]
     wild = load_config("iwildcam_discl")
-    assert (
-        wild.data.train_transform
-        == wild.data.eval_transform
-        == [{"Resize": {"size": 224, "interpolation": "bicubic"}}, {"CenterCrop": {"size": 224}}]
-    )
+    assert wild.data.eval_transform == [
+        {"Resize": {"size": 224, "interpolation": "bicubic"}},
+        {"CenterCrop": {"size": 224}},
+    ]
+    assert wild.data.train_transform == [
+        {"RandomResizedCrop": {"size": 224, "scale": [0.9, 1.0], "interpolation": "bicubic"}}
+    ]  # FLYP's train crop (issue 19 item 6)
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from harness.data.base import DataError, DatasetBundle, TensorImages
 from harness.hard_samples import select_hard
 from harness.spectrum import class_prompts, plan_spectrum
 
-IMAGENET_FIRST = ["tench", "goldfish", "great white shark", "tiger shark", "hammerhead", "electric ray"]
+IMAGENET_FIRST = ["tench", "goldfish", "great white shark", "tiger shark", "hammerhead shark", "electric ray"]
 
 
 def imagenet_config(root, **params) -> Config:

@@ -4,8 +4,9 @@
 ``relative/path.JPEG label`` with paths relative to ``data.root``. A path that escapes the root, a malformed line
 or a label out of range is a ``DataError`` naming the file and line. Shot groups come from the training counts
 (many > ``data.shot_groups.many``, few < ``data.shot_groups.few``); model selection on the 20-per-class val split.
-Labels are ImageNet-1k class ids, so class ``i`` is named by torchvision's ImageNet-1k category ``i`` unless
-``data.params.class_names`` gives a names file (more than 1000 classes need one).
+Labels are ImageNet-1k class ids, so class ``i`` is named by the harness's curated ImageNet-1k name ``i`` (unique
+and unambiguous, ``harness/resources/imagenet_class_names.json``) unless ``data.params.class_names`` gives a names
+file (more than 1000 classes need one).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ HOW_TO_OBTAIN = (
 @dataclass
 class ImageNetLTParams:
     split_dir: str | None = None  # folder of ImageNet_LT_*.txt (default: data.root)
-    # a text file (one name per line, in label order) or JSON (list or {label: name}); default: the ImageNet-1k
-    # names of the label ids (torchvision's list)
+    # a text file (one name per line, in label order) or JSON (list or {label: name}); default: the curated
+    # ImageNet-1k names of the label ids (harness/resources/imagenet_class_names.json)
     class_names: str | None = None
     num_classes: int | None = None  # default: the number of names, else the largest training label + 1
     max_per_split: int | None = None  # keep a random subset of each split (quick runs)
@@ -113,11 +114,18 @@ def read_class_names(path: str) -> list[str]:
     )
 
 
-def imagenet_names(num_classes: int) -> list[str]:
-    """The ImageNet-1k names of ids 0..num_classes-1, as torchvision ships them (no download)."""
-    from torchvision.models import ResNet50_Weights
+def curated_names() -> list[str]:
+    """One unique, unambiguous name per ImageNet-1k id (``harness/resources/imagenet_class_names.json``):
+    torchvision's names with the repeated, terse and ambiguous ones replaced by their WordNet sense ("crane (bird)"
+    and "construction crane", "kite (bird of prey)", "Cardigan Welsh Corgi" and "cardigan (sweater)")."""
+    from importlib import resources
 
-    categories = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
+    return json.loads(resources.files("harness").joinpath("resources/imagenet_class_names.json").read_text())
+
+
+def imagenet_names(num_classes: int) -> list[str]:
+    """The curated ImageNet-1k names of ids 0..num_classes-1 (``curated_names``; no download)."""
+    categories = curated_names()
     if num_classes > len(categories):
         raise DataError(
             f"imagenet_lt: {num_classes} classes but ImageNet-1k names only {len(categories)}; give "
