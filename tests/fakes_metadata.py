@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from tests.fakes import benchmark_categories, synset
+from fakes import benchmark_categories, synset
 
 IMAGENET_LT_TRAIN, IMAGENET_LT_CLASSES, IMAGENET_LT_FEW_IMAGES = 115_846, 1000, 1643
 IMAGENET_LT_GROUPS = {"many": 385, "medium": 479, "few": 136}  # classes per shot group (the published split)
