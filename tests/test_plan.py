@@ -251,3 +251,34 @@ def test_compact_groups_runs_of_the_same_composition(imagenet_prep, imagenet_roo
     frame = plan_method(short(imagenet_prep, "imagenet_lt_discl", imagenet_root), "plain", 0)
     table = compact(frame)
     assert list(table.epochs) == ["0-5"] and len(frame) == 6
+
+
+# --------------------------------------------------------------------------- the metadata readers follow the loaders
+
+
+def test_metadata_readers_give_the_loaders_labels_and_ids(tmp_path):
+    """The same splits, labels and ids (and the same random subsample) as the loaders, without the images."""
+    from fakes import write_fake_iwildcam
+
+    from harness.data import load_dataset
+    from harness.data.metadata import load_metadata
+
+    root = write_fake_imagenet_lt(tmp_path / "inlt", counts=(14, 11, 6, 3, 2), val_per_class=2, test_per_class=4)
+    iw_root = write_fake_iwildcam(tmp_path / "iw", n_per_split=10, num_classes=4)
+    for experiment, data_root, sub in (
+        ("imagenet_lt_discl_tiny", root, "data.max_train=20"),
+        ("iwildcam_discl_tiny", iw_root, "data.params.max_per_split=7"),
+    ):
+        cfg = load_config(experiment, [f"data.root={data_root}", sub])
+        full, (meta, metadata_only) = load_dataset(cfg), load_metadata(cfg)
+        assert metadata_only and meta.class_names == full.class_names and set(meta.splits) == set(full.splits)
+        for name, split in full.splits.items():
+            assert meta.splits[name].ids == split.ids and (meta.splits[name].labels == split.labels).all(), name
+        assert (meta.train_counts == full.train_counts).all() and meta.val_split == full.val_split
+
+
+def test_keep_all_plans_every_image_kept(imagenet_prep, imagenet_root):
+    cfg = load_config("imagenet_lt_discl", [f"data.root={imagenet_root}", *SHORT])
+    prep = plan_prep(cfg, ["discl_diverse_to_specific"], keep="all")
+    assert prep.pool.keep.all() and len(prep.pool) == 1643 * 8 * 4 and "every image assumed kept" in prep.notes["pool"]
+    assert imagenet_prep.pool.keep.mean() == pytest.approx(24_141 / 51_917, abs=1e-4)  # the paper's acceptance
