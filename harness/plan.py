@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from harness import costs
-from harness.config import Config
+from harness.config import Config, ConfigError
 from harness.curriculum import StageContext, epoch_parts, split_guidance_val, stage_of_epoch, tail_share
 from harness.data.base import DatasetBundle, LabeledImages
 from harness.data.metadata import LabelsOnly, load_metadata
@@ -83,7 +83,7 @@ def plan_hard(cfg: Config, data: DatasetBundle, pool: pd.DataFrame | None) -> tu
         n = min(PAPER_HARD[cfg.data.name], len(allowed))
         how = f"ESTIMATE: hard.rule {rule} needs the base model's predictions; the paper's count ({n}) stands in"
     else:
-        raise ValueError(
+        raise ConfigError(
             f"harness plan: hard.rule {rule} needs the base model's predictions and the paper reports no count for "
             f"{cfg.data.name}; plan with hard.rule=k_hardest (--set hard.rule=k_hardest --set hard.k=N)"
         )

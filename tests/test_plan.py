@@ -18,7 +18,16 @@ from fakes_metadata import (
 
 from harness.config import load_config
 from harness.curriculum import split_guidance_val
-from harness.plan import compact, make_plan, plan_method, plan_prep, plan_spectrum_counts, steps_per_epoch
+from harness.plan import (
+    compact,
+    make_plan,
+    plan_hard,
+    plan_method,
+    plan_prep,
+    plan_spectrum_counts,
+    planned_pool,
+    steps_per_epoch,
+)
 from harness.registry import get_method
 
 # the curriculum's composition per epoch does not depend on how many epochs a stage lasts: the fast tests plan one
@@ -116,10 +125,15 @@ def test_iwildcam_hard_set_is_an_estimate_with_the_papers_count(iwildcam_prep):
     assert s["sources"] == 8260 and s["images_per_level"] == 8260 * 8 and "ESTIMATE" in s["hard"]
 
 
-def test_iwildcam_k_hardest_count_is_exact(iwildcam_root):
+def test_iwildcam_k_hardest_count_is_exact(iwildcam_prep, iwildcam_root):
     cfg = load_config("iwildcam_discl", [f"data.root={iwildcam_root}", "hard.rule=k_hardest", "hard.k=5000"])
-    prep = plan_prep(cfg, ["fixed_guidance"])
-    assert len(prep.hard) == 5000 and prep.notes["hard"].startswith("exact count")
+    hard, how = plan_hard(cfg, iwildcam_prep.data, None)
+    empty = iwildcam_prep.data.class_names.index("empty")
+    assert (
+        len(hard) == 5000
+        and how.startswith("exact count")
+        and not (iwildcam_prep.data.train.labels[hard] == empty).any()
+    )
 
 
 def test_iwildcam_epochs_and_the_adaptive_levels_unknown(iwildcam_prep, iwildcam_root):
@@ -277,8 +291,22 @@ def test_metadata_readers_give_the_loaders_labels_and_ids(tmp_path):
         assert (meta.train_counts == full.train_counts).all() and meta.val_split == full.val_split
 
 
-def test_keep_all_plans_every_image_kept(imagenet_prep, imagenet_root):
-    cfg = load_config("imagenet_lt_discl", [f"data.root={imagenet_root}", *SHORT])
-    prep = plan_prep(cfg, ["discl_diverse_to_specific"], keep="all")
-    assert prep.pool.keep.all() and len(prep.pool) == 1643 * 8 * 4 and "every image assumed kept" in prep.notes["pool"]
+def test_keep_all_plans_every_image_kept(imagenet_prep):
+    pool, how = planned_pool(imagenet_prep.cfg, imagenet_prep.hard, imagenet_prep.data.train.labels, "all")
+    assert pool.keep.all() and len(pool) == 1643 * 8 * 4 and "every image assumed kept" in how
     assert imagenet_prep.pool.keep.mean() == pytest.approx(24_141 / 51_917, abs=1e-4)  # the paper's acceptance
+
+
+def test_steps_are_counted_at_the_global_batch():
+    """As Trainer.train_epoch: each of N ranks takes ceil(rows / N) rows at train.batch_size."""
+    assert steps_per_epoch(129_809, 256) == 508 and steps_per_epoch(2 * 129_809, 256) == 1015
+    assert steps_per_epoch(129_809, 256, world=8) == 64 and steps_per_epoch(3, 256) == 1
+
+
+def test_a_hard_rule_the_plan_cannot_count_is_one_line(tmp_path, capsys):
+    from harness.cli import main
+
+    argv = ["plan", "-e", "digits_lt_tiny", "--set", "hard.rule=low_prob", "--workdir", str(tmp_path), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "hard.rule low_prob needs the base model" in err and "k_hardest" in err
