@@ -22,8 +22,9 @@ from harness.config import Config, stable_hash
 
 ANY = "*"
 # Bumped when the generators' code makes other images from the same settings, so older pools are not reused
-# (2: each λ runs ⌊(1 − λ)·steps⌋ denoising steps in sd_img2img; before, λ = 0.9 at 50 steps ran 4)
-GENERATION_VERSION = 2
+# (2: each λ runs ⌊(1 − λ)·steps⌋ denoising steps in sd_img2img; before, λ = 0.9 at 50 steps ran 4;
+# 3: pools link their images from the content-addressed image store and record each image's ``try``)
+GENERATION_VERSION = 3
 # (section, component name) → params that change speed only. Only where known: a judge's or tiny DDPM's
 # ``batch_size`` is a *training* batch size and does change their output.
 SPEED_ONLY_PARAMS: dict[tuple[str, str], frozenset[str]] = {
@@ -120,14 +121,30 @@ def pool_key(cfg: Config) -> str:
         "name": cfg.generator.name,
         "params": params_identity("generator", cfg.generator.name, cfg.generator.params),
     }
+    key = {
+        "base": base,
+        "hard": cfg.hard.model_dump(),
+        "generator": generator,
+        "spectrum": spectrum,
+        "version": GENERATION_VERSION,
+    }
+    if cfg.spectrum.max_tries > 1:  # which try is kept depends on the scorer and the threshold
+        key["retry_scorer"] = {"scorer": scorer_key(cfg), "threshold": cfg.filter.threshold}
+    return stable_hash(key)
+
+
+def image_store_key(cfg: Config) -> str:
+    """The content-addressed image store shared by every pool of the same data and generator: what decides an
+    image's pixels besides its own source, λ, seed index, seed and prompt (``PlannedImage.image_hash``). Levels,
+    seeds, hard samples, prompts and tries are per image, so pools for other level sets share the store."""
+    generator = {
+        "name": cfg.generator.name,
+        "params": params_identity("generator", cfg.generator.name, cfg.generator.params),
+    }
+    s = cfg.spectrum
+    settings = {"steps": s.steps, "guidance_scale": s.guidance_scale, "scheduler": s.scheduler}
     return stable_hash(
-        {
-            "base": base,
-            "hard": cfg.hard.model_dump(),
-            "generator": generator,
-            "spectrum": spectrum,
-            "version": GENERATION_VERSION,
-        }
+        {"data": data_identity(cfg), "generator": generator, "spectrum": settings, "version": GENERATION_VERSION}
     )
 
 

@@ -166,6 +166,9 @@ class SpectrumConfig(Section):
     prompt: str = "a photo of a {name}"
     descriptions: str | None = None  # JSON {class name: [descriptions]}: the prompts of the classes it lists
     description_prefix: str = ""  # prepended to each description (the paper: "a 8k real photo: ")
+    # tries per sample: a sample whose text score is ≤ filter.threshold is regenerated with the next description and
+    # its own seed, up to this many tries, and the best-scoring try is kept (the authors' ImageNet-LT: 5)
+    max_tries: PosInt = 1
 
     @field_validator("levels")
     @classmethod
