@@ -170,3 +170,37 @@ def test_a_run_killed_mid_generation_leaves_the_others_a_complete_pool(tmp_path)
     assert not any(Path(f).name.startswith(".") for f in manifest.file)  # a killed writer's temp file is no entry
     phases, _ = builds(tmp_path)
     assert phases["spectrum"] == 2  # the killed build, then the one that finished it
+
+
+def test_rank0_waits_on_shards_reading_only_appended_bytes(tmp_path, monkeypatch):
+    import json
+    import threading
+
+    import harness.spectrum as spectrum
+
+    def no_reparse(*a, **k):
+        raise AssertionError("wait_for_shards re-parsed the manifests")
+
+    monkeypatch.setattr(spectrum, "read_manifest", no_reparse)
+    keys = {f"k{i}" for i in range(6)}
+    shard = tmp_path / "manifest.shard001.jsonl"
+    (tmp_path / "manifest.shard000.jsonl").write_text(json.dumps({"key": "k0"}) + "\n")
+
+    def writer():
+        for i in range(1, 6):
+            line = (json.dumps({"key": f"k{i}"}) + "\n").encode()
+            with open(shard, "ab") as f:  # a row in two writes: the reader must not take half a line
+                f.write(line[:5])
+                f.flush()
+                time.sleep(0.08)
+                f.write(line[5:])
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    spectrum.wait_for_shards(tmp_path, keys, poll_s=0.02, timeout_s=60)
+    thread.join()
+    tail = spectrum.ManifestTail(tmp_path)
+    assert tail.poll() == keys
+    size = sum(p.stat().st_size for p in spectrum.manifest_files(tmp_path))
+    assert tail.bytes_read == size and tail.poll() == keys and tail.bytes_read == size  # a second poll reads nothing
