@@ -92,14 +92,17 @@ TinyDDPM.generate = counting
 from harness.cli import main
 sys.exit(main(sys.argv[1:]))
 """
-QUICK = [
-    *("--set", "base.epochs=1", "--set", "train.epochs=2", "--set", "train.curriculum_epochs=1"),
-    *("--set", "generator.params.train_steps=10", "--set", "scorer.params.epochs=2", "--set", "spectrum.seeds=1"),
+QUICK = [  # 10 hard images × 2 levels × 1 seed, one fine-tuning epoch
+    *("--set", "base.epochs=1", "--set", "train.epochs=1", "--set", "train.curriculum_epochs=1"),
+    *("--set", "hard.rule=k_hardest", "--set", "hard.k=10", "--set", "spectrum.seeds=1"),
+    *("--set", "spectrum.levels=[0.5,0.9]", "--set", "curriculum.levels=[0.5,0.9]"),
+    *("--set", "curriculum.adaptive_levels=[0.5,0.9]", "--set", "spectrum.steps=4"),
+    *("--set", "generator.params.train_steps=10", "--set", "scorer.params.epochs=2"),
     "--quiet",
 ]
 
 
-def start(tmp_path: Path, method: str) -> subprocess.Popen:
+def start(tmp_path: Path, method: str, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     wrapper = tmp_path / "wrapped_harness.py"
     wrapper.write_text(WRAPPER)
     env = {**os.environ, "PYTHONPATH": str(REPO), "BUILD_LOG": str(tmp_path / "builds.log"), "TQDM_DISABLE": "1"}
@@ -115,7 +118,7 @@ def start(tmp_path: Path, method: str) -> subprocess.Popen:
         str(tmp_path / "wd"),
     ]
     out = open(tmp_path / f"{method}.log", "w")
-    return subprocess.Popen([*argv, *QUICK], env=env, stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen([*argv, *QUICK, *extra], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def builds(tmp_path: Path) -> tuple[Counter, Counter]:
@@ -126,8 +129,13 @@ def builds(tmp_path: Path) -> tuple[Counter, Counter]:
 
 
 def finish(procs, tmp_path, timeout=1500):
-    for method, proc in procs.items():
-        assert proc.wait(timeout) == 0, (tmp_path / f"{method}.log").read_text()[-3000:]
+    try:
+        for method, proc in procs.items():
+            assert proc.wait(timeout) == 0, (tmp_path / f"{method}.log").read_text()[-3000:]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
 
 
 def pool_of(tmp_path: Path) -> Path:
@@ -136,6 +144,7 @@ def pool_of(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # three processes on two shared cores
 def test_three_runs_on_one_fresh_workdir_build_each_shared_phase_once(tmp_path):
     from harness.spectrum import read_manifest
 
@@ -149,21 +158,26 @@ def test_three_runs_on_one_fresh_workdir_build_each_shared_phase_once(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_a_run_killed_mid_generation_leaves_the_others_a_complete_pool(tmp_path):
     from harness.io import read_json
     from harness.spectrum import read_manifest
 
-    first = start(tmp_path, "discl_diverse_to_specific")
-    deadline = time.monotonic() + 1200
-    while not list((tmp_path / "wd" / "cache" / "pool").glob("*/manifest.jsonl")):  # generating now
-        assert time.monotonic() < deadline and first.poll() is None, tmp_path / "discl_diverse_to_specific.log"
-        time.sleep(0.2)
-    second = start(tmp_path, "all_levels")  # waits on the pool's lock
-    first.send_signal(signal.SIGKILL)
-    first.wait(30)
+    slower = ("--set", "hard.k=30", "--set", "spectrum.batch_size=1")  # 60 images, one per batch: time to kill
+    first = start(tmp_path, "discl_diverse_to_specific", slower)
+    second = None
+    try:
+        deadline = time.monotonic() + 1200
+        while not list((tmp_path / "wd" / "cache" / "pool").glob("*/manifest.jsonl")):  # generating now
+            assert time.monotonic() < deadline and first.poll() is None, tmp_path / "discl_diverse_to_specific.log"
+            time.sleep(0.05)
+        second = start(tmp_path, "all_levels", slower)  # waits on the pool's lock
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
     pool = pool_of(tmp_path)
     assert not (pool / "complete.json").exists()  # the killed builder published nothing as done
-    finish({"all_levels": second}, tmp_path)
+    finish({"all_levels": second}, tmp_path)  # takes the dead process's lock and completes the pool
     manifest = read_manifest(pool)
     assert read_json(pool / "complete.json")["images"] == len(manifest) == manifest.key.nunique()
     assert all((pool / f).stat().st_size > 0 for f in manifest.file)
