@@ -6,7 +6,8 @@ changing them never retrains the base model, regenerates the synthetic pool or r
 decide the output (class names, descriptions, a base checkpoint, model weights) enter by the sha256 of their
 contents, not their path: editing such a file in place changes the key, moving it does not.
 
-``base_key``: the base model (and its training-set probabilities). ``pool_key``: the generated spectrum.
+``base_key``: the base model (and its training-set probabilities). ``pool_key``: the generated spectrum (its level
+and seed lists, hard samples and tries). ``image_store_key``: the image store its pixels live in, shared by pools.
 ``scorer_key``: one scoring of a pool (a file inside the pool's folder). ``data_identity``: the data alone (the
 embedded generator's and judge's caches are keyed by their pool's pixels when it is in memory, else by this).
 """
