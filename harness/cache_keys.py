@@ -6,7 +6,8 @@ changing them never retrains the base model, regenerates the synthetic pool or r
 decide the output (class names, descriptions, a base checkpoint, model weights) enter by the sha256 of their
 contents, not their path: editing such a file in place changes the key, moving it does not.
 
-``base_key``: the base model (and its training-set probabilities). ``pool_key``: the generated spectrum.
+``base_key``: the base model (and its training-set probabilities). ``pool_key``: the generated spectrum (its level
+and seed lists, hard samples and tries). ``image_store_key``: the image store its pixels live in, shared by pools.
 ``scorer_key``: one scoring of a pool (a file inside the pool's folder). ``data_identity``: the data alone (the
 embedded generator's and judge's caches are keyed by their pool's pixels when it is in memory, else by this).
 """
@@ -22,9 +23,10 @@ from harness.config import Config, stable_hash
 
 ANY = "*"
 # Bumped when the generators' code makes other images from the same settings, so older pools are not reused
-# (2: each λ runs ⌊(1 − λ)·steps⌋ denoising steps in sd_img2img; before, λ = 0.9 at 50 steps ran 4)
-# (3: ImageNet-LT classes are named by the curated, unique names, so their prompts changed)
-GENERATION_VERSION = 3
+# (2: each λ runs ⌊(1 − λ)·steps⌋ denoising steps in sd_img2img; before, λ = 0.9 at 50 steps ran 4;
+# 3: pools link their images from the content-addressed image store and record each image's ``try``;
+# 4: ImageNet-LT classes are named by the curated, unique names, so their prompts changed)
+GENERATION_VERSION = 4
 # (section, component name) → params that change speed only. Only where known: a judge's or tiny DDPM's
 # ``batch_size`` is a *training* batch size and does change their output.
 SPEED_ONLY_PARAMS: dict[tuple[str, str], frozenset[str]] = {
@@ -122,14 +124,30 @@ def pool_key(cfg: Config) -> str:
         "name": cfg.generator.name,
         "params": params_identity("generator", cfg.generator.name, cfg.generator.params),
     }
+    key = {
+        "base": base,
+        "hard": cfg.hard.model_dump(),
+        "generator": generator,
+        "spectrum": spectrum,
+        "version": GENERATION_VERSION,
+    }
+    if cfg.spectrum.max_tries > 1:  # which try is kept depends on the scorer and the threshold
+        key["retry_scorer"] = {"scorer": scorer_key(cfg), "threshold": cfg.filter.threshold}
+    return stable_hash(key)
+
+
+def image_store_key(cfg: Config) -> str:
+    """The content-addressed image store shared by every pool of the same data and generator: what decides an
+    image's pixels besides its own source, λ, seed index, seed and prompt (``PlannedImage.image_hash``). Levels,
+    seeds, hard samples, prompts and tries are per image, so pools for other level sets share the store."""
+    generator = {
+        "name": cfg.generator.name,
+        "params": params_identity("generator", cfg.generator.name, cfg.generator.params),
+    }
+    s = cfg.spectrum
+    settings = {"steps": s.steps, "guidance_scale": s.guidance_scale, "scheduler": s.scheduler}
     return stable_hash(
-        {
-            "base": base,
-            "hard": cfg.hard.model_dump(),
-            "generator": generator,
-            "spectrum": spectrum,
-            "version": GENERATION_VERSION,
-        }
+        {"data": data_identity(cfg), "generator": generator, "spectrum": settings, "version": GENERATION_VERSION}
     )
 
 

@@ -170,6 +170,9 @@ class SpectrumConfig(Section):
     # the names ``descriptions`` is keyed by, one per label id (a text file, one per line, or a JSON list), when not the
     # dataset's class names: e.g. the authors' ImageNet-LT list (imagenetlt_classes.py's CLASSES, one per line)
     description_names: str | None = None
+    # tries per sample: a sample whose text score is ≤ filter.threshold is regenerated with the next description and
+    # its own seed, up to this many tries, and the best-scoring try is kept (the authors' ImageNet-LT: 5)
+    max_tries: PosInt = 1
 
     @field_validator("levels")
     @classmethod

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import inspect
 import json
 import os
 import tempfile
@@ -81,7 +83,32 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def lock(path: str | Path) -> FileLock:
-    """A lock file beside a cache entry, so two processes never build the same entry at once."""
+    """A lock file beside a cache entry, so two processes never build the same entry at once.
+
+    An OS lock (``flock``; over NFS the kernel maps it to a POSIX lock the server holds): it dies with its process,
+    so a killed builder never blocks the others. Where the file system has no such locks, this is an error naming
+    the file, not filelock's silent fallback to a marker-file lock that a process killed on another host would
+    leave behind for ever (README: "One workdir, many processes")."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path) + ".lock")
+    return OSLock(str(path) + ".lock", **NO_SOFT_FALLBACK)
+
+
+# filelock ≥ 3.21 falls back to a marker-file lock where flock() is missing; older ones raise, as we want
+NO_SOFT_FALLBACK = (
+    {"fallback_to_soft": False} if "fallback_to_soft" in inspect.signature(FileLock.__init__).parameters else {}
+)
+
+
+class OSLock(FileLock):
+    def _acquire(self) -> None:
+        try:
+            super()._acquire()
+        except OSError as e:
+            if e.errno != errno.ENOSYS:
+                raise
+            raise OSError(
+                errno.ENOSYS,
+                f"{self.lock_file}: this file system has no flock() locks, which the workdir's caches need "
+                "(NFS: mount without 'nolock'; Lustre: mount with '-o flock'; or put --workdir on a local disk)",
+            ) from None

@@ -19,7 +19,7 @@ import torch
 
 from harness import distributed as dist
 from harness.base_model import train_base
-from harness.cache_keys import base_key, pool_key, scorer_key  # noqa: F401 (reports import them from here)
+from harness.cache_keys import base_key, image_store_key, pool_key, scorer_key  # noqa: F401 (reports import them)
 from harness.config import Config
 from harness.curriculum import (
     Curriculum,
@@ -48,6 +48,7 @@ from harness.spectrum import (
     mark_complete,
     plan_spectrum,
     read_manifest,
+    retry_low_scores,
     wait_for_shards,
 )
 from harness.train import Trainer, log_prior
@@ -96,9 +97,18 @@ def prepare(
         if not (pool_dir / "complete.json").exists():
             gen_cls = get_generator(cfg.generator.name)
             generator = gen_cls.from_config(cfg, data, cache, local_device(device))
-            generate_spectrum(generator, data, plan, pool_dir, cfg.spectrum.batch_size, rank, world, progress)
+            store = cache / "images" / image_store_key(cfg)
+            generate_spectrum(
+                generator, data, plan, pool_dir, cfg.spectrum.batch_size, rank, world, progress, store=store
+            )
             if rank == 0:
                 wait_for_shards(pool_dir, {p.key for p in plan})
+                if cfg.spectrum.max_tries > 1:
+                    scores = retry_scorer(cfg, data, pool_dir, cache, device, progress)
+                    retry_low_scores(
+                        generator, data, plan, pool_dir, cfg.spectrum, cfg.filter.threshold, scores,
+                        cfg.spectrum.batch_size, store, progress,
+                    )  # fmt: skip
                 mark_complete(pool_dir, plan, generator.describe())
     timings["generate_s"] = time.perf_counter() - t
     if rank != 0 and not dist.active():  # `harness generate` ranks: rank 0 scores the merged pool
@@ -111,6 +121,23 @@ def prepare(
     return Prepared(
         cfg, data, device, base_state, hard, pool, pool_dir, load_pool_images(pool, pool_dir, cfg, data), timings
     )
+
+
+def retry_scorer(cfg: Config, data: DatasetBundle, pool_dir: Path, cache: Path, device: torch.device, progress: bool):
+    """``spectrum.max_tries``: text scores of a pool's tries, cached in the scores file the filter reads later."""
+    name, scorer = f"scores-{scorer_key(cfg)}", None
+
+    def text_scores(tries: pd.DataFrame) -> dict[str, float]:
+        nonlocal scorer
+        with lock(pool_dir / name):
+            cached = read_scores(pool_dir, f"{name}.jsonl")
+            if not tries.key.isin(cached).all() and scorer is None:
+                scorer = get_scorer(cfg.scorer.name).from_config(cfg, data, cache, device)
+            if scorer is not None:
+                score_pool(scorer, data, tries, pool_dir, f"{name}.jsonl", progress=progress)
+        return {k: r["text_score"] for k, r in read_scores(pool_dir, f"{name}.jsonl").items()}
+
+    return text_scores
 
 
 def score_spectrum(

@@ -19,6 +19,7 @@ from harness.filter import acceptance_by_level
 from harness.io import read_json, write_json
 from harness.pipeline import Prepared, RunResult, fine_tune, prepare
 from harness.registry import get_method
+from harness.run_cleanup import prune_finished_run, release_loaders
 from harness.tracking import Run, client, dataset_entity, digest_of, log_model, run_in_store, state_mb
 from harness.workdir import cache_dir
 
@@ -163,6 +164,7 @@ def run_one(
     if not dist.is_main():  # a DDP rank: train in lockstep with rank 0, which tracks and checkpoints
         dist.barrier()  # rank 0 has cleared (force) or kept the checkpoint
         result = fine_tune(prep, method, seed, None, ckpt_dir, progress=False)
+        release_loaders(prep.data.loaders)
         return {"method": method, "seed": seed, "run_id": None, "cached": False, **result.test_metrics}
     if force and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)  # a forced rerun starts from the base model, in a new MLflow run
@@ -211,11 +213,14 @@ def run_one(
     try:
         result = fine_tune(prep, method, seed, run, ckpt_dir, progress)
         log_run_outputs(run, cfg, prep, result, grid_path)
-        log_selected_model(run, cfg, workdir, prep, result, ckpt_dir)
+        model_logged = log_selected_model(run, cfg, workdir, prep, result, ckpt_dir)
     except BaseException:
         run.end("FAILED")
         raise
+    finally:
+        release_loaders(prep.data.loaders)  # the evaluation loaders' workers end with the run
     run.end("FINISHED")
+    prune_finished_run(ckpt_dir, model_logged)  # MLflow has the run: optimizer state and checkpoint go
     return {"method": method, "seed": seed, "run_id": run.id, "cached": False, **result.test_metrics}
 
 
@@ -311,23 +316,23 @@ def dataset_inputs(cfg: Config, prep: Prepared, method: str) -> list[tuple[dict,
     return out
 
 
-def log_selected_model(run: Run, cfg: Config, workdir: Path, prep: Prepared, result: RunResult, ckpt_dir: Path) -> None:
+def log_selected_model(run: Run, cfg: Config, workdir: Path, prep: Prepared, result: RunResult, ckpt_dir: Path) -> bool:
     """The validation-selected weights (from the run's last checkpoint) as the run's logged model, when
-    ``tracking.log_model`` says so: ``auto`` logs models up to ``tracking.max_model_mb``."""
+    ``tracking.log_model`` says so: ``auto`` logs models up to ``tracking.max_model_mb``. True if logged."""
     import torch
 
     from harness.models import build_model
 
     mode, ckpt = cfg.tracking.log_model, ckpt_dir / "checkpoint.pt"
     if mode == "never" or not ckpt.exists():
-        return
+        return False
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     state = saved["state"].get("best_state") or saved["trainer"]["model"]
     mb = state_mb(state)
     if mode == "auto" and mb > cfg.tracking.max_model_mb:
         run.set_tags({"model_logged": f"no: {mb:.0f} MB > tracking.max_model_mb {cfg.tracking.max_model_mb:g}"})
         log.info("%s seed %d: model not logged (%.0f MB > tracking.max_model_mb)", result.method, result.seed, mb)
-        return
+        return False
     data = prep.data
     model = build_model(cfg, data.num_classes, data.channels, data.class_names)
     model.load_state_dict(state)
@@ -358,6 +363,7 @@ def log_selected_model(run: Run, cfg: Config, workdir: Path, prep: Prepared, res
         },
     )
     run.set_tags({"model_logged": "yes"})
+    return True
 
 
 def evaluate_logged_model(run_id: str, workdir: Path | str | None = None, device: str = "cpu") -> dict[str, float]:

@@ -3,13 +3,22 @@
 Images are written beside a JSON-lines manifest, which is the truth about what exists: an image is written
 (atomically) before its manifest row, so a killed job resumes where it stopped and never duplicates a row.
 Work is split into shards by contiguous blocks of sources, so ``world`` processes each generate a disjoint part.
+
+Pixels live once in a content-addressed image store (``cache/images/STORE_KEY/``, keyed by what decides them: the
+data, the generator and its settings; each file by source, λ, seed index, seed and prompt); a pool's
+``images/`` are hard links into it (a copy where the file system has none), so a pool for more levels or seeds
+generates only the images no pool has made yet. With ``spectrum.max_tries`` > 1 a sample whose text score is at or
+under the filter threshold is regenerated (next description, own seed) and the best try is kept: tries are in
+``retries.jsonl`` and ``selected.json`` names the kept try of every sample.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +28,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from harness.config import Config, ConfigError, SpectrumConfig
+from harness.config import Config, ConfigError, SpectrumConfig, stable_hash
 from harness.data.base import DatasetBundle, FileImages, LabeledImages, TensorImages, to_tensor01
 from harness.generators.base import GenerationItem, Generator
-from harness.io import append_jsonl, atomic_path, lock, read_jsonl, write_json
+from harness.io import append_jsonl, atomic_path, lock, read_json, read_jsonl, write_json
 from harness.seeding import sample_seed
 
 log = logging.getLogger("harness")
@@ -39,6 +48,30 @@ class PlannedImage:
     seed: int
     prompt: str
     file: str
+    try_index: int = 0  # ``spectrum.max_tries``: which try of the sample (the manifest's ``try``)
+
+    @property
+    def slot(self) -> str:
+        """The sample this image is a try of: (source, λ, seed index)."""
+        return slot_key(self.source_id, self.lam, self.seed_index)
+
+    def row(self) -> dict:
+        row = dict(self.__dict__)
+        row["try"] = row.pop("try_index")
+        return row
+
+    def image_hash(self) -> str:
+        """What decides this image's pixels besides the store (data, generator and its settings)."""
+        return stable_hash([self.source_id, f"{self.lam:.4f}", self.seed_index, self.seed, self.prompt, self.try_index])
+
+
+MANIFEST_COLUMNS = [f if f != "try_index" else "try" for f in PlannedImage.__dataclass_fields__]
+RETRIES = "retries.jsonl"
+SELECTED = "selected.json"
+
+
+def slot_key(source_id: str, lam: float, seed_index: int) -> str:
+    return f"{source_id}|{float(lam):.4f}|{int(seed_index)}"
 
 
 # what loaders call a class they have no name for (``class_17``, FLYP's ``class 3``)
@@ -180,10 +213,21 @@ def manifest_files(pool_dir: Path) -> list[Path]:
 
 
 def read_manifest(pool_dir: Path) -> pd.DataFrame:
-    """All shards' rows, one per key (the first written wins if a row was somehow repeated)."""
-    rows = [r for path in manifest_files(pool_dir) for r in read_jsonl(path)]
-    frame = pd.DataFrame(rows, columns=[f for f in PlannedImage.__dataclass_fields__])
-    return frame.drop_duplicates("key").sort_values(["lam", "source_index", "seed_index"]).reset_index(drop=True)
+    """All shards' rows, one per key (the first written wins if a row was somehow repeated). Once retries are
+    decided (``selected.json``), one row per sample: its kept try."""
+    frame = read_all_tries(pool_dir)
+    if (pool_dir / SELECTED).exists():
+        frame = frame[frame.key.isin(set(read_json(pool_dir / SELECTED)["keys"]))]
+    else:
+        frame = frame[frame["try"] == 0]
+    return frame.sort_values(["lam", "source_index", "seed_index"]).reset_index(drop=True)
+
+
+def read_all_tries(pool_dir: Path) -> pd.DataFrame:
+    """Every image of the pool's folder, retries included, one row per key."""
+    files = [*manifest_files(pool_dir), pool_dir / RETRIES]
+    rows = [{"try": 0, **r} for path in files for r in read_jsonl(path)]  # pools before retries had no ``try``
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS).drop_duplicates("key").reset_index(drop=True)
 
 
 def shard(plan: list[PlannedImage], rank: int, world: int) -> list[PlannedImage]:
@@ -210,12 +254,27 @@ def generate_spectrum(
     rank: int = 0,
     world: int = 1,
     progress: bool = True,
+    store: Path | None = None,
+    manifest_name: str | None = None,
 ) -> int:
-    """Generate this shard's missing images; returns how many were made now."""
+    """Bring this shard's missing images into the pool; returns how many were added now. With an image ``store``,
+    an image the store has is linked, not generated, and a generated one is written to the store first."""
     pool_dir.mkdir(parents=True, exist_ok=True)
-    done = set(read_manifest(pool_dir).key)
+    done = set(read_all_tries(pool_dir).key)
     mine = [p for p in shard(plan, rank, world) if p.key not in done]
-    manifest = pool_dir / (f"manifest.shard{rank:03d}.jsonl" if world > 1 else "manifest.jsonl")
+    name = manifest_name or (f"manifest.shard{rank:03d}.jsonl" if world > 1 else "manifest.jsonl")
+    manifest = pool_dir / name
+    if store is not None:
+        reused = [p for p in mine if store_file(store, p).exists()]
+        for start in range(0, len(reused), 1024):
+            chunk = reused[start : start + 1024]
+            for p in chunk:
+                link_into(store_file(store, p), pool_dir / p.file)
+            append_jsonl(manifest, [p.row() for p in chunk])
+        if reused:
+            log.info("spectrum: %d of %d images reused from the image store %s", len(reused), len(mine), store)
+        reused_keys = {p.key for p in reused}
+        mine = [p for p in mine if p.key not in reused_keys]
     bar = tqdm(
         total=len(mine),
         desc=f"generate spectrum{f' [{rank}/{world}]' if world > 1 else ''}",
@@ -232,18 +291,45 @@ def generate_spectrum(
             items = [GenerationItem(p.source_id, raw[p.source_index], p.label, p.prompt, p.seed) for p in chunk]
             images = generator.generate(items, lam)
             for p, img in zip(chunk, images):
-                (pool_dir / p.file).parent.mkdir(parents=True, exist_ok=True)
-                with atomic_path(pool_dir / p.file) as tmp:
+                target = pool_dir / p.file if store is None else store_file(store, p)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(target) as tmp:
                     img.save(tmp, format="PNG")
-            append_jsonl(manifest, [p.__dict__ for p in chunk])
+                if store is not None:
+                    link_into(target, pool_dir / p.file)
+            append_jsonl(manifest, [p.row() for p in chunk])
             bar.update(len(chunk))
     bar.close()
-    return len(mine)
+    return len(mine) + (len(reused) if store is not None else 0)
+
+
+def store_file(store: Path, p: PlannedImage) -> Path:
+    h = p.image_hash()
+    return store / h[:2] / f"{h}.png"
+
+
+def link_into(src: Path, dst: Path) -> None:
+    """``dst`` becomes ``src``'s pixels, atomically: a hard link (no second copy), or a copy where links fail."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
+    try:
+        try:
+            os.link(src, tmp)
+        except FileExistsError:
+            os.unlink(tmp)
+            os.link(src, tmp)
+        except OSError:  # no hard links here (another file system, or one without them)
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            os.unlink(tmp)
 
 
 def mark_complete(pool_dir: Path, plan, generator_settings: dict) -> None:
-    keys = set(read_manifest(pool_dir).key)
-    missing = [p.key for p in plan if p.key not in keys]
+    pool = read_manifest(pool_dir)
+    slots = {slot_key(*r) for r in zip(pool.source_id, pool.lam, pool.seed_index)}
+    missing = [p.key for p in plan if p.slot not in slots]
     if missing:
         raise RuntimeError(f"spectrum incomplete: {len(missing)} images missing, e.g. {missing[0]}")
     write_json(pool_dir / "complete.json", {"images": len(plan), "generator": generator_settings})
@@ -276,11 +362,38 @@ def generation_lock(pool_dir: Path, rank: int):
     return lock(pool_dir / "generate") if rank == 0 else lock(pool_dir / f"generate.shard{rank:03d}")
 
 
+class ManifestTail:
+    """The keys of a pool's manifests, read incrementally: each poll reads only the bytes appended since the last
+    (a line still being written waits for its newline; a torn line is skipped like ``read_jsonl`` does)."""
+
+    def __init__(self, pool_dir: Path):
+        self.pool_dir, self.offsets, self.keys = pool_dir, {}, set()
+        self.bytes_read = 0
+
+    def poll(self) -> set[str]:
+        for path in manifest_files(self.pool_dir):
+            offset = self.offsets.get(path, 0)
+            with open(path, "rb") as f:
+                f.seek(offset)
+                new = f.read()
+            end = new.rfind(b"\n") + 1  # whole lines only
+            self.bytes_read += end
+            self.offsets[path] = offset + end
+            for line in new[:end].splitlines():
+                try:
+                    self.keys.add(json.loads(line)["key"])
+                except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                    continue
+        return self.keys
+
+
 def wait_for_shards(pool_dir: Path, keys: set[str], poll_s: float = 2.0, timeout_s: float | None = None) -> None:
-    """Rank 0: block until every planned key is in some shard's manifest."""
+    """Rank 0: block until every planned key is in some shard's manifest (reading only what was appended since
+    the last poll, never re-parsing whole manifests)."""
     start, last_log = time.monotonic(), 0.0
+    tail = ManifestTail(pool_dir)
     while True:
-        missing = len(keys - set(read_manifest(pool_dir).key))
+        missing = len(keys - tail.poll())
         if not missing:
             return
         waited = time.monotonic() - start
@@ -290,3 +403,66 @@ def wait_for_shards(pool_dir: Path, keys: set[str], poll_s: float = 2.0, timeout
             log.info("rank 0: waiting for the other shards (%d images to go)", missing)
             last_log = waited
         time.sleep(poll_s)
+
+
+# --------------------------------------------------------------------------- retries (spectrum.max_tries)
+
+
+def retry_item(p: PlannedImage, t: int, options: list[str]) -> PlannedImage:
+    """Try ``t`` of a sample: the next description after the one try 0 used, and its own seed."""
+    return PlannedImage(
+        key=f"{p.key}|t{t}",
+        source_index=p.source_index,
+        source_id=p.source_id,
+        label=p.label,
+        lam=p.lam,
+        seed_index=p.seed_index,
+        seed=sample_seed(p.source_id, p.lam, p.seed_index, t),
+        prompt=options[(p.seed_index + t) % len(options)],
+        file=p.file.removesuffix(".png") + f"_t{t}.png",
+        try_index=t,
+    )
+
+
+def retry_low_scores(
+    generator: Generator,
+    data: DatasetBundle,
+    plan: list[PlannedImage],
+    pool_dir: Path,
+    spec: SpectrumConfig,
+    threshold: float,
+    text_scores,
+    batch_size: int,
+    store: Path | None = None,
+    progress: bool = True,
+) -> int:
+    """The authors' ImageNet-LT regeneration, in rounds: score every try so far (``text_scores(frame)`` → {key:
+    text score}, scoring only what is not cached), regenerate each sample whose tries all score ≤ ``threshold``
+    with its next try, up to ``spec.max_tries``; then keep each sample's best try (``selected.json``). Resumable:
+    tries are in ``retries.jsonl``, and generation and scores skip what exists. Returns how many retries exist."""
+    labels = sorted({p.label for p in plan})
+    prompts = class_prompts(spec, data.class_names, labels)
+    for t in range(1, spec.max_tries):
+        tries = read_all_tries(pool_dir)
+        scores = text_scores(tries)
+        tries = tries.assign(text_score=[scores[k] for k in tries.key], slot=slot_column(tries))
+        best = tries[tries["try"] < t].groupby("slot").text_score.max()
+        failing = [p for p in plan if best.get(p.slot, float("inf")) <= threshold]
+        if not failing:
+            break
+        log.info("spectrum: try %d of %d for %d samples scoring ≤ %g", t + 1, spec.max_tries, len(failing), threshold)
+        retries = [retry_item(p, t, prompts[p.label]) for p in failing]
+        generate_spectrum(
+            generator, data, retries, pool_dir, batch_size, progress=progress, store=store, manifest_name=RETRIES
+        )
+    tries = read_all_tries(pool_dir)
+    scores = text_scores(tries)
+    tries = tries.assign(text_score=[scores[k] for k in tries.key], slot=slot_column(tries))
+    # the best try of each sample; among equal scores the earliest
+    kept = tries.sort_values(["slot", "text_score", "try"], ascending=[True, False, True]).drop_duplicates("slot")
+    write_json(pool_dir / SELECTED, {"keys": sorted(kept.key), "max_tries": spec.max_tries, "threshold": threshold})
+    return int((tries["try"] > 0).sum())
+
+
+def slot_column(frame: pd.DataFrame) -> list[str]:
+    return [slot_key(*r) for r in zip(frame.source_id, frame.lam, frame.seed_index)]

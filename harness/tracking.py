@@ -144,6 +144,7 @@ class Run:
             self.c.update_run(run_id, status="RUNNING")
         self.id = run_id
         self.monitor = None
+        self.workdir = workdir
 
     def describe(self, text: str) -> None:
         """The run's description (the UI shows it on the run page and as the Description column)."""
@@ -153,9 +154,13 @@ class Run:
         """Datasets as MLflow dataset inputs: (``dataset_entity(...)`` fields, context) pairs."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
-        self.c.log_inputs(
-            self.id, [DatasetInput(Dataset(**d), [InputTag("mlflow.data.context", context)]) for d, context in datasets]
-        )
+        # MLflow looks a dataset up, then inserts it: two processes logging the same dataset at once would both insert
+        # (UNIQUE constraint failed: datasets...), so runs sharing a workdir log their inputs one at a time
+        with lock(self.workdir / "mlflow.db"):
+            self.c.log_inputs(
+                self.id,
+                [DatasetInput(Dataset(**d), [InputTag("mlflow.data.context", context)]) for d, context in datasets],
+            )
 
     def start_system_metrics(self, interval_s: float = 10.0) -> None:
         """MLflow's system metrics (``system/cpu_utilization_percentage``, memory, disk, network, GPU with
