@@ -187,9 +187,16 @@ class CountingModel(torch.nn.Module):
         return self.net(x)
 
 
-def eval_images() -> TensorImages:
+def eval_images(n: int = 9) -> TensorImages:
     g = torch.Generator().manual_seed(1)
-    return TensorImages(torch.rand(9, 1, 2, 2, generator=g), np.arange(9) % 3, [str(i) for i in range(9)])
+    return TensorImages(torch.rand(n, 1, 2, 2, generator=g), np.arange(n) % 3, [str(i) for i in range(n)])
+
+
+def no_pickled_gather(*args, **kwargs):
+    raise AssertionError("evaluation outputs are gathered as tensors, not pickled objects")
+
+
+EVAL_CASES = (("memory", None, 9), ("loader", "identity", 9), ("one image", None, 1))
 
 
 def eval_worker(rank: int, port: int, out: str) -> None:
@@ -202,11 +209,13 @@ def eval_worker(rank: int, port: int, out: str) -> None:
     from harness.evaluate import class_probs
 
     distributed.init_from_env()
+    torch.distributed.all_gather_object = no_pickled_gather
     results = {}
-    for name, transform in (("memory", None), ("loader", v2.Identity())):
+    for name, transform, n in EVAL_CASES:
         model = CountingModel()
+        transform = v2.Identity() if transform else None
         probs = class_probs(
-            model, eval_images(), torch.device("cpu"), batch_size=2, transform=transform, distributed=True
+            model, eval_images(n), torch.device("cpu"), batch_size=2, transform=transform, distributed=True
         )
         results[name] = (probs, model.seen)
     torch.save(results, f"{out}/eval{rank}.pt")
@@ -214,16 +223,19 @@ def eval_worker(rank: int, port: int, out: str) -> None:
 
 
 def test_sharded_evaluation_equals_one_process(tmp_path):
-    """Under torchrun each rank evaluates half of a split (9 images: 5 and 4) and every rank ends with the whole
-    split's probabilities, equal to one process's."""
+    """Under torchrun each rank evaluates half of a split (9 images: 5 and 4; 1 image: 1 and 0) and every rank ends
+    with the whole split's probabilities, equal to one process's, gathered as tensors (gloo runs
+    all_gather_single / all_gather_into_tensor on CPU tensors)."""
     from torchvision.transforms import v2
 
     from harness.evaluate import class_probs
 
     torch.multiprocessing.spawn(eval_worker, args=(free_port(), str(tmp_path)), nprocs=2)
     ranks = [torch.load(tmp_path / f"eval{r}.pt", weights_only=False) for r in (0, 1)]
-    for name, transform in (("memory", None), ("loader", v2.Identity())):
-        one = class_probs(CountingModel(), eval_images(), torch.device("cpu"), batch_size=2, transform=transform)
-        assert sorted(r[name][1] for r in ranks) == [4, 5]
+    for name, transform, n in EVAL_CASES:
+        transform = v2.Identity() if transform else None
+        one = class_probs(CountingModel(), eval_images(n), torch.device("cpu"), batch_size=2, transform=transform)
+        assert sorted(r[name][1] for r in ranks) == [n // 2, n - n // 2]
         for r in ranks:
+            assert r[name][0].shape == one.shape == (n, 3) and r[name][0].dtype == np.float32
             assert np.allclose(r[name][0], one, atol=1e-6)
