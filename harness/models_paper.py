@@ -193,6 +193,20 @@ class ClipFlyp(Classifier):
         as FLYP trains: the other images' prompts in the batch are the negatives."""
         pick = torch.randint(len(self.templates), (len(y),)).to(y.device)
         ids, mask = trim_padding(self.prompt_ids[y, pick], self.prompt_mask[y, pick])
-        logits = self.clip.logit_scale.exp() * self.features(x) @ self.text_embeddings(ids, mask).T
-        target = torch.arange(len(y), device=y.device)
+        images, texts = global_batch(self.features(x)), global_batch(self.text_embeddings(ids, mask))
+        logits = self.clip.logit_scale.exp() * images @ texts.T
+        target = torch.arange(len(images), device=y.device)
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def global_batch(local: torch.Tensor) -> torch.Tensor:
+    """Under DDP, every rank's embeddings of its batch, concatenated (an autograd all-gather: each rank's gradient
+    flows back to the rank that computed it), so the contrastive loss takes its negatives from the global batch, as
+    one process with the global batch does (the authors' DataParallel). Every rank calls the loss in lockstep."""
+    from harness import distributed as dist
+
+    if not dist.active():
+        return local
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(local.contiguous()))
