@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import torch
@@ -68,17 +70,23 @@ def class_probs(
         chunks = (x for x, _ in eval_loader(images, rows, transform, batch_size, workers, device, loaders))
     with autocast(device, amp), clear_shm_errors():
         out = [model(to_float01(x.to(device, non_blocking=True))).float().softmax(-1).cpu() for x in chunks]
-    probs = torch.cat(out).numpy() if out else np.zeros((0, 0))
     if world == 1:
-        return probs
-    shards = [None] * world
-    torch.distributed.all_gather_object(shards, (rows, probs))
-    width = max(p.shape[1] for _, p in shards if len(p)) if len(images) else 0
-    full = np.zeros((len(images), width), dtype=np.float32)
-    for r, p in shards:
-        if len(r):
-            full[r] = p
-    return full
+        return torch.cat(out).numpy() if out else np.zeros((0, 0))
+    return gather_rows(out, len(images), device)
+
+
+def gather_rows(out: list[torch.Tensor], n: int, device: torch.device) -> np.ndarray:
+    """The whole split's rows from every rank's batches of its rows ``rank, rank + world, …``: padded to
+    ceil(n / world) rows each and gathered as one tensor (on ``device``, which is the backend's), so row
+    ``i · world + r`` is rank r's i-th and the padding falls past ``n``."""
+    from harness import distributed as dist
+
+    world = dist.world()
+    width = torch.tensor(out[0].shape[1] if out else 0, device=device)
+    torch.distributed.all_reduce(width, op=torch.distributed.ReduceOp.MAX)  # a rank may hold no rows (n < world)
+    local = torch.cat(out).to(device) if out else torch.zeros((0, int(width)), device=device)
+    gathered = dist.gather_padded(local, math.ceil(n / world))
+    return gathered.transpose(0, 1).reshape(-1, int(width))[:n].cpu().numpy()
 
 
 def predict(

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from harness.data.base import DatasetBundle
@@ -29,6 +32,35 @@ def read_scores(pool_dir: Path, scores_file: str) -> dict[str, dict]:
     stem = scores_file.removesuffix(".jsonl")
     files = [pool_dir / scores_file, *sorted(pool_dir.glob(f"{stem}.shard*.jsonl"))]
     return {r["key"]: r for f in files for r in read_jsonl(f)}
+
+
+class DecodedChunks(Dataset):
+    """Chunk j of the rows to score, decoded (in a DataLoader worker): each row's synthetic image and its real
+    source image, as uint8 arrays (tensors cross from the workers through shared memory; PIL images would be
+    pickled through a pipe). Each real image is read once per chunk."""
+
+    def __init__(self, todo: pd.DataFrame, pool_dir: Path, train, batch_size: int):
+        self.files = [list(todo.file.iloc[s : s + batch_size]) for s in range(0, len(todo), batch_size)]
+        self.sources = [list(todo.source_index.iloc[s : s + batch_size]) for s in range(0, len(todo), batch_size)]
+        self.pool_dir, self.train = pool_dir, train
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, j: int) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+        """The chunk's synthetic images, its distinct real images, and which of those each row's source is."""
+        images = [pixels(Image.open(self.pool_dir / f)) for f in self.files[j]]
+        distinct = list(dict.fromkeys(self.sources[j]))
+        return images, [pixels(self.train.raw(i)) for i in distinct], [distinct.index(i) for i in self.sources[j]]
+
+
+def pixels(img: Image.Image) -> np.ndarray:
+    with img:
+        return np.array(img if img.mode in ("L", "RGB") else img.convert("RGB"))  # a writable copy
+
+
+def as_images(arrays: list[torch.Tensor]) -> list[Image.Image]:
+    return [Image.fromarray(a.numpy()) for a in arrays]
 
 
 def score_pool(
@@ -52,17 +84,22 @@ def score_pool(
         scores_file = f"{scores_file.removesuffix('.jsonl')}.shard{rank:03d}.jsonl"
     scores_path = pool_dir / scores_file
     todo = manifest[~manifest.key.isin(scored)]
-    for start in tqdm(
-        range(0, len(todo), batch_size),
-        desc="score spectrum",
-        unit="batch",
-        disable=not progress or todo.empty,
-        mininterval=2,
+    chunks = DecodedChunks(todo, pool_dir, data.train, batch_size)
+    # images are decoded in data.num_workers worker processes, chunks in order
+    decoded = DataLoader(chunks, batch_size=None, num_workers=min(data.num_workers, len(chunks)))
+    for start, (images, distinct, which) in zip(
+        tqdm(
+            range(0, len(todo), batch_size),
+            desc="score spectrum",
+            unit="batch",
+            disable=not progress or todo.empty,
+            mininterval=2,
+        ),
+        decoded,
     ):
         chunk = todo.iloc[start : start + batch_size]
-        images = [Image.open(pool_dir / f).copy() for f in chunk.file]
-        raw = {i: data.train.raw(i) for i in set(chunk.source_index)}  # each real image read once per chunk
-        sources = [raw[i] for i in chunk.source_index]
+        images, distinct = as_images(images), as_images(distinct)
+        sources = [distinct[k] for k in which]  # rows of one source share its image
         text, image = scorer.score(images, list(chunk.prompt), list(chunk.label), sources)
         rows = [{"key": k, "text_score": float(t), "image_score": float(s)} for k, t, s in zip(chunk.key, text, image)]
         append_jsonl(scores_path, rows)

@@ -212,6 +212,20 @@ class ClipFlyp(Classifier):
             templates = torch.zeros_like(y)
         pick = templates.to(y.device)
         ids, mask = trim_padding(self.prompt_ids[y, pick], self.prompt_mask[y, pick])
-        logits = scaled_cosines(self.clip.logit_scale.exp(), self.features(x), self.text_embeddings(ids, mask))
-        target = torch.arange(len(y), device=y.device)
+        images, texts = global_batch(self.features(x)), global_batch(self.text_embeddings(ids, mask))
+        logits = scaled_cosines(self.clip.logit_scale.exp(), images, texts)
+        target = torch.arange(len(images), device=y.device)
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def global_batch(local: torch.Tensor) -> torch.Tensor:
+    """Under DDP, every rank's embeddings of its batch, concatenated (an autograd all-gather: each rank's gradient
+    flows back to the rank that computed it), so the contrastive loss takes its negatives from the global batch, as
+    one process with the global batch does (the authors' DataParallel). Every rank calls the loss in lockstep."""
+    from harness import distributed as dist
+
+    if not dist.active():
+        return local
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(local.contiguous()))

@@ -63,11 +63,46 @@ def make_optimizer(model: torch.nn.Module, opt: OptimConfig) -> torch.optim.Opti
     raise ValueError(f"optimizer must be adam, adamw or sgd, got {opt.optimizer!r}")
 
 
-def lr_factor(step: int, progress: float, opt: OptimConfig) -> float:
-    """Linear warm-up over ``warmup_steps``, then cosine decay over training progress in [0, 1]."""
-    warm = min(1.0, (step + 1) / opt.warmup_steps) if opt.warmup_steps else 1.0
-    decay = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))) if opt.schedule == "cosine" else 1.0
-    return warm * decay
+# The cosine runs over training progress in epochs (epoch sizes change with the curriculum, so the run's number of
+# steps is not known up front): its scheduler counts progress in ticks of 1/TICKS_PER_EPOCH epoch.
+TICKS_PER_EPOCH = 1000
+
+
+class LRSchedule:
+    """The learning rate of step ``k`` at training progress ``p`` in [0, 1]: ``lr · min(1, (k + 1) / warmup_steps) ·
+    (1 + cos(π p)) / 2`` (the cosine factor is 1 for ``schedule: constant``), that is a linear warm-up from
+    ``lr / warmup_steps`` to ``lr`` over the first ``warmup_steps`` steps times a cosine from ``lr`` to 0 over the run.
+    Both factors are ``torch.optim.lr_scheduler`` schedulers on the same optimizer (each scales the learning rate
+    by its own ratio, as ``ChainedScheduler`` composes them): ``LinearLR`` steps once per optimizer step,
+    ``CosineAnnealingLR`` once per tick of progress (1/``TICKS_PER_EPOCH`` of an epoch)."""
+
+    def __init__(self, opt: torch.optim.Optimizer, cfg: OptimConfig, total_epochs: int):
+        from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR
+
+        w = cfg.warmup_steps
+        self.warmup = LinearLR(opt, start_factor=1 / w, end_factor=1.0, total_iters=w - 1) if w > 1 else None
+        self.cosine = (
+            CosineAnnealingLR(opt, T_max=total_epochs * TICKS_PER_EPOCH, eta_min=0.0)
+            if cfg.schedule == "cosine"
+            else None
+        )
+
+    def after_step(self, epoch: float) -> None:
+        """Called after each optimizer step with the progress (in epochs) of the next step."""
+        if self.warmup is not None:
+            self.warmup.step()
+        if self.cosine is not None:
+            target = min(int(math.floor(epoch * TICKS_PER_EPOCH + 1e-6)), self.cosine.T_max)
+            while self.cosine.last_epoch < target:
+                self.cosine.step()
+
+    def state_dict(self) -> dict:
+        return {k: s.state_dict() for k, s in (("warmup", self.warmup), ("cosine", self.cosine)) if s is not None}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, s in (("warmup", self.warmup), ("cosine", self.cosine)):
+            if s is not None:
+                s.load_state_dict(state[k])
 
 
 def rank_shard(perm: torch.Tensor, rank: int, world: int) -> torch.Tensor:
@@ -199,6 +234,23 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
+class OwnLoss(torch.nn.Module):
+    """A model that trains with its own objective (FLYP's contrastive loss), as a module whose forward returns that
+    loss, so DistributedDataParallel's forward, and with it its gradient hooks (bucketed all-reduce), run it."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, templates: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.loss(x, y) if templates is None else self.model.loss(x, y, templates)
+
+
+def cuda_rng_state() -> list[torch.Tensor]:
+    """Every visible GPU's RNG state (dropout on a GPU draws from it); none without CUDA."""
+    return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+
+
 class Trainer:
     """Holds the model, optimizer and step count across the epochs of one run."""
 
@@ -223,15 +275,17 @@ class Trainer:
         self.amp = amp_dtype(opt_cfg.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)  # fp16 needs loss scaling
         self.opt = make_optimizer(model, opt_cfg)
+        self.schedule = LRSchedule(self.opt, opt_cfg, total_epochs)
         self.log_prior, self.device, self.workers, self.transform = log_prior, device, workers, transform
         self.loader = EpochLoader(opt_cfg.batch_size, workers, device, transform)  # its workers live across epochs
         self.g = torch.Generator().manual_seed(seed)
         self.step = 0
         self.rank, self.world = (dist.rank(), dist.world()) if distributed else (0, 1)
-        self.net = self.model
-        if self.world > 1 and not callable(getattr(model, "loss", None)):
+        self.own_loss = callable(getattr(model, "loss", None))  # a model may train with its own objective (FLYP)
+        self.net = OwnLoss(self.model) if self.own_loss else self.model
+        if self.world > 1:
             self.net = DistributedDataParallel(
-                self.model, device_ids=[device.index or torch.cuda.current_device()] if device.type == "cuda" else None
+                self.net, device_ids=[device.index or torch.cuda.current_device()] if device.type == "cuda" else None
             )
 
     def train_epoch(self, parts: list[Part], epoch: int, max_steps: int | None = None) -> float:
@@ -260,24 +314,19 @@ class Trainer:
         ):
             if max_steps is not None and i >= max_steps:
                 break
-            progress = (epoch + i / steps_per_epoch) / self.total_epochs
-            for group in self.opt.param_groups:
-                group["lr"] = self.cfg.lr * lr_factor(self.step, progress, self.cfg)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            own_loss = getattr(self.model, "loss", None)  # a model may train with its own objective (FLYP)
             with autocast(self.device, self.amp):
                 loss = (
-                    (own_loss(x, y) if n_templates is None else own_loss(x, y, t))
-                    if callable(own_loss)
+                    (self.net(x, y) if n_templates is None else self.net(x, y, t))
+                    if self.own_loss
                     else classification_loss(self.net(x).float(), y, self.cfg.loss, self.log_prior)
                 )
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
-            if self.world > 1 and self.net is self.model:
-                self.average_gradients()  # a model's own loss bypasses DDP's forward, so it goes unwrapped
             self.scaler.step(self.opt)
             self.scaler.update()
+            self.schedule.after_step(epoch + (i + 1) / steps_per_epoch)
             self.step += 1
             losses.append(loss.item())
         mean = float(np.mean(losses)) if losses else float("nan")
@@ -287,14 +336,6 @@ class Trainer:
             mean = total.item() / self.world
         return mean
 
-    def average_gradients(self) -> None:
-        for p in self.model.parameters():
-            if p.requires_grad:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                torch.distributed.all_reduce(p.grad)
-                p.grad /= self.world
-
     def state(self) -> dict:
         return {
             "model": self.model.state_dict(),
@@ -302,10 +343,17 @@ class Trainer:
             "step": self.step,
             "g": self.g.get_state(),
             "torch_rng": torch.get_rng_state(),  # the global RNG drives dropout
+            "cuda_rng": cuda_rng_state(),  # and on a GPU, the GPU's
             "scaler": self.scaler.state_dict(),
+            "schedule": self.schedule.state_dict(),
         }
 
     def load_state(self, state: dict) -> None:
+        if "schedule" not in state:
+            raise DataError(
+                "checkpoint has no learning-rate schedule state (written by an older harness): "
+                "delete the checkpoint.pt to retrain from the start"
+            )
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.step = state["step"]
@@ -313,3 +361,6 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.schedule.load_state_dict(state["schedule"])

@@ -11,6 +11,7 @@ import pytest
 import torch
 from fakes import QUICK_GENERATION
 from mlflow.tracking import MlflowClient
+from torch.nn.parallel import DistributedDataParallel
 
 from harness.config import OptimConfig
 from harness.data.base import TensorImages
@@ -36,26 +37,41 @@ def tiny_part() -> Part:
     return Part(TensorImages(images, np.arange(N) % 3, [str(i) for i in range(N)]), np.arange(N))
 
 
+def flyp_part() -> Part:
+    g = torch.Generator().manual_seed(2)
+    return Part(
+        TensorImages(torch.rand(N, 3, 8, 8, generator=g), np.arange(N) % 3, [str(i) for i in range(N)]), np.arange(N)
+    )
+
+
 class OwnLoss(torch.nn.Sequential):
-    """A model that trains with its own objective (as FLYP does), so it bypasses DDP's forward."""
+    """A model that trains with its own objective (as FLYP does)."""
 
     def loss(self, x, y):
         return torch.nn.functional.cross_entropy(self(x), y)
 
 
-def tiny_model(own_loss: bool = False) -> torch.nn.Module:
+def tiny_model(kind: str = "plain") -> torch.nn.Module:
+    if kind == "flyp":  # the tiny random CLIP, fine-tuned with FLYP's contrastive loss
+        from harness.models_paper import ClipFlyp
+        from harness.tiny_models import tiny_clip
+
+        clip, processor = tiny_clip(seed=0, image_size=8)
+        return ClipFlyp(clip, processor.tokenizer, ["cat", "dog", "fox"], ["a photo of {name}."])
     torch.manual_seed(0)
-    return (OwnLoss if own_loss else torch.nn.Sequential)(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    return (OwnLoss if kind == "own_loss" else torch.nn.Sequential)(torch.nn.Flatten(), torch.nn.Linear(4, 3))
 
 
-def train(opt: OptimConfig, distributed: bool, own_loss: bool = False) -> tuple[Trainer, list[float]]:
-    trainer = Trainer(
-        tiny_model(own_loss), opt, opt.epochs, None, seed=0, device=torch.device("cpu"), distributed=distributed
-    )
-    return trainer, [trainer.train_epoch([tiny_part()], epoch) for epoch in range(opt.epochs)]
+def train(opt: OptimConfig, distributed: bool, kind: str = "plain") -> tuple[Trainer, list[float]]:
+    model = tiny_model(kind)  # FLYP: each rank's contrastive loss takes its negatives from the global batch
+    if kind == "flyp":  # Adam would turn float noise in CLIP's near-zero gradients (attention keys) into full steps
+        opt = OptimConfig(**{**vars(opt), "optimizer": "sgd"})
+    trainer = Trainer(model, opt, opt.epochs, None, seed=0, device=torch.device("cpu"), distributed=distributed)
+    part = flyp_part() if kind == "flyp" else tiny_part()
+    return trainer, [trainer.train_epoch([part], epoch) for epoch in range(opt.epochs)]
 
 
-def ddp_worker(rank: int, port: int, out: str, own_loss: bool) -> None:
+def ddp_worker(rank: int, port: int, out: str, kind: str) -> None:
     os.environ.update(
         RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
@@ -69,24 +85,28 @@ def ddp_worker(rank: int, port: int, out: str, own_loss: bool) -> None:
         )
         for v in (x[:, 0, 0, 0] * N).round()
     ]
-    trainer, losses = train(OPT, distributed=True, own_loss=own_loss)
-    assert trainer.world == 2 and (trainer.net is trainer.model) == own_loss  # DDP wraps unless the model has a loss
+    torch.manual_seed(0)
+    trainer, losses = train(OPT, distributed=True, kind=kind)
+    assert trainer.world == 2 and isinstance(trainer.net, DistributedDataParallel)  # every model, own loss or not
+    assert (trainer.net.module is trainer.model) == (kind == "plain")  # a model's own loss: DDP wraps a loss module
     torch.save({"seen": seen, "losses": losses, "model": trainer.state()["model"]}, f"{out}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
-@pytest.mark.parametrize("own_loss", [False, True])
-def test_two_ranks_match_one_process_with_the_global_batch(tmp_path, own_loss):
-    torch.multiprocessing.spawn(ddp_worker, args=(free_port(), str(tmp_path), own_loss), nprocs=2)
+@pytest.mark.parametrize("kind", ["plain", "own_loss", "flyp"])
+def test_two_ranks_match_one_process_with_the_global_batch(tmp_path, kind):
+    torch.multiprocessing.spawn(ddp_worker, args=(free_port(), str(tmp_path), kind), nprocs=2)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert len(r0["seen"]) == len(r1["seen"]) == N // 2 and sorted(r0["seen"] + r1["seen"]) == list(range(N))
     for k in r0["model"]:
         assert torch.equal(r0["model"][k], r1["model"][k]), k  # gradients were averaged: ranks never drift
-    one, losses = train(OptimConfig(**{**vars(OPT), "batch_size": 2 * PER_RANK_BATCH}), False, own_loss)
+    torch.manual_seed(0)
+    one, losses = train(OptimConfig(**{**vars(OPT), "batch_size": 2 * PER_RANK_BATCH}), False, kind)
     for k, v in one.model.state_dict().items():
-        assert torch.allclose(r0["model"][k], v, atol=1e-6), k
-    assert r0["losses"] == r1["losses"] and np.allclose(r0["losses"], losses, atol=1e-6)
-    assert not torch.equal(one.model.state_dict()["1.weight"], tiny_model().state_dict()["1.weight"])
+        assert torch.allclose(r0["model"][k], v, atol=1e-5), k
+    assert r0["losses"] == r1["losses"] and np.allclose(r0["losses"], losses, atol=1e-5)
+    before = tiny_model(kind).state_dict()
+    assert any(not torch.equal(v, before[k]) for k, v in one.model.state_dict().items())  # it trained
 
 
 def test_shards_pad_to_equal_length():
@@ -159,9 +179,16 @@ class CountingModel(torch.nn.Module):
         return self.net(x)
 
 
-def eval_images() -> TensorImages:
+def eval_images(n: int = 9) -> TensorImages:
     g = torch.Generator().manual_seed(1)
-    return TensorImages(torch.rand(9, 1, 2, 2, generator=g), np.arange(9) % 3, [str(i) for i in range(9)])
+    return TensorImages(torch.rand(n, 1, 2, 2, generator=g), np.arange(n) % 3, [str(i) for i in range(n)])
+
+
+def no_pickled_gather(*args, **kwargs):
+    raise AssertionError("evaluation outputs are gathered as tensors, not pickled objects")
+
+
+EVAL_CASES = (("memory", None, 9), ("loader", "identity", 9), ("one image", None, 1))
 
 
 def eval_worker(rank: int, port: int, out: str) -> None:
@@ -174,11 +201,13 @@ def eval_worker(rank: int, port: int, out: str) -> None:
     from harness.evaluate import class_probs
 
     distributed.init_from_env()
+    torch.distributed.all_gather_object = no_pickled_gather
     results = {}
-    for name, transform in (("memory", None), ("loader", v2.Identity())):
+    for name, transform, n in EVAL_CASES:
         model = CountingModel()
+        transform = v2.Identity() if transform else None
         probs = class_probs(
-            model, eval_images(), torch.device("cpu"), batch_size=2, transform=transform, distributed=True
+            model, eval_images(n), torch.device("cpu"), batch_size=2, transform=transform, distributed=True
         )
         results[name] = (probs, model.seen)
     torch.save(results, f"{out}/eval{rank}.pt")
@@ -186,16 +215,19 @@ def eval_worker(rank: int, port: int, out: str) -> None:
 
 
 def test_sharded_evaluation_equals_one_process(tmp_path):
-    """Under torchrun each rank evaluates half of a split (9 images: 5 and 4) and every rank ends with the whole
-    split's probabilities, equal to one process's."""
+    """Under torchrun each rank evaluates half of a split (9 images: 5 and 4; 1 image: 1 and 0) and every rank ends
+    with the whole split's probabilities, equal to one process's, gathered as tensors (gloo runs
+    all_gather_single / all_gather_into_tensor on CPU tensors)."""
     from torchvision.transforms import v2
 
     from harness.evaluate import class_probs
 
     torch.multiprocessing.spawn(eval_worker, args=(free_port(), str(tmp_path)), nprocs=2)
     ranks = [torch.load(tmp_path / f"eval{r}.pt", weights_only=False) for r in (0, 1)]
-    for name, transform in (("memory", None), ("loader", v2.Identity())):
-        one = class_probs(CountingModel(), eval_images(), torch.device("cpu"), batch_size=2, transform=transform)
-        assert sorted(r[name][1] for r in ranks) == [4, 5]
+    for name, transform, n in EVAL_CASES:
+        transform = v2.Identity() if transform else None
+        one = class_probs(CountingModel(), eval_images(n), torch.device("cpu"), batch_size=2, transform=transform)
+        assert sorted(r[name][1] for r in ranks) == [n // 2, n - n // 2]
         for r in ranks:
+            assert r[name][0].shape == one.shape == (n, 3) and r[name][0].dtype == np.float32
             assert np.allclose(r[name][0], one, atol=1e-6)

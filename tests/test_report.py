@@ -104,6 +104,11 @@ def method_runs_from_mlflow(workdir, experiment) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def markdown_row(markdown: str, label: str) -> str:
+    """The Markdown table's row of ``label`` (cells are padded to the column's width)."""
+    return next(line for line in markdown.splitlines() if line.startswith("|") and line.split("|")[1].strip() == label)
+
+
 @pytest.mark.slow
 def test_table_cells_match_the_runs(store, report):
     workdir, cfg = store
@@ -113,7 +118,7 @@ def test_table_cells_match_the_runs(store, report):
     table = pd.read_csv(out / "tables" / "results.csv", index_col="method")
     markdown = (out / "tables" / "results.md").read_text()
     for method, group in runs.groupby("method"):
-        row = next(line for line in markdown.splitlines() if line.startswith(f"| {method} |"))
+        row = markdown_row(markdown, method)
         for metric in ["test/acc", "test/acc_many", "test/acc_medium", "test/acc_few"]:
             values = group[metric].dropna() * 100
             assert table.loc[method, f"{metric}:mean"] == pytest.approx(values.mean())
@@ -128,11 +133,13 @@ def test_best_mean_is_bold_and_paper_columns_are_labelled(report):
     table = pd.read_csv(out / "tables" / "results.csv", index_col="method")
     markdown = (out / "tables" / "results.md").read_text()
     best = table["test/acc:mean"].idxmax()
-    row = next(line for line in markdown.splitlines() if line.startswith(f"| {best} |"))
+    row = markdown_row(markdown, best)
     assert f"**{table.loc[best, 'test/acc:mean']:.2f}" in row
     assert "All (paper)" in markdown and "not ours" in markdown
-    plain = next(line for line in markdown.splitlines() if line.startswith("| plain |"))
-    assert "35.80" in plain and "| CE |" in plain  # the paper's CE row beside our plain fine-tune
+    plain = markdown_row(markdown, "plain")
+    assert "35.80" in plain and "CE" in [
+        c.strip() for c in plain.split("|")
+    ]  # the paper's CE row beside our plain fine-tune
     assert "\\textbf{" in (out / "tables" / "results.tex").read_text()
 
 
@@ -258,3 +265,28 @@ def test_iwildcam_table_gets_the_paper_iwildcam_columns():
     assert t.cells.loc["discl_adaptive", "OOD (paper)"] == "38.2 (0.5)"
     assert t.cells.loc["plain", "OOD F1"] == "31.00 (1.00)" and t.bold.loc["discl_adaptive", "OOD F1"]
     assert not t.bold.loc["plain", "OOD F1"]
+
+
+def test_writers_render_bold_best_and_mean_std_in_every_format():
+    """The Markdown (tabulate), LaTeX and HTML (pandas Styler) renderings of one table: the same mean (std)
+    cells, the best mean bold in each format's way, special characters escaped."""
+    from reports import tables
+
+    runs = pd.DataFrame(
+        {
+            "label": ["plain"] * 2 + ["discl_λ→1"] * 2,
+            "method": ["plain"] * 2 + ["discl_λ→1"] * 2,
+            "loss": "ce",
+            "seed": [0, 1] * 2,
+            "test/acc": [0.30, 0.32, 0.35, 0.39],
+        }
+    )
+    t = tables.results_table(runs, ["plain", "discl_λ→1"])
+    markdown, latex, page = tables.to_markdown(t), tables.to_latex(t), tables.to_html(t)
+    assert "31.00 (1.41)" in markdown_row(markdown, "plain") and "**" not in markdown_row(markdown, "plain")
+    assert "**37.00 (2.83)**" in markdown_row(markdown, "discl_λ→1")
+    assert r"discl\_$\lambda$$\to$1 & \textbf{37.00 (2.83)} & 2 \\" in latex
+    assert r"plain & 31.00 (1.41) & 2 \\" in latex and r"\toprule" in latex and r"mean (std)" in latex
+    assert re.search(r"#T_results_row1_col0 \{\s*font-weight: bold;\s*\}", page)  # the second row's Overall cell
+    assert re.search(r'id="T_results_row1_col0"[^>]*>37.00 \(2.83\)</td>', page)
+    assert not re.search(r"#T_results_row0_col\d \{\s*font-weight", page)

@@ -135,3 +135,45 @@ def test_scoring_shards_are_contiguous_blocks_and_merge_to_one_process(tmp_path)
     again = CountingScorer()
     score_pool(again, data, manifest, pool, "two.jsonl", progress=False)  # one process after two ranks
     assert again.sources == []
+
+
+class PidRecordingImages:
+    """The training split, noting in ``folder`` the id of each process that decodes one of its images."""
+
+    def __init__(self, images, folder):
+        self.images, self.folder = images, folder
+
+    def raw(self, i):
+        (self.folder / str(os.getpid())).touch()
+        return self.images.raw(i)
+
+
+def test_scoring_decodes_images_in_dataloader_workers(tmp_path):
+    """With data.params.num_workers > 0 the images are decoded in worker processes, not in the scoring process,
+    and the scores are the same as without workers."""
+    data = get_dataset("digits_lt")(load_config("digits_lt_tiny"))
+    pool, pids = tmp_path / "pool", tmp_path / "pids"
+    pool.mkdir(), pids.mkdir()
+    rows = []
+    for i, source in enumerate([3, 3, 5, 5, 8, 8, 13]):
+        Image.fromarray(np.full((8, 8, 3), i * 30, dtype=np.uint8)).save(pool / f"{i}.png")
+        rows.append({"key": f"k{i}", "file": f"{i}.png", "source_index": source, "label": 0, "prompt": "p"})
+    manifest = pd.DataFrame(rows)
+    one = score_pool(CountingScorer(), data, manifest, pool, "one.jsonl", batch_size=2, progress=False)
+    data.splits["train"], data.num_workers = PidRecordingImages(data.train, pids), 2
+    scorer = DistinctScorer()
+    two = score_pool(scorer, data, manifest, pool, "two.jsonl", batch_size=2, progress=False)
+    decoders = {int(p.name) for p in pids.iterdir()}
+    assert decoders and os.getpid() not in decoders
+    assert two.text_score.tolist() == one.text_score.tolist() and two.image_score.tolist() == one.image_score.tolist()
+    assert scorer.distinct == [1, 1, 1, 1]  # chunks of 2 rows, both of one source: one decoded image each
+
+
+class DistinctScorer(CountingScorer):
+    def __init__(self):
+        super().__init__()
+        self.distinct = []
+
+    def score(self, images, prompts, labels, sources):
+        self.distinct.append(len({id(s) for s in sources}))
+        return super().score(images, prompts, labels, sources)
