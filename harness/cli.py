@@ -7,19 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
-from harness.config import ConfigError, list_experiments, load_config
+from harness.config import list_experiments, load_config
+from harness.errors import HarnessError, UserError
 from harness.workdir import resolve_workdir, tracking_uri
-
-
-class UserError(Exception):
-    """A problem the user can fix; printed as one line."""
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    from harness.data.base import DataError
-    from harness.registry import UnknownNameError
-
-    return ConfigError, DataError, UnknownNameError, UserError, FileNotFoundError
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -99,23 +89,18 @@ def cmd_sweep(args) -> int:
 
     sweep = sw.make_sweep(args.experiment, args.overrides, args.workdir, args.storage, args.study)
     say = (lambda line: None) if args.quiet and args.action == "worker" else (lambda line: print(line, flush=True))
-    try:
-        if args.action == "init":
-            study = sw.init_study(sweep)
-            print(
-                f"study {sweep.study_name} in {sweep.storage_url}; MLflow parent run {study.user_attrs[sw.PARENT_ATTR]}"
-            )
-            return 0
-        if args.trials is None:
-            raise UserError("harness sweep: give --trials N")
-        if args.action == "worker":
-            counts = sw.work(sweep, args.trials, args.worker_index, say=say)
-            if counts.finished >= args.trials:
-                sw.finalize(sweep, args.trials)
-            return 0
-        out = sw.run_sweep(sweep, args.trials, args.workers, say=say)
-    except sw.SweepError as e:
-        raise UserError(str(e)) from None
+    if args.action == "init":
+        study = sw.init_study(sweep)
+        print(f"study {sweep.study_name} in {sweep.storage_url}; MLflow parent run {study.user_attrs[sw.PARENT_ATTR]}")
+        return 0
+    if args.trials is None:
+        raise UserError("harness sweep: give --trials N")
+    if args.action == "worker":
+        counts = sw.work(sweep, args.trials, args.worker_index, say=say)
+        if counts.finished >= args.trials:
+            sw.finalize(sweep, args.trials)
+        return 0
+    out = sw.run_sweep(sweep, args.trials, args.workers, say=say)
     print(sw.progress_line(out["study"], args.trials))
     for t in out["best"]:
         print(f"best trial {t.number}: {', '.join(f'{v:.4f}' for v in t.values)}  {t.params}")
@@ -136,14 +121,10 @@ def cmd_report(args) -> int:
     import time
 
     from reports import build_report
-    from reports.collect import NoRunsError
 
     workdir = resolve_workdir(args.workdir)
     start = time.perf_counter()
-    try:
-        index = build_report(args.experiment, workdir, Path(args.out) if args.out else None, paper=args.paper)
-    except NoRunsError as e:
-        raise UserError(str(e)) from None
+    index = build_report(args.experiment, workdir, Path(args.out) if args.out else None, paper=args.paper)
     print(f"report of {args.experiment} in {time.perf_counter() - start:.1f} s: {index}")
     print(f"tables: {index.parent / 'tables'}; figures: {index.parent / 'figures'}")
     return 0
@@ -265,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.fn(args)
-    except user_errors() as e:
+    except HarnessError as e:
         if args.debug:
             raise
         print(f"harness: error: {e}", file=sys.stderr)

@@ -32,10 +32,12 @@ from pydantic import (
     model_validator,
 )
 
+from harness.errors import HarnessError
+
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 
 
-class ConfigError(ValueError):
+class ConfigError(HarnessError, ValueError):
     """A config problem the user can fix; the message is one line."""
 
 

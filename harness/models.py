@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from harness.config import build
+from harness.errors import MissingFileError
 from harness.registry import get_model, register_model
 
 
@@ -88,7 +89,7 @@ def load_weights(path: str | Path) -> dict:
     ``state_dict`` / ``model``)."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"no weights file {p}")
+        raise MissingFileError(f"no weights file {p}")
     if p.suffix == ".safetensors":
         return load_file(str(p))
     state = torch.load(p, map_location="cpu", weights_only=True)

@@ -15,12 +15,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from harness.errors import HarnessError
+
 log = logging.getLogger("harness")
 
 PARENT_TAG = "mlflow.parentRunId"
 
 
-class NoRunsError(LookupError):
+class NoRunsError(HarnessError, LookupError):
     """The experiment has no finished method runs."""
 
 
