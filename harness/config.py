@@ -664,15 +664,6 @@ def stable_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
-def data_identity(cfg: Config) -> dict[str, Any]:
-    """The data settings that decide which images a dataset holds: the key of caches built from the data alone
-    (a new unrelated ``data`` field, a different corrupt-image tolerance or worker count must not retrain the
-    generator; a names file enters by its contents). See ``harness.cache_keys``."""
-    from harness.cache_keys import data_identity as identity
-
-    return identity(cfg)
-
-
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():

@@ -19,7 +19,7 @@ import torch
 
 from harness import distributed as dist
 from harness.base_model import train_base
-from harness.cache_keys import base_key, pool_key, scorer_key  # noqa: F401 (reports import them from here)
+from harness.cache_keys import pool_key, scorer_key
 from harness.config import Config
 from harness.curriculum import (
     Curriculum,

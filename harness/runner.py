@@ -128,14 +128,15 @@ def run_experiment(
     todo = dist.share(todo)
     if todo:
         prep = prepare_all_ranks(cfg, workdir, sorted({m for m, _, _ in todo}), progress)
-        grid_path = None
-        if prep.pool_dir is not None and len(prep.pool) and dist.is_main():
-            grid_path = Path(tempfile.mkdtemp()) / "grid.png"
-            fig = plots.spectrum_grid(prep.pool, prep.pool_dir, prep.data.train)
-            fig.savefig(grid_path, dpi=110)
-            plots.close(fig)
-        for m, s, h in todo:
-            rows.append(run_one(cfg, workdir, prep, m, s, h, grid_path, progress, tags, force))
+        with tempfile.TemporaryDirectory(prefix="harness-grid-") as tmp:  # the spectrum grid, logged by each run
+            grid_path = None
+            if prep.pool_dir is not None and len(prep.pool) and dist.is_main():
+                grid_path = Path(tmp) / "grid.png"
+                fig = plots.spectrum_grid(prep.pool, prep.pool_dir, prep.data.train)
+                fig.savefig(grid_path, dpi=110)
+                plots.close(fig)
+            for m, s, h in todo:
+                rows.append(run_one(cfg, workdir, prep, m, s, h, grid_path, progress, tags, force))
     return pd.DataFrame(rows)
 
 

@@ -131,8 +131,6 @@ class Run:
         run_id: str | None = None,
         parent_run_id: str | None = None,
     ):
-        from mlflow.entities import Metric, Param, RunTag  # noqa: F401
-
         self.c = client(workdir)
         if run_id is None:
             tags = {**source_tags(), **(tags or {})}

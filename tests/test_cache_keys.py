@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from harness.config import data_identity, load_config
-from harness.pipeline import base_key, pool_key, scorer_key
+from harness.cache_keys import base_key, data_identity, pool_key, scorer_key
+from harness.config import load_config
 
 KEYS = {"base": base_key, "pool": pool_key, "scorer": scorer_key, "data": lambda cfg: str(data_identity(cfg))}
 

@@ -9,8 +9,9 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
+from harness.cache_keys import pool_key
 from harness.config import load_config
-from harness.pipeline import fine_tune, pool_key, prepare
+from harness.pipeline import fine_tune, prepare
 from harness.spectrum import read_manifest
 
 pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
