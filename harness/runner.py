@@ -13,6 +13,7 @@ import yaml
 
 from harness import distributed as dist
 from harness import plots
+from harness.cache_keys import run_key
 from harness.config import Config, stable_hash, validate
 from harness.domain import domain_frame
 from harness.filter import acceptance_by_level
@@ -26,12 +27,8 @@ log = logging.getLogger("harness")
 
 
 def run_config_hash(cfg: Config, method: str) -> str:
-    """What determines one run besides its seed: the config less the run list and other methods' params."""
-    d = cfg.to_dict()
-    for k in ("methods", "seeds", "name", "description", "sweep", "tracking"):
-        d.pop(k, None)
-    d["method_params"] = cfg.method_params.get(method, {})
-    return stable_hash(d)
+    """What determines one run besides its seed (``harness.cache_keys.run_key``, at this process's world size)."""
+    return run_key(cfg, method, dist.world())
 
 
 def finished_run(workdir: Path, cfg: Config, method: str, seed: int, config_hash: str):
