@@ -149,8 +149,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    import subprocess
-
     workdir = resolve_workdir(args.workdir)
     from harness.tracking import client
 
@@ -171,7 +169,48 @@ def cmd_ui(args) -> int:
     ]
     # MLflow 3.17's UI opens on its GenAI views unless told the workflow (the experiments' kind tag alone does not)
     print(f"MLflow UI on http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning (Ctrl-C to stop)")
-    return subprocess.call(cmd)
+    return serve(cmd)
+
+
+def serve(cmd: list[str]) -> int:
+    """Run the server ``cmd`` in a process group of its own and end the whole group (the MLflow server and its
+    uvicorn / gunicorn workers) when this process ends: by Ctrl-C, or by SIGTERM / SIGHUP as a job scheduler or
+    ``kill`` sends it, which would otherwise leave the workers running and the port bound."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def end(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = {s: signal.signal(s, end) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        end_group(proc)
+
+
+def end_group(proc, grace_s: float = 10.0) -> None:
+    """SIGTERM to every process of ``proc``'s group (it leads it), then SIGKILL to those still there after
+    ``grace_s``."""
+    import os
+    import signal
+    import time
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the leader: a zombie still counts as a member of its group
+            os.killpg(proc.pid, 0)  # ProcessLookupError once the group is empty
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def parser() -> argparse.ArgumentParser:
