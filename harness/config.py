@@ -607,6 +607,10 @@ def validate(cfg: Config, path: Path | str = "config", methods: list[str] | tupl
         )
     validate_metric_names(cfg, bad)
     check_methods(cfg, methods, bad)
+    from harness.applicability import inapplicable  # a setting no code path reads for the chosen components
+
+    for key, why in inapplicable(cfg)[:1]:
+        bad(f"{key}: {why}")
 
 
 def fmt_lambda(levels: typing.Iterable[float]) -> str:

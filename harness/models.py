@@ -19,6 +19,8 @@ class Classifier(nn.Module):
     """``forward = head(features(x))``; subclasses define ``features`` and ``head``."""
 
     head: nn.Module
+    # trains with its own objective, ``loss(x, y)`` (FLYP's contrastive loss): train.loss and base.loss do not apply
+    own_loss: bool = False
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -124,6 +124,7 @@ class ClipFlyp(Classifier):
     (the mean over templates), so the head is the text tower itself and is fine-tuned with it."""
 
     needs_class_names = True
+    own_loss = True  # the contrastive loss below: train.loss and base.loss are refused at config load
 
     @classmethod
     def has_pretrained(cls, cfg) -> bool:

@@ -48,6 +48,7 @@ LAYERS = [  # highest first
         "core",
         [
             "harness.errors",
+            "harness.applicability",
             "harness.registry",
             "harness.config",
             "harness.io",

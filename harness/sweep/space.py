@@ -38,6 +38,14 @@ def objective_names(cfg: Config) -> list[str]:
     return ["val/f1_macro" if "iwildcam" in cfg.data.name else "val/acc_few"]
 
 
+def searched_losses(cfg: Config) -> list[str]:
+    """``sweep.space.losses``, or none when the model trains with its own loss (``Classifier.own_loss``, FLYP):
+    a dimension with no effect is left out of the space."""
+    from harness.registry import get_model
+
+    return [] if get_model(cfg.model.name).own_loss else list(cfg.sweep.space.losses)
+
+
 def sweep_methods(cfg: Config) -> list[str]:
     return [ORDERING_METHODS[o] for o in cfg.sweep.space.orderings] or ["discl_diverse_to_specific"]
 
@@ -98,7 +106,7 @@ def suggest(trial: optuna.Trial, cfg: Config) -> dict[str, Any]:
         params["probe_steps"] = suggest_choice(
             trial, "probe_steps", space.probe_steps, cfg.curriculum.adaptive.probe_steps
         )
-    params["loss"] = suggest_choice(trial, "loss", space.losses, train.loss)
+    params["loss"] = suggest_choice(trial, "loss", searched_losses(cfg), train.loss)
     return params
 
 
@@ -115,7 +123,7 @@ def paper_params(cfg: Config) -> dict[str, Any]:
     for name, value in own_values(cfg).items():
         if getattr(space, name) is not None:
             params[name] = value
-    if len(space.losses) > 1:
+    if len(searched_losses(cfg)) > 1:
         params["loss"] = train.loss
     return params
 
