@@ -65,8 +65,8 @@ RULES: list[Rule] = [
     *(
         Rule(
             f"sweep.{key}",
-            lambda c: c.sweep.pruner == "median" and not c.sweep.multi_objective,
-            lambda c: "read only by the median pruner (sweep.pruner: median, one objective)",
+            lambda c: c.sweep.pruner == "median",
+            lambda c: f"read only by sweep.pruner: median ({c.sweep.pruner})",
         )
         for key in ("pruner_startup_trials", "pruner_warmup_epochs")
     ),
