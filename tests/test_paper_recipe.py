@@ -44,20 +44,25 @@ def with_train(prep, **changes):
 # --------------------------------------------------------------------------- item 2: transforms
 
 
-def test_paper_transforms_are_config():
-    lt = load_config("imagenet_lt_discl")
-    assert [next(iter(s)) if isinstance(s, dict) else s for s in lt.data.train_transform] == [
-        "RandomResizedCrop",
-        "RandomHorizontalFlip",
-        "ColorJitter",
-    ]
-    assert lt.data.eval_transform == [{"Resize": {"size": 256}}, {"CenterCrop": {"size": 224}}]
-    wild = load_config("iwildcam_discl")
-    assert (
-        wild.data.train_transform
-        == wild.data.eval_transform
-        == [{"Resize": {"size": 224, "interpolation": "bicubic"}}, {"CenterCrop": {"size": 224}}]
-    )
+def apply_transforms(experiment: str, image: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from harness.transforms import build_transform
+
+    cfg = load_config(experiment)
+    size = cfg.data.image_size
+    torch.manual_seed(seed)
+    return tuple(build_transform(getattr(cfg.data, k), size)(image) for k in ("train_transform", "eval_transform"))
+
+
+def test_paper_transforms_augment_imagenet_lt_and_not_iwildcam():
+    """What the recipes' transforms do: ImageNet-LT trains on random crops / flips / colour jitter and evaluates on a
+    fixed centre crop; iWildCam (FLYP) trains and evaluates on CLIP's deterministic preprocessing."""
+    image = torch.randint(0, 256, (3, 300, 400), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    (lt_train_a, lt_eval_a), (lt_train_b, lt_eval_b) = (apply_transforms("imagenet_lt_discl", image, s) for s in (1, 2))
+    assert lt_train_a.shape == lt_eval_a.shape == (3, 224, 224) and lt_train_a.dtype == torch.uint8
+    assert not torch.equal(lt_train_a, lt_train_b) and torch.equal(lt_eval_a, lt_eval_b)
+    (wild_train_a, wild_eval_a), (wild_train_b, _) = (apply_transforms("iwildcam_discl", image, s) for s in (1, 2))
+    assert wild_train_a.shape == (3, 224, 224)
+    assert torch.equal(wild_train_a, wild_eval_a) and torch.equal(wild_train_a, wild_train_b)
 
 
 @pytest.mark.parametrize(
