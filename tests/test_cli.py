@@ -32,6 +32,7 @@ def workdir(tmp_path_factory):
     return wd
 
 
+@pytest.mark.slow  # trains a tiny run (module fixture)
 def test_a_speed_only_setting_reuses_the_finished_run(workdir, capsys):
     """`--set spectrum.batch_size=64` (or another worker count, or device) reran a finished run before."""
     (before,) = plain_runs(workdir)
@@ -43,6 +44,7 @@ def test_a_speed_only_setting_reuses_the_finished_run(workdir, capsys):
     assert len(plain_runs(workdir)) == 1
 
 
+@pytest.mark.slow  # trains a tiny run (module fixture)
 def test_force_reruns_in_a_new_run(workdir, capsys):
     (before,) = plain_runs(workdir)
     argv = ["run", "-e", "digits_lt_tiny", "-m", "plain", "-s", "0", "--workdir", str(workdir), *QUICK]
@@ -56,6 +58,7 @@ def test_force_reruns_in_a_new_run(workdir, capsys):
     assert len(plain_runs(workdir)) == 2
 
 
+@pytest.mark.slow  # trains a tiny run (module fixture)
 def test_evaluate_reproduces_the_logged_test_metrics(workdir, capsys):
     run = plain_runs(workdir)[0]
     capsys.readouterr()
@@ -68,6 +71,7 @@ def test_evaluate_reproduces_the_logged_test_metrics(workdir, capsys):
         assert now == pytest.approx(logged, abs=1e-4)
 
 
+@pytest.mark.slow  # trains a tiny run (module fixture)
 def test_evaluate_an_unknown_run_is_one_line(workdir, capsys):
     assert main(["evaluate", "--run", "0" * 32, "--workdir", str(workdir)]) == 2
     err = capsys.readouterr().err.strip()
