@@ -1,7 +1,7 @@
 """Name → component registries, in the style of timm's ``register_model`` / ``create_model``.
 
-A leaf module: it imports nothing of the harness. Components come from entry points, the built-in ones from this
-package's own (``pyproject.toml``) and a plugin's from its package, e.g.::
+A leaf module: it imports nothing of the harness but its error base (``harness.errors``). Components come from
+entry points, the built-in ones from this package's own (``pyproject.toml``) and a plugin's from its package, e.g.::
 
     [project.entry-points."discl_harness.methods"]
     my_schedule = "my_plugin.schedule:MySchedule"

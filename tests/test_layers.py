@@ -1,7 +1,7 @@
 """Imports run one way: cli → runner/sweep/reports → pipeline → phases → data/models → registry, config, io.
 
 A module may import from its own layer or a lower one, never a higher one (function-local imports included), and
-the registry imports nothing of the harness: components reach it through entry points."""
+the registry imports nothing of the harness but harness.errors: components reach it through entry points."""
 
 import ast
 from pathlib import Path
