@@ -1,6 +1,7 @@
 """The CLI's own behaviour: reuse and ``--force``, ``harness evaluate``, and ``harness ui`` started, serving and
 ended by SIGTERM together with the MLflow server's workers."""
 
+import contextlib
 import os
 import re
 import signal
@@ -105,7 +106,7 @@ def test_ui_serves_and_sigterm_ends_the_server_and_its_workers(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    children = []
+    children, group = [], None
     try:
         deadline = time.monotonic() + 240
         while not serving(port):
@@ -114,14 +115,36 @@ def test_ui_serves_and_sigterm_ends_the_server_and_its_workers(tmp_path):
             time.sleep(1)
         children = psutil.Process(ui.pid).children(recursive=True)
         assert children  # the MLflow server (and its uvicorn workers)
+        group = os.getpgid(children[0].pid)  # the server's process group (its job runner's consumers join it later)
+        assert group != os.getpgid(0), "the MLflow server runs in the test's own process group"
         ui.send_signal(signal.SIGTERM)  # as `kill` or a job scheduler ends it
         assert ui.wait(timeout=60) != 0
         _, alive = psutil.wait_procs(children, timeout=30)
         assert alive == [], f"left running: {[p.cmdline()[:4] for p in alive]}"
+        assert in_group(group) == [], "processes of the server's group are left running"
         assert not serving(port)
         with socket.socket() as s:  # the port is free again
             s.bind(("127.0.0.1", port))
-    finally:
-        for p in [*children, psutil.Process(ui.pid) if ui.poll() is None else None]:
-            if p is not None and p.is_running():
+    finally:  # whatever failed: end every process of this test (they all name its folder, or descend from one)
+        leftover = {p.pid: p for p in children}
+        for p in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if str(tmp_path) in " ".join(p.info["cmdline"] or []):
+                    leftover.update({q.pid: q for q in [p, *p.children(recursive=True)]})
+        for p in leftover.values():
+            with contextlib.suppress(psutil.Error):
                 p.kill()
+        if group is not None and group != os.getpgid(0):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+
+
+def in_group(pgid: int) -> list[int]:
+    import psutil
+
+    found = []
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p.pid)
+    return found
