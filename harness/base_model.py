@@ -19,6 +19,7 @@ from harness import distributed as dist
 from harness.cache_keys import base_key
 from harness.config import Config
 from harness.data import DatasetBundle
+from harness.errors import MissingFileError
 from harness.evaluate import class_probs
 from harness.io import atomic_path, lock
 from harness.models import build_model, load_weights
@@ -107,4 +108,4 @@ def base_checkpoint(path: str) -> dict:
     try:
         return load_weights(Path(path).expanduser())
     except FileNotFoundError:
-        raise FileNotFoundError(f"base.checkpoint: no file {path}") from None
+        raise MissingFileError(f"base.checkpoint: no file {path}") from None

@@ -10,6 +10,12 @@ contents, not their path: editing such a file in place changes the key, moving i
 and seed lists, hard samples and tries). ``image_store_key``: the image store its pixels live in, shared by pools.
 ``scorer_key``: one scoring of a pool (a file inside the pool's folder). ``data_identity``: the data alone (the
 embedded generator's and judge's caches are keyed by their pool's pixels when it is in memory, else by this).
+``run_key``: one (method, seed) fine-tuning run (its cache folder and the ``config_hash`` tag that lets
+``harness run`` reuse a finished run), built from the same identities.
+
+``batch_size`` is per rank (under torchrun each of WORLD_SIZE ranks takes its own batch), so the base and run keys
+hold the global batch, ``batch_size × world``: one process with batch 128 and two ranks with batch 64 train alike
+(tested in test_ddp.py) and share a key; one process keeps the keys it had before the world size entered them.
 """
 
 from __future__ import annotations
@@ -98,14 +104,29 @@ def training_data_identity(cfg: Config) -> dict[str, Any]:
     }
 
 
-def base_key(cfg: Config) -> str:
-    base = cfg.base.model_dump()
+def world_size() -> int:
+    """The number of ranks this process trains with: the DDP process group's size (1 outside one)."""
+    import torch.distributed as td
+
+    return td.get_world_size() if td.is_available() and td.is_initialized() else 1
+
+
+def global_batch(optim: dict[str, Any], world: int | None) -> dict[str, Any]:
+    """An optimizer section's settings with ``batch_size`` (per rank) replaced by the global batch."""
+    return {**optim, "batch_size": optim["batch_size"] * (world_size() if world is None else world)}
+
+
+def model_identity(cfg: Config) -> dict[str, Any]:
+    return {"name": cfg.model.name, "params": params_identity("model", cfg.model.name, cfg.model.params)}
+
+
+def base_key(cfg: Config, world: int | None = None) -> str:
+    base = global_batch(cfg.base.model_dump(), world)
     base["checkpoint"] = file_digest(cfg.base.checkpoint)
-    model = {"name": cfg.model.name, "params": params_identity("model", cfg.model.name, cfg.model.params)}
-    return stable_hash({"data": training_data_identity(cfg), "model": model, "base": base})
+    return stable_hash({"data": training_data_identity(cfg), "model": model_identity(cfg), "base": base})
 
 
-def pool_key(cfg: Config) -> str:
+def pool_key(cfg: Config, world: int | None = None) -> str:
     spectrum = cfg.spectrum.model_dump()
     spectrum.pop("batch_size")  # how it is batched does not change what is generated
     spectrum["descriptions"] = file_digest(cfg.spectrum.descriptions)
@@ -119,7 +140,7 @@ def pool_key(cfg: Config) -> str:
             }
         )
     else:
-        base = base_key(cfg)
+        base = base_key(cfg, world)
     generator = {
         "name": cfg.generator.name,
         "params": params_identity("generator", cfg.generator.name, cfg.generator.params),
@@ -154,4 +175,24 @@ def image_store_key(cfg: Config) -> str:
 def scorer_key(cfg: Config) -> str:
     return stable_hash(
         {"scorer": {"name": cfg.scorer.name, "params": params_identity("scorer", cfg.scorer.name, cfg.scorer.params)}}
+    )
+
+
+def run_key(cfg: Config, method: str, world: int | None = None) -> str:
+    """What decides one (method, seed) run besides its seed: the data it trains and is evaluated on (with the
+    shot groups, which decide the reported groups), the base model, the scored pool and its filter, the training
+    and curriculum settings with the global batch, and this method's params. Left out: speed-only settings
+    (``device``, DataLoader workers, generation and scoring batch sizes), ``tracking``, ``sweep``, the run list
+    (``methods``, ``seeds``), other methods' params, names and descriptions."""
+    return stable_hash(
+        {
+            "data": {**training_data_identity(cfg), "shot_groups": cfg.data.shot_groups.model_dump()},
+            "base": base_key(cfg, world),
+            "pool": pool_key(cfg, world),
+            "scorer": scorer_key(cfg),
+            "filter": cfg.filter.model_dump(),
+            "train": global_batch(cfg.train.model_dump(), world),
+            "curriculum": cfg.curriculum.model_dump(),
+            "method": {"name": method, "params": cfg.method_params.get(method, {})},
+        }
     )

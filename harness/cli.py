@@ -7,19 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
-from harness.config import ConfigError, list_experiments, load_config
+from harness.config import list_experiments, load_config
+from harness.errors import HarnessError, UserError
 from harness.workdir import resolve_workdir, tracking_uri
-
-
-class UserError(Exception):
-    """A problem the user can fix; printed as one line."""
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    from harness.data.base import DataError
-    from harness.registry import UnknownNameError
-
-    return ConfigError, DataError, UnknownNameError, UserError, FileNotFoundError
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -116,23 +106,18 @@ def cmd_sweep(args) -> int:
 
     sweep = sw.make_sweep(args.experiment, args.overrides, args.workdir, args.storage, args.study)
     say = (lambda line: None) if args.quiet and args.action == "worker" else (lambda line: print(line, flush=True))
-    try:
-        if args.action == "init":
-            study = sw.init_study(sweep)
-            print(
-                f"study {sweep.study_name} in {sweep.storage_url}; MLflow parent run {study.user_attrs[sw.PARENT_ATTR]}"
-            )
-            return 0
-        if args.trials is None:
-            raise UserError("harness sweep: give --trials N")
-        if args.action == "worker":
-            counts = sw.work(sweep, args.trials, args.worker_index, say=say)
-            if counts.finished >= args.trials:
-                sw.finalize(sweep, args.trials)
-            return 0
-        out = sw.run_sweep(sweep, args.trials, args.workers, say=say)
-    except sw.SweepError as e:
-        raise UserError(str(e)) from None
+    if args.action == "init":
+        study = sw.init_study(sweep)
+        print(f"study {sweep.study_name} in {sweep.storage_url}; MLflow parent run {study.user_attrs[sw.PARENT_ATTR]}")
+        return 0
+    if args.trials is None:
+        raise UserError("harness sweep: give --trials N")
+    if args.action == "worker":
+        counts = sw.work(sweep, args.trials, args.worker_index, say=say)
+        if counts.finished >= args.trials:
+            sw.finalize(sweep, args.trials)
+        return 0
+    out = sw.run_sweep(sweep, args.trials, args.workers, say=say)
     print(sw.progress_line(out["study"], args.trials))
     for t in out["best"]:
         print(f"best trial {t.number}: {', '.join(f'{v:.4f}' for v in t.values)}  {t.params}")
@@ -153,14 +138,10 @@ def cmd_report(args) -> int:
     import time
 
     from reports import build_report
-    from reports.collect import NoRunsError
 
     workdir = resolve_workdir(args.workdir)
     start = time.perf_counter()
-    try:
-        index = build_report(args.experiment, workdir, Path(args.out) if args.out else None, paper=args.paper)
-    except NoRunsError as e:
-        raise UserError(str(e)) from None
+    index = build_report(args.experiment, workdir, Path(args.out) if args.out else None, paper=args.paper)
     print(f"report of {args.experiment} in {time.perf_counter() - start:.1f} s: {index}")
     print(f"tables: {index.parent / 'tables'}; figures: {index.parent / 'figures'}")
     return 0
@@ -185,8 +166,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    import subprocess
-
     workdir = resolve_workdir(args.workdir)
     from harness.tracking import client
 
@@ -207,7 +186,48 @@ def cmd_ui(args) -> int:
     ]
     # MLflow 3.17's UI opens on its GenAI views unless told the workflow (the experiments' kind tag alone does not)
     print(f"MLflow UI on http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning (Ctrl-C to stop)")
-    return subprocess.call(cmd)
+    return serve(cmd)
+
+
+def serve(cmd: list[str]) -> int:
+    """Run the server ``cmd`` in a process group of its own and end the whole group (the MLflow server and its
+    uvicorn / gunicorn workers) when this process ends: by Ctrl-C, or by SIGTERM / SIGHUP as a job scheduler or
+    ``kill`` sends it, which would otherwise leave the workers running and the port bound."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def end(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = {s: signal.signal(s, end) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        end_group(proc)
+
+
+def end_group(proc, grace_s: float = 10.0) -> None:
+    """SIGTERM to every process of ``proc``'s group (it leads it), then SIGKILL to those still there after
+    ``grace_s``."""
+    import os
+    import signal
+    import time
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the leader: a zombie still counts as a member of its group
+            os.killpg(proc.pid, 0)  # ProcessLookupError once the group is empty
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def cmd_recipe(args) -> int:
@@ -326,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.fn(args)
-    except user_errors() as e:
+    except HarnessError as e:
         if args.debug:
             raise
         print(f"harness: error: {e}", file=sys.stderr)

@@ -32,10 +32,29 @@ from pydantic import (
     model_validator,
 )
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+from harness.errors import HarnessError
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"  # in a source checkout (editable install)
+EXPERIMENTS_PACKAGE = "harness_experiments"  # the same files in an installed wheel (pyproject.toml, setup.py)
 
 
-class ConfigError(ValueError):
+def shipped_experiments() -> Path | None:
+    """The folder of the experiments that come with the harness: ``experiments/`` beside the source tree when
+    running from a checkout, else the installed package ``harness_experiments`` (found through importlib.resources,
+    so a wheel or a non-editable ``pip install .`` finds them from any directory)."""
+    if EXPERIMENTS_DIR.is_dir():
+        return EXPERIMENTS_DIR
+    from importlib import resources
+
+    try:
+        folder = resources.files(EXPERIMENTS_PACKAGE)  # a namespace package (no __init__.py): a MultiplexedPath
+    except ModuleNotFoundError:
+        return None
+    yamls = [f for f in folder.iterdir() if f.name.endswith(".yaml")] if folder.is_dir() else []
+    return Path(str(yamls[0])).parent if yamls else None
+
+
+class ConfigError(HarnessError, ValueError):
     """A config problem the user can fix; the message is one line."""
 
 
@@ -502,7 +521,7 @@ def find_experiment(name: str) -> Path:
     """An experiment name (``experiments/NAME.yaml``) or a path to a YAML file."""
     candidates = [Path(name)] if name.endswith((".yaml", ".yml")) else []
     dirs = [Path(d) for d in os.environ.get("HARNESS_EXPERIMENTS", "").split(os.pathsep) if d]
-    dirs += [Path.cwd() / "experiments", EXPERIMENTS_DIR]
+    dirs += [Path.cwd() / "experiments", *filter(None, [shipped_experiments()])]
     candidates += [d / f"{name}.yaml" for d in dirs]
     for path in candidates:
         if path.is_file():
@@ -512,7 +531,7 @@ def find_experiment(name: str) -> Path:
 
 
 def list_experiments() -> list[str]:
-    dirs = [Path.cwd() / "experiments", EXPERIMENTS_DIR]
+    dirs = [Path.cwd() / "experiments", *filter(None, [shipped_experiments()])]
     return sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.yaml")})
 
 
@@ -620,6 +639,10 @@ def validate(cfg: Config, path: Path | str = "config", methods: list[str] | tupl
         )
     validate_metric_names(cfg, bad)
     check_methods(cfg, methods, bad)
+    from harness.applicability import inapplicable  # a setting no code path reads for the chosen components
+
+    for key, why in inapplicable(cfg)[:1]:
+        bad(f"{key}: {why}")
 
 
 def fmt_lambda(levels: typing.Iterable[float]) -> str:
@@ -692,15 +715,6 @@ def stable_hash(obj: Any, length: int = 12) -> str:
     """A short hash of JSON-able ``obj`` that is the same in every process and on every machine."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
-
-
-def data_identity(cfg: Config) -> dict[str, Any]:
-    """The data settings that decide which images a dataset holds: the key of caches built from the data alone
-    (a new unrelated ``data`` field, a different corrupt-image tolerance or worker count must not retrain the
-    generator; a names file enters by its contents). See ``harness.cache_keys``."""
-    from harness.cache_keys import data_identity as identity
-
-    return identity(cfg)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.data.base import LabeledImages, take
+from harness.errors import HarnessError
 from harness.evaluate import class_probs
 from harness.prepared import Prepared
 from harness.train import Part, amp_dtype
@@ -207,7 +208,7 @@ def probe_sets(
     }
     common = sorted(set.intersection(*(set(f.index) for f in first.values()))) if first else []
     if not common:
-        raise RuntimeError(
+        raise HarnessError(
             f"discl_adaptive: none of the {len(held)} held-out hard sources has a synthetic image "
             f"that passed the filter at every level {list(levels)}; raise "
             "curriculum.adaptive.holdout or lower filter.threshold"

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from harness.config import build
+from harness.errors import MissingFileError
 from harness.registry import get_model, register_model
 
 
@@ -18,6 +19,8 @@ class Classifier(nn.Module):
     """``forward = head(features(x))``; subclasses define ``features`` and ``head``."""
 
     head: nn.Module
+    # trains with its own objective, ``loss(x, y)`` (FLYP's contrastive loss): train.loss and base.loss do not apply
+    own_loss: bool = False
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -88,7 +91,7 @@ def load_weights(path: str | Path) -> dict:
     ``state_dict`` / ``model``)."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"no weights file {p}")
+        raise MissingFileError(f"no weights file {p}")
     if p.suffix == ".safetensors":
         return load_file(str(p))
     state = torch.load(p, map_location="cpu", weights_only=True)

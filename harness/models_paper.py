@@ -13,6 +13,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from harness.config import build
+from harness.errors import MissingFileError
 from harness.models import Classifier
 from harness.registry import register_model
 
@@ -75,7 +76,7 @@ def load_backbone_weights(net: ResNet, path: str) -> None:
 
     p = Path(path).expanduser()
     if not p.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"model.params.weights: no file {p} (a local torchvision state dict; nothing is "
             f"downloaded: save one with torchvision.models.resnet50(weights=...).state_dict())"
         )
@@ -131,6 +132,7 @@ class ClipFlyp(Classifier):
     (the mean over templates), so the head is the text tower itself and is fine-tuned with it."""
 
     needs_class_names = True
+    own_loss = True  # the contrastive loss below: train.loss and base.loss are refused at config load
 
     @classmethod
     def has_pretrained(cls, cfg) -> bool:

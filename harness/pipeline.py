@@ -19,7 +19,6 @@ import torch
 
 from harness import distributed as dist
 from harness.base_model import train_base
-from harness.cache_keys import base_key, image_store_key, pool_key, scorer_key  # noqa: F401 (reports import them)
 from harness.config import Config
 from harness.curriculum import (
     Curriculum,

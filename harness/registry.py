@@ -1,7 +1,7 @@
 """Name → component registries, in the style of timm's ``register_model`` / ``create_model``.
 
-A leaf module: it imports nothing of the harness. Components come from entry points, the built-in ones from this
-package's own (``pyproject.toml``) and a plugin's from its package, e.g.::
+A leaf module: it imports nothing of the harness but its error base (``harness.errors``). Components come from
+entry points, the built-in ones from this package's own (``pyproject.toml``) and a plugin's from its package, e.g.::
 
     [project.entry-points."discl_harness.methods"]
     my_schedule = "my_plugin.schedule:MySchedule"
@@ -18,17 +18,19 @@ from collections.abc import Callable
 from importlib.metadata import EntryPoint, distributions
 from typing import Any, TypeVar
 
+from harness.errors import HarnessError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(HarnessError, KeyError):
     """An unknown registry name; the message suggests the closest known names."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain
         return str(self.args[0])
 
 
-class PluginError(RuntimeError):
+class PluginError(HarnessError, RuntimeError):
     """An entry point that cannot be loaded (a broken plugin, or the harness not installed)."""
 
 
@@ -68,7 +70,6 @@ class Registry:
         """Import every component of this kind named by an installed package's entry points (once)."""
         if self._loaded:
             return
-        self._loaded = True
         found = component_entry_points(self.group)
         if not any(dist == "discl-harness" for _, dist in found):
             raise PluginError(
@@ -89,6 +90,7 @@ class Registry:
                 raise PluginError(
                     f"{self.kind} entry point {ep.name!r} ({ep.value}) is registered as {registered!r}: use one name"
                 )
+        self._loaded = True  # only now: after a failed load the next lookup fails the same way, not "unknown name"
 
 
 def component_entry_points(group: str) -> list[tuple[EntryPoint, str]]:

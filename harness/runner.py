@@ -13,6 +13,7 @@ import yaml
 
 from harness import distributed as dist
 from harness import plots
+from harness.cache_keys import run_key
 from harness.config import Config, stable_hash, validate
 from harness.domain import domain_frame
 from harness.filter import acceptance_by_level
@@ -27,12 +28,8 @@ log = logging.getLogger("harness")
 
 
 def run_config_hash(cfg: Config, method: str) -> str:
-    """What determines one run besides its seed: the config less the run list and other methods' params."""
-    d = cfg.to_dict()
-    for k in ("methods", "seeds", "name", "description", "sweep", "tracking"):
-        d.pop(k, None)
-    d["method_params"] = cfg.method_params.get(method, {})
-    return stable_hash(d)
+    """What determines one run besides its seed (``harness.cache_keys.run_key``, at this process's world size)."""
+    return run_key(cfg, method, dist.world())
 
 
 def finished_run(workdir: Path, cfg: Config, method: str, seed: int, config_hash: str):
@@ -129,14 +126,15 @@ def run_experiment(
     todo = dist.share(todo)
     if todo:
         prep = prepare_all_ranks(cfg, workdir, sorted({m for m, _, _ in todo}), progress)
-        grid_path = None
-        if prep.pool_dir is not None and len(prep.pool) and dist.is_main():
-            grid_path = Path(tempfile.mkdtemp()) / "grid.png"
-            fig = plots.spectrum_grid(prep.pool, prep.pool_dir, prep.data.train)
-            fig.savefig(grid_path, dpi=110)
-            plots.close(fig)
-        for m, s, h in todo:
-            rows.append(run_one(cfg, workdir, prep, m, s, h, grid_path, progress, tags, force))
+        with tempfile.TemporaryDirectory(prefix="harness-grid-") as tmp:  # the spectrum grid, logged by each run
+            grid_path = None
+            if prep.pool_dir is not None and len(prep.pool) and dist.is_main():
+                grid_path = Path(tmp) / "grid.png"
+                fig = plots.spectrum_grid(prep.pool, prep.pool_dir, prep.data.train)
+                fig.savefig(grid_path, dpi=110)
+                plots.close(fig)
+            for m, s, h in todo:
+                rows.append(run_one(cfg, workdir, prep, m, s, h, grid_path, progress, tags, force))
     return pd.DataFrame(rows)
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-import torch
-
 
 def seed_everything(seed: int) -> None:
     """Python's, numpy's and torch's generators (every device's) from one seed."""
@@ -22,7 +20,3 @@ def sample_seed(source_id: str, lam: float, seed_index: int, try_index: int = 0)
     """
     key = f"{source_id}|{lam:.4f}|{seed_index}{f'|t{try_index}' if try_index else ''}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") & (2**63 - 1)
-
-
-def torch_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from harness.config import Config, ConfigError, SpectrumConfig, stable_hash
 from harness.data.base import DatasetBundle, FileImages, LabeledImages, TensorImages, to_tensor01
+from harness.errors import MissingFileError
 from harness.generators.base import GenerationItem, Generator
 from harness.io import append_jsonl, atomic_path, lock, read_json, read_jsonl, write_json
 from harness.seeding import sample_seed
@@ -97,7 +98,7 @@ def read_descriptions(path: str) -> dict[str, list[str]]:
     """``spectrum.descriptions``: a JSON object {class name: [description, ...]} (a single string is one)."""
     file = Path(path).expanduser()
     if not file.is_file():
-        raise FileNotFoundError(f"spectrum.descriptions: no file {file} (a JSON of class name → [descriptions])")
+        raise MissingFileError(f"spectrum.descriptions: no file {file} (a JSON of class name → [descriptions])")
     try:
         data = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

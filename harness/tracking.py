@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from harness.config import flatten
+from harness.errors import NotFoundError
 from harness.io import lock
 from harness.workdir import artifact_root, tracking_uri
 
@@ -130,8 +131,6 @@ class Run:
         run_id: str | None = None,
         parent_run_id: str | None = None,
     ):
-        from mlflow.entities import Metric, Param, RunTag  # noqa: F401
-
         self.c = client(workdir)
         if run_id is None:
             tags = {**source_tags(), **(tags or {})}
@@ -360,7 +359,7 @@ def logged_model_id(c, run_id: str) -> str:
     outputs = c.get_run(run_id).outputs
     ids = [o.model_id for o in (outputs.model_outputs if outputs else [])]
     if not ids:
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"MLflow run {run_id} has no logged model (tracking.log_model was off, or the "
             "model was over tracking.max_model_mb)"
         )

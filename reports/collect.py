@@ -15,12 +15,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from harness.errors import HarnessError
+
 log = logging.getLogger("harness")
 
 PARENT_TAG = "mlflow.parentRunId"
 
 
-class NoRunsError(LookupError):
+class NoRunsError(HarnessError, LookupError):
     """The experiment has no finished method runs."""
 
 
@@ -207,10 +209,10 @@ def collect(experiment: str, workdir: Path, download_dir: Path) -> RunSet:
 def pool_scores_from_cache(rs: RunSet) -> pd.DataFrame | None:
     """For runs logged before ``spectrum/scores.csv`` existed: the scored pool from the workdir cache, found
     through the hashes of the first synthetic run's config. None when that cache is gone."""
+    from harness.cache_keys import pool_key, scorer_key
     from harness.config import Config, ConfigError, build
     from harness.filter import apply_filter
     from harness.io import read_jsonl
-    from harness.pipeline import pool_key, scorer_key
     from harness.spectrum import read_manifest
     from harness.workdir import cache_dir
 

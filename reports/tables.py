@@ -133,7 +133,8 @@ def add_paper_columns(table: Table, runs: pd.DataFrame, metrics: list[str], data
 
 
 def paired_ci(diffs, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of the per-seed differences and its t-interval; (mean, nan, nan) when n < 2."""
+    """Mean of the per-seed differences and its t-interval; (mean, nan, nan) when n < 2 or when the differences do
+    not vary (the t-interval needs a variance estimate: two seeds with the same difference prove nothing)."""
     d = np.asarray(diffs, dtype=float)
     d = d[~np.isnan(d)]
     if len(d) == 0:
@@ -142,8 +143,8 @@ def paired_ci(diffs, level: float = 0.95) -> tuple[float, float, float]:
     if len(d) < 2:
         return mean, float("nan"), float("nan")
     sem = float(stats.sem(d))
-    if sem == 0:
-        return mean, mean, mean
+    if sem <= 1e-9 * max(1.0, abs(mean)):  # zero up to rounding (differences of float accuracies)
+        return mean, float("nan"), float("nan")
     low, high = stats.t.interval(level, len(d) - 1, loc=mean, scale=sem)
     return mean, float(low), float(high)
 

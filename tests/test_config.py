@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.config import Config, ConfigError, build, load_config, stable_hash
+from harness.config import Config, ConfigError, build, list_experiments, load_config, stable_hash, validate
 
 
 def write(tmp_path, text, name="exp.yaml"):
@@ -14,18 +14,25 @@ def write(tmp_path, text, name="exp.yaml"):
     return str(path)
 
 
-def test_default_experiment_loads_and_names_itself():
-    cfg = load_config("digits_lt_discl")
-    assert cfg.name == "digits_lt_discl"
-    assert cfg.curriculum_levels == [0.0, 0.1, 0.3, 0.5]
-    assert cfg.methods == ["plain", "discl_diverse_to_specific"]
+@pytest.mark.parametrize("experiment", list_experiments())
+def test_every_experiment_loads_validates_and_names_itself(experiment):
+    """The one test over the shipped YAMLs; the others test the loader's behaviour, not the files' values."""
+    cfg = load_config(experiment)
+    validate(cfg, experiment)
+    assert cfg.name == experiment and cfg.methods and cfg.seeds
 
 
-def test_suite_extends_the_default():
-    suite = load_config("digits_lt_suite")
-    assert suite.name == "digits_lt_suite"
-    assert len(suite.methods) == 9 and suite.seeds == [0, 1, 2]
-    assert suite.spectrum == load_config("digits_lt_discl").spectrum
+def test_extends_merges_the_parent_and_the_child_names_itself(tmp_path):
+    write(
+        tmp_path,
+        "description: parent\ntrain: {epochs: 7, lr: 0.5}\nspectrum: {levels: [0.0, 0.5], seeds: 3}\n",
+        "parent.yaml",
+    )
+    child = load_config(write(tmp_path, f"extends: {tmp_path / 'parent.yaml'}\ntrain: {{epochs: 9}}\n", "child.yaml"))
+    assert child.name == "child" and child.description == "parent"
+    assert (child.train.epochs, child.train.lr) == (9, 0.5)  # nested keys merge: the child's wins, the rest stays
+    assert child.spectrum.levels == [0.0, 0.5] and child.spectrum.seeds == 3
+    assert child.curriculum_levels == [0.0, 0.5]  # curriculum.levels unset: every generated level
 
 
 def test_unknown_key_is_named_with_a_suggestion(tmp_path):

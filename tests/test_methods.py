@@ -9,18 +9,17 @@ from harness.registry import UnknownNameError, get_method, list_methods
 METHODS = list_methods()
 
 
-def test_all_nine_methods_are_registered():
-    assert set(METHODS) == {
-        "plain",
-        "plain_rebalanced",
-        "text_only",
-        "fixed_guidance",
-        "all_levels",
-        "discl_diverse_to_specific",
-        "discl_specific_to_diverse",
-        "discl_random",
-        "discl_adaptive",
-    }
+def test_every_installed_method_entry_point_is_registered():
+    """The registered methods are the installed entry points' (the built-ins and any plugin's), computed, not a
+    hard-coded list that breaks when a plugin is installed; the built-ins come from this package's own."""
+    from importlib.metadata import distribution
+
+    from harness.registry import component_entry_points
+
+    installed = {ep.name for ep, _ in component_entry_points("discl_harness.methods")}
+    assert set(METHODS) == installed
+    own = {ep.name for ep in distribution("discl-harness").entry_points.select(group="discl_harness.methods")}
+    assert own <= set(METHODS) and len(own) >= 9
     assert list_methods("discl*") == sorted(m for m in METHODS if m.startswith("discl"))
 
 

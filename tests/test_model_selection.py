@@ -68,7 +68,14 @@ def test_unknown_selection_and_sweep_metrics_are_refused(experiment, override, c
     ],
 )
 def test_declared_metrics_are_accepted(experiment, overrides):
-    load_config(experiment, overrides)
+    """Each metric named for selection or as an objective is one the dataset declares it logs on validation."""
+    from harness.registry import validation_metrics
+
+    cfg = load_config(experiment, overrides)
+    named = [cfg.train.select_on, *filter(None, [cfg.sweep.objective]), *(cfg.sweep.multi_objective or [])]
+    given = [o.split("=", 1)[1].strip("[]").split(", ") for o in overrides]
+    assert {m for g in given for m in g} <= set(named)  # the overrides took effect
+    assert set(named) <= set(validation_metrics(cfg.data.name))
 
 
 def test_iwildcam_selects_on_the_ood_val_split_by_default():

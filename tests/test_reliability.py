@@ -9,9 +9,23 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
+from harness.cache_keys import pool_key
 from harness.config import load_config
-from harness.pipeline import fine_tune, pool_key, prepare
-from harness.spectrum import read_manifest
+from harness.pipeline import fine_tune, prepare
+from harness.spectrum import plan_spectrum, read_manifest
+
+
+def planned_images(experiment: str) -> int:
+    """How many images the experiment's spectrum plans: hard sources × λ levels × seeds (few_shot hard samples come
+    from the training counts alone, so no base model is needed)."""
+    from harness.data import load_dataset
+    from harness.hard_samples import select_hard
+
+    cfg = load_config(experiment)
+    assert cfg.hard.rule == "few_shot"
+    data = load_dataset(cfg)
+    return len(plan_spectrum(data, select_hard(cfg.hard, data, None), cfg.spectrum))
+
 
 pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
 
@@ -48,7 +62,7 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> bool:
 
 
 def test_sigkill_during_generation_then_rerun_equals_an_uninterrupted_pool(tmp_path):
-    cfg = load_config("digits_lt_tiny")
+    cfg, planned = load_config("digits_lt_tiny"), planned_images("digits_lt_tiny")
     killed_wd, clean_wd = tmp_path / "killed", tmp_path / "clean"
     pool_dir = killed_wd / "cache" / "pool" / pool_key(cfg)
     manifest = pool_dir / "manifest.jsonl"
@@ -56,14 +70,14 @@ def test_sigkill_during_generation_then_rerun_equals_an_uninterrupted_pool(tmp_p
     proc = harness("generate", *TINY, "--workdir", str(killed_wd), "--set", "spectrum.batch_size=8")
     killed = kill_when(proc, lambda: manifest.exists() and manifest.stat().st_size > 0)
     partial = len(read_manifest(pool_dir))
-    assert killed and 0 < partial < 348, "the kill should land mid-generation"
+    assert killed and 0 < partial < planned, "the kill should land mid-generation"
     assert not (pool_dir / "complete.json").exists()
     assert harness("generate", *TINY, "--workdir", str(killed_wd)).wait() == 0
     assert harness("generate", *TINY, "--workdir", str(clean_wd)).wait() == 0
     a, b = read_manifest(pool_dir), read_manifest(clean_wd / "cache" / "pool" / pool_key(cfg))
-    assert len(a) == len(b) == a.key.nunique() == 348
+    assert len(a) == len(b) == a.key.nunique() == planned
     rows = sum(1 for line in manifest.read_text().splitlines() if line.strip().endswith("}"))
-    assert rows == 348, "no manifest row is duplicated"
+    assert rows == planned, "no manifest row is duplicated"
     for fa, fb in zip(a.file, b.file):
         assert (pool_dir / fa).read_bytes() == (clean_wd / "cache" / "pool" / pool_key(cfg) / fb).read_bytes()
 

@@ -20,8 +20,10 @@ from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor, resize
 from torchvision.transforms.v2 import Transform
 
+from harness.errors import HarnessError
 
-class DataError(RuntimeError):
+
+class DataError(HarnessError, RuntimeError):
     """Missing or malformed data; the message says what was expected where."""
 
 

@@ -20,6 +20,7 @@ class Generator:
     """``generate(items, lam)`` returns one image per item. λ = 0 is text-only; λ → 1 reproduces the source."""
 
     name = "generator"
+    takes_scheduler = False  # whether spectrum.scheduler applies (a generator that runs one fixed scheduler: no)
 
     def generate(self, items: list[GenerationItem], lam: float) -> list[Image.Image]:
         raise NotImplementedError

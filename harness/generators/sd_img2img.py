@@ -111,6 +111,7 @@ def set_scheduler(pipe, name: str) -> None:
 @register_generator("sd_img2img")
 class SDImg2Img(Generator):
     name = "sd_img2img"
+    takes_scheduler = True  # any of SCHEDULERS, or the pipeline's own (default)
 
     def __init__(self, pipe, p: SDImg2ImgParams, steps: int, guidance_scale: float, device: torch.device):
         self.pipe, self.p, self.steps, self.guidance_scale = pipe, p, steps, guidance_scale

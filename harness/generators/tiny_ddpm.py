@@ -17,7 +17,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from harness.config import build, data_identity, stable_hash
+from harness.cache_keys import data_identity
+from harness.config import build, stable_hash
 from harness.data.base import TensorImages, to_tensor01
 from harness.generators.base import GenerationItem, Generator, strength_timesteps
 from harness.io import atomic_path, lock, write_json

@@ -37,6 +37,14 @@ def objective_names(cfg: Config) -> list[str]:
     return ["val/f1_macro" if "iwildcam" in cfg.data.name else "val/acc_few"]
 
 
+def searched_losses(cfg: Config) -> list[str]:
+    """``sweep.space.losses``, or none when the model trains with its own loss (``Classifier.own_loss``, FLYP):
+    a dimension with no effect is left out of the space."""
+    from harness.registry import get_model
+
+    return [] if get_model(cfg.model.name).own_loss else list(cfg.sweep.space.losses)
+
+
 def sweep_methods(cfg: Config) -> list[str]:
     return [ORDERING_METHODS[o] for o in cfg.sweep.space.orderings] or ["discl_diverse_to_specific"]
 
@@ -94,7 +102,7 @@ def suggest(trial: optuna.Trial, cfg: Config) -> dict[str, Any]:
         params[name] = suggest_range(trial, name, r) if r is not None else default
     if params["ordering"] == "adaptive":
         params["statistic"] = suggest_choice(trial, "statistic", space.statistics, cfg.curriculum.adaptive.statistic)
-    params["loss"] = suggest_choice(trial, "loss", space.losses, train.loss)
+    params["loss"] = suggest_choice(trial, "loss", searched_losses(cfg), train.loss)
     return params
 
 
@@ -111,7 +119,7 @@ def paper_params(cfg: Config) -> dict[str, Any]:
     for name, value in own_values(cfg).items():
         if getattr(space, name) is not None:
             params[name] = value
-    if len(space.losses) > 1:
+    if len(searched_losses(cfg)) > 1:
         params["loss"] = train.loss
     return params
 

@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 
 from harness.config import Config, load_config, stable_hash
+from harness.errors import HarnessError
 from harness.io import lock
 from harness.tracking import Run, client, run_in_store
 from harness.workdir import resolve_workdir
@@ -22,7 +23,7 @@ log = logging.getLogger("harness.sweep")
 PARENT_ATTR = "mlflow_parent_run_id"
 
 
-class SweepError(RuntimeError):
+class SweepError(HarnessError, RuntimeError):
     """A sweep problem the user can fix (wrong study, changed config, too many failures)."""
 
 

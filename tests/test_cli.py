@@ -1,0 +1,150 @@
+"""The CLI's own behaviour: reuse and ``--force``, ``harness evaluate``, and ``harness ui`` started, serving and
+ended by SIGTERM together with the MLflow server's workers."""
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from harness.cli import main
+
+QUICK = ["--set", "train.epochs=2", "--set", "train.curriculum_epochs=1", "--quiet"]
+
+
+def plain_runs(workdir):
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("digits_lt_tiny")
+    return client.search_runs([exp.experiment_id], filter_string="tags.method = 'plain'")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """One finished `plain` run of digits_lt_tiny (seed 0, 2 epochs)."""
+    wd = tmp_path_factory.mktemp("cli")
+    assert main(["run", "-e", "digits_lt_tiny", "-m", "plain", "-s", "0", "--workdir", str(wd), *QUICK]) == 0
+    return wd
+
+
+@pytest.mark.slow  # trains a tiny run (module fixture)
+def test_a_speed_only_setting_reuses_the_finished_run(workdir, capsys):
+    """`--set spectrum.batch_size=64` (or another worker count, or device) reran a finished run before."""
+    (before,) = plain_runs(workdir)
+    for speed in ("spectrum.batch_size=64", "data.params.num_workers=1", "device=cpu", "tracking.system_metrics=false"):
+        capsys.readouterr()
+        argv = ["run", "-e", "digits_lt_tiny", "-m", "plain", "-s", "0", "--workdir", str(workdir), *QUICK]
+        assert main([*argv, "--set", speed]) == 0
+        assert f"plain-seed0={before.info.run_id}" in capsys.readouterr().out, speed
+    assert len(plain_runs(workdir)) == 1
+
+
+@pytest.mark.slow  # trains a tiny run (module fixture)
+def test_force_reruns_in_a_new_run(workdir, capsys):
+    (before,) = plain_runs(workdir)
+    argv = ["run", "-e", "digits_lt_tiny", "-m", "plain", "-s", "0", "--workdir", str(workdir), *QUICK]
+    assert main([*argv, "--force"]) == 0
+    runs = plain_runs(workdir)
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    forced = next(r for r in runs if r.info.run_id != before.info.run_id)
+    assert f"plain-seed0={forced.info.run_id}" in capsys.readouterr().out
+    assert forced.data.metrics["test/acc"] == pytest.approx(before.data.metrics["test/acc"])  # same config, same run
+    assert main(argv) == 0  # without --force: reused again (the newest finished one)
+    assert len(plain_runs(workdir)) == 2
+
+
+@pytest.mark.slow  # trains a tiny run (module fixture)
+def test_evaluate_reproduces_the_logged_test_metrics(workdir, capsys):
+    run = plain_runs(workdir)[0]
+    capsys.readouterr()
+    assert main(["evaluate", "--run", run.info.run_id, "--workdir", str(workdir)]) == 0
+    out = capsys.readouterr().out
+    found = re.findall(r"^\s+(test/\S+)\s+(\S+)\s+logged (\S+)$", out, flags=re.M)
+    rows = {k: (float(a), float(b)) for k, a, b in found}
+    assert {"test/acc", "test/acc_few"} <= set(rows)
+    for now, logged in rows.values():
+        assert now == pytest.approx(logged, abs=1e-4)
+
+
+@pytest.mark.slow  # trains a tiny run (module fixture)
+def test_evaluate_an_unknown_run_is_one_line(workdir, capsys):
+    assert main(["evaluate", "--run", "0" * 32, "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("harness: error: run 000") and "\n" not in err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serving(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_ui_serves_and_sigterm_ends_the_server_and_its_workers(tmp_path):
+    import psutil
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "ui", "--workdir", str(tmp_path / "wd"), "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    children, group = [], None
+    try:
+        deadline = time.monotonic() + 240
+        while not serving(port):
+            assert ui.poll() is None, "harness ui exited before it served"
+            assert time.monotonic() < deadline, "harness ui did not serve within 240 s"
+            time.sleep(1)
+        children = psutil.Process(ui.pid).children(recursive=True)
+        assert children  # the MLflow server (and its uvicorn workers)
+        group = os.getpgid(children[0].pid)  # the server's process group (its job runner's consumers join it later)
+        assert group != os.getpgid(0), "the MLflow server runs in the test's own process group"
+        ui.send_signal(signal.SIGTERM)  # as `kill` or a job scheduler ends it
+        assert ui.wait(timeout=60) != 0
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert alive == [], f"left running: {[p.cmdline()[:4] for p in alive]}"
+        assert in_group(group) == [], "processes of the server's group are left running"
+        assert not serving(port)
+        with socket.socket() as s:  # the port is free again
+            s.bind(("127.0.0.1", port))
+    finally:  # whatever failed: end every process of this test (they all name its folder, or descend from one)
+        leftover = {p.pid: p for p in children}
+        for p in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if str(tmp_path) in " ".join(p.info["cmdline"] or []):
+                    leftover.update({q.pid: q for q in [p, *p.children(recursive=True)]})
+        for p in leftover.values():
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        if group is not None and group != os.getpgid(0):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+
+
+def in_group(pgid: int) -> list[int]:
+    import psutil
+
+    found = []
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p.pid)
+    return found
