@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
 from harness import distributed as dist
+from harness import preempt
 from harness.config import OptimConfig
 from harness.data.base import DataError, ImageView, LabeledImages, TensorImages
 from harness.models import classification_loss
@@ -229,6 +230,7 @@ class Trainer:
         ):
             if max_steps is not None and i >= max_steps:
                 break
+            preempt.check()  # a stop signal: leave at this step boundary (the run resumes from its last epoch)
             progress = (epoch + i / steps_per_epoch) / self.total_epochs
             for group in self.opt.param_groups:
                 group["lr"] = self.cfg.lr * lr_factor(self.step, progress, self.cfg)
