@@ -225,8 +225,7 @@ class SharedJob:
         self.experiment, self.overrides, self.workdir, self.methods = experiment, overrides, workdir, methods
 
     def __call__(self) -> str:
-        os.environ["HARNESS_LAUNCHER"] = "slurm"
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        job_setup()
         cfg = load_config(self.experiment, self.overrides, methods=self.methods)
         prepare_shared(cfg, Path(self.workdir), self.methods, progress=False)
         return "shared phases ready"
@@ -250,8 +249,7 @@ class RunJob:
         from harness.pipeline import prepare
         from harness.runner import run_one
 
-        os.environ["HARNESS_LAUNCHER"] = "slurm"
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        job_setup()
         preempt.install()  # over submitit's handlers: stop at a step boundary, then requeue (below)
         workdir = Path(self.workdir)
         cfg = load_config(self.experiment, self.overrides, methods=[self.method])
@@ -273,6 +271,17 @@ class RunJob:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self)
+
+
+def job_setup() -> None:
+    """In a SLURM job: tag runs as SLURM's, log to stderr, and use the job's CPUs (no more) for torch's threads."""
+    os.environ["HARNESS_LAUNCHER"] = "slurm"
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cpus and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(int(cpus))
 
 
 def requeue_and_wait(grace_s: float = 300) -> None:
