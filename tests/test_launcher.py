@@ -4,6 +4,7 @@ against a sequential run, and (slow) a real one-node SLURM cluster: a job array 
 it); they fail, not skip, when it is set and SLURM does not answer."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -217,9 +218,9 @@ def test_slurm_requeue_of_a_running_job_resumes_to_the_same_metrics(slurm, refer
     _, seq_wd = reference
     wd = tmp_path / "wd"
     (wd / "cache").mkdir(parents=True)
-    for name in ("base", "pool", "generator", "scorer", "hard", "prepared"):  # the shared phases, already built
-        if (seq_wd / "cache" / name).exists():
-            subprocess.run(["cp", "-r", str(seq_wd / "cache" / name), str(wd / "cache" / name)], check=True)
+    for folder in (seq_wd / "cache").iterdir():  # the shared phases, already built (not the runs)
+        if folder.name != "runs":
+            shutil.copytree(folder, wd / "cache" / folder.name)
     longer = ["--set", "train.epochs=30", "-m", "discl_diverse_to_specific", "--seed", "0", "--workdir", str(wd)]
     code, out = finish(harness("run", *TINY, *longer, "--launcher", "slurm", "--no-wait"), timeout=300)
     assert code == 0, out
@@ -234,9 +235,7 @@ def test_slurm_requeue_of_a_running_job_resumes_to_the_same_metrics(slurm, refer
         time.sleep(0.2)
     assert run.info.status == "RUNNING"
     subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)
-    while (
-        "PENDING" not in subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout
-    ):
+    while "PENDING" not in queue_state(job):
         assert time.time() < deadline
         time.sleep(0.5)
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)  # skip SLURM's requeue delay
@@ -256,6 +255,10 @@ def test_slurm_requeue_of_a_running_job_resumes_to_the_same_metrics(slurm, refer
     for name, value in fresh[0].data.metrics.items():
         if name.startswith("test"):
             assert requeued.data.metrics[name] == pytest.approx(value, abs=1e-12), name
+
+
+def queue_state(job: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout
 
 
 def runs_of_all(wd: Path) -> list:
