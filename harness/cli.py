@@ -86,11 +86,13 @@ def cmd_run(args) -> int:
 
 def run_launched(args, cfg, workdir: Path) -> int:
     """``harness run --launcher local|slurm``: the runs not finished yet, many at once."""
+    from harness import preempt
     from harness.launcher import launch, results
     from harness.runner import summary_table
 
     if args.jobs < 1:
         raise UserError(f"harness run: --jobs must be at least 1, got {args.jobs}")
+    preempt.install()  # a stop signal reaches the local runs too (each stops at a step boundary, resumable)
     if args.launcher == "slurm" and shutil.which("sbatch") is None:
         raise UserError("harness run --launcher slurm: no sbatch on PATH (run it on a SLURM login node)")
     ok, sub = launch(
@@ -169,7 +171,16 @@ def cmd_sweep(args) -> int:
             if counts.finished >= args.trials:
                 sw.finalize(sweep, args.trials)
             return 0
-        out = sw.run_sweep(sweep, args.trials, args.workers, say=say)
+        if not args.wait and args.launcher != "slurm":
+            raise UserError("harness sweep: --no-wait needs --launcher slurm")
+        if args.launcher == "slurm":
+            from harness.launcher import launch_sweep_slurm
+
+            if not launch_sweep_slurm(sweep, args.trials, args.workers, args.wait, say) or not args.wait:
+                return 0 if not args.wait else 1
+            out = sw.finalize(sweep, args.trials)
+        else:
+            out = sw.run_sweep(sweep, args.trials, args.workers, say=say)
     except sw.SweepError as e:
         raise UserError(str(e)) from None
     print(sw.progress_line(out["study"], args.trials))
@@ -306,6 +317,13 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--study", help="study name (default: sweep.study or <experiment>-sweep); resume by name")
     s.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    s.add_argument(
+        "--launcher",
+        choices=["local", "slurm"],
+        default="local",
+        help="slurm: the --workers as a SLURM job array (config section launcher:; journal or RDB storage)",
+    )
+    s.add_argument("--no-wait", dest="wait", action="store_false", help="--launcher slurm: return after submitting")
     add_common(s)
     s.set_defaults(fn=cmd_sweep)
 

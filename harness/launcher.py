@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -176,35 +177,44 @@ def launch_local(
     free, running, queue = list(range(jobs)), {}, list(tasks)
     record = write_record(workdir, sub)
     last = ""
-    while queue or running:
-        while queue and free:
-            slot, task = free.pop(0), queue.pop(0)
-            extra, cores = slot_env(slot, jobs, gpus)
-            out = open(logs / f"{task.method}-seed{task.seed}.log", "ab")  # noqa: SIM115 (closed when it ends)
-            proc = subprocess.Popen(
-                run_command(experiment, overrides, workdir, task, force),
-                env={**os.environ, **extra},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=(lambda c=cores: os.sched_setaffinity(0, c)) if cores else None,
-            )
-            task.job_id, task.state = str(proc.pid), "running"
-            running[proc.pid] = (proc, slot, task, out)
-            write_record_at(record, sub)
-        for pid, (proc, slot, task, out) in list(running.items()):
-            if proc.poll() is not None:
-                out.close()
-                task.state = "done" if proc.returncode == 0 else "failed"
-                if task.state == "failed":
-                    say(f"{task.method} seed {task.seed}: exit {proc.returncode}; log {out.name}")
-                free.append(slot)
-                del running[pid]
-        line = progress_line(tasks)
-        if line != last:
-            say(line)
-            last = line
-        if running:
-            time.sleep(0.5)
+    try:
+        while queue or running:
+            while queue and free:
+                slot, task = free.pop(0), queue.pop(0)
+                extra, cores = slot_env(slot, jobs, gpus)
+                out = open(logs / f"{task.method}-seed{task.seed}.log", "ab")  # noqa: SIM115 (closed when it ends)
+                proc = subprocess.Popen(
+                    run_command(experiment, overrides, workdir, task, force),
+                    env={**os.environ, **extra},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=(lambda c=cores: os.sched_setaffinity(0, c)) if cores else None,
+                )
+                task.job_id, task.state = str(proc.pid), "running"
+                running[proc.pid] = (proc, slot, task, out)
+                write_record_at(record, sub)
+            for pid, (proc, slot, task, out) in list(running.items()):
+                if proc.poll() is not None:
+                    out.close()
+                    task.state = "done" if proc.returncode == 0 else "failed"
+                    if task.state == "failed":
+                        say(f"{task.method} seed {task.seed}: exit {proc.returncode}; log {out.name}")
+                    free.append(slot)
+                    del running[pid]
+            line = progress_line(tasks)
+            if line != last:
+                say(line)
+                last = line
+            if running:
+                time.sleep(0.5)
+    except BaseException:  # Ctrl-C or a stop signal: the runs stop at a step boundary too, resumable
+        for proc, *_ in running.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc, _, task, _out in running.values():
+            proc.wait(timeout=300)
+            task.state = "failed"
+        write_record_at(record, sub)
+        raise
     write_record_at(record, sub)
     return sub
 
@@ -475,3 +485,67 @@ def launch(
         say(f"follow them with: harness status --experiment {experiment} --workdir {workdir}")
         return True, sub
     return wait_slurm(sub, say), sub
+
+
+# --------------------------------------------------------------------------- sweep workers as a SLURM array
+
+
+class SweepWorkerJob:
+    """A SLURM array task: one ``harness sweep worker`` (trials until the study holds ``trials`` finished ones)."""
+
+    def __init__(self, experiment, overrides, workdir, storage, study, trials: int, index: int):
+        self.experiment, self.overrides, self.workdir = experiment, overrides, workdir
+        self.storage, self.study, self.trials, self.index = storage, study, trials, index
+
+    def __call__(self) -> int:
+        from harness import sweep as sw
+
+        job_setup()
+        sweep = sw.make_sweep(self.experiment, self.overrides, self.workdir, self.storage, self.study)
+        counts = sw.work(sweep, self.trials, self.index, say=log.info)
+        if counts.finished >= self.trials:
+            sw.finalize(sweep, self.trials)
+        return counts.finished
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)  # its trial is retried (Optuna heartbeats / sweep.max_retry)
+
+
+def launch_sweep_slurm(sweep, trials: int, workers: int, wait: bool = True, say=print) -> bool:
+    """``harness sweep --launcher slurm --workers K``: the shared phases as one job, then K workers as a job array
+    on a storage every node reaches (``journal:PATH`` on a shared file system, or ``postgresql://...``)."""
+    from harness import sweep as sw
+
+    if sweep.storage_url.startswith("sqlite"):
+        raise sw.SweepError(
+            "harness sweep --launcher slurm: SQLite is not safe for workers on many nodes; give --storage "
+            "journal:/shared/path/optuna.journal or --storage postgresql://..."
+        )
+    sw.init_study(sweep)
+    cfg, workdir = sweep.cfg, Path(sweep.workdir).resolve()
+    folder = (Path(cfg.launcher.folder) if cfg.launcher.folder else workdir / "sweeps" / sweep.study_name).resolve()
+    tasks = [Task("worker", i, "") for i in range(workers)]
+    sub = Submission("slurm", cfg.name, tasks, folder=str(folder))
+    shared = slurm_executor(cfg, folder, f"harness-{cfg.name}-shared").submit(
+        SharedJob(sweep.experiment, sweep.overrides, str(workdir), sw.sweep_methods(cfg))
+    )
+    sub.shared_job = str(shared.job_id)
+    ex = slurm_executor(cfg, folder, f"harness-{sweep.study_name}", dependency=f"afterok:{shared.job_id}")
+    with ex.batch():
+        jobs = [
+            ex.submit(
+                SweepWorkerJob(
+                    sweep.experiment, sweep.overrides, str(workdir), sweep.storage_url, sweep.study_name, trials, i
+                )
+            )
+            for i in range(workers)
+        ]
+    for t, j in zip(tasks, jobs):
+        t.job_id = str(j.job_id)
+    say(
+        f"submitted shared phases as job {sub.shared_job} and {workers} sweep workers as "
+        f"{', '.join(t.job_id for t in tasks)}; logs in {folder}"
+    )
+    return wait_slurm(sub, say) if wait else True

@@ -264,3 +264,20 @@ def queue_state(job: str) -> str:
 def runs_of_all(wd: Path) -> list:
     c = store(wd)
     return c.search_runs([c.get_experiment_by_name("digits_lt_tiny").experiment_id])
+
+
+@pytest.mark.slow
+def test_slurm_sweep_workers_run_as_an_array(slurm, reference, tmp_path):
+    _, seq_wd = reference
+    wd = tmp_path / "wd"
+    shutil.copytree(seq_wd / "cache", wd / "cache", ignore=shutil.ignore_patterns("runs"))
+    fast = ["--set", "train.epochs=2", "--set", "train.curriculum_epochs=2", "--set", "sweep.pruner=none"]
+    journal = f"journal:{tmp_path / 'optuna.journal'}"
+    args = ["sweep", *TINY, *fast, "--trials", "3", "--workers", "2", "--storage", journal, "--workdir", str(wd)]
+    code, out = finish(harness(*args, "--launcher", "slurm", env=FAST_POLL))
+    assert code == 0, out
+    assert "runs: 2 done, 0 running, 0 pending, 0 failed" in out and "best trial" in out, out
+    trials = [r for r in runs_of_all(wd) if r.data.tags.get("sweep") == "digits_lt_tiny-sweep"]
+    assert len(trials) == 3 and all(r.info.status == "FINISHED" for r in trials)
+    assert {r.data.tags["launcher"] for r in trials} == {"slurm"}
+    assert all("_" in r.data.tags["launcher.job_id"] for r in trials), "array tasks"
