@@ -36,7 +36,7 @@ def harness(*args, env=None, **kw) -> subprocess.Popen:
     )
 
 
-def finish(proc: subprocess.Popen, timeout: float = 580) -> tuple[int, str]:
+def finish(proc: subprocess.Popen, timeout: float = 1500) -> tuple[int, str]:
     out, _ = proc.communicate(timeout=timeout)
     return proc.returncode, out.decode()
 
@@ -140,6 +140,7 @@ def same_metrics(runs: dict, expected: dict) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # several runs in processes; a loaded 2-core machine takes minutes
 def test_local_launcher_two_jobs_equals_sequential(reference, tmp_path):
     expected, _ = reference
     code, out = finish(harness("run", *TINY, *RUNS, "--workdir", str(tmp_path), "--launcher", "local", "--jobs", "2"))
@@ -155,6 +156,7 @@ def test_local_launcher_two_jobs_equals_sequential(reference, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # several runs in processes; a loaded 2-core machine takes minutes
 def test_sigterm_mid_training_leaves_a_resumable_run_that_ends_as_uninterrupted(reference, tmp_path):
     expected, _ = reference
     args = ["run", *TINY, "-m", "discl_diverse_to_specific", "--seed", "1", "--workdir", str(tmp_path)]
@@ -195,6 +197,7 @@ FAST_POLL = {"HARNESS_LAUNCHER_POLL_S": "2"}
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # several runs in processes; a loaded 2-core machine takes minutes
 def test_slurm_job_array_runs_each_method_and_seed_as_its_own_job(slurm, reference, tmp_path):
     expected, _ = reference
     code, out = finish(harness("run", *TINY, *RUNS, "--workdir", str(tmp_path), "--launcher", "slurm", env=FAST_POLL))
@@ -211,6 +214,7 @@ def test_slurm_job_array_runs_each_method_and_seed_as_its_own_job(slurm, referen
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # several runs in processes; a loaded 2-core machine takes minutes
 def test_slurm_requeue_of_a_running_job_resumes_to_the_same_metrics(slurm, reference, tmp_path):
     """``scontrol requeue`` on the running job: the run stops at a step boundary (SIGTERM), SLURM starts the job
     again, and it resumes the same MLflow run from its last epoch checkpoint to the uninterrupted result (a
@@ -267,6 +271,7 @@ def runs_of_all(wd: Path) -> list:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # several runs in processes; a loaded 2-core machine takes minutes
 def test_slurm_sweep_workers_run_as_an_array(slurm, reference, tmp_path):
     _, seq_wd = reference
     wd = tmp_path / "wd"
