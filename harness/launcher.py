@@ -297,6 +297,8 @@ def job_setup() -> None:
 def requeue_and_wait(grace_s: float = 300) -> None:
     """Ask SLURM to requeue this job (already being requeued, when ``scontrol requeue`` sent the signal), then wait
     for it to end this attempt, so no result file says the job is over."""
+    for name in preempt.SIGNALS:  # SLURM's SIGTERM as it ends this attempt must not raise here
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
     job = preempt.launcher_tags()["launcher.job_id"]
     subprocess.run(["scontrol", "requeue", job], capture_output=True, timeout=60)
     deadline = time.time() + grace_s

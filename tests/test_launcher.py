@@ -286,3 +286,24 @@ def test_slurm_sweep_workers_run_as_an_array(slurm, reference, tmp_path):
     assert len(trials) == 3 and all(r.info.status == "FINISHED" for r in trials)
     assert {r.data.tags["launcher"] for r in trials} == {"slurm"}
     assert all("_" in r.data.tags["launcher.job_id"] for r in trials), "array tasks"
+
+
+def test_each_local_job_gets_one_gpu_or_its_share_of_the_cores(monkeypatch):
+    from harness.launcher import cpu_slots, slot_env
+
+    env, cores = slot_env(3, 8, gpus=8)
+    assert env["CUDA_VISIBLE_DEVICES"] == "3" and cores is None and env["HARNESS_LAUNCHER"] == "local"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert cpu_slots(4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]]
+    env, cores = slot_env(1, 4, gpus=0)
+    assert cores == [4, 5, 6, 7] and env["OMP_NUM_THREADS"] == "4" and env["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_launcher_tags_name_the_slurm_array_task_or_the_process(monkeypatch):
+    monkeypatch.setenv("HARNESS_LAUNCHER", "slurm")
+    monkeypatch.setenv("SLURM_JOB_ID", "107")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "100")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
+    assert preempt.launcher_tags() == {"launcher": "slurm", "launcher.job_id": "100_7"}
+    monkeypatch.delenv("HARNESS_LAUNCHER")
+    assert preempt.launcher_tags() == {"launcher": "none", "launcher.job_id": str(os.getpid())}
