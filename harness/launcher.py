@@ -149,9 +149,16 @@ def run_command(experiment: str, overrides: list[str], workdir: Path, task: Task
 
 def prepare_shared(cfg: Config, workdir: Path, methods: list[str], progress: bool) -> None:
     """The shared phases, once, in this process: base model, hard samples, spectrum, scores (cached)."""
+    import gc
+
+    import torch
+
     from harness.pipeline import prepare
 
     prepare(cfg, workdir, methods, progress=progress)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the runs' processes get the GPUs' memory
 
 
 def launch_local(
