@@ -307,3 +307,16 @@ def test_launcher_tags_name_the_slurm_array_task_or_the_process(monkeypatch):
     assert preempt.launcher_tags() == {"launcher": "slurm", "launcher.job_id": "100_7"}
     monkeypatch.delenv("HARNESS_LAUNCHER")
     assert preempt.launcher_tags() == {"launcher": "none", "launcher.job_id": str(os.getpid())}
+
+
+def test_a_report_does_not_call_placement_a_differing_setting():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from reports import differing_settings
+
+    params = pd.DataFrame({"launcher.partition": ["a", "b"], "train.lr": ["0.1", "0.1"], "seed": ["0", "1"]})
+    assert differing_settings(SimpleNamespace(params=params)) == []
+    params["train.lr"] = ["0.1", "0.2"]
+    assert differing_settings(SimpleNamespace(params=params)) == ["train.lr"]
