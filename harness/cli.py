@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 from pathlib import Path
 
 from harness.config import list_experiments, load_config
 from harness.errors import HarnessError, UserError
+from harness.preempt import Preempted
 from harness.workdir import resolve_workdir, tracking_uri
 
 
@@ -47,11 +49,16 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from harness import distributed
+    from harness import distributed, preempt
     from harness.runner import run_experiment, summary_table
 
     cfg = load_config(args.experiment, args.overrides, methods=args.method)  # checks the -m methods too
     workdir = resolve_workdir(args.workdir)
+    if args.launcher != "none":
+        return run_launched(args, cfg, workdir)
+    if args.jobs != 1 or not args.wait:
+        raise UserError("harness run: --jobs and --no-wait need --launcher local or --launcher slurm")
+    preempt.install()  # SIGUSR1 / SIGTERM: stop at the next training step, the MLflow run left resumable (KILLED)
     distributed.init_from_env()  # under torchrun: one DDP rank of each run
     results = run_experiment(
         cfg, workdir, args.method or None, args.seed or None, progress=not args.quiet, force=args.force
@@ -64,6 +71,57 @@ def cmd_run(args) -> int:
     print()
     print("MLflow runs:", ", ".join(f"{r.method}-seed{r.seed}={r.run_id}" for r in results.itertuples()))
     print(f"browse them with: harness ui --workdir {workdir}")
+    return 0
+
+
+def run_launched(args, cfg, workdir: Path) -> int:
+    """``harness run --launcher local|slurm``: the runs not finished yet, many at once."""
+    from harness import preempt
+    from harness.launcher import launch, results
+    from harness.runner import summary_table
+
+    if args.jobs < 1:
+        raise UserError(f"harness run: --jobs must be at least 1, got {args.jobs}")
+    preempt.install()  # a stop signal reaches the local runs too (each stops at a step boundary, resumable)
+    if args.launcher == "slurm" and shutil.which("sbatch") is None:
+        raise UserError("harness run --launcher slurm: no sbatch on PATH (run it on a SLURM login node)")
+    ok, sub = launch(
+        cfg,
+        args.experiment,
+        args.overrides,
+        workdir,
+        args.launcher,
+        args.method,
+        args.seed,
+        jobs=args.jobs,
+        force=args.force,
+        wait=args.wait,
+        progress=not args.quiet,
+    )
+    if not args.wait:
+        return 0
+    frame = results(cfg, workdir, args.method or cfg.methods, args.seed or cfg.seeds)
+    if len(frame):
+        print()
+        print(f"experiment {cfg.name}: test metrics (%), mean ± std over seeds")
+        print(summary_table(frame).to_string())
+        print()
+        print("MLflow runs:", ", ".join(f"{r.method}-seed{r.seed}={r.run_id}" for r in frame.itertuples()))
+    if not ok:
+        failed = [f"{t.method} seed {t.seed} ({t.job_id})" for t in sub.tasks if t.state != "done"]
+        print(f"harness: {len(failed)} runs did not finish: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_status(args) -> int:
+    from harness.status import status_frame
+
+    cfg = load_config(args.experiment, args.overrides, methods=args.method)
+    frame = status_frame(cfg, resolve_workdir(args.workdir), args.method, args.seed)
+    counts = frame.state.value_counts()
+    print(f"experiment {cfg.name}: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    print(frame.fillna("").to_string(index=False))
     return 0
 
 
@@ -106,18 +164,32 @@ def cmd_sweep(args) -> int:
 
     sweep = sw.make_sweep(args.experiment, args.overrides, args.workdir, args.storage, args.study)
     say = (lambda line: None) if args.quiet and args.action == "worker" else (lambda line: print(line, flush=True))
-    if args.action == "init":
-        study = sw.init_study(sweep)
-        print(f"study {sweep.study_name} in {sweep.storage_url}; MLflow parent run {study.user_attrs[sw.PARENT_ATTR]}")
-        return 0
-    if args.trials is None:
-        raise UserError("harness sweep: give --trials N")
-    if args.action == "worker":
-        counts = sw.work(sweep, args.trials, args.worker_index, say=say)
-        if counts.finished >= args.trials:
-            sw.finalize(sweep, args.trials)
-        return 0
-    out = sw.run_sweep(sweep, args.trials, args.workers, say=say)
+    try:
+        if args.action == "init":
+            study = sw.init_study(sweep)
+            print(
+                f"study {sweep.study_name} in {sweep.storage_url}; MLflow parent run {study.user_attrs[sw.PARENT_ATTR]}"
+            )
+            return 0
+        if args.trials is None:
+            raise UserError("harness sweep: give --trials N")
+        if args.action == "worker":
+            counts = sw.work(sweep, args.trials, args.worker_index, say=say)
+            if counts.finished >= args.trials:
+                sw.finalize(sweep, args.trials)
+            return 0
+        if not args.wait and args.launcher != "slurm":
+            raise UserError("harness sweep: --no-wait needs --launcher slurm")
+        if args.launcher == "slurm":
+            from harness.launcher import launch_sweep_slurm
+
+            if not launch_sweep_slurm(sweep, args.trials, args.workers, args.wait, say) or not args.wait:
+                return 0 if not args.wait else 1
+            out = sw.finalize(sweep, args.trials)
+        else:
+            out = sw.run_sweep(sweep, args.trials, args.workers, say=say)
+    except sw.SweepError as e:
+        raise UserError(str(e)) from None
     print(sw.progress_line(out["study"], args.trials))
     for t in out["best"]:
         print(f"best trial {t.number}: {', '.join(f'{v:.4f}' for v in t.values)}  {t.params}")
@@ -269,8 +341,26 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--method", "-m", action="append", help="only this method (repeatable)")
     s.add_argument("--seed", "-s", action="append", type=int, help="only this seed (repeatable)")
     s.add_argument("--force", action="store_true", help="rerun even if a finished run with this config exists")
+    s.add_argument(
+        "--launcher",
+        choices=["none", "local", "slurm"],
+        default="none",
+        help="local: --jobs runs at once on this machine (one GPU, or a share of the cores, each); slurm: a job "
+        "array through submitit (config section launcher:); none: one after another in this process",
+    )
+    s.add_argument("--jobs", "-j", type=int, default=1, help="--launcher local: runs at once")
+    s.add_argument(
+        "--no-wait", dest="wait", action="store_false", help="--launcher slurm: return after submitting the jobs"
+    )
     add_common(s)
     s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("status", help="each (method, seed) run: finished / running / failed / not started, job, disk")
+    add_experiment(s)
+    s.add_argument("--method", "-m", action="append", help="only this method (repeatable)")
+    s.add_argument("--seed", "-s", action="append", type=int, help="only this seed (repeatable)")
+    add_common(s)
+    s.set_defaults(fn=cmd_status)
 
     s = sub.add_parser("generate", help="phases up to the filtered synthetic pool (shards under torchrun)")
     add_experiment(s)
@@ -311,6 +401,13 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--study", help="study name (default: sweep.study or <experiment>-sweep); resume by name")
     s.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    s.add_argument(
+        "--launcher",
+        choices=["local", "slurm"],
+        default="local",
+        help="slurm: the --workers as a SLURM job array (config section launcher:; journal or RDB storage)",
+    )
+    s.add_argument("--no-wait", dest="wait", action="store_false", help="--launcher slurm: return after submitting")
     add_common(s)
     s.set_defaults(fn=cmd_sweep)
 
@@ -351,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"harness: error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:
+        print(f"harness: {e}; rerun the same command to resume", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("harness: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

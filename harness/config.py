@@ -374,6 +374,23 @@ class TrackingConfig(Section):
     system_metrics_interval_s: Annotated[float, Field(gt=0)] = 10.0
 
 
+class LauncherConfig(Section):
+    """Where ``harness run --launcher slurm`` puts its jobs (and ``--launcher local`` nothing but ``folder``); placement
+    only, so none of it enters a run's config hash."""
+
+    partition: str | None = None
+    gpus_per_job: NonNegInt = 0  # GPUs per (method, seed) job: the paper's recipe is one GPU per run
+    cpus_per_job: Annotated[int, Field(ge=1)] = 1
+    mem_gb: Annotated[float, Field(gt=0)] | None = None
+    time_min: Annotated[int, Field(ge=1)] = 240  # SLURM time limit per job; a run past it is requeued and resumes
+    account: str | None = None
+    qos: str | None = None
+    array_parallelism: Annotated[int, Field(ge=1)] = 64  # at most this many of the array's jobs at once
+    sbatch: dict[str, str] = Field(default_factory=dict)  # extra sbatch options, e.g. {constraint: a100}
+    folder: str | None = None  # submitit's logs and job files (default WORKDIR/launcher/EXPERIMENT/logs)
+    signal_delay_s: Annotated[int, Field(ge=1)] = 120  # SLURM warns a job this long before its time limit
+
+
 class Config(Section):
     name: str = ""
     description: str = ""
@@ -393,6 +410,7 @@ class Config(Section):
     device: str = "auto"  # auto (cuda when there is one) | cpu | cuda | cuda:N
     sweep: SweepConfig = Field(default_factory=SweepConfig)  # search space for `harness sweep`
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)  # what MLflow records besides metrics
+    launcher: LauncherConfig = Field(default_factory=LauncherConfig)  # SLURM placement (harness run --launcher)
 
     @field_validator("device")
     @classmethod

@@ -19,6 +19,7 @@ import torch
 
 from harness import distributed as dist
 from harness.base_model import train_base
+from harness.cache_keys import image_store_key, pool_key, scorer_key
 from harness.config import Config
 from harness.curriculum import (
     Curriculum,

@@ -12,7 +12,7 @@ import pandas as pd
 import yaml
 
 from harness import distributed as dist
-from harness import plots
+from harness import plots, preempt
 from harness.cache_keys import run_key
 from harness.config import Config, stable_hash, validate
 from harness.domain import domain_frame
@@ -127,15 +127,21 @@ def run_experiment(
     if todo:
         prep = prepare_all_ranks(cfg, workdir, sorted({m for m, _, _ in todo}), progress)
         with tempfile.TemporaryDirectory(prefix="harness-grid-") as tmp:  # the spectrum grid, logged by each run
-            grid_path = None
-            if prep.pool_dir is not None and len(prep.pool) and dist.is_main():
-                grid_path = Path(tmp) / "grid.png"
-                fig = plots.spectrum_grid(prep.pool, prep.pool_dir, prep.data.train)
-                fig.savefig(grid_path, dpi=110)
-                plots.close(fig)
+            grid_path = spectrum_grid_file(prep, Path(tmp))
             for m, s, h in todo:
                 rows.append(run_one(cfg, workdir, prep, m, s, h, grid_path, progress, tags, force))
     return pd.DataFrame(rows)
+
+
+def spectrum_grid_file(prep: Prepared, folder: Path) -> Path | None:
+    """The spectrum grid figure as a PNG in ``folder`` (rank 0, when there is a pool), else None."""
+    if prep.pool_dir is None or not len(prep.pool) or not dist.is_main():
+        return None
+    grid_path = folder / "grid.png"
+    fig = plots.spectrum_grid(prep.pool, prep.pool_dir, prep.data.train)
+    fig.savefig(grid_path, dpi=110)
+    plots.close(fig)
+    return grid_path
 
 
 def prepare_all_ranks(cfg: Config, workdir: Path, methods: list[str], progress: bool) -> Prepared:
@@ -184,6 +190,7 @@ def run_one(
             **(tags or {}),
         },
     )
+    run.set_tags(preempt.launcher_tags())  # this attempt's launcher and job (a requeued run keeps its MLflow run)
     if cfg.tracking.system_metrics:
         run.start_system_metrics(cfg.tracking.system_metrics_interval_s)
     if run_id is None:  # a new run in this store (resuming from the cached checkpoint, if any, re-logs its epochs)
@@ -209,9 +216,14 @@ def run_one(
         )
     dist.barrier()
     try:
-        result = fine_tune(prep, method, seed, run, ckpt_dir, progress)
+        with preempt.deferred():  # a stop signal waits for the next step boundary
+            result = fine_tune(prep, method, seed, run, ckpt_dir, progress)
         log_run_outputs(run, cfg, prep, result, grid_path)
         model_logged = log_selected_model(run, cfg, workdir, prep, result, ckpt_dir)
+    except preempt.Preempted as e:
+        run.set_tags({"launcher.preempted": str(e)})
+        run.end("KILLED")  # resumable: the next attempt reopens this run and resumes from the last epoch
+        raise
     except BaseException:
         run.end("FAILED")
         raise

@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
 from harness import distributed as dist
+from harness import preempt
 from harness.config import OptimConfig
 from harness.data.base import DataError, ImageView, LabeledImages, TensorImages
 from harness.models import classification_loss
@@ -314,6 +315,7 @@ class Trainer:
         ):
             if max_steps is not None and i >= max_steps:
                 break
+            preempt.check()  # a stop signal: leave at this step boundary (the run resumes from its last epoch)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.amp):

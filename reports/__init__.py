@@ -105,7 +105,7 @@ def differing_settings(rs) -> list[str]:
         columns=[
             c
             for c in rs.params.columns
-            if c in RUN_IDENTITY or c.startswith(("method_params.", "tracking.")) or c == "train.loss"
+            if c in RUN_IDENTITY or c.startswith(("method_params.", "tracking.", "launcher.")) or c == "train.loss"
         ]
     )
     varying = params.nunique(dropna=False)

@@ -13,7 +13,16 @@ LAYERS = [  # highest first
     ("cli", ["harness.cli"]),
     (
         "entry points",
-        ["harness.runner", "harness.sweep", "reports", "harness.tracking", "harness.plots", "harness.domain"],
+        [
+            "harness.runner",
+            "harness.sweep",
+            "reports",
+            "harness.tracking",
+            "harness.plots",
+            "harness.domain",
+            "harness.launcher",
+            "harness.status",
+        ],
     ),
     ("pipeline", ["harness.pipeline"]),
     (
@@ -55,6 +64,7 @@ LAYERS = [  # highest first
             "harness.cache_keys",
             "harness.workdir",
             "harness.transforms",
+            "harness.preempt",
         ],
     ),
 ]

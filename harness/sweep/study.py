@@ -133,6 +133,7 @@ def load_study(sweep: Sweep, worker_index: int = 0) -> optuna.Study:
 def config_fingerprint(cfg: Config) -> str:
     d = cfg.to_dict()
     d.pop("tracking", None)  # what MLflow records does not change a trial; studies made before it still match
+    d.pop("launcher", None)  # where jobs run does not change a trial either
     return stable_hash(d)
 
 

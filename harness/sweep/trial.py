@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial
 from harness.config import Config, ConfigError
 from harness.filter import apply_filter
 from harness.pipeline import Prepared, fine_tune
+from harness.preempt import launcher_tags
 from harness.tracking import Run, client
 
 from .space import candidate_levels, level_param, suggest, trial_config
@@ -51,6 +52,7 @@ def trial_run(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, params: di
         f"{sweep.study_name}-trial{trial.number}",
         tags={
             "sweep": sweep.study_name,
+            **launcher_tags(),
             "sweep_trial": str(trial.number),
             "sweep_method": method,
             "dataset": tcfg.data.name,
