@@ -105,6 +105,7 @@ def base_key(cfg: Config) -> str:
 def pool_key(cfg: Config) -> str:
     spectrum = cfg.spectrum.model_dump()
     spectrum.pop("batch_size")  # how it is batched does not change what is generated
+    spectrum.pop("pool")  # an imported pool holds what generating would (checked when it is imported)
     spectrum["descriptions"] = file_digest(cfg.spectrum.descriptions)
     # few-shot hard samples do not depend on the base model: other base settings (e.g. its loss) share the pool
     if cfg.hard.rule == "few_shot":

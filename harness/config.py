@@ -166,6 +166,8 @@ class SpectrumConfig(Section):
     prompt: str = "a photo of a {name}"
     descriptions: str | None = None  # JSON {class name: [descriptions]}: the prompts of the classes it lists
     description_prefix: str = ""  # prepended to each description (the paper: "a 8k real photo: ")
+    # an exported pool (a folder, or ORG/NAME in the local Hugging Face cache) used instead of generating
+    pool: Annotated[str, Field(min_length=1)] | None = None
 
     @field_validator("levels")
     @classmethod
