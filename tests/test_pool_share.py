@@ -167,10 +167,10 @@ def test_other_classes_are_named(digits, tmp_path, monkeypatch):
     other = tmp_path / "other"
     shutil.copytree(digits.out, other)
     meta = json.loads((other / "harness_pool.json").read_text())
-    meta["class_names"][3] = "three"
+    meta["class_names"][3] = "a cat"
     (other / "harness_pool.json").write_text(json.dumps(meta))
     cfg = load_config("digits_lt_tiny", [*SETS, f"spectrum.pool={other}"])
-    with pytest.raises(ConfigError, match=r"classes: 1 names differ, e.g. label 3 is 'three' in the pool"):
+    with pytest.raises(ConfigError, match=r"classes: 1 names differ, e.g. label 3 is 'a cat' in the pool"):
         prepare(cfg, digits.root / "wd", [METHOD], progress=False)
 
 
@@ -253,3 +253,49 @@ def test_export_of_ten_times_the_tiny_pool_is_memory_bounded(tmp_path, tiny_cfg)
     assert arrow_peak < max(arrow_before, total / 10), (arrow_peak, arrow_before, total)
     assert len(done.files) >= 8 and all(f.stat().st_size <= 2 * 10**6 for f in done.files)
     assert sum(pq.ParquetFile(f).metadata.num_rows for f in done.files) == 3480
+
+
+IMAGENET_QUICK = [
+    "data.shot_groups={many: 20, few: 8}",
+    "base.epochs=1",
+    "train.epochs=2",
+    "train.curriculum_epochs=2",
+    "spectrum.seeds=1",
+    "spectrum.steps=4",
+]
+
+
+@pytest.mark.slow
+def test_round_trip_imagenet_lt_tiny_sdxl(tmp_path, monkeypatch):
+    """imagenet_lt_discl_tiny on fake ImageNet-LT with the tiny SDXL img2img and tiny CLIP: export, then a run on the
+    imported pool in a fresh workdir loads no pipeline and gives the same pool key, pixels and test metrics."""
+    from fakes import write_fake_imagenet_lt
+
+    from harness.generators.sd_img2img import SDImg2Img
+    from harness.pool_share import export_pool
+
+    data = write_fake_imagenet_lt(tmp_path / "imagenet", counts=(25, 22, 12, 10, 6, 3), image_size=32)
+    sets = [f"data.root={data}", *IMAGENET_QUICK]
+    cfg = load_config("imagenet_lt_discl_tiny", sets)
+    first = run_experiment(cfg, tmp_path / "wd", [METHOD], [0], progress=False)
+    prep = prepare(cfg, tmp_path / "wd", [METHOD], progress=False)
+    done = export_pool(prep, tmp_path / "export")
+    assert done.rows == len(prep.pool) > 0
+    meta = json.loads((tmp_path / "export" / "harness_pool.json").read_text())
+    assert meta["generator_settings"]["pipeline"] and meta["pool_key"] == prep.pool_dir.name
+
+    no_generator(monkeypatch, SDImg2Img)
+    imported = load_config("imagenet_lt_discl_tiny", [*sets, f"spectrum.pool={tmp_path / 'export'}"])
+    assert pool_key(imported) == prep.pool_dir.name
+    second = run_experiment(imported, tmp_path / "fresh", [METHOD], [0], progress=False)
+    assert metrics_of(second) == metrics_of(first)
+    pool = pool_of(tmp_path / "fresh")
+    assert pool.name == prep.pool_dir.name
+    ours, theirs = pixels(pool), pixels(prep.pool_dir)
+    assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
+
+    other = load_config(
+        "imagenet_lt_discl_tiny", [*sets, "spectrum.guidance_scale=3", f"spectrum.pool={tmp_path / 'export'}"]
+    )
+    with pytest.raises(ConfigError, match="generator: spectrum.guidance_scale is 10.0 in the pool, 3.0 here"):
+        prepare(other, tmp_path / "fresh", [METHOD], progress=False)
