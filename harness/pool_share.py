@@ -260,12 +260,16 @@ def export_pool(
     shutil.rmtree(partial, ignore_errors=True)
     (partial / "data").mkdir(parents=True)
     rows = export_rows(prep, generator_settings)
-    if fmt == "parquet":
-        files = write_parquet(rows, features, partial / "data", max_shard_bytes, rows_per_group)
-        data_files = "data/train-*.parquet"
-    else:
-        files = write_imagefolder(rows, partial / "data")
-        data_files = "data/train/**"
+    try:
+        if fmt == "parquet":
+            files = write_parquet(rows, features, partial / "data", max_shard_bytes, rows_per_group)
+            data_files = "data/train-*.parquet"
+        else:
+            files = write_imagefolder(rows, partial / "data")
+            data_files = "data/train/**"
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     meta = {
         "format": fmt,
         "experiment": cfg.name,
@@ -283,6 +287,7 @@ def export_pool(
         "command": command or f"harness generate --experiment {cfg.name}",
     }
     write_json(partial / META_FILE, meta)
+    (partial / META_FILE).chmod(0o644)  # a file to publish (write_json's temp file is private)
     card = DatasetCardData(
         license="other",
         license_name="source-dataset-terms",

@@ -84,6 +84,7 @@ def digits(tmp_path_factory):
     return SimpleNamespace(root=root, cfg=cfg, results=results, out=root / "export", pool=pool_of(root / "wd"))
 
 
+@pytest.mark.slow  # shares the digits fixture (a run and an export, ~2 min on 2 loaded cores)
 def test_load_dataset_gives_typed_features_and_one_row_per_generated_image(digits):
     import datasets
 
@@ -112,10 +113,13 @@ def test_load_dataset_gives_typed_features_and_one_row_per_generated_image(digit
     assert "inherit its terms" in card
 
 
+@pytest.mark.slow  # shares the digits fixture (a run and an export, ~2 min on 2 loaded cores)
 def test_round_trip_digits_same_pool_key_pixels_and_metrics_without_a_generator(digits, tmp_path, monkeypatch):
     from harness.generators.tiny_ddpm import TinyDDPM
 
     no_generator(monkeypatch, TinyDDPM)
+    # score_pool writes the score rows it makes: none, when the pool's scores are used
+    monkeypatch.setattr("harness.filter.append_jsonl", lambda *a: pytest.fail("the pool's scores were not used"))
     cfg = load_config("digits_lt_tiny", [*SETS, f"spectrum.pool={digits.out}"])
     assert pool_key(cfg) == pool_key(digits.cfg) == digits.pool.name
     results = run_experiment(cfg, tmp_path / "fresh", [METHOD], [0], progress=False)
@@ -134,6 +138,7 @@ def test_round_trip_digits_same_pool_key_pixels_and_metrics_without_a_generator(
     assert profile["imported_from"]["digest"] in pool_input.dataset.digest and meta["pool_key"] == digits.pool.name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sets, named",
     [
@@ -163,6 +168,7 @@ def test_a_pool_that_does_not_fit_is_refused_in_one_line(digits, monkeypatch, se
         assert needle in msg, (needle, msg)
 
 
+@pytest.mark.slow  # shares the digits fixture (a run and an export, ~2 min on 2 loaded cores)
 def test_other_classes_are_named(digits, tmp_path, monkeypatch):
     other = tmp_path / "other"
     shutil.copytree(digits.out, other)
@@ -174,15 +180,23 @@ def test_other_classes_are_named(digits, tmp_path, monkeypatch):
         prepare(cfg, digits.root / "wd", [METHOD], progress=False)
 
 
+@pytest.mark.slow  # shares the digits fixture (a run and an export, ~2 min on 2 loaded cores)
 def test_a_pool_with_more_levels_and_seeds_fits(digits, tmp_path, monkeypatch):
+    import harness.filter
     from harness.generators.tiny_ddpm import TinyDDPM
 
     no_generator(monkeypatch, TinyDDPM)
+    scored, append = [], harness.filter.append_jsonl
+    monkeypatch.setattr("harness.filter.append_jsonl", lambda p, rows: scored.append(len(rows)) or append(p, rows))
     wd = tmp_path / "wd"
     shutil.copytree(digits.root / "wd" / "cache" / "base", wd / "cache" / "base")  # the base model, not the pool
     levels = ["spectrum.levels=[0.5]", "curriculum.levels=[0.5]", "curriculum.adaptive_levels=[0.5]"]
-    cfg = load_config("digits_lt_tiny", [*SETS, *levels, "spectrum.seeds=1", f"spectrum.pool={digits.out}"])
+    other_scorer = "scorer.params.epochs=2"  # the pool's scores are another scorer's: they are recomputed
+    cfg = load_config(
+        "digits_lt_tiny", [*SETS, *levels, "spectrum.seeds=1", other_scorer, f"spectrum.pool={digits.out}"]
+    )
     prep = prepare(cfg, wd, [METHOD], progress=False)
+    assert sum(scored) == len(prep.pool)
     full = read_manifest(digits.pool)
     sub = full[(full.lam == 0.5) & (full.seed_index == 0)]
     assert sorted(prep.pool.key) == sorted(sub.key) and prep.pool_dir.name == pool_key(cfg) != digits.pool.name
@@ -191,6 +205,7 @@ def test_a_pool_with_more_levels_and_seeds_fits(digits, tmp_path, monkeypatch):
     assert prep.pool_source["source"] == str(digits.out)
 
 
+@pytest.mark.slow  # shares the digits fixture (a run and an export, ~2 min on 2 loaded cores)
 def test_imagefolder_export_imports_through_the_same_reader(digits, tmp_path, monkeypatch):
     from harness.generators.tiny_ddpm import TinyDDPM
 
@@ -204,6 +219,13 @@ def test_imagefolder_export_imports_through_the_same_reader(digits, tmp_path, mo
     prep = prepare(load_config("digits_lt_tiny", [*SETS, f"spectrum.pool={out}"]), wd, [METHOD], progress=False)
     ours, theirs = pixels(prep.pool_dir), pixels(digits.pool)
     assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_spectrum_pool_is_not_in_the_pool_key_and_must_name_something():
+    plain = load_config("digits_lt_tiny")
+    assert pool_key(load_config("digits_lt_tiny", ["spectrum.pool=org/pool"])) == pool_key(plain)
+    with pytest.raises(ConfigError, match="spectrum.pool"):
+        load_config("digits_lt_tiny", ["spectrum.pool="])
 
 
 def test_an_unknown_pool_is_one_line(tmp_path):
