@@ -310,7 +310,7 @@ def dataset_inputs(cfg: Config, prep: Prepared, method: str) -> list[tuple[dict,
         source = str(prep.pool_dir)
         if prep.pool_source:  # spectrum.pool: the exported pool's path or repo id and revision, and its digest
             imported = prep.pool_source
-            source = imported["source"] + (f"@{imported['revision']}" if imported.get("revision") else "")
+            source = f"{imported['source']}@{imported['revision']}" if imported.get("revision") else imported["path"]
             profile["imported_from"] = imported
             digest = f"{digest}-{imported['digest']}"
         out.append((dataset_entity("synthetic_pool", digest, source, profile), "training"))

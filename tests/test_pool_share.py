@@ -228,6 +228,27 @@ def test_spectrum_pool_is_not_in_the_pool_key_and_must_name_something():
         load_config("digits_lt_tiny", ["spectrum.pool="])
 
 
+def test_a_dataset_repo_in_the_local_hub_cache_is_found_by_id(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from harness.pool_share import resolve_source
+
+    revision = "0" * 39 + "2"
+    repo = tmp_path / "hub" / "datasets--someone--digits-pool"
+    snapshot = repo / "snapshots" / revision
+    (snapshot / "data").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    (snapshot / "harness_pool.json").write_text("{}")
+    (snapshot / "data" / "train-00000-of-00001.parquet").write_bytes(b"shard")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    source = resolve_source("someone/digits-pool")
+    assert source.path == snapshot.resolve() and source.revision == revision
+    digest = source.digest
+    (snapshot / "data" / "train-00000-of-00001.parquet").write_bytes(b"another shard")
+    assert resolve_source("someone/digits-pool").digest != digest  # the digest is of the files' contents
+
+
 def test_an_unknown_pool_is_one_line(tmp_path):
     from harness.pool_share import resolve_source
 
