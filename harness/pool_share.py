@@ -95,9 +95,9 @@ def generation_identity(cfg: Config) -> dict:
     return json.loads(json.dumps(identity, default=str))  # as it reads back from JSON
 
 
-def image_path(pool_dir: Path, row) -> Path:
+def image_path(pool_dir: Path, row: dict) -> Path:
     """Where a manifest row's image lies (the one place that knows the pool's storage)."""
-    return pool_dir / row.file
+    return pool_dir / row["file"]
 
 
 # --------------------------------------------------------------------------- export
@@ -123,25 +123,27 @@ def export_rows(prep, generator_settings: dict) -> Iterator[dict]:
         "guidance_scale": float(generator_settings.get("guidance_scale", cfg.spectrum.guidance_scale)),
     }
     with_try = "try" in prep.pool.columns
-    for row in prep.pool.itertuples(index=False):
+    columns = list(prep.pool.columns)
+    for values in prep.pool.itertuples(index=False, name=None):  # ("try" is no attribute name)
+        row = dict(zip(columns, values))
         path = image_path(prep.pool_dir, row)
         data = path.read_bytes()
         width, height = Image.open(io.BytesIO(data)).size  # the header only
         yield {
             "image": {"bytes": data, "path": path.name},
-            "label": int(row.label),
-            "class_name": names[int(row.label)],
-            "source_id": str(row.source_id),
-            "source_index": int(row.source_index),
-            "lam": float(row.lam),
-            "seed_index": int(row.seed_index),
-            "seed": int(row.seed),
-            **({"try": int(getattr(row, "try"))} if with_try else {}),
-            "prompt": str(row.prompt),
-            "key": str(row.key),
-            "text_score": float(row.text_score),
-            "image_score": float(row.image_score),
-            "keep": bool(row.keep),
+            "label": int(row["label"]),
+            "class_name": names[int(row["label"])],
+            "source_id": str(row["source_id"]),
+            "source_index": int(row["source_index"]),
+            "lam": float(row["lam"]),
+            "seed_index": int(row["seed_index"]),
+            "seed": int(row["seed"]),
+            **({"try": int(row["try"])} if with_try else {}),
+            "prompt": str(row["prompt"]),
+            "key": str(row["key"]),
+            "text_score": float(row["text_score"]),
+            "image_score": float(row["image_score"]),
+            "keep": bool(row["keep"]),
             **fixed,
             "width": int(width),
             "height": int(height),
@@ -402,12 +404,19 @@ def resolve_source(spec: str) -> PoolSource:
     return PoolSource(spec, folder.resolve(), revision, data_digest(folder))
 
 
-def open_pool(source: PoolSource, cache: Path):
+def open_pool(source: PoolSource, cache: Path, progress: bool = True):
     """The exported dataset (memory-mapped Arrow, converted once into the workdir's cache) and its metadata."""
     import datasets
 
     meta = json.loads((source.path / META_FILE).read_text())
-    ds = datasets.load_dataset(str(source.path), split="train", cache_dir=str(cache / "hf-datasets"))
+    enabled = datasets.is_progress_bar_enabled()
+    if not progress:
+        datasets.disable_progress_bars()
+    try:
+        ds = datasets.load_dataset(str(source.path), split="train", cache_dir=str(cache / "hf-datasets"))
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()
     return ds, meta
 
 
@@ -512,7 +521,7 @@ def import_pool(
     """Check that ``spectrum.pool`` fits the experiment, then fill ``pool_dir`` from it (unless already complete),
     with its scores when they were made by the same scorer. Returns the source's description (for MLflow)."""
     source = resolve_source(cfg.spectrum.pool)
-    ds, meta = open_pool(source, cache)
+    ds, meta = open_pool(source, cache, progress)
     rows = ds.select_columns(LOOKUP_COLUMNS).to_pandas()
     mismatches = fit_mismatches(cfg, data, plan, meta, rows)
     if mismatches:

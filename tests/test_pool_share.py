@@ -275,8 +275,8 @@ def test_export_of_ten_times_the_tiny_pool_is_memory_bounded(tmp_path, tiny_cfg)
         Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(pool_dir / file)
         rows.append(
             {"key": f"s{i}|0.5000|0", "source_index": i, "source_id": f"s{i}", "label": i % 10, "lam": 0.5,
-             "seed_index": 0, "seed": i, "prompt": "p", "file": file, "text_score": 0.5, "image_score": 0.5,
-             "keep": True}
+             "seed_index": 0, "seed": i, "try": i % 2, "prompt": "p", "file": file, "text_score": 0.5,
+             "image_score": 0.5, "keep": True}
         )  # fmt: skip
     total = sum(f.stat().st_size for f in (pool_dir / "images").iterdir())
     names = [str(c) for c in range(10)]
@@ -296,6 +296,7 @@ def test_export_of_ten_times_the_tiny_pool_is_memory_bounded(tmp_path, tiny_cfg)
     assert arrow_peak < max(arrow_before, total / 10), (arrow_peak, arrow_before, total)
     assert len(done.files) >= 8 and all(f.stat().st_size <= 2 * 10**6 for f in done.files)
     assert sum(pq.ParquetFile(f).metadata.num_rows for f in done.files) == 3480
+    assert pq.read_table(done.files[0], columns=["try"]).column("try").to_pylist()[:2] == [0, 1]  # the manifest's
 
 
 IMAGENET_QUICK = [
