@@ -129,6 +129,7 @@ def base_key(cfg: Config, world: int | None = None) -> str:
 def pool_key(cfg: Config, world: int | None = None) -> str:
     spectrum = cfg.spectrum.model_dump()
     spectrum.pop("batch_size")  # how it is batched does not change what is generated
+    spectrum.pop("pool")  # an imported pool holds what generating would (checked when it is imported)
     spectrum["descriptions"] = file_digest(cfg.spectrum.descriptions)
     spectrum["description_names"] = file_digest(cfg.spectrum.description_names)
     # few-shot hard samples do not depend on the base model: other base settings (e.g. its loss) share the pool

@@ -159,6 +159,37 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def cmd_pool_export(args) -> int:
+    """``harness pool export``: the experiment's synthetic pool (generated first if it is not cached) as a Hugging
+    Face dataset folder."""
+    import shlex
+
+    from harness.pipeline import prepare
+    from harness.pool_share import export_pool
+
+    cfg = load_config(args.experiment, args.overrides)
+    workdir = resolve_workdir(args.workdir)
+    prep = prepare(cfg, workdir, methods=list(cfg.methods), progress=not args.quiet)
+    sets = "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
+    command = f"harness generate --experiment {shlex.quote(args.experiment)}{sets}"
+    done = export_pool(prep, Path(args.out), args.format, command)
+    kept = int(prep.pool.keep.sum())
+    print(f"exported {done.rows} images ({kept} kept by the filter) in {len(done.files)} files to {done.out}")
+    print(f"publish it: huggingface-cli upload --repo-type dataset ORG/NAME {done.out} .")
+    return 0
+
+
+def add_pool_parser(sub) -> None:
+    s = sub.add_parser("pool", help="share a synthetic pool: `pool export` writes it as a Hugging Face dataset")
+    actions = s.add_subparsers(dest="action", required=True)
+    e = actions.add_parser("export", help="the experiment's pool as parquet shards (or an image folder) + a card")
+    add_experiment(e)
+    e.add_argument("--out", required=True, help="a new (or empty) folder for the dataset")
+    e.add_argument("--format", default="parquet", choices=["parquet", "imagefolder"], help="default: parquet")
+    add_common(e)
+    e.set_defaults(fn=cmd_pool_export)
+
+
 def cmd_sweep(args) -> int:
     from harness import sweep as sw
 
@@ -382,6 +413,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--world", type=int, default=1, help="DDP processes (steps at the global batch batch_size × world)")
     add_common(s)
     s.set_defaults(fn=cmd_plan)
+    add_pool_parser(sub)
 
     s = sub.add_parser("sweep", help="an Optuna study over curriculum schedules (`sweep init` creates it first)")
     s.add_argument(

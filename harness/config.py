@@ -192,6 +192,8 @@ class SpectrumConfig(Section):
     # tries per sample: a sample whose text score is ≤ filter.threshold is regenerated with the next description and
     # its own seed, up to this many tries, and the best-scoring try is kept (the authors' ImageNet-LT: 5)
     max_tries: PosInt = 1
+    # an exported pool (a folder, or ORG/NAME in the local Hugging Face cache) used instead of generating
+    pool: Annotated[str, Field(min_length=1)] | None = None
 
     @field_validator("levels")
     @classmethod

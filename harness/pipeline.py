@@ -93,8 +93,13 @@ def prepare(
     pool_dir = cache / "pool" / pool_key(cfg)
     plan = plan_spectrum(data, hard, cfg.spectrum)
     t = time.perf_counter()
+    pool_source = None
     with generation_lock(pool_dir, rank):
-        if not (pool_dir / "complete.json").exists():
+        if cfg.spectrum.pool and rank == 0:  # an exported pool instead of generating: no generator is loaded
+            from harness.pool_share import import_pool
+
+            pool_source = import_pool(cfg, data, plan, pool_dir, cache, progress)
+        elif not cfg.spectrum.pool and not (pool_dir / "complete.json").exists():
             gen_cls = get_generator(cfg.generator.name)
             generator = gen_cls.from_config(cfg, data, cache, local_device(device))
             store = cache / "images" / image_store_key(cfg)
@@ -118,9 +123,8 @@ def prepare(
     scored = score_spectrum(cfg, data, read_manifest(pool_dir), pool_dir, cache, device, progress)
     timings["score_s"] = time.perf_counter() - t
     pool = apply_filter(scored, cfg.filter.threshold)
-    return Prepared(
-        cfg, data, device, base_state, hard, pool, pool_dir, load_pool_images(pool, pool_dir, cfg, data), timings
-    )
+    images = load_pool_images(pool, pool_dir, cfg, data)
+    return Prepared(cfg, data, device, base_state, hard, pool, pool_dir, images, timings, pool_source)
 
 
 def retry_scorer(cfg: Config, data: DatasetBundle, pool_dir: Path, cache: Path, device: torch.device, progress: bool):

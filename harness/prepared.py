@@ -27,6 +27,7 @@ class Prepared:
     pool_dir: Path | None
     pool_images: LabeledImages | None  # row i of ``pool`` is image i
     timings: dict[str, float] = field(default_factory=dict)
+    pool_source: dict | None = None  # spectrum.pool: where the imported pool came from and its digest
 
     @property
     def kept(self) -> pd.DataFrame:

@@ -322,7 +322,13 @@ def dataset_inputs(cfg: Config, prep: Prepared, method: str) -> list[tuple[dict,
         }
         # the pool's cache key, then which of its images the scorer and threshold kept
         digest = f"{prep.pool_dir.name}-{stable_hash([cfg.scorer.name, cfg.scorer.params, cfg.filter.threshold], 6)}"
-        out.append((dataset_entity("synthetic_pool", digest, str(prep.pool_dir), profile), "training"))
+        source = str(prep.pool_dir)
+        if prep.pool_source:  # spectrum.pool: the exported pool's path or repo id and revision, and its digest
+            imported = prep.pool_source
+            source = f"{imported['source']}@{imported['revision']}" if imported.get("revision") else imported["path"]
+            profile["imported_from"] = imported
+            digest = f"{digest}-{imported['digest']}"
+        out.append((dataset_entity("synthetic_pool", digest, source, profile), "training"))
     return out
 
 

@@ -1,0 +1,345 @@
+"""Share a spectrum: ``harness pool export`` writes a pool as a Hugging Face dataset; ``spectrum.pool`` runs on it
+in a fresh workdir without loading a generator, with the same pool key, pixels and metrics; a pool that does not
+fit the experiment is refused in one line; exporting stays within a memory bound."""
+
+import json
+import shutil
+import tracemalloc
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from fakes import QUICK_GENERATION
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from harness.cli import main
+from harness.config import ConfigError, load_config
+from harness.pipeline import pool_key, prepare
+from harness.runner import run_experiment
+from harness.spectrum import read_manifest
+
+METHOD = "discl_diverse_to_specific"
+QUICK = [*QUICK_GENERATION, "--set", "train.epochs=2", "--set", "train.curriculum_epochs=2"]
+SETS = QUICK[1::2]
+COLUMNS = {
+    "image": "Image",
+    "label": "ClassLabel",
+    "class_name": "string",
+    "source_id": "string",
+    "lam": "float64",
+    "seed_index": "int32",
+    "seed": "int64",
+    "prompt": "string",
+    "text_score": "float64",
+    "image_score": "float64",
+    "keep": "bool",
+    "generator": "string",
+    "generator_model": "string",
+    "generator_params": "string",
+    "scheduler": "string",
+    "steps": "int32",
+    "guidance_scale": "float64",
+    "width": "int32",
+    "height": "int32",
+}
+
+
+def pool_of(workdir: Path) -> Path:
+    (pool,) = (workdir / "cache" / "pool").iterdir()
+    return pool
+
+
+def pixels(pool_dir: Path) -> dict[str, np.ndarray]:
+    return {r.key: np.asarray(Image.open(pool_dir / r.file)) for r in read_manifest(pool_dir).itertuples()}
+
+
+def metrics_of(results: pd.DataFrame) -> dict:
+    (row,) = results.to_dict("records")
+    return {k: v for k, v in row.items() if k.startswith("test")}
+
+
+def no_generator(monkeypatch, cls):
+    def fail(*args, **kwargs):
+        raise AssertionError("a generator was loaded")
+
+    monkeypatch.setattr(cls, "from_config", classmethod(fail))
+    monkeypatch.setattr(cls, "__init__", fail)
+
+
+def feature_type(feature) -> str:
+    return getattr(feature, "dtype", None) if type(feature).__name__ == "Value" else type(feature).__name__
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """digits_lt_tiny (quick generation) run once, and its pool exported with the CLI."""
+    root = tmp_path_factory.mktemp("digits")
+    cfg = load_config("digits_lt_tiny", SETS)
+    results = run_experiment(cfg, root / "wd", [METHOD], [0], progress=False)
+    argv = ["pool", "export", "-e", "digits_lt_tiny", "--workdir", str(root / "wd"), "--out", str(root / "export")]
+    assert main([*argv, *QUICK, "--quiet"]) == 0
+    return SimpleNamespace(root=root, cfg=cfg, results=results, out=root / "export", pool=pool_of(root / "wd"))
+
+
+@pytest.mark.slow  # shares the digits fixture (a run and an export, ~2 min on 2 loaded cores)
+def test_load_dataset_gives_typed_features_and_one_row_per_generated_image(digits):
+    import datasets
+
+    ds = datasets.load_dataset(str(digits.out), split="train", cache_dir=str(digits.root / "hf"))
+    manifest = read_manifest(digits.pool)
+    assert len(ds) == len(manifest) > 0
+    assert {k: feature_type(ds.features[k]) for k in COLUMNS} == COLUMNS
+    assert ds.features["label"].names == json.loads((digits.out / "harness_pool.json").read_text())["class_names"]
+    assert sorted(ds["key"]) == sorted(manifest.key)
+    row = ds[0]
+    assert np.array_equal(
+        np.asarray(row["image"]), np.asarray(Image.open(digits.pool / manifest.set_index("key").file[row["key"]]))
+    )
+    assert all(f.stat().st_size <= 500 * 10**6 for f in (digits.out / "data").iterdir())
+    card = (digits.out / "README.md").read_text()
+    header = card.split("---")[1]
+    for needle in ("license: other", "image-classification", "n<1K", "dataset_info:", "features:", "configs:"):
+        assert needle in header, needle
+    for needle in (
+        digits.pool.name,
+        "harness generate --experiment digits_lt_tiny --set base.epochs=1",
+        "| 0.5 |",
+        "generator:",
+    ):
+        assert needle in card, needle
+    assert "inherit its terms" in card
+
+
+@pytest.mark.slow  # shares the digits fixture (a run and an export, ~2 min on 2 loaded cores)
+def test_round_trip_digits_same_pool_key_pixels_and_metrics_without_a_generator(digits, tmp_path, monkeypatch):
+    from harness.generators.tiny_ddpm import TinyDDPM
+
+    no_generator(monkeypatch, TinyDDPM)
+    # score_pool writes the score rows it makes: none, when the pool's scores are used
+    monkeypatch.setattr("harness.filter.append_jsonl", lambda *a: pytest.fail("the pool's scores were not used"))
+    cfg = load_config("digits_lt_tiny", [*SETS, f"spectrum.pool={digits.out}"])
+    assert pool_key(cfg) == pool_key(digits.cfg) == digits.pool.name
+    results = run_experiment(cfg, tmp_path / "fresh", [METHOD], [0], progress=False)
+    assert metrics_of(results) == metrics_of(digits.results)
+    imported = pool_of(tmp_path / "fresh")
+    assert imported.name == digits.pool.name
+    ours, theirs = pixels(imported), pixels(digits.pool)
+    assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
+    assert not (tmp_path / "fresh" / "cache" / "generator").exists()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}")
+    run = client.get_run(results.run_id.iloc[0])
+    (pool_input,) = [d for d in run.inputs.dataset_inputs if d.dataset.name == "synthetic_pool"]
+    meta = json.loads((digits.out / "harness_pool.json").read_text())
+    assert str(digits.out.resolve()) in pool_input.dataset.source
+    profile = json.loads(pool_input.dataset.profile)
+    assert profile["imported_from"]["digest"] in pool_input.dataset.digest and meta["pool_key"] == digits.pool.name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "sets, named",
+    [
+        (
+            ["spectrum.levels=[0.0, 0.3]", "curriculum.levels=[0.0, 0.3]", "curriculum.adaptive_levels=[0.3]"],
+            ["levels: the pool lacks λ 0.3"],
+        ),
+        (["spectrum.seeds=3"], ["seeds: the experiment asks 3"]),
+        (["generator.params.train_steps=4"], ["generator: generator.params.train_steps is 3 in the pool, 4 here"]),
+        (["spectrum.prompt=a drawing of the digit {name}"], ["prompts: "]),
+        (
+            ["spectrum.seeds=3", "generator.params.train_steps=4", "spectrum.steps=5"],
+            ["seeds:", "train_steps", "spectrum.steps is 4"],
+        ),
+    ],
+)
+def test_a_pool_that_does_not_fit_is_refused_in_one_line(digits, monkeypatch, sets, named):
+    from harness.generators.tiny_ddpm import TinyDDPM
+
+    no_generator(monkeypatch, TinyDDPM)
+    cfg = load_config("digits_lt_tiny", [*SETS, *sets, f"spectrum.pool={digits.out}"])
+    with pytest.raises(ConfigError) as err:
+        prepare(cfg, digits.root / "wd", [METHOD], progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"spectrum.pool {digits.out} does not fit")
+    for needle in named:
+        assert needle in msg, (needle, msg)
+
+
+@pytest.mark.slow  # shares the digits fixture (a run and an export, ~2 min on 2 loaded cores)
+def test_other_classes_are_named(digits, tmp_path, monkeypatch):
+    other = tmp_path / "other"
+    shutil.copytree(digits.out, other)
+    meta = json.loads((other / "harness_pool.json").read_text())
+    meta["class_names"][3] = "a cat"
+    (other / "harness_pool.json").write_text(json.dumps(meta))
+    cfg = load_config("digits_lt_tiny", [*SETS, f"spectrum.pool={other}"])
+    with pytest.raises(ConfigError, match=r"classes: 1 names differ, e.g. label 3 is 'a cat' in the pool"):
+        prepare(cfg, digits.root / "wd", [METHOD], progress=False)
+
+
+@pytest.mark.slow  # shares the digits fixture (a run and an export, ~2 min on 2 loaded cores)
+def test_a_pool_with_more_levels_and_seeds_fits(digits, tmp_path, monkeypatch):
+    import harness.filter
+    from harness.generators.tiny_ddpm import TinyDDPM
+
+    no_generator(monkeypatch, TinyDDPM)
+    scored, append = [], harness.filter.append_jsonl
+    monkeypatch.setattr("harness.filter.append_jsonl", lambda p, rows: scored.append(len(rows)) or append(p, rows))
+    wd = tmp_path / "wd"
+    shutil.copytree(digits.root / "wd" / "cache" / "base", wd / "cache" / "base")  # the base model, not the pool
+    levels = ["spectrum.levels=[0.5]", "curriculum.levels=[0.5]", "curriculum.adaptive_levels=[0.5]"]
+    other_scorer = "scorer.params.epochs=2"  # the pool's scores are another scorer's: they are recomputed
+    cfg = load_config(
+        "digits_lt_tiny", [*SETS, *levels, "spectrum.seeds=1", other_scorer, f"spectrum.pool={digits.out}"]
+    )
+    prep = prepare(cfg, wd, [METHOD], progress=False)
+    assert sum(scored) == len(prep.pool)
+    full = read_manifest(digits.pool)
+    sub = full[(full.lam == 0.5) & (full.seed_index == 0)]
+    assert sorted(prep.pool.key) == sorted(sub.key) and prep.pool_dir.name == pool_key(cfg) != digits.pool.name
+    ours, theirs = pixels(prep.pool_dir), pixels(digits.pool)
+    assert all(np.array_equal(ours[k], theirs[k]) for k in ours)
+    assert prep.pool_source["source"] == str(digits.out)
+
+
+@pytest.mark.slow  # shares the digits fixture (a run and an export, ~2 min on 2 loaded cores)
+def test_imagefolder_export_imports_through_the_same_reader(digits, tmp_path, monkeypatch):
+    from harness.generators.tiny_ddpm import TinyDDPM
+
+    out = tmp_path / "folder"
+    argv = ["pool", "export", "-e", "digits_lt_tiny", "--workdir", str(digits.root / "wd"), "--out", str(out)]
+    assert main([*argv, *QUICK, "--format", "imagefolder", "--quiet"]) == 0
+    assert (out / "data" / "train" / "metadata.jsonl").is_file()
+    no_generator(monkeypatch, TinyDDPM)
+    wd = tmp_path / "wd"
+    shutil.copytree(digits.root / "wd" / "cache" / "base", wd / "cache" / "base")
+    prep = prepare(load_config("digits_lt_tiny", [*SETS, f"spectrum.pool={out}"]), wd, [METHOD], progress=False)
+    ours, theirs = pixels(prep.pool_dir), pixels(digits.pool)
+    assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_spectrum_pool_is_not_in_the_pool_key_and_must_name_something():
+    plain = load_config("digits_lt_tiny")
+    assert pool_key(load_config("digits_lt_tiny", ["spectrum.pool=org/pool"])) == pool_key(plain)
+    with pytest.raises(ConfigError, match="spectrum.pool"):
+        load_config("digits_lt_tiny", ["spectrum.pool="])
+
+
+def test_a_dataset_repo_in_the_local_hub_cache_is_found_by_id(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from harness.pool_share import resolve_source
+
+    revision = "0" * 39 + "2"
+    repo = tmp_path / "hub" / "datasets--someone--digits-pool"
+    snapshot = repo / "snapshots" / revision
+    (snapshot / "data").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    (snapshot / "harness_pool.json").write_text("{}")
+    (snapshot / "data" / "train-00000-of-00001.parquet").write_bytes(b"shard")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    source = resolve_source("someone/digits-pool")
+    assert source.path == snapshot.resolve() and source.revision == revision
+    digest = source.digest
+    (snapshot / "data" / "train-00000-of-00001.parquet").write_bytes(b"another shard")
+    assert resolve_source("someone/digits-pool").digest != digest  # the digest is of the files' contents
+
+
+def test_an_unknown_pool_is_one_line(tmp_path):
+    from harness.pool_share import resolve_source
+
+    with pytest.raises(ConfigError, match="not a folder, nor a Hub dataset id"):
+        resolve_source(str(tmp_path / "nowhere" / "x" / "y"))
+    with pytest.raises(ConfigError, match="not in the local Hugging Face cache"):
+        resolve_source("someone/no-such-pool")
+
+
+def test_export_of_ten_times_the_tiny_pool_is_memory_bounded(tmp_path, tiny_cfg):
+    """3,480 images (10× digits_lt_tiny's pool of 348) of 48×48 noise, ~24 MB of PNG: the export holds about one row
+    group of them at a time (Python and Arrow memory)."""
+    import datasets  # noqa: F401 (imported before memory is traced)
+    import huggingface_hub  # noqa: F401
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from harness.pool_share import export_pool
+
+    pool_dir, rng, rows = tmp_path / "pool", np.random.default_rng(0), []
+    (pool_dir / "images").mkdir(parents=True)
+    for i in range(3480):
+        file = f"images/{i}.png"
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(pool_dir / file)
+        rows.append(
+            {"key": f"s{i}|0.5000|0", "source_index": i, "source_id": f"s{i}", "label": i % 10, "lam": 0.5,
+             "seed_index": 0, "seed": i, "try": i % 2, "prompt": "p", "file": file, "text_score": 0.5,
+             "image_score": 0.5, "keep": True}
+        )  # fmt: skip
+    total = sum(f.stat().st_size for f in (pool_dir / "images").iterdir())
+    names = [str(c) for c in range(10)]
+    prep = SimpleNamespace(
+        cfg=tiny_cfg, pool=pd.DataFrame(rows), pool_dir=pool_dir, data=SimpleNamespace(class_names=names)
+    )
+    arrow_before = pa.default_memory_pool().max_memory()
+    tracemalloc.start()
+    done = export_pool(prep, tmp_path / "out", max_shard_bytes=2 * 10**6, rows_per_group=32)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    arrow_peak = pa.default_memory_pool().max_memory()  # a high-water mark: at most the process's largest so far
+    print(
+        f"exported {total / 1e6:.1f} MB of PNG; Python peak {peak / 1e6:.2f} MB, Arrow peak {arrow_peak / 1e6:.2f} MB"
+    )
+    assert total > 20 * 10**6 and peak < total / 10, (peak, total)
+    assert arrow_peak < max(arrow_before, total / 10), (arrow_peak, arrow_before, total)
+    assert len(done.files) >= 8 and all(f.stat().st_size <= 2 * 10**6 for f in done.files)
+    assert sum(pq.ParquetFile(f).metadata.num_rows for f in done.files) == 3480
+    assert pq.read_table(done.files[0], columns=["try"]).column("try").to_pylist()[:2] == [0, 1]  # the manifest's
+
+
+IMAGENET_QUICK = [
+    "data.shot_groups={many: 20, few: 8}",
+    "base.epochs=1",
+    "train.epochs=2",
+    "train.curriculum_epochs=2",
+    "spectrum.seeds=1",
+    "spectrum.steps=4",
+]
+
+
+@pytest.mark.slow
+def test_round_trip_imagenet_lt_tiny_sdxl(tmp_path, monkeypatch):
+    """imagenet_lt_discl_tiny on fake ImageNet-LT with the tiny SDXL img2img and tiny CLIP: export, then a run on the
+    imported pool in a fresh workdir loads no pipeline and gives the same pool key, pixels and test metrics."""
+    from fakes import write_fake_imagenet_lt
+
+    from harness.generators.sd_img2img import SDImg2Img
+    from harness.pool_share import export_pool
+
+    data = write_fake_imagenet_lt(tmp_path / "imagenet", counts=(25, 22, 12, 10, 6, 3), image_size=32)
+    sets = [f"data.root={data}", *IMAGENET_QUICK]
+    cfg = load_config("imagenet_lt_discl_tiny", sets)
+    first = run_experiment(cfg, tmp_path / "wd", [METHOD], [0], progress=False)
+    prep = prepare(cfg, tmp_path / "wd", [METHOD], progress=False)
+    done = export_pool(prep, tmp_path / "export")
+    assert done.rows == len(prep.pool) > 0
+    meta = json.loads((tmp_path / "export" / "harness_pool.json").read_text())
+    assert meta["generator_settings"]["pipeline"] and meta["pool_key"] == prep.pool_dir.name
+
+    no_generator(monkeypatch, SDImg2Img)
+    imported = load_config("imagenet_lt_discl_tiny", [*sets, f"spectrum.pool={tmp_path / 'export'}"])
+    assert pool_key(imported) == prep.pool_dir.name
+    second = run_experiment(imported, tmp_path / "fresh", [METHOD], [0], progress=False)
+    assert metrics_of(second) == metrics_of(first)
+    pool = pool_of(tmp_path / "fresh")
+    assert pool.name == prep.pool_dir.name
+    ours, theirs = pixels(pool), pixels(prep.pool_dir)
+    assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
+
+    other = load_config(
+        "imagenet_lt_discl_tiny", [*sets, "spectrum.guidance_scale=3", f"spectrum.pool={tmp_path / 'export'}"]
+    )
+    with pytest.raises(ConfigError, match="generator: spectrum.guidance_scale is 10.0 in the pool, 3.0 here"):
+        prepare(other, tmp_path / "fresh", [METHOD], progress=False)
