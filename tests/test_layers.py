@@ -13,7 +13,15 @@ LAYERS = [  # highest first
     ("cli", ["harness.cli"]),
     (
         "entry points",
-        ["harness.runner", "harness.sweep", "reports", "harness.tracking", "harness.plots", "harness.domain"],
+        [
+            "harness.runner",
+            "harness.sweep",
+            "reports",
+            "harness.tracking",
+            "harness.plots",
+            "harness.domain",
+            "harness.plan",
+        ],
     ),
     ("pipeline", ["harness.pipeline"]),
     (
@@ -53,6 +61,7 @@ LAYERS = [  # highest first
             "harness.cache_keys",
             "harness.workdir",
             "harness.transforms",
+            "harness.costs",
         ],
     ),
 ]
