@@ -22,6 +22,7 @@ LAYERS = [  # highest first
             "harness.domain",
             "harness.launcher",
             "harness.status",
+            "harness.plan",
         ],
     ),
     ("pipeline", ["harness.pipeline"]),
@@ -65,6 +66,7 @@ LAYERS = [  # highest first
             "harness.workdir",
             "harness.transforms",
             "harness.preempt",
+            "harness.costs",
         ],
     ),
 ]
