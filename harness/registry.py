@@ -84,9 +84,9 @@ class Registry:
                     f"{self.kind} {ep.name!r} = {ep.value} (package {dist}) failed to load: {type(e).__name__}: {e}"
                 ) from e
             registered = getattr(obj, "registry_name", None)
-            if registered is None:
+            if registered in (None, ep.name):  # again on a retry: a module imported before does not decorate again
                 self.register(ep.name)(obj)
-            elif registered != ep.name:
+            else:
                 raise PluginError(
                     f"{self.kind} entry point {ep.name!r} ({ep.value}) is registered as {registered!r}: use one name"
                 )

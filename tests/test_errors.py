@@ -42,10 +42,15 @@ def test_a_plugin_that_fails_to_import_is_one_line(broken_plugin, capsys):
     assert "'broken'" in err[0] and "broken-plugin" in err[0] and "ModuleNotFoundError" in err[0]
 
 
-def test_the_registry_is_not_marked_loaded_by_a_failed_load(broken_plugin):
+def test_the_registry_is_not_marked_loaded_by_a_failed_load(broken_plugin, monkeypatch):
     for _ in range(2):  # the second lookup fails the same way, not with "unknown method"
         with pytest.raises(registry.PluginError, match="broken"):
             registry.get_method("plain")
+    installed = [(ep, d) for ep, d in registry.component_entry_points("discl_harness.methods") if d != "broken-plugin"]
+    monkeypatch.setattr(registry, "component_entry_points", lambda group: installed)
+    monkeypatch.setattr(registry.METHODS, "_entries", {})  # modules imported before do not decorate again
+    assert registry.get_method("plain").registry_name == "plain"  # the plugin gone: every method is found
+    assert set(registry.list_methods()) == {ep.name for ep, _ in installed}
 
 
 def test_a_missing_user_file_is_a_harness_error(tmp_path):
