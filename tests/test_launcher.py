@@ -106,14 +106,14 @@ def test_a_signal_during_training_stops_at_the_next_step_boundary(handlers):
 
 
 def test_status_of_an_experiment_nothing_ran_yet(tmp_path):
-    code, out = finish(harness("status", *TINY, *RUNS, "--workdir", str(tmp_path)), timeout=120)
+    code, out = finish(harness("status", *TINY, *RUNS, "--workdir", str(tmp_path)), timeout=900)
     assert code == 0, out
     assert "4 not started" in out
     assert out.count("not started") == 5  # the count line and one row per (method, seed)
 
 
 def test_jobs_and_no_wait_need_a_launcher(tmp_path):
-    code, out = finish(harness("run", *TINY, "--jobs", "2", "--workdir", str(tmp_path)), timeout=120)
+    code, out = finish(harness("run", *TINY, "--jobs", "2", "--workdir", str(tmp_path)), timeout=900)
     assert code == 2 and "--launcher" in out
 
 
@@ -151,7 +151,7 @@ def test_local_launcher_two_jobs_equals_sequential(reference, tmp_path):
     assert {r.data.tags["launcher"] for r in runs.values()} == {"local"}
     assert len({r.data.tags["launcher.job_id"] for r in runs.values()}) == 4, "one process per run"
     same_metrics(runs, expected)
-    code, out = finish(harness("status", *TINY, *RUNS, "--workdir", str(tmp_path)), timeout=120)
+    code, out = finish(harness("status", *TINY, *RUNS, "--workdir", str(tmp_path)), timeout=900)
     assert code == 0 and "4 finished" in out, out
 
 
@@ -209,7 +209,7 @@ def test_slurm_job_array_runs_each_method_and_seed_as_its_own_job(slurm, referen
     ids = {r.data.tags["launcher.job_id"] for r in runs.values()}
     assert len(ids) == 4 and all("_" in i for i in ids), f"one array task each: {ids}"
     same_metrics(runs, expected)
-    code, out = finish(harness("status", *TINY, *RUNS, "--workdir", str(tmp_path)), timeout=120)
+    code, out = finish(harness("status", *TINY, *RUNS, "--workdir", str(tmp_path)), timeout=900)
     assert code == 0 and "4 finished" in out and all(i in out for i in ids), out
 
 
