@@ -36,9 +36,13 @@ def fenced_command_lines() -> list[str]:
     ``torchrun … -m harness.cli`` included), without trailing comments."""
     text = README.read_text()
     found = []
-    for block in re.findall(r"^[ \t]*```[a-z]*\n(.*?)^[ \t]*```", text, flags=re.M | re.S):
-        for line in block.splitlines():
+    for lang, block in re.findall(r"^[ \t]*```([a-z]*)\n(.*?)^[ \t]*```", text, flags=re.M | re.S):
+        if lang not in ("", "bash", "sh", "shell", "console"):
+            continue  # YAML, Python, a printed table: not commands
+        for line in block.replace("\\\n", " ").splitlines():  # continuation lines joined
             for part in re.split(r"&&|;|\|", line.split(" #")[0]):
+                if not re.search(r"\bharness(\.cli)?\b", part):
+                    continue
                 words = shlex.split(part.replace("…", ""))
                 if "harness.cli" in words:
                     words = ["harness", *words[words.index("harness.cli") + 1 :]]
