@@ -7,6 +7,7 @@ import errno
 import inspect
 import json
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +113,13 @@ class OSLock(FileLock):
                 f"{self.lock_file}: this file system has no flock() locks, which the workdir's caches need "
                 "(NFS: mount without 'nolock'; Lustre: mount with '-o flock'; or put --workdir on a local disk)",
             ) from None
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

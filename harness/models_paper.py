@@ -166,6 +166,11 @@ class ClipFlyp(Classifier):
         return len(self.templates)
 
     @classmethod
+    def rows_per_image(cls, cfg) -> int:
+        """``templates_per_image`` from the config alone, without weights (``harness plan``)."""
+        return len(build(FlypParams, cfg.model.params, "model.params").templates)
+
+    @classmethod
     def from_config(cls, cfg, num_classes: int, channels: int, class_names: list[str] | None = None) -> ClipFlyp:
         from harness.scorers.clip import load_clip
 

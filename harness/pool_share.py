@@ -240,7 +240,7 @@ def export_pool(
     renamed at the end."""
     from huggingface_hub import DatasetCardData
 
-    from harness.tracking import git_commit
+    from harness.io import git_commit
 
     if fmt not in FORMATS:
         raise ConfigError(f"pool export --format: {fmt!r} is not one of {', '.join(FORMATS)}")

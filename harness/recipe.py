@@ -120,6 +120,19 @@ def probe_generator_seeds(cfg: Config) -> str:
     return "sha256(image id, λ, seed index)" if own else "the same seeds for every image"
 
 
+def probe_adaptive_first_comparison(cfg: Config) -> str:
+    """What the adaptive rule's first measured progress is taken against (``harness.curriculum.guidance_val_probe``
+    evaluates the model before the first stage and keeps that evaluation as the first baseline)."""
+    return "against an evaluation before the first stage"
+
+
+def probe_last_partial_batch(cfg: Config) -> str:
+    """Whether an epoch's last, partial batch trains (``Trainer.train_epoch``: ceil(rows / batch) steps)."""
+    from harness.plan import steps_per_epoch
+
+    return "trained" if steps_per_epoch(257, 256) == 2 else "dropped"
+
+
 def probe_rebalanced_control(cfg: Config) -> str:
     return "plain_rebalanced" if "plain_rebalanced" in cfg.methods else "not among the methods"
 
@@ -128,6 +141,8 @@ PROBES = {
     "steps_per_level": probe_steps_per_level,
     "generator_seeds": probe_generator_seeds,
     "rebalanced_control": probe_rebalanced_control,
+    "adaptive_first_comparison": probe_adaptive_first_comparison,
+    "last_partial_batch": probe_last_partial_batch,
     "class_names": probe_class_names,
     "flyp_epoch": probe_flyp_epoch,
     "all_levels_volume": probe_all_levels_volume,

@@ -43,7 +43,8 @@ def test_imagenet_lt_tiny_end_to_end(tmp_path):
     assert len(manifest) == (6 + 3) * 4 * 1  # few-shot images × levels × seeds
     (scores_file,) = pool.glob("scores-*.jsonl")
     scores = pd.read_json(scores_file, lines=True)
-    assert len(scores) == len(manifest) and scores.text_score.between(-1, 1).all()
+    # every image is scored; with spectrum.max_tries > 1 the retried tries are scored too
+    assert set(manifest.key) <= set(scores.key) and scores.text_score.between(-1, 1).all()
 
     few = np.isin  # an independent count of the few-shot accuracy from the logged predictions
     for _, row in results.iterrows():

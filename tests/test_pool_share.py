@@ -293,7 +293,7 @@ def test_export_of_ten_times_the_tiny_pool_is_memory_bounded(tmp_path, tiny_cfg)
         f"exported {total / 1e6:.1f} MB of PNG; Python peak {peak / 1e6:.2f} MB, Arrow peak {arrow_peak / 1e6:.2f} MB"
     )
     assert total > 20 * 10**6 and peak < total / 10, (peak, total)
-    assert arrow_peak < max(arrow_before, total / 10), (arrow_peak, arrow_before, total)
+    assert arrow_peak <= max(arrow_before, total / 10), (arrow_peak, arrow_before, total)  # earlier tests' mark
     assert len(done.files) >= 8 and all(f.stat().st_size <= 2 * 10**6 for f in done.files)
     assert sum(pq.ParquetFile(f).metadata.num_rows for f in done.files) == 3480
     assert pq.read_table(done.files[0], columns=["try"]).column("try").to_pylist()[:2] == [0, 1]  # the manifest's

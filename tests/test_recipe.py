@@ -66,7 +66,7 @@ def test_flyp_logits_loss_and_probe_are_fp32_under_bf16_autocast():
     y = torch.tensor([0, 1, 2, 0])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model.train()
-        loss = model.loss(x, y)
+        loss = model.loss(x, y, torch.zeros_like(y))  # each sample's template index
         model.eval()
         logits = model(x)
     assert logits.dtype == torch.float32

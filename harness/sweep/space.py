@@ -89,6 +89,12 @@ def own_values(cfg: Config) -> dict[str, Any]:
     }
 
 
+def fixed_by_recipe(cfg: Config) -> set[str]:
+    """Ranged parameters the experiment's own settings make meaningless: with ``train.tail_share`` the tail share,
+    not a synthetic scale, decides how many synthetic images an epoch draws (and the config refuses both)."""
+    return {"synthetic_scale"} if cfg.train.tail_share is not None else set()
+
+
 def suggest(trial: optuna.Trial, cfg: Config) -> dict[str, Any]:
     """The sampled schedule; parameters not searched take the experiment's own values."""
     space, train = cfg.sweep.space, cfg.train
@@ -98,7 +104,7 @@ def suggest(trial: optuna.Trial, cfg: Config) -> dict[str, Any]:
             lam for lam in candidate_levels(cfg) if trial.suggest_categorical(level_param(lam), [True, False])
         ]
     for name, default in own_values(cfg).items():
-        r = getattr(space, name)
+        r = None if name in fixed_by_recipe(cfg) else getattr(space, name)
         params[name] = suggest_range(trial, name, r) if r is not None else default
     if params["ordering"] == "adaptive":
         params["statistic"] = suggest_choice(trial, "statistic", space.statistics, cfg.curriculum.adaptive.statistic)
@@ -117,7 +123,7 @@ def paper_params(cfg: Config) -> dict[str, Any]:
         for lam in candidate_levels(cfg):
             params[level_param(lam)] = any(abs(lam - x) < 1e-9 for x in own)
     for name, value in own_values(cfg).items():
-        if getattr(space, name) is not None:
+        if getattr(space, name) is not None and name not in fixed_by_recipe(cfg):
             params[name] = value
     if len(searched_losses(cfg)) > 1:
         params["loss"] = train.loss
@@ -134,7 +140,8 @@ def trial_config(cfg: Config, params: dict[str, Any]) -> tuple[Config, str]:
             tcfg.curriculum.adaptive_levels = list(params["levels"])
     fraction = float(params["curriculum_fraction"])
     train.curriculum_epochs = min(train.epochs, max(1, round(fraction * train.epochs))) if fraction > 0 else 0
-    train.synthetic_scale = float(params["synthetic_scale"])
+    if params["synthetic_scale"] is not None:
+        train.synthetic_scale = float(params["synthetic_scale"])
     train.undersample = float(params["undersample"])
     train.loss = params["loss"]
     tcfg.filter.threshold = float(params["filter_threshold"])
