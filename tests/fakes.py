@@ -221,3 +221,15 @@ QUICK_GENERATION = [
     )
     for arg in ("--set", setting)
 ]
+
+
+# imagenet_lt_discl_tiny at its smallest: a few-shot split of the fakes, one base epoch, two curriculum epochs, one
+# seed of four denoising steps (tests/test_real_weights.py, tests/test_pool_share.py)
+IMAGENET_TINY_QUICK = [
+    "data.shot_groups={many: 20, few: 8}",
+    "base.epochs=1",
+    "train.epochs=2",
+    "train.curriculum_epochs=2",
+    "spectrum.seeds=1",
+    "spectrum.steps=4",
+]

@@ -19,6 +19,7 @@ from fakes_metadata import (
 from harness.config import load_config
 from harness.curriculum import split_guidance_val
 from harness.plan import (
+    EPOCH_COLUMNS,
     compact,
     make_plan,
     plan_hard,
@@ -166,18 +167,7 @@ def test_cli_plan_at_full_size_writes_the_json(imagenet_root, iwildcam_root, tmp
     assert set(plan) >= {"methods", "spectrum", "gpu_hours"}
     plain = plan["methods"]["plain"]
     assert len(plain["epochs"]) == 65 and plain["total_steps"] == 65 * 906
-    assert set(plain["epochs"][0]) == {
-        "epoch",
-        "stage",
-        "levels",
-        "levels_known",
-        "images",
-        "steps",
-        "real_nonhard",
-        "real_hard",
-        "synthetic",
-        "tail_share",
-    }
+    assert set(plain["epochs"][0]) == set(EPOCH_COLUMNS)
     assert plan["spectrum"]["images_per_level"] == 1643 * 8 and plan["gpu_hours"]["total_one_seed"] > 0
     assert "plain: 58890 steps in all" in capsys.readouterr().out
     argv = ["plan", "-e", "iwildcam_discl", "--set", f"data.root={iwildcam_root}", "-m", "plain", "--json", str(out)]

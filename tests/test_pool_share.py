@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from fakes import QUICK_GENERATION
+from fakes import IMAGENET_TINY_QUICK, QUICK_GENERATION
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -299,16 +299,6 @@ def test_export_of_ten_times_the_tiny_pool_is_memory_bounded(tmp_path, tiny_cfg)
     assert pq.read_table(done.files[0], columns=["try"]).column("try").to_pylist()[:2] == [0, 1]  # the manifest's
 
 
-IMAGENET_QUICK = [
-    "data.shot_groups={many: 20, few: 8}",
-    "base.epochs=1",
-    "train.epochs=2",
-    "train.curriculum_epochs=2",
-    "spectrum.seeds=1",
-    "spectrum.steps=4",
-]
-
-
 @pytest.mark.slow
 def test_round_trip_imagenet_lt_tiny_sdxl(tmp_path, monkeypatch):
     """imagenet_lt_discl_tiny on fake ImageNet-LT with the tiny SDXL img2img and tiny CLIP: export, then a run on the
@@ -319,7 +309,7 @@ def test_round_trip_imagenet_lt_tiny_sdxl(tmp_path, monkeypatch):
     from harness.pool_share import export_pool
 
     data = write_fake_imagenet_lt(tmp_path / "imagenet", counts=(25, 22, 12, 10, 6, 3), image_size=32)
-    sets = [f"data.root={data}", *IMAGENET_QUICK]
+    sets = [f"data.root={data}", *IMAGENET_TINY_QUICK]
     cfg = load_config("imagenet_lt_discl_tiny", sets)
     first = run_experiment(cfg, tmp_path / "wd", [METHOD], [0], progress=False)
     prep = prepare(cfg, tmp_path / "wd", [METHOD], progress=False)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from fake_weights import SDXL_REFINER, save_tiny_clip, save_tiny_sdxl_img2img, write_fake_hub_cache
-from fakes import write_fake_imagenet_lt
+from fakes import IMAGENET_TINY_QUICK, write_fake_imagenet_lt
 
 from harness.config import load_config
 from harness.data.base import DataError
@@ -145,12 +145,7 @@ def test_weight_variants_are_read_from_file_names(tmp_path):
 # ---- imagenet_lt_discl_tiny through the real loading code, in fresh processes (HF_HUB_CACHE is read at import)
 
 QUICK = [
-    "data.shot_groups={many: 20, few: 8}",
-    "base.epochs=1",
-    "train.epochs=2",
-    "train.curriculum_epochs=2",
-    "spectrum.seeds=1",
-    "spectrum.steps=4",
+    *IMAGENET_TINY_QUICK,
     "generator.params.tiny=false",
     "scorer.params.tiny=false",
 ]
