@@ -263,7 +263,8 @@ def gpu_hours(prep: PlanPrep, epochs: dict[str, pd.DataFrame], spectrum: dict) -
         return round((train_images / rates[f"{model}_train"] + eval_images / rates[f"{model}_eval"]) / 3600, 3)
 
     out: dict = {"gpu": "one H100 (estimated rates, harness/costs.py)", "rates": notes}
-    out["base"] = 0.0 if cfg.base.checkpoint else hours(cfg.base.epochs * n_train, n_train)
+    per_row = rows_per_image(cfg)  # FLYP: the base model (the miner) also trains on (image, template) pairs
+    out["base"] = 0.0 if cfg.base.checkpoint else hours(cfg.base.epochs * n_train * per_row, n_train)
     images = spectrum["images"]
     generator = cfg.generator.params
     if images and cfg.generator.name == "sd_img2img" and not generator.get("tiny"):
@@ -275,7 +276,6 @@ def gpu_hours(prep: PlanPrep, epochs: dict[str, pd.DataFrame], spectrum: dict) -
         out["scoring"] = round((images + spectrum["sources"]) / rates["clip_b32_eval"] / 3600, 3)
     else:
         out["spectrum"] = out["scoring"] = None if images else 0.0
-    per_row = rows_per_image(cfg)
     out["fine_tune_per_seed"] = {
         name: hours(int(frame.images.sum()) * per_row, len(frame) * n_eval + n_tests + n_eval)
         for name, frame in epochs.items()
