@@ -86,7 +86,10 @@ class Variant:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.amp):
-            loss = self.own_loss(x, y) if callable(self.own_loss) else classification_loss(self.net(x).float(), y, "ce")
+            if callable(self.own_loss):  # FLYP: each sample's template index (an epoch holds every template)
+                loss = self.own_loss(x, y, torch.arange(len(y), device=y.device) % self.model.templates_per_image)
+            else:
+                loss = classification_loss(self.net(x).float(), y, "ce")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

@@ -65,7 +65,8 @@ RULES: list[Rule] = [
     *(
         Rule(
             f"sweep.{key}",
-            lambda c: c.sweep.pruner == "median",
+            # `none` is the off switch: one `--set sweep.pruner=none` turns an experiment's median pruner off
+            lambda c: c.sweep.pruner in ("median", "none"),
             lambda c: f"read only by sweep.pruner: median ({c.sweep.pruner})",
         )
         for key in ("pruner_startup_trials", "pruner_warmup_epochs")

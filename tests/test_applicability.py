@@ -35,7 +35,7 @@ def test_every_rule_names_a_setting():
             ["tracking.system_metrics=false", "tracking.system_metrics_interval_s=3"],
             "tracking.system_metrics_interval_s",
         ),
-        ("digits_lt_tiny", ["sweep.pruner=none", "sweep.pruner_startup_trials=2"], "sweep.pruner_startup_trials"),
+        ("digits_lt_tiny", ["sweep.pruner=hyperband", "sweep.pruner_startup_trials=2"], "sweep.pruner_startup_trials"),
     ],
 )
 def test_a_setting_nothing_reads_is_refused(experiment, overrides, key):
@@ -86,3 +86,9 @@ def test_the_sweep_space_leaves_out_the_loss_the_model_ignores(experiment, searc
     params = suggest(trial, cfg)
     assert ("loss" in trial.params) == searched and ("loss" in paper_params(cfg)) == searched
     assert params["loss"] == cfg.train.loss or searched
+
+
+def test_turning_the_pruner_off_is_one_override():
+    """`--set sweep.pruner=none` on an experiment that tunes its median pruner (digits_lt_discl: warm-up 2) loads."""
+    cfg = load_config("digits_lt_tiny", ["sweep.pruner=none"])
+    assert cfg.sweep.pruner == "none"

@@ -309,7 +309,7 @@ def test_round_trip_imagenet_lt_tiny_sdxl(tmp_path, monkeypatch):
     from harness.pool_share import export_pool
 
     data = write_fake_imagenet_lt(tmp_path / "imagenet", counts=(25, 22, 12, 10, 6, 3), image_size=32)
-    sets = [f"data.root={data}", *IMAGENET_TINY_QUICK]
+    sets = [f"data.root={data}", *IMAGENET_TINY_QUICK, "spectrum.max_tries=1"]  # retries: not importable yet
     cfg = load_config("imagenet_lt_discl_tiny", sets)
     first = run_experiment(cfg, tmp_path / "wd", [METHOD], [0], progress=False)
     prep = prepare(cfg, tmp_path / "wd", [METHOD], progress=False)
@@ -333,3 +333,9 @@ def test_round_trip_imagenet_lt_tiny_sdxl(tmp_path, monkeypatch):
     )
     with pytest.raises(ConfigError, match="generator: spectrum.guidance_scale is 10.0 in the pool, 3.0 here"):
         prepare(other, tmp_path / "fresh", [METHOD], progress=False)
+
+
+def test_a_pool_with_regeneration_retries_is_refused_at_load(tmp_path):
+    """Which try each sample kept is not rebuilt on import yet: refused in one line, not imported wrongly."""
+    with pytest.raises(ConfigError, match="spectrum.max_tries=1"):
+        load_config("imagenet_lt_discl_tiny", [f"spectrum.pool={tmp_path}"])  # ImageNet-LT: max_tries 5
