@@ -162,15 +162,9 @@ def subsample(n: int, size: int | None, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(n, size=size, replace=False))
 
 
-@register_dataset("imagenet_lt", val_metrics=LONG_TAIL_METRICS)
-def imagenet_lt(cfg) -> DatasetBundle:
-    p = build(ImageNetLTParams, cfg.data.params, "data.params")
-    if not cfg.data.root:
-        raise DataError(f"imagenet_lt: data.root is not set; {HOW_TO_OBTAIN}")
-    root = Path(cfg.data.root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"imagenet_lt: data.root {root} does not exist; {HOW_TO_OBTAIN}")
-    split_dir = Path(p.split_dir).expanduser() if p.split_dir else root
+def bundle_from_split_files(cfg, p: ImageNetLTParams, split_dir: Path, make_split) -> ImageNetLTBundle:
+    """What the loader and ``harness plan``'s metadata reader share: the split files read and checked, the class
+    names, each split subsampled in one random stream; ``make_split(path, rels, labels, index)`` holds its images."""
     files = {split: split_file(split_dir, split) for split in SPLITS}
     entries = {split: read_split(path) for split, path in files.items()}
     if not len(entries["train"][1]):
@@ -184,12 +178,9 @@ def imagenet_lt(cfg) -> DatasetBundle:
     splits = {}
     for split, (rels, labels, numbers) in entries.items():
         check_labels(files[split], labels, numbers, num_classes)
-        check_first_image(root, files[split], rels)
         index = subsample(len(rels), limit(p.max_per_split, cfg.data.max_train if split == "train" else None), rng)
-        splits[split] = FileImages(
-            [root / rels[i] for i in index], labels[index], [rels[i] for i in index], cfg.data.image_size
-        )
-    bundle = ImageNetLTBundle(
+        splits[split] = make_split(files[split], rels, labels, index)
+    return ImageNetLTBundle(
         "imagenet_lt",
         names,
         splits,
@@ -201,5 +192,22 @@ def imagenet_lt(cfg) -> DatasetBundle:
         few=cfg.data.shot_groups.few,
         full_train_counts=np.bincount(entries["train"][1], minlength=num_classes),
     )
+
+
+@register_dataset("imagenet_lt", val_metrics=LONG_TAIL_METRICS)
+def imagenet_lt(cfg) -> DatasetBundle:
+    p = build(ImageNetLTParams, cfg.data.params, "data.params")
+    if not cfg.data.root:
+        raise DataError(f"imagenet_lt: data.root is not set; {HOW_TO_OBTAIN}")
+    root = Path(cfg.data.root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"imagenet_lt: data.root {root} does not exist; {HOW_TO_OBTAIN}")
+    split_dir = Path(p.split_dir).expanduser() if p.split_dir else root
+
+    def images(path: Path, rels: list[str], labels: np.ndarray, index: np.ndarray) -> FileImages:
+        check_first_image(root, path, rels)
+        return FileImages([root / rels[i] for i in index], labels[index], [rels[i] for i in index], cfg.data.image_size)
+
+    bundle = bundle_from_split_files(cfg, p, split_dir, images)
     bundle.num_workers = p.num_workers if p.num_workers is not None else default_workers()
     return bundle

@@ -38,29 +38,8 @@ def imagenet_lt_metadata(cfg) -> DatasetBundle:
     if not (p.split_dir or cfg.data.root):
         raise DataError(f"imagenet_lt: data.root is not set; {il.HOW_TO_OBTAIN}")
     split_dir = Path(p.split_dir or cfg.data.root).expanduser()
-    files = {split: il.split_file(split_dir, split) for split in il.SPLITS}
-    entries = {split: il.read_split(path) for split, path in files.items()}
-    names = il.read_class_names(p.class_names) if p.class_names else None
-    num_classes = p.num_classes or (len(names) if names else int(entries["train"][1].max(initial=-1)) + 1)
-    names = names if names is not None else il.imagenet_names(num_classes)
-    rng = np.random.default_rng(cfg.data.split_seed)  # the loader's stream: the same subsample of each split
-    splits = {}
-    for split, (rels, labels, numbers) in entries.items():
-        il.check_labels(files[split], labels, numbers, num_classes)
-        index = il.subsample(
-            len(rels), il.limit(p.max_per_split, cfg.data.max_train if split == "train" else None), rng
-        )
-        splits[split] = LabelsOnly(labels[index], [rels[i] for i in index])
-    return il.ImageNetLTBundle(
-        "imagenet_lt",
-        names,
-        splits,
-        channels=3,
-        val_split="val",
-        test_splits={"test": "test"},
-        many=cfg.data.shot_groups.many,
-        few=cfg.data.shot_groups.few,
-        full_train_counts=np.bincount(entries["train"][1], minlength=num_classes),
+    return il.bundle_from_split_files(
+        cfg, p, split_dir, lambda path, rels, labels, index: LabelsOnly(labels[index], [rels[i] for i in index])
     )
 
 
