@@ -14,7 +14,6 @@ during training (the plan shows its first candidate level and marks the epochs `
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +26,7 @@ from harness.data.base import DatasetBundle, LabeledImages
 from harness.data.metadata import LabelsOnly, load_metadata
 from harness.hard_samples import excluded_labels, select_hard
 from harness.registry import get_method, get_model
+from harness.train import steps_per_epoch
 
 # the hard-set sizes the paper reports for rules that need a trained model (DISCL.md §2)
 PAPER_HARD = {"iwildcam": costs.IWILDCAM["hard"]}
@@ -157,11 +157,6 @@ def rows_per_image(cfg: Config) -> int:
     row per FLYP template)."""
     hook = getattr(get_model(cfg.model.name), "rows_per_image", None)
     return int(hook(cfg)) if callable(hook) else 1
-
-
-def steps_per_epoch(rows: int, batch_size: int, world: int = 1) -> int:
-    """As ``Trainer.train_epoch`` counts them: each of ``world`` ranks takes ceil(rows / world) at ``batch_size``."""
-    return max(1, math.ceil(math.ceil(rows / world) / batch_size))
 
 
 def plan_method(prep: PlanPrep, name: str, seed: int, world: int = 1) -> pd.DataFrame:

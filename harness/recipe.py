@@ -128,7 +128,7 @@ def probe_adaptive_first_comparison(cfg: Config) -> str:
 
 def probe_last_partial_batch(cfg: Config) -> str:
     """Whether an epoch's last, partial batch trains (``Trainer.train_epoch``: ceil(rows / batch) steps)."""
-    from harness.plan import steps_per_epoch
+    from harness.train import steps_per_epoch
 
     return "trained" if steps_per_epoch(257, 256) == 2 else "dropped"
 

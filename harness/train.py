@@ -30,6 +30,12 @@ class Part:
     templates: np.ndarray | None = None  # per index: the text template it trains with (FLYP); None: template 0
 
 
+def steps_per_epoch(rows: int, batch_size: int, world: int = 1) -> int:
+    """Optimizer steps of an epoch of ``rows``: each of ``world`` ranks takes ceil(rows / world) at ``batch_size``,
+    the last partial batch included."""
+    return max(1, math.ceil(math.ceil(rows / world) / batch_size))
+
+
 def per_template(parts: list[Part], n_templates: int) -> list[Part]:
     """An epoch of a model that trains on (image, template) pairs (FLYP) holds every image once per template, as
     FLYP's and the authors' training CSV does (one row per image and template): each part repeated
@@ -296,8 +302,7 @@ class Trainer:
         self.model.train()
         n_templates = getattr(self.model, "templates_per_image", None)
         parts = per_template(parts, n_templates or 1)
-        n = math.ceil(sum(len(p.indices) for p in parts) / self.world)
-        steps_per_epoch = max(1, math.ceil(n / self.cfg.batch_size))
+        n_steps = steps_per_epoch(sum(len(p.indices) for p in parts), self.cfg.batch_size, self.world)
         losses = []
         for i, (x, y, t) in enumerate(
             batches(
@@ -328,7 +333,7 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.opt)
             self.scaler.update()
-            self.schedule.after_step(epoch + (i + 1) / steps_per_epoch)
+            self.schedule.after_step(epoch + (i + 1) / n_steps)
             self.step += 1
             losses.append(loss.item())
         mean = float(np.mean(losses)) if losses else float("nan")

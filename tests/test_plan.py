@@ -27,9 +27,9 @@ from harness.plan import (
     plan_prep,
     plan_spectrum_counts,
     planned_pool,
-    steps_per_epoch,
 )
 from harness.registry import get_method
+from harness.train import steps_per_epoch
 
 # the curriculum's composition per epoch does not depend on how many epochs a stage lasts: the fast tests plan one
 # epoch per stage and two after the curriculum (the full 65- and 20-epoch schedules: the slow CLI test below)
