@@ -241,10 +241,13 @@ def cmd_report(args) -> int:
     import time
 
     from reports import build_report
+    from reports.tables import parse_contrast
 
     workdir = resolve_workdir(args.workdir)
+    contrasts = [parse_contrast(c) for c in args.contrast or []]
     start = time.perf_counter()
-    index = build_report(args.experiment, workdir, Path(args.out) if args.out else None, paper=args.paper)
+    out = Path(args.out) if args.out else None
+    index = build_report(args.experiment, workdir, out, paper=args.paper, contrasts=contrasts)
     print(f"report of {args.experiment} in {time.perf_counter() - start:.1f} s: {index}")
     print(f"tables: {index.parent / 'tables'}; figures: {index.parent / 'figures'}")
     return 0
@@ -447,6 +450,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--experiment", "-e", required=True, help="MLflow experiment name (the harness experiment's)")
     s.add_argument("--out", help="output folder (default: WORKDIR/reports/EXPERIMENT)")
     s.add_argument("--paper", action="store_true", help="add the paper's numbers beside ours, labelled as the paper's")
+    s.add_argument(
+        "--contrast",
+        action="append",
+        metavar="A:B",
+        help="a named comparison A − B, paired by seed with its 95%% interval (repeatable; e.g. a pre-registered one)",
+    )
     add_common(s)
     s.set_defaults(fn=cmd_report)
 

@@ -16,7 +16,12 @@ log = logging.getLogger("harness")
 
 
 def build_report(
-    experiment: str, workdir: Path, out: Path | None = None, paper: bool = False, log_to_mlflow: bool = True
+    experiment: str,
+    workdir: Path,
+    out: Path | None = None,
+    paper: bool = False,
+    log_to_mlflow: bool = True,
+    contrasts: list[tuple[str, str]] | None = None,
 ) -> Path:
     """Write the report of ``experiment`` to ``out`` (default WORKDIR/reports/EXPERIMENT); returns index.html.
 
@@ -29,9 +34,10 @@ def build_report(
     out = Path(out) if out is not None else workdir / "reports" / experiment
     with tempfile.TemporaryDirectory(prefix="harness-report-") as downloads:
         rs = collect(experiment, workdir, Path(downloads))
+        made = report_tables(rs, paper, contrasts)  # before removing anything: a bad --contrast keeps the old report
         for sub in ("tables", "figures"):  # only what this build writes; stale files would mislead
             shutil.rmtree(out / sub, ignore_errors=True)
-        written = [(t, tables.write_table(t, out / "tables")) for t in report_tables(rs, paper)]
+        written = [(t, tables.write_table(t, out / "tables")) for t in made]
         figs = figures.build_figures(rs, out / "figures")
         index = page.write_page(out, experiment, summary_lines(rs, paper), written, figs)
     if log_to_mlflow:
@@ -39,13 +45,15 @@ def build_report(
     return index
 
 
-def report_tables(rs, paper: bool) -> list:
+def report_tables(rs, paper: bool, contrasts: list[tuple[str, str]] | None = None) -> list:
     from reports import paper as paper_numbers
     from reports import tables
 
     dataset = ",".join(rs.tags.get("dataset", []).dropna().unique()) if "dataset" in rs.tags else ""
     made = [tables.results_table(rs.runs, rs.methods, paper=paper, dataset=dataset)]
     made += [t for b in tables.BASELINES if (t := tables.difference_table(rs.runs, b, rs.methods)) is not None]
+    if (named := tables.contrast_table(rs.runs, contrasts or [])) is not None:
+        made.append(named)
     if paper:
         ref = paper_numbers.table_for(dataset, tables.table_metrics(rs.runs))
         if ref is not None:

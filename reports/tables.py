@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from harness.errors import HarnessError
 from reports import paper as paper_numbers
 
 # our final metric → column name, in the paper's order; long-tail first, then iWildCam
@@ -207,6 +208,67 @@ def difference_table(runs: pd.DataFrame, baseline: str, order: list[str], decima
     if (diffs.n < 2).any():
         notes.append("n < 2 paired seeds: no interval can be computed (shown as 'n=1, no CI').")
     return Table(f"vs_{baseline}", f"Paired difference vs {baseline}", cells, diffs, bold, notes)
+
+
+def parse_contrast(text: str) -> tuple[str, str]:
+    """``A:B`` → (A, B); a colon, since method names hold ``_`` and may hold ``-``."""
+    a, sep, b = text.partition(":")
+    if not sep or not a or not b:
+        raise ContrastError(f"--contrast {text!r}: expected METHOD_A:METHOD_B (A − B, paired by seed)")
+    return a.strip(), b.strip()
+
+
+class ContrastError(HarnessError, ValueError):
+    pass
+
+
+def contrast_table(runs: pd.DataFrame, pairs: list[tuple[str, str]], decimals: int = 2) -> Table | None:
+    """Named comparisons (e.g. a pre-registered A vs B): per pair, A − B in percentage points, paired by seed, with
+    its 95% t-interval, for every final metric. A label missing from the runs is an error, not an empty row."""
+    if not pairs:
+        return None
+    known = list(dict.fromkeys(runs.label))
+    missing = sorted({x for pair in pairs for x in pair if x not in known})
+    if missing:
+        names, have = ", ".join(missing), ", ".join(known)
+        raise ContrastError(f"--contrast names {names}, which has no finished runs; known: {have}")
+    metrics = table_metrics(runs)
+    rows = []
+    for a, b in pairs:
+        pa = runs[runs.label == a].set_index("seed")[metrics]
+        pb = runs[runs.label == b].set_index("seed")[metrics]
+        paired = pa.join(pb, rsuffix=":b", how="inner")
+        for m in metrics:
+            d = (paired[m] - paired[f"{m}:b"]).dropna() * 100
+            mean, low, high = paired_ci(d.to_numpy())
+            rows.append(
+                {
+                    "label": f"{a} − {b}",
+                    "a": a,
+                    "b": b,
+                    "metric": m,
+                    "n": len(d),
+                    "mean_diff": mean,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "excludes_zero": excludes_zero(low, high),
+                    "seeds": " ".join(str(s) for s in d.index),
+                }
+            )
+    diffs = pd.DataFrame(rows)
+    labels = list(dict.fromkeys(diffs.label))
+    cells = pd.DataFrame(index=labels)
+    bold = pd.DataFrame(False, index=labels, columns=[column_name(m) for m in metrics])
+    for m in metrics:
+        sub = diffs[diffs.metric == m].set_index("label").reindex(labels)
+        cells[column_name(m)] = [format_diff(r, decimals) for r in sub.itertuples()]
+        bold[column_name(m)] = sub.excludes_zero.fillna(False).astype(bool).to_numpy()
+    cells["paired seeds"] = [str(int(diffs[diffs.label == lab].n.max())) for lab in labels]
+    notes = [
+        "A − B in percentage points, paired by seed: mean [95% t-interval over seeds]; bold and † where the "
+        "interval excludes zero. Each row is one named comparison; no correction for multiple comparisons."
+    ]
+    return Table("contrasts", "Named comparisons (A − B)", cells, diffs, bold, notes)
 
 
 def format_diff(row, decimals: int) -> str:
