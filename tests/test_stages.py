@@ -135,3 +135,19 @@ def test_checkpoint_keeps_mains_format_and_refuses_another(tiny_prepared, tmp_pa
         with pytest.raises(DataError, match="delete the checkpoint.pt") as err:
             Checkpointer(tmp_path).resume(make_trainer(prep, 0), stages, BestEpoch(cfg.train.select_on))
         assert "\n" not in str(err.value)
+
+
+def test_nothing_outside_the_trainer_sets_its_epoch():
+    """The epoch is an argument (``trainer.train_epoch(parts, epoch)``), not state set from outside."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for path in [*root.glob("harness/**/*.py"), *root.glob("baselines/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            for t in targets:
+                if isinstance(t, ast.Attribute) and t.attr == "current_epoch" and path.name != "train.py":
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not found
