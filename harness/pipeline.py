@@ -3,17 +3,16 @@
 real data → base model → hard samples → spectrum → scores / filter → curriculum fine-tuning → evaluation.
 Methods and seeds of one experiment share the base model and the synthetic pool. This module only orchestrates;
 each phase has its own module (``base_model``, ``hard_samples``, ``spectrum``, ``filter``, ``curriculum``,
-``train``, ``evaluate``).
+``fine_tune``, ``train``, ``evaluate``): ``prepare`` composes phases 1–4, and phase 5 (``fine_tune``, ``RunResult``)
+is ``harness.fine_tune``'s, importable from here too.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -21,26 +20,15 @@ from harness import distributed as dist
 from harness.base_model import train_base
 from harness.cache_keys import image_store_key, pool_key, scorer_key
 from harness.config import Config
-from harness.curriculum import (
-    Curriculum,
-    StageContext,
-    epoch_parts,
-    guidance_val_probe,
-    split_guidance_val,
-    stage_of_epoch,
-    tail_share,
-)
 from harness.data import DatasetBundle, load_dataset
 from harness.data.verify import drop_corrupt
-from harness.distributed import is_main, local_device
-from harness.evaluate import evaluate_split
+from harness.distributed import local_device
 from harness.filter import apply_filter, read_scores, score_pool, with_scores
+from harness.fine_tune import RunResult, evaluate_final, fine_tune, log_row  # noqa: F401 (phase 5, re-exported)
 from harness.hard_samples import select_hard
-from harness.io import atomic_path, lock
-from harness.models import build_model
+from harness.io import lock
 from harness.prepared import Prepared
 from harness.registry import get_generator, get_method, get_scorer
-from harness.seeding import seed_everything
 from harness.spectrum import (
     generate_spectrum,
     generation_lock,
@@ -51,7 +39,7 @@ from harness.spectrum import (
     retry_low_scores,
     wait_for_shards,
 )
-from harness.train import Trainer, log_prior
+from harness.train import log_prior  # noqa: F401 (benchmarks import it from here)
 from harness.workdir import cache_dir
 
 log = logging.getLogger("harness")
@@ -164,195 +152,3 @@ def score_spectrum(
         return scored
     dist.barrier()  # every rank's shard is written
     return with_scores(manifest, read_scores(pool_dir, f"{name}.jsonl"))
-
-
-# --------------------------------------------------------------------------- phase 5: curriculum fine-tuning
-
-
-@dataclass
-class RunResult:
-    method: str
-    seed: int
-    run_id: str | None
-    test_metrics: dict[str, float]
-    val_metrics: dict[str, float]
-    best_epoch: int
-    stages: list[dict]
-    predictions: dict[str, pd.DataFrame]
-    history: list[dict]
-
-
-@dataclass
-class RunState:
-    """Where a fine-tuning run stands after an epoch: what its checkpoint holds besides the trainer."""
-
-    epoch: int = 0  # epochs done
-    best: float = float("-inf")  # the best ``train.select_on`` so far
-    best_epoch: int = -1
-    best_state: dict | None = None  # the model's weights at best_epoch
-    history: list[dict] = field(default_factory=list)  # one metrics row per epoch
-    stages: list[dict] = field(default_factory=list)  # the levels each curriculum stage chose
-    stage: int | None = None  # the current stage
-    levels: tuple[float, ...] = ()  # the current stage's λ levels
-    probe_last: dict = field(default_factory=dict)  # adaptive: the guidance-validation set's last evaluation
-
-
-def fine_tune(
-    prep: Prepared,
-    method_name: str,
-    seed: int,
-    run=None,
-    ckpt_dir: Path | None = None,
-    progress: bool = True,
-    on_epoch=None,
-) -> RunResult:
-    """Fine-tune with one method's curriculum, from the base model or the pretrained weights (``train.init``);
-    select on validation; evaluate on test.
-
-    ``on_epoch(epoch, row)``, when given, sees each epoch's metrics row; it may raise to stop the run (a sweep
-    raises ``optuna.TrialPruned``)."""
-    cfg, data, device = prep.cfg, prep.data, prep.device
-    method: Curriculum = get_method(method_name)(**cfg.method_params.get(method_name, {}))
-    seed_everything(seed)
-    model = build_model(cfg, data.num_classes, data.channels, data.class_names)
-    if cfg.train.init == "base":
-        model.load_state_dict(prep.base_state)
-    trainer = Trainer(
-        model,
-        cfg.train,
-        cfg.train.epochs,
-        log_prior(data),
-        seed,
-        device,
-        data.num_workers,
-        distributed=True,
-        transform=data.train_transform,
-    )  # one DDP rank under torchrun
-    trainer.current_epoch = 0
-    rng = np.random.default_rng(seed)
-    levels = cfg.method_levels(method)
-    train_sources, held = split_guidance_val(prep, method, seed)
-    n_stages = method.n_stages(levels, cfg.train.curriculum_epochs) if cfg.train.curriculum_epochs else 0
-    ctx = StageContext(levels, n_stages, rng)
-
-    state = RunState()
-    ckpt = ckpt_dir / "checkpoint.pt" if ckpt_dir else None
-    if ckpt and ckpt.exists():
-        state = resume(ckpt, trainer, rng, run)
-        log.info("resuming %s seed %d at epoch %d", method_name, seed, state.epoch)
-    if method.adaptive:  # evaluates the trained model only; its last evaluation lives in the checkpoint
-        ctx.probe = guidance_val_probe(prep, trainer.model, held, state.probe_last)
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        range(state.epoch, cfg.train.epochs),
-        desc=f"{method_name} seed {seed}",
-        unit="epoch",
-        disable=not progress,
-        mininterval=1,
-    )
-    for epoch in bar:
-        trainer.current_epoch = epoch
-        stage = stage_of_epoch(epoch, cfg.train.curriculum_epochs, n_stages)
-        if stage is not None and stage != state.stage:
-            # every rank computes the choice (the adaptive probe evaluates in lockstep); rank 0's is the one taken
-            state.levels = dist.share(tuple(method.stage_levels(stage, ctx))) if levels else ()
-            state.stage = stage
-            ctx.history.append(state.levels)
-            state.stages.append(
-                {
-                    "stage": stage,
-                    "first_epoch": epoch,
-                    "levels": list(state.levels),
-                    **({"real_stand_in": True} if method.real_stand_in else {}),
-                }
-            )
-        in_curriculum = stage is not None
-        stage_levels = state.levels if in_curriculum else ()
-        parts = epoch_parts(prep, method, stage_levels, in_curriculum, train_sources, rng)
-        loss = trainer.train_epoch(parts, epoch)
-        val_metrics, _ = evaluate_split(
-            trainer.model, data, data.val_split, device, data.num_workers, trainer.amp, distributed=True
-        )
-        lam = float(np.mean(stage_levels)) if stage_levels and method.synthetic else 1.0
-        n_syn = sum(len(p.indices) for p in parts if p.images is prep.pool_images)
-        row = {
-            "epoch": epoch,
-            "train/loss": loss,
-            "curriculum/lambda": lam,
-            "curriculum/synthetic": n_syn,
-            "curriculum/tail_share": tail_share(parts),
-            "curriculum/images": sum(len(p.indices) for p in parts),
-            "lr": trainer.opt.param_groups[0]["lr"],
-            **{f"val/{k}": v for k, v in val_metrics.items()},
-        }
-        state.history.append(row)
-        score = row.get(cfg.train.select_on, float("nan"))
-        if score > state.best:
-            state.best, state.best_epoch = float(score), epoch
-            state.best_state = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
-        state.epoch = epoch + 1
-        bar.set_postfix(loss=f"{loss:.3f}", val=f"{score:.3f}", lam=lam)
-        if ckpt and is_main():  # DDP ranks hold the same state; rank 0 writes it
-            save_checkpoint(ckpt, trainer, rng, state)
-        if run is not None:  # after the checkpoint: a resumed run re-logs only epochs MLflow lacks
-            log_row(run, row)
-        if on_epoch is not None:
-            on_epoch(epoch, row)
-
-    if state.best_state is not None:
-        trainer.model.load_state_dict(state.best_state)
-    test_metrics, predictions = evaluate_final(trainer.model, data, device, trainer.amp)
-    val_metrics = (
-        {k: v for k, v in state.history[state.best_epoch].items() if k.startswith("val/")}
-        if state.best_epoch >= 0
-        else {}
-    )
-    return RunResult(
-        method_name,
-        seed,
-        run.id if run else None,
-        test_metrics,
-        val_metrics,
-        state.best_epoch,
-        state.stages,
-        predictions,
-        state.history,
-    )
-
-
-def evaluate_final(model, data: DatasetBundle, device, amp=None) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
-    """Test metrics of the selected model (named by report split, e.g. ``test_ood/f1_macro``) and the predictions
-    of every test split and the validation split."""
-    predictions, test_metrics = {}, {}
-    for name, split in {**data.test_splits, "val": data.val_split}.items():
-        metrics, preds = evaluate_split(model, data, split, device, data.num_workers, amp, distributed=True)
-        predictions[split] = preds
-        if name != "val":
-            test_metrics.update({f"{name}/{k}": v for k, v in metrics.items()})
-    return test_metrics, predictions
-
-
-def log_row(run, row: dict) -> None:
-    run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-
-
-def save_checkpoint(path: Path, trainer: Trainer, rng: np.random.Generator, state: RunState) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:  # plain types only, so loading needs no pickle (weights_only)
-        torch.save({"trainer": trainer.state(), "rng": rng.bit_generator.state, "state": vars(state)}, tmp)
-
-
-def resume(path: Path, trainer: Trainer, rng: np.random.Generator, run=None) -> RunState:
-    """Restore a run's training state from its last checkpoint; log to MLflow the epochs it does not have yet."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    trainer.load_state(saved["trainer"])
-    rng.bit_generator.state = saved["rng"]
-    state = RunState(**{**saved["state"], "levels": tuple(saved["state"]["levels"])})
-    if run is not None:
-        logged = {m.step for m in run.c.get_metric_history(run.id, "train/loss")}
-        for row in state.history:
-            if row["epoch"] not in logged:
-                log_row(run, row)
-    return state

@@ -1,8 +1,8 @@
 """``harness plan``: what a run will train on, epoch by epoch, and what it will cost, before it spends GPU-hours.
 
 Nothing is trained, generated or read but metadata (``harness.data.metadata``). The epochs come from the very
-functions ``harness run`` uses (``split_guidance_val``, the methods' ``n_stages`` / ``stage_levels``,
-``stage_of_epoch``, ``epoch_parts``) applied to a stand-in for ``Prepared`` (``PlanPrep``): the dataset's labels,
+schedule ``harness run`` uses (``harness.fine_tune.Stages``: the stages, the methods' levels, each epoch's parts)
+applied to a stand-in for ``Prepared`` (``PlanPrep``): the dataset's labels,
 the hard set, and the synthetic pool's frame. The pool is the one in the workdir's cache when it exists (then the
 epochs are what the run will draw, to the image), else a planned frame (hard sources × λ × seeds) whose ``keep``
 is an assumption, labelled as such: the paper's filter acceptance where the paper reports one, else all kept.
@@ -21,11 +21,12 @@ import pandas as pd
 
 from harness import costs
 from harness.config import Config, ConfigError
-from harness.curriculum import StageContext, epoch_parts, split_guidance_val, stage_of_epoch, tail_share
+from harness.curriculum import tail_share
 from harness.data.base import DatasetBundle, LabeledImages
 from harness.data.metadata import LabelsOnly, load_metadata
+from harness.fine_tune import Stages, make_method
 from harness.hard_samples import excluded_labels, select_hard
-from harness.registry import get_method, get_model
+from harness.registry import get_model
 from harness.train import steps_per_epoch
 
 # the hard-set sizes the paper reports for rules that need a trained model (DISCL.md §2)
@@ -160,28 +161,19 @@ def rows_per_image(cfg: Config) -> int:
 
 
 def plan_method(prep: PlanPrep, name: str, seed: int, world: int = 1) -> pd.DataFrame:
-    """One row per epoch, replaying ``harness.pipeline.fine_tune``'s schedule: the same seeded stream draws the
-    stages' levels and the epochs' images in the same order, so a non-adaptive plan on an existing pool is what
-    the run trains on."""
+    """One row per epoch, replaying ``harness.fine_tune.fine_tune``'s schedule with the same ``Stages`` object: the
+    same seeded stream draws the stages' levels and the epochs' images in the same order, so a non-adaptive plan on
+    an existing pool is what the run trains on."""
     cfg = prep.cfg
-    method = get_method(name)(**cfg.method_params.get(name, {}))
-    rng = np.random.default_rng(seed)
-    levels = cfg.method_levels(method)
-    train_sources, _ = split_guidance_val(prep, method, seed)
-    n_stages = method.n_stages(levels, cfg.train.curriculum_epochs) if cfg.train.curriculum_epochs else 0
-    ctx = StageContext(levels, n_stages, rng)
+    method = make_method(cfg, name)
+    stages = Stages.start(prep, method, seed)
     if method.adaptive:  # chosen during training from the guidance-validation gains: show the first candidate
-        ctx.probe = lambda lv: {lam: float(lam == lv[0]) for lam in lv}
+        stages.ctx.probe = lambda lv: {lam: float(lam == lv[0]) for lam in lv}
     hard, per_row = np.unique(prep.hard), rows_per_image(cfg)
-    rows, current, stage_now = [], (), None
+    rows = []
     for epoch in range(cfg.train.epochs):
-        stage = stage_of_epoch(epoch, cfg.train.curriculum_epochs, n_stages)
-        if stage is not None and stage != stage_now:
-            current, stage_now = (tuple(method.stage_levels(stage, ctx)) if levels else ()), stage
-            ctx.history.append(current)
-        in_curriculum = stage is not None
-        stage_levels = current if in_curriculum else ()
-        parts = epoch_parts(prep, method, stage_levels, in_curriculum, train_sources, rng)
+        ep = stages.epoch(epoch)
+        stage, stage_levels, parts, in_curriculum = ep.stage, ep.levels, ep.parts, ep.in_curriculum
         real = [p for p in parts if p.images is not prep.pool_images or prep.pool_images is None]
         n_hard = sum(int(np.isin(p.indices, hard).sum()) for p in real)
         n_real = sum(len(p.indices) for p in real)

@@ -36,6 +36,7 @@ LAYERS = [  # highest first
             "harness.spectrum",
             "harness.filter",
             "harness.curriculum",
+            "harness.fine_tune",
             "harness.train",
             "harness.evaluate",
             "harness.prepared",

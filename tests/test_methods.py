@@ -70,7 +70,7 @@ def test_same_seed_same_numbers_and_seeds_differ(tiny_prepared):
 
 
 def test_adaptive_picks_the_level_with_the_largest_gain(tiny_prepared, monkeypatch):
-    from harness import pipeline
+    import harness.fine_tune as phase5
 
     picks = iter(
         [
@@ -80,7 +80,7 @@ def test_adaptive_picks_the_level_with_the_largest_gain(tiny_prepared, monkeypat
             {0.5: 0.0, 0.7: 0.1, 0.9: 0.0},
         ]
     )
-    monkeypatch.setattr(pipeline, "guidance_val_probe", lambda *a, **k: lambda levels: next(picks))
+    monkeypatch.setattr(phase5, "guidance_val_probe", lambda *a, **k: lambda levels: next(picks))
     result = fine_tune(tiny_prepared, "discl_adaptive", seed=0, progress=False)
     assert [s["levels"] for s in result.stages] == [[0.7], [0.5], [0.9], [0.7]]
 

@@ -14,7 +14,7 @@ import torch
 from fakes import write_fake_imagenet_lt, write_fake_iwildcam
 from torchvision.transforms import v2
 
-from harness import pipeline
+import harness.fine_tune as phase5
 from harness.base_model import train_base
 from harness.config import ConfigError, load_config
 from harness.curriculum import epoch_parts, probe_sets, split_guidance_val
@@ -126,13 +126,13 @@ def test_evaluation_takes_the_eval_transform(tmp_path):
 
 def initial_weights(monkeypatch) -> list[dict]:
     seen = []
-    original = pipeline.Trainer
+    original = phase5.Trainer
 
     def recording(model, *args, **kwargs):
         seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         return original(model, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "Trainer", recording)
+    monkeypatch.setattr(phase5, "Trainer", recording)
     return seen
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from harness import pipeline
+import harness.fine_tune as phase5
 from harness.config import OptimConfig, load_config
 from harness.curriculum import (
     REAL,
@@ -178,7 +178,7 @@ def test_adaptive_run_takes_only_its_epochs_steps(tiny_prepared, monkeypatch):
             super().__init__(*a, **k)
             trainers.append(self)
 
-    monkeypatch.setattr(pipeline, "Trainer", Recording)
+    monkeypatch.setattr(phase5, "Trainer", Recording)
     result = fine_tune(tiny_prepared, "discl_adaptive", seed=0, progress=False)
     batch = tiny_prepared.cfg.train.batch_size
     assert trainers[0].step == sum(math.ceil(r["curriculum/images"] / batch) for r in result.history)
@@ -211,7 +211,7 @@ def test_probe_measures_progress_between_evaluations(tiny_prepared):
 
 def test_choosing_real_makes_a_real_only_stage(tiny_prepared, monkeypatch):
     picks = iter([None, {0.5: 0.0, 0.7: 0.1, 0.9: 0.0, REAL: 0.3}, {0.5: 0.0, 0.7: 0.2, 0.9: 0.1, REAL: 0.1}])
-    monkeypatch.setattr(pipeline, "guidance_val_probe", lambda *a, **k: lambda levels: next(picks, None))
+    monkeypatch.setattr(phase5, "guidance_val_probe", lambda *a, **k: lambda levels: next(picks, None))
     prep = with_train(tiny_prepared, curriculum_epochs=3)
     result = fine_tune(prep, "discl_adaptive", seed=0, progress=False)
     assert [s["levels"] for s in result.stages] == [[0.5], [], [0.7]]
