@@ -74,9 +74,9 @@ class Variant:
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.opt = make_optimizer(self.model, opt_cfg)
-        self.own_loss = getattr(self.model, "loss", None)
+        self.own_loss = self.model.loss if self.model.own_loss else None  # a HarnessModel declares it
         self.net = torch.compile(self.model) if compile else self.model
-        if compile and callable(self.own_loss):
+        if compile and self.own_loss is not None:
             self.own_loss = torch.compile(self.own_loss)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -86,7 +86,7 @@ class Variant:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.amp):
-            if callable(self.own_loss):  # FLYP: each sample's template index (an epoch holds every template)
+            if self.own_loss is not None:  # FLYP: each sample's template index (an epoch holds every template)
                 loss = self.own_loss(x, y, torch.arange(len(y), device=y.device) % self.model.templates_per_image)
             else:
                 loss = classification_loss(self.net(x).float(), y, "ce")

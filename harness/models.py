@@ -14,24 +14,63 @@ from harness.config import build
 from harness.errors import MissingFileError
 from harness.registry import get_model, register_model
 
+CAPABILITY_FLAGS = ("channels_last", "own_loss", "needs_class_names")
 
-class Classifier(nn.Module):
+
+class HarnessModel:
+    """What the trainer, ``build_model``, ``harness plan`` and the config checks read off a model, declared here with
+    defaults and read directly (never probed): every registered model inherits it (the model registry refuses one
+    that does not). A mixin, so a test's ``nn.Sequential`` can declare them too (``class M(HarnessModel,
+    nn.Sequential)``); registered models derive from ``Classifier``."""
+
+    # the trainer keeps the model (and its inputs) channels-last on a GPU (conv nets); never on a CPU
+    channels_last: bool = False
+    # trains with its own objective, ``loss(x, y, templates)`` (FLYP's contrastive loss): train.loss and base.loss
+    # do not apply. A class that defines ``loss`` must say so (checked when the class is made)
+    own_loss: bool = False
+    # ``from_config`` takes ``class_names`` (CLIP's text prompts)
+    needs_class_names: bool = False
+    # rows of the trainer's epoch per image (FLYP: one per text template; ``loss`` gets each row's template index)
+    templates_per_image: int = 1
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for flag in CAPABILITY_FLAGS:
+            if not isinstance(getattr(cls, flag), bool):
+                raise TypeError(f"{cls.__qualname__}.{flag} must be a bool, got {getattr(cls, flag)!r}")
+        defines_loss = cls.loss is not HarnessModel.loss
+        if cls.own_loss != defines_loss:
+            raise TypeError(
+                f"{cls.__qualname__}: own_loss is {cls.own_loss} but the class "
+                f"{'defines' if defines_loss else 'does not define'} loss(x, y, templates); declare both or neither"
+            )
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
+        """The training loss of a batch (only with ``own_loss``); ``templates``: each row's template index in
+        ``range(templates_per_image)``."""
+        raise NotImplementedError(f"{type(self).__name__} has no loss of its own (own_loss is False)")
+
+    @classmethod
+    def rows_per_image(cls, cfg) -> int:
+        """``templates_per_image`` from the config alone, without weights (``harness plan``)."""
+        return 1
+
+    @classmethod
+    def has_pretrained(cls, cfg) -> bool:
+        """Whether ``from_config`` starts from pretrained weights (what ``train.init: pretrained`` needs)."""
+        return False
+
+
+class Classifier(HarnessModel, nn.Module):
     """``forward = head(features(x))``; subclasses define ``features`` and ``head``."""
 
     head: nn.Module
-    # trains with its own objective, ``loss(x, y)`` (FLYP's contrastive loss): train.loss and base.loss do not apply
-    own_loss: bool = False
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
-
-    @classmethod
-    def has_pretrained(cls, cfg) -> bool:
-        """Whether ``from_config`` starts from pretrained weights (what ``train.init: pretrained`` needs)."""
-        return False
 
 
 @dataclass
@@ -73,7 +112,7 @@ class SmallCNN(Classifier):
 def build_model(cfg, num_classes: int, channels: int, class_names: list[str] | None = None) -> Classifier:
     """``class_names`` reach models that need them (``needs_class_names``, e.g. CLIP's text prompts)."""
     cls = get_model(cfg.model.name)
-    extra = {"class_names": class_names} if getattr(cls, "needs_class_names", False) else {}
+    extra = {"class_names": class_names} if cls.needs_class_names else {}
     return cls.from_config(cfg, num_classes, channels, **extra)
 
 

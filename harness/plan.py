@@ -156,8 +156,7 @@ def plan_prep(cfg: Config, methods: list[str], workdir=None, keep: str = "paper"
 def rows_per_image(cfg: Config) -> int:
     """Training rows per image in an epoch: 1, or what the model class says (``rows_per_image(cfg)``, e.g. one
     row per FLYP template)."""
-    hook = getattr(get_model(cfg.model.name), "rows_per_image", None)
-    return int(hook(cfg)) if callable(hook) else 1
+    return get_model(cfg.model.name).rows_per_image(cfg)
 
 
 def plan_method(prep: PlanPrep, name: str, seed: int, world: int = 1) -> pd.DataFrame:

@@ -73,13 +73,15 @@ def probe_class_names(cfg: Config) -> str:
 
 
 def probe_flyp_epoch(cfg: Config) -> str:
-    """What a FLYP epoch passes over: every (image, template) pair (a model that declares ``templates_per_image``
-    gets each image once per template from the trainer) or one random template per image."""
-    from harness.models_paper import ClipFlyp
+    """What a FLYP epoch passes over: every (image, template) pair (the model's ``rows_per_image``, what the
+    trainer's ``templates_per_image`` repeats each image by, is its number of templates) or one template per image."""
+    from harness.config import build
+    from harness.models_paper import ClipFlyp, FlypParams
 
     if cfg.model.name != "clip_flyp":
         return f"not FLYP ({cfg.model.name})"
-    return "(image, template) pairs" if hasattr(ClipFlyp, "templates_per_image") else "one random template per image"
+    templates = len(build(FlypParams, cfg.model.params, "model.params").templates)
+    return "(image, template) pairs" if ClipFlyp.rows_per_image(cfg) == templates else "one template per image"
 
 
 def probe_all_levels_volume(cfg: Config) -> str:

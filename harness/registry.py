@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, distributions
 from typing import Any, TypeVar
@@ -34,16 +35,36 @@ class PluginError(HarnessError, RuntimeError):
     """An entry point that cannot be loaded (a broken plugin, or the harness not installed)."""
 
 
+class RegistrationError(HarnessError, TypeError):
+    """A component that does not derive from its kind's base class (which declares its capabilities)."""
+
+
 class Registry:
-    def __init__(self, kind: str, group: str):
+    def __init__(self, kind: str, group: str, base: str | None = None):
         self.kind, self.group = kind, group  # group: the entry-point group its components come from
+        # base: "module:Class" every component must subclass; imported at the first registration (this module stays
+        # a leaf: the base lives in a module that imports the registry)
+        self.base = base
         self._entries: dict[str, Any] = {}
         self._loaded = False
+
+    def check_base(self, name: str, obj: Any) -> None:
+        if self.base is None:
+            return
+        module, _, attr = self.base.partition(":")
+        base = getattr(importlib.import_module(module), attr)
+        if not (isinstance(obj, type) and issubclass(obj, base)):
+            what = f"{obj.__module__}.{obj.__qualname__}" if isinstance(obj, type) else repr(obj)
+            raise RegistrationError(
+                f"{self.kind} {name!r} ({what}) does not inherit {module}.{attr}, which declares what the harness "
+                f"reads off a {self.kind}: derive it from {module}.{attr} (or a subclass)"
+            )
 
     def register(self, name: str, **attrs: Any) -> Callable[[T], T]:
         """``attrs`` become attributes of the registered object (e.g. a dataset's ``val_metrics``)."""
 
         def decorate(obj: T) -> T:
+            self.check_base(name, obj)
             if name in self._entries and self._entries[name] is not obj:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = obj
@@ -108,7 +129,7 @@ METHODS = Registry("method", "discl_harness.methods")
 DATASETS = Registry("dataset", "discl_harness.datasets")
 GENERATORS = Registry("generator", "discl_harness.generators")
 SCORERS = Registry("scorer", "discl_harness.scorers")
-MODELS = Registry("model", "discl_harness.models")
+MODELS = Registry("model", "discl_harness.models", base="harness.models:HarnessModel")
 
 register_method, get_method, list_methods = METHODS.register, METHODS.get, METHODS.list
 get_dataset, list_datasets = DATASETS.get, DATASETS.list

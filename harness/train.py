@@ -17,7 +17,7 @@ from harness import distributed as dist
 from harness import preempt
 from harness.config import OptimConfig
 from harness.data.base import DataError, ImageView, LabeledImages, TensorImages
-from harness.models import classification_loss
+from harness.models import HarnessModel, classification_loss
 from harness.transforms import to_float01
 
 
@@ -249,8 +249,8 @@ class OwnLoss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, templates: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model.loss(x, y) if templates is None else self.model.loss(x, y, templates)
+    def forward(self, x: torch.Tensor, y: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
+        return self.model.loss(x, y, templates)
 
 
 def cuda_rng_state() -> list[torch.Tensor]:
@@ -275,8 +275,13 @@ class Trainer:
     ):
         """``distributed``: under torchrun, train as one DDP rank (each rank a shard of each epoch, gradients
         averaged). ``self.model`` stays the plain module, so evaluation and state dicts never see the wrapper."""
+        if not isinstance(model, HarnessModel):
+            raise TypeError(
+                f"Trainer: model {type(model).__name__} does not inherit harness.models.HarnessModel (which declares "
+                "channels_last, own_loss and templates_per_image)"
+            )
         self.model, self.cfg, self.total_epochs = model.to(device), opt_cfg, total_epochs
-        self.channels_last = device.type == "cuda" and getattr(model, "channels_last", False)  # conv nets on GPUs
+        self.channels_last = device.type == "cuda" and model.channels_last  # conv nets on GPUs
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.amp = amp_dtype(opt_cfg.precision, device)
@@ -288,7 +293,7 @@ class Trainer:
         self.g = torch.Generator().manual_seed(seed)
         self.step = 0
         self.rank, self.world = (dist.rank(), dist.world()) if distributed else (0, 1)
-        self.own_loss = callable(getattr(model, "loss", None))  # a model may train with its own objective (FLYP)
+        self.own_loss = model.own_loss  # a model may train with its own objective (FLYP)
         self.net = OwnLoss(self.model) if self.own_loss else self.model
         if self.world > 1:
             self.net = DistributedDataParallel(
@@ -300,8 +305,7 @@ class Trainer:
         trains on (image, template) pairs (``templates_per_image``, FLYP) sees every image once per template, and
         its ``loss`` gets each sample's template index."""
         self.model.train()
-        n_templates = getattr(self.model, "templates_per_image", None)
-        parts = per_template(parts, n_templates or 1)
+        parts = per_template(parts, self.model.templates_per_image)
         n_steps = steps_per_epoch(sum(len(p.indices) for p in parts), self.cfg.batch_size, self.world)
         losses = []
         for i, (x, y, t) in enumerate(
@@ -325,7 +329,7 @@ class Trainer:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.amp):
                 loss = (
-                    (self.net(x, y) if n_templates is None else self.net(x, y, t))
+                    self.net(x, y, t)
                     if self.own_loss
                     else classification_loss(self.net(x).float(), y, self.cfg.loss, self.log_prior)
                 )

@@ -16,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from harness.config import OptimConfig
 from harness.data.base import TensorImages
 from harness.io import read_jsonl
+from harness.models import HarnessModel
 from harness.spectrum import read_manifest
 from harness.train import Part, Trainer, batches, rank_shard
 
@@ -44,10 +45,16 @@ def flyp_part() -> Part:
     )
 
 
-class OwnLoss(torch.nn.Sequential):
+class Plain(HarnessModel, torch.nn.Sequential):
+    """A plain classifier with the trainer's capability defaults."""
+
+
+class OwnLoss(HarnessModel, torch.nn.Sequential):
     """A model that trains with its own objective (as FLYP does)."""
 
-    def loss(self, x, y):
+    own_loss = True
+
+    def loss(self, x, y, templates):
         return torch.nn.functional.cross_entropy(self(x), y)
 
 
@@ -59,7 +66,7 @@ def tiny_model(kind: str = "plain") -> torch.nn.Module:
         clip, processor = tiny_clip(seed=0, image_size=8)
         return ClipFlyp(clip, processor.tokenizer, ["cat", "dog", "fox"], ["a photo of {name}."])
     torch.manual_seed(0)
-    return (OwnLoss if kind == "own_loss" else torch.nn.Sequential)(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    return (OwnLoss if kind == "own_loss" else Plain)(torch.nn.Flatten(), torch.nn.Linear(4, 3))
 
 
 def train(opt: OptimConfig, distributed: bool, kind: str = "plain") -> tuple[Trainer, list[float]]:

@@ -8,7 +8,12 @@ from torchvision.transforms import v2
 
 from harness.config import OptimConfig
 from harness.data.base import FileImages
+from harness.models import HarnessModel
 from harness.train import EpochLoader, Part, Trainer, batches
+
+
+class Net(HarnessModel, torch.nn.Sequential):
+    """A plain classifier with the trainer's capability defaults."""
 
 
 def folder_of_images(tmp_path, n=6):
@@ -48,7 +53,7 @@ def test_random_transforms_do_not_depend_on_the_worker_count(tmp_path):
 def test_the_trainer_keeps_one_loader_for_the_run(tmp_path):
     images = folder_of_images(tmp_path)
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 2))
+    model = Net(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 2))
     trainer = Trainer(model, OptimConfig(batch_size=4), 2, None, 0, torch.device("cpu"), transform=AUGMENT)
     trainer.train_epoch([Part(images, np.arange(6))], 0)
     first = trainer.loader.loader

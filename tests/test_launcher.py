@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from harness import preempt
 from harness.config import ConfigError, OptimConfig, load_config
 from harness.data.base import TensorImages
+from harness.models import HarnessModel
 from harness.runner import run_config_hash
 from harness.train import Part, Trainer
 
@@ -63,7 +64,7 @@ def test_launcher_section_is_strict_and_left_out_of_run_hashes():
         load_config("digits_lt_tiny", ["launcher.gpus_per_job=-1"])
 
 
-class SignalAt(torch.nn.Module):
+class SignalAt(HarnessModel, torch.nn.Module):
     """A linear classifier that sends this process SIGUSR1 during its ``at``-th forward pass."""
 
     def __init__(self, at: int):

@@ -10,6 +10,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR
 
 from harness.config import OptimConfig
 from harness.data.base import DataError, TensorImages
+from harness.models import HarnessModel
 from harness.train import Part, Trainer
 
 LR, WARMUP, EPOCHS = 0.1, 4, 3
@@ -30,9 +31,13 @@ def part(n: int) -> Part:
     return Part(images, np.arange(n))
 
 
+class Net(HarnessModel, torch.nn.Sequential):
+    """A plain classifier with the trainer's capability defaults."""
+
+
 def trainer(cfg: OptimConfig) -> Trainer:
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(4, 3))
+    model = Net(torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(4, 3))
     return Trainer(model, cfg, cfg.epochs, None, seed=0, device=torch.device("cpu"))
 
 

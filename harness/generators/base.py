@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
 
@@ -16,11 +17,32 @@ class GenerationItem:
     seed: int  # from harness.seeding.sample_seed(source_id, λ, seed index)
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """The spectrum's sampler settings a generator runs with, the part of ``cfg.spectrum`` it needs."""
+
+    steps: int  # denoising steps of a full (λ = 0) trajectory
+    guidance_scale: float  # classifier-free text guidance
+    scheduler: str = "default"  # read only by a generator that ``takes_scheduler``
+
+    @classmethod
+    def from_config(cls, cfg) -> Sampling:
+        return cls(cfg.spectrum.steps, cfg.spectrum.guidance_scale, cfg.spectrum.scheduler)
+
+
 class Generator:
-    """``generate(items, lam)`` returns one image per item. λ = 0 is text-only; λ → 1 reproduces the source."""
+    """``generate(items, lam)`` returns one image per item. λ = 0 is text-only; λ → 1 reproduces the source.
+
+    ``from_config(cfg, data, cache, device)`` is the one place a generator reads the experiment config: it builds
+    the typed params of ``generator.params`` and hands them, with the explicit inputs the generator needs (e.g. a
+    ``Sampling``), to a constructor or loader that never sees ``cfg``."""
 
     name = "generator"
     takes_scheduler = False  # whether spectrum.scheduler applies (a generator that runs one fixed scheduler: no)
+
+    @classmethod
+    def from_config(cls, cfg, data, cache: Path | None, device="cpu") -> Generator:
+        raise NotImplementedError(f"{cls.__name__}.from_config")
 
     def generate(self, items: list[GenerationItem], lam: float) -> list[Image.Image]:
         raise NotImplementedError

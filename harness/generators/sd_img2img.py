@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from harness.config import build
-from harness.generators.base import GenerationItem, Generator, denoising_steps
+from harness.generators.base import GenerationItem, Generator, Sampling, denoising_steps
 from harness.registry import register_generator
 
 log = logging.getLogger(__name__)
@@ -125,16 +125,23 @@ class SDImg2Img(Generator):
         self.cached_bytes, self.cache_bytes = 0, 2 << 30  # ImageNet-LT's 1643 sources at 512×512: ≈ 215 MB
 
     @classmethod
-    def from_config(cls, cfg, data, cache: Path, device="cpu") -> SDImg2Img:
-        p = build(SDImg2ImgParams, cfg.generator.params, "generator.params")
+    def from_config(cls, cfg, data, cache: Path | None, device="cpu") -> SDImg2Img:
+        """The config adapter: ``generator.params`` and the spectrum's sampler settings (no data or cache)."""
+        return cls.load(
+            build(SDImg2ImgParams, cfg.generator.params, "generator.params"), Sampling.from_config(cfg), device
+        )
+
+    @classmethod
+    def load(cls, p: SDImg2ImgParams, sampling: Sampling, device="cpu") -> SDImg2Img:
+        """The pipeline of ``p`` (local files only) with ``sampling``'s scheduler, on ``device``."""
         device = torch.device(device)
         dtype = torch_dtype(p.dtype, device)
         pipe = load_pipeline(p, dtype)
-        set_scheduler(pipe, cfg.spectrum.scheduler)
+        set_scheduler(pipe, sampling.scheduler)
         pipe.to(device)  # a loaded pipeline already has its dtype; casting the tiny one only when asked
         if p.tiny and dtype != torch.float32:
             pipe.to(dtype=dtype)
-        return cls(pipe, p, cfg.spectrum.steps, cfg.spectrum.guidance_scale, device)
+        return cls(pipe, p, sampling.steps, sampling.guidance_scale, device)
 
     def describe(self) -> dict:
         return {
@@ -213,12 +220,12 @@ class SDImg2Img(Generator):
             [randn_tensor((1, *mean.shape[1:]), generator=g, device=mean.device, dtype=mean.dtype) for g in generators]
         )
         latents = (mean + std * draws).to(self.pipe.unet.dtype)
-        cfg = self.pipe.vae.config
-        if getattr(cfg, "latents_mean", None) is not None and getattr(cfg, "latents_std", None) is not None:
-            shift = torch.tensor(cfg.latents_mean, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
-            spread = torch.tensor(cfg.latents_std, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
-            return (latents - shift) * cfg.scaling_factor / spread
-        return cfg.scaling_factor * latents
+        vae = self.pipe.vae.config  # diffusers' VAE config (SDXL's may carry latent statistics)
+        if getattr(vae, "latents_mean", None) is not None and getattr(vae, "latents_std", None) is not None:
+            shift = torch.tensor(vae.latents_mean, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+            spread = torch.tensor(vae.latents_std, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+            return (latents - shift) * vae.scaling_factor / spread
+        return vae.scaling_factor * latents
 
     @torch.no_grad()
     def generate(self, items: list[GenerationItem], lam: float) -> list[Image.Image]:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
 
 class Scorer:
+    """``from_config(cfg, data, cache, device)`` is the one place a scorer reads the experiment config: it builds the
+    typed params of ``scorer.params`` and hands them, with the explicit inputs the scorer needs (e.g. the class
+    names), to a constructor or loader that never sees ``cfg``."""
+
     name = "scorer"
+
+    @classmethod
+    def from_config(cls, cfg, data, cache: Path | None, device="cpu") -> Scorer:
+        raise NotImplementedError(f"{cls.__name__}.from_config")
 
     def score(
         self, images: list[Image.Image], prompts: list[str], labels: list[int], sources: list[Image.Image]

@@ -85,10 +85,15 @@ class ClipScorer(Scorer):
         self.processor, self.class_names, self.p = processor, class_names, p
 
     @classmethod
-    def from_config(cls, cfg, data, cache: Path, device="cpu") -> ClipScorer:
-        p = build(ClipParams, cfg.scorer.params, "scorer.params")
+    def from_config(cls, cfg, data, cache: Path | None, device="cpu") -> ClipScorer:
+        """The config adapter: ``scorer.params`` and the dataset's class names (no cache)."""
+        return cls.load(build(ClipParams, cfg.scorer.params, "scorer.params"), list(data.class_names), device)
+
+    @classmethod
+    def load(cls, p: ClipParams, class_names: list[str], device="cpu") -> ClipScorer:
+        """The CLIP of ``p`` (local files only) scoring against ``class_names``, on ``device``."""
         model, processor = load_clip(p.model, p.tiny, p.tiny_seed, variant=p.variant)
-        return cls(model, processor, list(data.class_names), p, device)
+        return cls(model, processor, list(class_names), p, device)
 
     def filter_prompts(self, prompts: list[str], labels: list[int]) -> list[str]:
         if self.p.prompt is None:
