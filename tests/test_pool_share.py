@@ -348,6 +348,9 @@ def test_round_trip_imagenet_lt_tiny_sdxl_with_retries(tmp_path, monkeypatch):
     prep = prepare(cfg, tmp_path / "wd", [METHOD], progress=False)
     tries = read_all_tries(prep.pool_dir)
     assert (prep.pool_dir / RETRIES).read_text().strip() and (tries["try"] > 0).any()  # some samples were retried
+    retried_samples = tries[tries["try"] > 0].drop_duplicates(["source_id", "lam", "seed_index"])
+    n_kept = int(prep.pool.keep.sum())
+    print(f"{len(prep.pool)} samples, {len(tries)} tries, {len(retried_samples)} samples retried, {n_kept} kept")
     done = export_pool(prep, tmp_path / "export")
     assert done.rows == len(tries) > len(prep.pool) > 0  # every try, not only the kept ones
     meta = json.loads((tmp_path / "export" / "harness_pool.json").read_text())
@@ -402,6 +405,13 @@ def test_round_trip_imagenet_lt_tiny_sdxl_with_retries(tmp_path, monkeypatch):
     # a higher threshold retries samples the pool kept at an earlier try: those tries cannot be imported
     lacking = refused(tmp_path / "export", "filter.threshold=0.99")
     assert "needs try" in lacking and "the pool lacks it" in lacking and "max_tries 5" in lacking
+    # a lower threshold asks for fewer tries: the pool's try 0 of every sample, no retries
+    lower = load_config(
+        "imagenet_lt_discl_tiny", [*sets, "filter.threshold=-1", f"spectrum.pool={tmp_path / 'export'}"]
+    )
+    fewer = prepare(lower, tmp_path / "refused", [METHOD], progress=False)
+    assert sorted(fewer.pool.key) == sorted(tries.key[tries["try"] == 0]) and fewer.pool.keep.all()
+    assert not (fewer.pool_dir / RETRIES).exists() or not (fewer.pool_dir / RETRIES).read_text().strip()
 
 
 def test_a_pool_made_with_retries_is_accepted_at_load(tmp_path):
