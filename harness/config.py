@@ -216,16 +216,6 @@ class SpectrumConfig(Section):
             )
         return prompt
 
-    @model_validator(mode="after")
-    def _pool_without_retries(self) -> SpectrumConfig:
-        if self.pool is not None and self.max_tries > 1:
-            raise ValueError(
-                f"pool with max_tries {self.max_tries}: importing a pool made with regeneration retries is not "
-                "supported yet (which try each sample kept is not rebuilt); export and run with "
-                "--set spectrum.max_tries=1"
-            )
-        return self
-
 
 class FilterConfig(Section):
     threshold: float = 0.3  # keep a synthetic image if its image–text score is at least this

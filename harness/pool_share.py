@@ -31,10 +31,19 @@ from PIL import Image
 from harness.cache_keys import GENERATION_VERSION, file_digest, params_identity, pool_key, scorer_key
 from harness.config import Config, ConfigError, stable_hash
 from harness.data.base import DatasetBundle
-from harness.filter import acceptance_by_level, read_scores
+from harness.filter import acceptance_by_level, read_scores, with_scores
 from harness.generators.base import GenerationItem, Generator
-from harness.io import append_jsonl, write_json
-from harness.spectrum import PlannedImage, generate_spectrum, mark_complete
+from harness.io import append_jsonl, read_json, write_json
+from harness.spectrum import (
+    SELECTED,
+    PlannedImage,
+    class_prompts,
+    generate_spectrum,
+    mark_complete,
+    read_all_tries,
+    retry_item,
+    retry_low_scores,
+)
 
 log = logging.getLogger("harness")
 
@@ -65,6 +74,8 @@ def pool_features(class_names: list[str], with_try: bool = False):
         "seed_index": Value("int32"),
         "seed": Value("int64"),
         **({"try": Value("int32")} if with_try else {}),
+        # ``spectrum.max_tries``: whether this try is the one its sample kept (every row, when there are no retries)
+        **({"selected": Value("bool")} if with_try else {}),
         "prompt": Value("string"),
         "key": Value("string"),
         "text_score": Value("float64"),
@@ -110,8 +121,24 @@ class Exported:
     files: list[Path]
 
 
-def export_rows(prep, generator_settings: dict) -> Iterator[dict]:
-    """One dict per generated image, its PNG bytes read when the row is reached (never the whole pool)."""
+def export_frame(prep) -> pd.DataFrame:
+    """Every generated image of ``prep``'s pool with its scores, ``keep`` and ``selected``: with retries
+    (``selected.json``), every try of every sample, scored (the retries scored each one), ``selected`` marking the
+    try the sample kept and ``keep`` whether the filter kept it (only a selected try can be kept); without, the
+    pool's rows, each selected."""
+    if prep.pool_dir is None or not (Path(prep.pool_dir) / SELECTED).exists():
+        return prep.pool.assign(selected=True)
+    tries = read_all_tries(prep.pool_dir)
+    tries = with_scores(tries, read_scores(prep.pool_dir, f"scores-{scorer_key(prep.cfg)}.jsonl"))
+    chosen, kept = set(read_json(prep.pool_dir / SELECTED)["keys"]), dict(zip(prep.pool.key, prep.pool.keep))
+    tries["selected"] = tries.key.isin(chosen)
+    tries["keep"] = [bool(kept.get(k, False)) for k in tries.key]
+    return tries.sort_values(["lam", "source_index", "seed_index", "try"], kind="stable").reset_index(drop=True)
+
+
+def export_rows(prep, generator_settings: dict, frame: pd.DataFrame | None = None) -> Iterator[dict]:
+    """One dict per generated image (``frame``, default ``export_frame(prep)``), its PNG bytes read when the row is
+    reached (never the whole pool)."""
     cfg, names = prep.cfg, prep.data.class_names
     params = json.dumps(params_identity("generator", cfg.generator.name, cfg.generator.params), default=str)
     fixed = {
@@ -122,9 +149,10 @@ def export_rows(prep, generator_settings: dict) -> Iterator[dict]:
         "steps": int(generator_settings.get("steps", cfg.spectrum.steps)),
         "guidance_scale": float(generator_settings.get("guidance_scale", cfg.spectrum.guidance_scale)),
     }
-    with_try = "try" in prep.pool.columns
-    columns = list(prep.pool.columns)
-    for values in prep.pool.itertuples(index=False, name=None):  # ("try" is no attribute name)
+    frame = export_frame(prep) if frame is None else frame
+    with_try = "try" in frame.columns
+    columns = list(frame.columns)
+    for values in frame.itertuples(index=False, name=None):  # ("try" is no attribute name)
         row = dict(zip(columns, values))
         path = image_path(prep.pool_dir, row)
         data = path.read_bytes()
@@ -138,7 +166,7 @@ def export_rows(prep, generator_settings: dict) -> Iterator[dict]:
             "lam": float(row["lam"]),
             "seed_index": int(row["seed_index"]),
             "seed": int(row["seed"]),
-            **({"try": int(row["try"])} if with_try else {}),
+            **({"try": int(row["try"]), "selected": bool(row["selected"])} if with_try else {}),
             "prompt": str(row["prompt"]),
             "key": str(row["key"]),
             "text_score": float(row["text_score"]),
@@ -256,12 +284,13 @@ def export_pool(
         json.loads((prep.pool_dir / "complete.json").read_text()) if (prep.pool_dir / "complete.json").exists() else {}
     )
     generator_settings = complete.get("generator", {})
-    with_try = "try" in prep.pool.columns
+    frame = export_frame(prep)
+    with_try = "try" in frame.columns
     features = pool_features(prep.data.class_names, with_try)
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     (partial / "data").mkdir(parents=True)
-    rows = export_rows(prep, generator_settings)
+    rows = export_rows(prep, generator_settings, frame)
     try:
         if fmt == "parquet":
             files = write_parquet(rows, features, partial / "data", max_shard_bytes, rows_per_group)
@@ -278,10 +307,12 @@ def export_pool(
         "pool_key": prep.pool_dir.name,
         "scorer_key": scorer_key(cfg),
         "filter_threshold": cfg.filter.threshold,
+        "max_tries": cfg.spectrum.max_tries,
         "class_names": list(prep.data.class_names),
         "identity": generation_identity(cfg),
         "generator_settings": generator_settings,
-        "images": len(prep.pool),
+        "images": len(frame),  # every try
+        "samples": len(prep.pool),
         "kept": int(prep.pool.keep.sum()),
         "harness_version": harness_version(),
         "git_commit": git_commit(),
@@ -295,20 +326,20 @@ def export_pool(
         license_name="source-dataset-terms",
         license_details="The images derive from the source dataset's images and inherit its terms.",
         task_categories=["image-classification"],
-        size_categories=[size_category(len(prep.pool))],
+        size_categories=[size_category(len(frame))],
         tags=["synthetic", "diffusion-curriculum", "discl-harness"],
         configs=[{"config_name": "default", "data_files": [{"split": "train", "path": data_files}]}],
     )
     from datasets import DatasetInfo
     from datasets.info import DatasetInfosDict
 
-    split = {"name": "train", "num_examples": len(prep.pool), "num_bytes": sum(f.stat().st_size for f in files)}
+    split = {"name": "train", "num_examples": len(frame), "num_bytes": sum(f.stat().st_size for f in files)}
     DatasetInfosDict({"default": DatasetInfo(features=features, splits=[split])}).to_dataset_card_data(card)
     (partial / "README.md").write_text(f"---\n{card.to_yaml()}\n---\n{card_body(prep, meta)}")
     if out.exists():
         out.rmdir()  # empty (checked above)
     partial.rename(out)
-    return Exported(out, len(prep.pool), [out / f.relative_to(partial) for f in files])
+    return Exported(out, len(frame), [out / f.relative_to(partial) for f in files])
 
 
 def card_body(prep, meta: dict) -> str:
@@ -320,6 +351,15 @@ def card_body(prep, meta: dict) -> str:
         f"| {r.lam:g} | {int(r.generated)} | {int(r.kept)} | {r.acceptance:.1%} |" for r in table.itertuples()
     )
     config = yaml.safe_dump(meta["config"], sort_keys=False, default_flow_style=None, width=120).rstrip()
+    tries = (
+        f"Up to {cfg.spectrum.max_tries} tries per sample (`spectrum.max_tries`): a sample whose tries all score "
+        f"≤ {cfg.filter.threshold:g} was regenerated with the next description and its own seed, and its "
+        f"best-scoring try kept; every try is a row ({meta['images']} rows for {meta['samples']} samples: `try`, "
+        "its `seed`, `prompt` and scores), `selected` marks the try each sample kept, and only a selected try can "
+        "be `keep`."
+        if cfg.spectrum.max_tries > 1
+        else "One try per sample (`spectrum.max_tries` 1): every row is `selected`."
+    )
     return f"""# Synthetic pool of `{cfg.name}` (discl-harness)
 
 Synthetic images from image-guided diffusion for the hard training images of `{cfg.data.name}`: for each hard
@@ -327,6 +367,7 @@ source image, {cfg.spectrum.seeds} seed(s) at each guidance level λ in {cfg.spe
 λ → 1: the source image), scored by `{cfg.scorer.name}` and filtered at text score ≥ {cfg.filter.threshold:g}
 (`keep`). One row per generated image, kept or not, with its provenance: source id, λ, seed, prompt, scores and
 the generator's settings.
+{tries}
 
 **License.** The images derive from the source dataset's images and inherit its terms: check the terms of
 `{cfg.data.name}` before using or redistributing them.
@@ -344,14 +385,14 @@ Run an experiment on it instead of generating (no generator is loaded): `--set s
 ## How it was made
 
 - harness version {meta["harness_version"]}, git commit `{meta["git_commit"]}`
-- pool cache key `{meta["pool_key"]}`, scorer key `{meta["scorer_key"]}`
+- pool cache key `{meta["pool_key"]}`, scorer key `{meta["scorer_key"]}`, max_tries {meta["max_tries"]}
 - generator: {json.dumps(meta["generator_settings"], default=str)}
 - regenerate: `{meta["command"]}`
 
 | λ | generated | kept | acceptance |
 |---|---|---|---|
 {counts}
-| all | {meta["images"]} | {meta["kept"]} | {meta["kept"] / max(1, meta["images"]):.1%} |
+| all | {meta["samples"]} | {meta["kept"]} | {meta["kept"] / max(1, meta["samples"]):.1%} |
 
 Resolved config of the phases that decided the pool:
 
@@ -423,8 +464,19 @@ def open_pool(source: PoolSource, cache: Path, progress: bool = True):
 LOOKUP_COLUMNS = ["source_id", "label", "lam", "seed_index", "seed", "prompt"]
 
 
-def lookup_key(source_id: str, lam: float, seed_index: int) -> tuple:
-    return (str(source_id), round(float(lam), 6), int(seed_index))
+def lookup_key(source_id: str, lam: float, seed_index: int, try_index: int = 0) -> tuple:
+    return (str(source_id), round(float(lam), 6), int(seed_index), int(try_index))
+
+
+def try_column(rows: pd.DataFrame) -> np.ndarray:
+    """Each row's ``try`` (0 for a pool exported before retries had one)."""
+    return rows["try"].to_numpy(dtype=np.int64) if "try" in rows else np.zeros(len(rows), dtype=np.int64)
+
+
+def row_index(rows: pd.DataFrame) -> dict[tuple, int]:
+    """``lookup_key`` → row position, for every try."""
+    columns = (rows.source_id, rows.lam, rows.seed_index, try_column(rows))
+    return {lookup_key(s, lam, k, t): i for i, (s, lam, k, t) in enumerate(zip(*columns))}
 
 
 def fit_mismatches(cfg: Config, data: DatasetBundle, plan: list[PlannedImage], meta: dict, rows: pd.DataFrame) -> list:
@@ -465,6 +517,9 @@ def fit_mismatches(cfg: Config, data: DatasetBundle, plan: list[PlannedImage], m
     pool_seeds = int(rows.seed_index.max()) + 1 if len(rows) else 0
     if cfg.spectrum.seeds > pool_seeds:
         out.append(f"seeds: the experiment asks {cfg.spectrum.seeds} per (source, λ), the pool has {pool_seeds}")
+    tries = try_column(rows)
+    later = rows[tries > 0]
+    rows = rows[tries == 0].reset_index(drop=True)  # the planned images are try 0; retries are checked below
     index = {lookup_key(s, lam, k): i for i, (s, lam, k) in enumerate(zip(rows.source_id, rows.lam, rows.seed_index))}
     found = [(p, index.get(lookup_key(p.source_id, p.lam, p.seed_index))) for p in plan]
     hits = [(p, i) for p, i in found if i is not None]
@@ -482,9 +537,44 @@ def fit_mismatches(cfg: Config, data: DatasetBundle, plan: list[PlannedImage], m
     seeds = [(p, i) for p, i in hits if int(rows.seed.iat[i]) != p.seed]
     if seeds:
         out.append(f"sample seeds: {len(seeds)} differ, e.g. {seeds[0][0].key!r}")
+    if cfg.spectrum.max_tries > 1 and len(later):
+        out += retry_mismatches(cfg, data, plan, later)
     absent = [p for p, i in found if i is None]
     if absent and not out:
         out.append(f"images: {len(absent)} of the {len(plan)} planned are not in the pool, e.g. {absent[0].key!r}")
+    return out
+
+
+def retry_mismatches(cfg: Config, data: DatasetBundle, plan: list[PlannedImage], later: pd.DataFrame) -> list:
+    """The pool's later tries (``try`` > 0) of the planned samples against what a retry here would be
+    (``retry_item``: the next description, its own seed); tries past this experiment's ``max_tries`` are unused."""
+    planned = {lookup_key(p.source_id, p.lam, p.seed_index): p for p in plan}
+    prompts = class_prompts(cfg.spectrum, data.class_names, sorted({p.label for p in plan}))
+    labels, texts, seeds = [], [], []
+    columns = (later.source_id, later.lam, later.seed_index, later["try"], later.label, later.prompt, later.seed)
+    for sid, lam, k, t, label, prompt, seed in zip(*columns):
+        p = planned.get(lookup_key(sid, lam, k))
+        if p is None or int(t) >= cfg.spectrum.max_tries:
+            continue
+        want = retry_item(p, int(t), prompts[p.label])
+        if int(label) != want.label:
+            labels.append((want, int(label)))
+        if prompt != want.prompt:
+            texts.append((want, prompt))
+        if int(seed) != want.seed:
+            seeds.append((want, int(seed)))
+    out = []
+    if labels:
+        (want, theirs), n = labels[0], len(labels)
+        out.append(f"retry labels: {n} differ, e.g. {want.key!r} is {theirs} in the pool, {want.label} here")
+    if texts:
+        (want, theirs), n = texts[0], len(texts)
+        out.append(f"retry prompts: {n} differ, e.g. {want.key!r} (try {want.try_index}) is {theirs!r} in the pool, "
+                   f"{want.prompt!r} here")  # fmt: skip
+    if seeds:
+        (want, theirs), n = seeds[0], len(seeds)
+        out.append(f"retry seeds: {n} differ, e.g. {want.key!r} (try {want.try_index}) has {theirs} in the pool, "
+                   f"{want.seed} here")  # fmt: skip
     return out
 
 
@@ -493,17 +583,28 @@ class PoolImages(Generator):
 
     name = "imported"
 
-    def __init__(self, ds, rows: pd.DataFrame, settings: dict):
+    def __init__(self, ds, rows: pd.DataFrame, settings: dict, retries: dict | None = None, why: str = ""):
         self.ds, self.settings = ds, settings
         self.index = {
             (str(s), round(float(lam), 6), int(seed)): i
             for i, (s, lam, seed) in enumerate(zip(rows.source_id, rows.lam, rows.seed))
         }
+        # (source id, λ, seed) → the retry a missing image would be, and what the pool was made with (the error)
+        self.retries, self.why = retries or {}, why
 
     def generate(self, items: list[GenerationItem], lam: float) -> list[Image.Image]:
         out = []
         for it in items:
-            i = self.index.get((str(it.source_id), round(float(lam), 6), int(it.seed)))
+            at = (str(it.source_id), round(float(lam), 6), int(it.seed))
+            i = self.index.get(at)
+            if i is None and at in self.retries:
+                p = self.retries[at]
+                raise ConfigError(
+                    f"spectrum.pool: sample {p.key.rsplit('|t', 1)[0]!r} needs try {p.try_index} here (its "
+                    f"tries score ≤ the threshold under this experiment's scorer and filter.threshold) and the pool "
+                    f"lacks it ({self.why}); a pool cannot be regenerated on import: run with the pool's scorer and "
+                    "filter.threshold, or generate the pool (drop spectrum.pool)"
+                )
             if i is None:
                 raise ConfigError(
                     f"spectrum.pool: no image of source {it.source_id!r} at λ {lam:g} with seed {it.seed}"
@@ -519,23 +620,42 @@ def import_pool(
     cfg: Config, data: DatasetBundle, plan: list[PlannedImage], pool_dir: Path, cache: Path, progress: bool
 ) -> dict:
     """Check that ``spectrum.pool`` fits the experiment, then fill ``pool_dir`` from it (unless already complete),
-    with its scores when they were made by the same scorer. Returns the source's description (for MLflow)."""
+    with its scores when they were made by the same scorer. Returns the source's description (for MLflow).
+
+    With ``spectrum.max_tries`` > 1 the retries run here as in a generation (``retry_low_scores``: the manifest with
+    try 0, ``retries.jsonl``, the scores file, ``selected.json``), scored with the pool's scores when its scorer is
+    this experiment's, else by this experiment's scorer, and with the pool's images for the tries they ask for: a
+    try the pool lacks stops the import in one line (it cannot be regenerated without the generator)."""
     source = resolve_source(cfg.spectrum.pool)
     ds, meta = open_pool(source, cache, progress)
-    rows = ds.select_columns(LOOKUP_COLUMNS).to_pandas()
+    columns = LOOKUP_COLUMNS + (["try"] if "try" in ds.column_names else [])
+    rows = ds.select_columns(columns).to_pandas()
     mismatches = fit_mismatches(cfg, data, plan, meta, rows)
     if mismatches:
         raise ConfigError(
             f"spectrum.pool {cfg.spectrum.pool} does not fit experiment {cfg.name}: {'; '.join(mismatches)}"
         )
     described = source.describe() | {"pool_key": meta.get("pool_key")}
+    scores_file = f"scores-{scorer_key(cfg)}.jsonl"
+    same_scorer = meta.get("scorer_key") == scorer_key(cfg)
     if not (pool_dir / "complete.json").exists():
         settings = {**meta.get("generator_settings", {}), "imported_from": described}
-        images = PoolImages(ds, rows, settings)
+        why = (
+            f"it was made with max_tries {meta.get('max_tries', 1)}, scorer key {meta.get('scorer_key')}, "
+            f"filter.threshold {meta.get('filter_threshold')}; here max_tries {cfg.spectrum.max_tries}, scorer key "
+            f"{scorer_key(cfg)}, filter.threshold {cfg.filter.threshold}"
+        )
+        images = PoolImages(ds, rows, settings, planned_retries(cfg, data, plan), why)
         generate_spectrum(images, data, plan, pool_dir, cfg.spectrum.batch_size, progress=progress)
+        if cfg.spectrum.max_tries > 1:
+            text_scores = imported_text_scores(cfg, data, ds, rows, pool_dir, cache, scores_file, same_scorer, progress)
+            retry_low_scores(
+                images, data, plan, pool_dir, cfg.spectrum, cfg.filter.threshold, text_scores,
+                cfg.spectrum.batch_size, progress=progress,
+            )  # fmt: skip
         mark_complete(pool_dir, plan, images.describe())
-    if meta.get("scorer_key") == scorer_key(cfg):
-        import_scores(ds, rows, plan, pool_dir, f"scores-{scorer_key(cfg)}.jsonl")
+    if same_scorer:
+        import_scores(ds, rows, plan, pool_dir, scores_file)
     else:
         log.info("spectrum.pool: scored by another scorer; scoring it with %s", cfg.scorer.name)
     if pool_key(cfg) != meta.get("pool_key"):
@@ -543,19 +663,55 @@ def import_pool(
     return described
 
 
+def planned_retries(cfg: Config, data: DatasetBundle, plan: list[PlannedImage]) -> dict:
+    """(source id, λ, seed) → the retry item of every try a retry here could ask for (none with max_tries 1)."""
+    if cfg.spectrum.max_tries == 1:
+        return {}
+    prompts = class_prompts(cfg.spectrum, data.class_names, sorted({p.label for p in plan}))
+    items = [retry_item(p, t, prompts[p.label]) for p in plan for t in range(1, cfg.spectrum.max_tries)]
+    return {(str(r.source_id), round(float(r.lam), 6), int(r.seed)): r for r in items}
+
+
+def imported_text_scores(cfg, data, ds, rows, pool_dir: Path, cache: Path, scores_file: str, same_scorer, progress):
+    """``retry_low_scores``' scorer on import: the text scores of the tries so far, taken from the pool when its
+    scorer is this experiment's (written to the scores file as scoring would), else (and for any the pool lacks)
+    computed by this experiment's scorer."""
+    from harness.pipeline import pick_device, retry_scorer
+
+    local = retry_scorer(cfg, data, pool_dir, cache, pick_device(cfg), progress)
+
+    def text_scores(tries: pd.DataFrame) -> dict[str, float]:
+        if same_scorer:
+            wanted = zip(tries.key, tries.source_id, tries.lam, tries.seed_index, tries["try"])
+            copy_scores(ds, rows, [(key, lookup_key(s, lam, k, t)) for key, s, lam, k, t in wanted], pool_dir,
+                        scores_file)  # fmt: skip
+        return local(tries)
+
+    return text_scores
+
+
 def import_scores(ds, rows: pd.DataFrame, plan: list[PlannedImage], pool_dir: Path, scores_file: str) -> None:
     """The pool's scores as this experiment's score file (for the planned images not scored yet)."""
+    wanted = [(p.key, lookup_key(p.source_id, p.lam, p.seed_index, p.try_index)) for p in plan]
+    copy_scores(ds, rows, wanted, pool_dir, scores_file)
+
+
+def copy_scores(ds, rows: pd.DataFrame, wanted: list[tuple[str, tuple]], pool_dir: Path, scores_file: str) -> None:
+    """Append the pool's scores of ``wanted`` (our key, ``lookup_key``) not in the scores file yet; none when any
+    of them is missing or not finite (the scorer then makes them)."""
     done = read_scores(pool_dir, scores_file)
-    todo = [p for p in plan if p.key not in done]
+    todo = [(key, at) for key, at in wanted if key not in done]
     if not todo:
         return
+    index = row_index(rows)
+    if any(at not in index for _, at in todo):
+        return
+    picked = [index[at] for _, at in todo]
     scores = ds.select_columns(["text_score", "image_score"]).to_pandas()
-    index = {lookup_key(s, lam, k): i for i, (s, lam, k) in enumerate(zip(rows.source_id, rows.lam, rows.seed_index))}
-    picked = [index[lookup_key(p.source_id, p.lam, p.seed_index)] for p in todo]
     text, image = scores.text_score.to_numpy()[picked], scores.image_score.to_numpy()[picked]
     if not (np.isfinite(text).all() and np.isfinite(image).all()):
         return  # incomplete scores: let the scorer make them
     append_jsonl(
         pool_dir / scores_file,
-        [{"key": p.key, "text_score": float(t), "image_score": float(s)} for p, t, s in zip(todo, text, image)],
+        [{"key": key, "text_score": float(t), "image_score": float(s)} for (key, _), t, s in zip(todo, text, image)],
     )

@@ -19,7 +19,7 @@ from harness.cli import main
 from harness.config import ConfigError, load_config
 from harness.pipeline import pool_key, prepare
 from harness.runner import run_experiment
-from harness.spectrum import read_manifest
+from harness.spectrum import RETRIES, SELECTED, read_all_tries, read_manifest
 
 METHOD = "discl_diverse_to_specific"
 QUICK = [*QUICK_GENERATION, "--set", "train.epochs=2", "--set", "train.curriculum_epochs=2"]
@@ -32,6 +32,8 @@ COLUMNS = {
     "lam": "float64",
     "seed_index": "int32",
     "seed": "int64",
+    "try": "int32",
+    "selected": "bool",
     "prompt": "string",
     "text_score": "float64",
     "image_score": "float64",
@@ -299,24 +301,70 @@ def test_export_of_ten_times_the_tiny_pool_is_memory_bounded(tmp_path, tiny_cfg)
     assert pq.read_table(done.files[0], columns=["try"]).column("try").to_pylist()[:2] == [0, 1]  # the manifest's
 
 
+def rewrite_rows(export: Path, out: Path, change) -> None:
+    """A copy of an exported (parquet) pool with ``change(frame)`` applied to its rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shutil.copytree(export, out)
+    for f in sorted((out / "data").glob("*.parquet")):
+        table = pq.read_table(f)
+        frame = table.to_pandas()
+        change(frame)
+        pq.write_table(pa.Table.from_pandas(frame, schema=table.schema, preserve_index=False), f)
+
+
+def pool_files(pool_dir: Path) -> dict:
+    """What a pool's retries leave: the manifest, the retries, the kept tries and the scores (as sets of rows)."""
+
+    def rows(name: str) -> list[str]:
+        return sorted(json.dumps(json.loads(x), sort_keys=True) for x in (pool_dir / name).read_text().splitlines())
+
+    (scores,) = pool_dir.glob("scores-*.jsonl")
+    return {
+        "manifest": rows("manifest.jsonl"),
+        "retries": rows(RETRIES),
+        "scores": (scores.name, rows(scores.name)),
+        "selected": json.loads((pool_dir / SELECTED).read_text()),
+    }
+
+
 @pytest.mark.slow
-def test_round_trip_imagenet_lt_tiny_sdxl(tmp_path, monkeypatch):
-    """imagenet_lt_discl_tiny on fake ImageNet-LT with the tiny SDXL img2img and tiny CLIP: export, then a run on the
-    imported pool in a fresh workdir loads no pipeline and gives the same pool key, pixels and test metrics."""
+def test_round_trip_imagenet_lt_tiny_sdxl_with_retries(tmp_path, monkeypatch):
+    """imagenet_lt_discl_tiny on fake ImageNet-LT with the tiny SDXL img2img and tiny CLIP, with its own
+    spectrum.max_tries (5, the authors' regeneration): export every try, then a run on the imported pool in a fresh
+    workdir loads no pipeline and rebuilds the same retries, kept tries, pool key, pixels and test metrics. A retry
+    whose prompt or seed differs, and a threshold that asks for a try the pool lacks, are refused in one line."""
     from fakes import write_fake_imagenet_lt
 
     from harness.generators.sd_img2img import SDImg2Img
     from harness.pool_share import export_pool
 
     data = write_fake_imagenet_lt(tmp_path / "imagenet", counts=(25, 22, 12, 10, 6, 3), image_size=32)
-    sets = [f"data.root={data}", *IMAGENET_TINY_QUICK, "spectrum.max_tries=1"]  # retries: not importable yet
+    sets = [f"data.root={data}", *IMAGENET_TINY_QUICK]
     cfg = load_config("imagenet_lt_discl_tiny", sets)
+    assert cfg.spectrum.max_tries == 5  # the experiment's own (the paper's)
     first = run_experiment(cfg, tmp_path / "wd", [METHOD], [0], progress=False)
     prep = prepare(cfg, tmp_path / "wd", [METHOD], progress=False)
+    tries = read_all_tries(prep.pool_dir)
+    assert (prep.pool_dir / RETRIES).read_text().strip() and (tries["try"] > 0).any()  # some samples were retried
+    retried_samples = tries[tries["try"] > 0].drop_duplicates(["source_id", "lam", "seed_index"])
+    n_kept = int(prep.pool.keep.sum())
+    print(f"{len(prep.pool)} samples, {len(tries)} tries, {len(retried_samples)} samples retried, {n_kept} kept")
     done = export_pool(prep, tmp_path / "export")
-    assert done.rows == len(prep.pool) > 0
+    assert done.rows == len(tries) > len(prep.pool) > 0  # every try, not only the kept ones
     meta = json.loads((tmp_path / "export" / "harness_pool.json").read_text())
     assert meta["generator_settings"]["pipeline"] and meta["pool_key"] == prep.pool_dir.name
+    assert meta["max_tries"] == 5 and "Up to 5 tries per sample" in (tmp_path / "export" / "README.md").read_text()
+    import pyarrow.parquet as pq
+
+    exported = pd.concat(pq.read_table(f).to_pandas() for f in done.files).set_index("key")
+    assert sorted(exported.index) == sorted(tries.key)
+    kept = set(json.loads((prep.pool_dir / SELECTED).read_text())["keys"])
+    assert set(exported.index[exported.selected]) == kept and not exported.keep[~exported.selected].any()
+    retried = tries[tries["try"] > 0].iloc[0]
+    row = exported.loc[retried.key]
+    assert (row["try"], row.seed, row.prompt) == (retried["try"], retried.seed, retried.prompt)
 
     no_generator(monkeypatch, SDImg2Img)
     imported = load_config("imagenet_lt_discl_tiny", [*sets, f"spectrum.pool={tmp_path / 'export'}"])
@@ -325,17 +373,48 @@ def test_round_trip_imagenet_lt_tiny_sdxl(tmp_path, monkeypatch):
     assert metrics_of(second) == metrics_of(first)
     pool = pool_of(tmp_path / "fresh")
     assert pool.name == prep.pool_dir.name
+    assert pool_files(pool) == pool_files(prep.pool_dir)
     ours, theirs = pixels(pool), pixels(prep.pool_dir)
     assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
+    assert ours.keys() == kept
 
-    other = load_config(
-        "imagenet_lt_discl_tiny", [*sets, "spectrum.guidance_scale=3", f"spectrum.pool={tmp_path / 'export'}"]
+    def refused(export: Path, *more: str) -> str:
+        cfg = load_config("imagenet_lt_discl_tiny", [*sets, *more, f"spectrum.pool={export}"])
+        with pytest.raises(ConfigError) as err:
+            prepare(cfg, tmp_path / "refused", [METHOD], progress=False)
+        msg = str(err.value)
+        assert "\n" not in msg
+        return msg
+
+    other = refused(tmp_path / "export", "spectrum.guidance_scale=3")
+    assert "generator: spectrum.guidance_scale is 10.0 in the pool, 3.0 here" in other
+
+    def change_retry(frame: pd.DataFrame) -> None:
+        at = frame.index[frame.key == retried.key]
+        frame.loc[at, "prompt"] = "a photo of something else"
+        frame.loc[at, "seed"] = 7
+
+    rewrite_rows(tmp_path / "export", tmp_path / "changed", change_retry)
+    msg = refused(tmp_path / "changed")
+    assert msg.startswith(f"spectrum.pool {tmp_path / 'changed'} does not fit")
+    assert f"retry prompts: 1 differ, e.g. {retried.key!r} (try {retried['try']}) is 'a photo of something else'" in msg
+    assert (
+        f"retry seeds: 1 differ, e.g. {retried.key!r} (try {retried['try']}) has 7 in the pool, {retried.seed}" in msg
     )
-    with pytest.raises(ConfigError, match="generator: spectrum.guidance_scale is 10.0 in the pool, 3.0 here"):
-        prepare(other, tmp_path / "fresh", [METHOD], progress=False)
+
+    # a higher threshold retries samples the pool kept at an earlier try: those tries cannot be imported
+    lacking = refused(tmp_path / "export", "filter.threshold=0.99")
+    assert "needs try" in lacking and "the pool lacks it" in lacking and "max_tries 5" in lacking
+    # a lower threshold asks for fewer tries: the pool's try 0 of every sample, no retries
+    lower = load_config(
+        "imagenet_lt_discl_tiny", [*sets, "filter.threshold=-1", f"spectrum.pool={tmp_path / 'export'}"]
+    )
+    fewer = prepare(lower, tmp_path / "refused", [METHOD], progress=False)
+    assert sorted(fewer.pool.key) == sorted(tries.key[tries["try"] == 0]) and fewer.pool.keep.all()
+    assert not (fewer.pool_dir / RETRIES).exists() or not (fewer.pool_dir / RETRIES).read_text().strip()
 
 
-def test_a_pool_with_regeneration_retries_is_refused_at_load(tmp_path):
-    """Which try each sample kept is not rebuilt on import yet: refused in one line, not imported wrongly."""
-    with pytest.raises(ConfigError, match="spectrum.max_tries=1"):
-        load_config("imagenet_lt_discl_tiny", [f"spectrum.pool={tmp_path}"])  # ImageNet-LT: max_tries 5
+def test_a_pool_made_with_retries_is_accepted_at_load(tmp_path):
+    """ImageNet-LT's max_tries 5 with spectrum.pool: the import rebuilds the retries (it was refused before)."""
+    cfg = load_config("imagenet_lt_discl_tiny", [f"spectrum.pool={tmp_path}"])
+    assert cfg.spectrum.max_tries == 5 and cfg.spectrum.pool == str(tmp_path)
