@@ -294,15 +294,18 @@ def submit_phases(
     cfg: Config, folder: Path, experiment: str, overrides: list[str], workdir: Path, methods: list[str]
 ) -> list[Phase]:
     """Submit the shared phases: the base job; then, when the methods need a generated pool, a job array of
-    ``launcher.generate_shards`` generation shards (after the base job; ``launcher.array_parallelism`` at once);
-    then the merge job (after every shard). Returns them in that order; the runs depend on the last one."""
+    ``launcher.generate_shards`` generation shards (after the base job; ``launcher.array_parallelism`` at once; none
+    when the pool is complete already); then the merge job (after every shard). Returns them in that order; the runs
+    depend on the last one."""
+    from harness.cache_keys import pool_key
     from harness.pipeline import needs_pool
 
     name, world = f"harness-{cfg.name}", cfg.launcher.generate_shards
     args = (experiment, overrides, str(workdir), methods)
     base = slurm_executor(cfg, folder, f"{name}-base").submit(PhaseJob("base", *args))
     phases, last = [Phase("base", str(base.job_id))], f"afterok:{base.job_id}"
-    if needs_pool(cfg, methods) and not cfg.spectrum.pool:
+    complete = (cache_dir(workdir) / "pool" / pool_key(cfg) / "complete.json").exists()
+    if needs_pool(cfg, methods) and not cfg.spectrum.pool and not complete:
         ex = slurm_executor(cfg, folder, f"{name}-generate", dependency=last)
         with ex.batch():
             shards = [ex.submit(PhaseJob("generate", *args, rank=r, world=world)) for r in range(world)]

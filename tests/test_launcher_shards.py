@@ -208,3 +208,73 @@ def test_slurm_generate_array_builds_the_same_pool_as_one_process(slurm, tmp_pat
     )
     assert status.returncode == 0 and "generate 3 of 3 done" in status.stdout, status.stdout + status.stderr
     assert all(j in status.stdout for j in writers.values()), status.stdout
+
+
+class FakeExecutor:
+    """submitit's executor as ``submit_phases`` uses it: job ids in order, ``batch()`` as one array."""
+
+    submitted: list = []
+
+    def __init__(self, name, dependency):
+        self.name, self.dependency, self.array = name, dependency, None
+
+    def submit(self, job):
+        n = len(FakeExecutor.submitted) + 1
+        if self.array is not None:
+            job_id = f"{self.array}_{sum(1 for s in FakeExecutor.submitted if s[3].startswith(self.array + '_'))}"
+        else:
+            job_id = str(100 + n)
+        FakeExecutor.submitted.append((self.name, self.dependency, job, job_id))
+        return SimpleNamespace(job_id=job_id)
+
+    def batch(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def array():
+            self.array = str(200 + len(FakeExecutor.submitted))
+            yield
+
+        return array()
+
+
+def test_the_phases_are_base_then_a_generate_array_then_merge(tmp_path, monkeypatch):
+    from harness import launcher
+    from harness.cache_keys import pool_key
+
+    monkeypatch.setattr(
+        launcher, "slurm_executor", lambda cfg, folder, name, dependency=None: FakeExecutor(name, dependency)
+    )
+    FakeExecutor.submitted = []
+    cfg = load_config("digits_lt_tiny", ["launcher.generate_shards=3"])
+    methods = ["discl_diverse_to_specific"]
+    phases = launcher.submit_phases(cfg, tmp_path, "digits_lt_tiny", [], tmp_path, methods)
+    assert [(p.name, p.rank, p.world) for p in phases] == [
+        ("base", 0, 1),
+        ("generate", 0, 3),
+        ("generate", 1, 3),
+        ("generate", 2, 3),
+        ("merge", 0, 3),
+    ]
+    deps = [s[1] for s in FakeExecutor.submitted]
+    base, array = phases[0].job_id, phases[1].job_id.split("_")[0]
+    assert deps == [None, f"afterok:{base}", f"afterok:{base}", f"afterok:{base}", f"afterok:{array}"]
+    assert [s[2].rank for s in FakeExecutor.submitted[1:4]] == [0, 1, 2]
+    assert launcher.phases_line(phases) == (
+        f"base {base}: pending; generate 0 of 3 done ({array}_0 pending, {array}_1 pending, {array}_2 pending); "
+        f"merge {phases[-1].job_id}: pending"
+    )
+
+    FakeExecutor.submitted = []  # a complete pool: no generate array; real-only methods: none either
+    done = tmp_path / "cache" / "pool" / pool_key(cfg) / "complete.json"
+    done.parent.mkdir(parents=True)
+    done.write_text("{}")
+    assert [p.name for p in launcher.submit_phases(cfg, tmp_path, "digits_lt_tiny", [], tmp_path, methods)] == [
+        "base",
+        "merge",
+    ]
+    done.unlink()
+    assert [p.name for p in launcher.submit_phases(cfg, tmp_path, "digits_lt_tiny", [], tmp_path, ["plain"])] == [
+        "base",
+        "merge",
+    ]
