@@ -48,8 +48,10 @@ from harness.spectrum import (
     mark_complete,
     merge_lock,
     plan_spectrum,
+    read_all_tries,
     read_manifest,
     retry_low_scores,
+    shard,
     shard_lock,
     wait_for_shards,
 )
@@ -135,6 +137,9 @@ def generate_shard(base: Base, workdir: Path, rank: int = 0, world: int = 1, pro
     with shard_lock(pool_dir, rank):
         if (pool_dir / "complete.json").exists():
             return 0
+        done = set(read_all_tries(pool_dir).key)
+        if all(p.key in done for p in shard(base.plan, rank, world)):
+            return 0  # a finished shard (another process's, or an earlier attempt's): no generator is loaded
         generator = load_generator(base, cache)
         store = cache / "images" / image_store_key(cfg)
         added = generate_spectrum(

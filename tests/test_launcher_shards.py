@@ -29,7 +29,7 @@ from harness.spectrum import IncompletePool, PlannedImage, read_manifest, shard_
 class NoiseGenerator:
     """Pixels from the item's seed alone (like every real generator here: independent of the batch)."""
 
-    calls = 0
+    calls = loads = 0
 
     def generate(self, items, lam):
         NoiseGenerator.calls += len(items)
@@ -67,8 +67,13 @@ def tiny_base(tmp_path: Path, sources: int = 6, levels=(0.0, 0.5), seeds: int = 
 
 @pytest.fixture
 def noise(monkeypatch):
-    NoiseGenerator.calls = 0
-    monkeypatch.setattr(pipeline, "load_generator", lambda base, cache: NoiseGenerator())
+    NoiseGenerator.calls = NoiseGenerator.loads = 0
+
+    def load(base, cache):
+        NoiseGenerator.loads += 1
+        return NoiseGenerator()
+
+    monkeypatch.setattr(pipeline, "load_generator", load)
 
 
 def pixels(pool_dir: Path) -> dict[str, str]:
@@ -93,9 +98,9 @@ def test_shards_run_in_reverse_order_one_at_a_time_without_waiting(tmp_path, noi
             assert (base.pool_dir / f"manifest.shard{rank:03d}.jsonl").exists()
     assert not (base.pool_dir / "manifest.shard001.jsonl").exists()
     assert generate_shard(base, tmp_path / "three", 1, 3) > 0
-    calls = NoiseGenerator.calls
+    calls, loads = NoiseGenerator.calls, NoiseGenerator.loads
     assert generate_shard(base, tmp_path / "three", 2, 3) == 0, "a finished shard is reused, nothing regenerated"
-    assert NoiseGenerator.calls == calls
+    assert (NoiseGenerator.calls, NoiseGenerator.loads) == (calls, loads), "not even the generator is loaded"
     finish_pool(base, tmp_path / "three", world=3)
     assert (base.pool_dir / "complete.json").exists()
     assert pixels(base.pool_dir) == expected, "the same keys and pixels as one process"
