@@ -283,3 +283,19 @@ def test_the_phases_are_base_then_a_generate_array_then_merge(tmp_path, monkeypa
         "base",
         "merge",
     ]
+
+
+def test_a_failed_generate_job_cancels_the_jobs_after_it_and_names_its_log(monkeypatch):
+    from harness import launcher
+
+    phases = [launcher.Phase("base", "11"), *[launcher.Phase("generate", f"12_{r}", r, 3) for r in range(3)]]
+    phases.append(launcher.Phase("merge", "13", 0, 3))
+    tasks = [launcher.Task("plain", 0, "h", "14_0"), launcher.Task("plain", 1, "h", "14_1")]
+    sub = launcher.Submission("slurm", "digits_lt_tiny", tasks, phases=phases, folder="/logs")
+    states = {"11": "done", "12_0": "done", "12_1": "failed", "12_2": "running", "13": "pending"}
+    monkeypatch.setattr(launcher, "slurm_states", lambda ids: {i: states.get(i, "pending") for i in ids})
+    cancelled, said = [], []
+    monkeypatch.setattr(launcher.subprocess, "run", lambda cmd, **kw: cancelled.append(cmd))
+    assert launcher.wait_slurm(sub, say=said.append, poll_s=0) is False
+    assert cancelled == [["scancel", "12_2", "13", "14_0", "14_1"]]
+    assert said == ["generate shard 1 of 3 job 12_1 failed; see /logs/12_1_0_log.err"]
