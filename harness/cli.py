@@ -58,11 +58,12 @@ def cmd_run(args) -> int:
         return run_launched(args, cfg, workdir)
     if args.jobs != 1 or not args.wait:
         raise UserError("harness run: --jobs and --no-wait need --launcher local or --launcher slurm")
-    preempt.install()  # SIGUSR1 / SIGTERM: stop at the next training step, the MLflow run left resumable (KILLED)
-    distributed.init_from_env()  # under torchrun: one DDP rank of each run
-    results = run_experiment(
-        cfg, workdir, args.method or None, args.seed or None, progress=not args.quiet, force=args.force
-    )
+    # SIGUSR1 / SIGTERM: stop at the next training step, the MLflow run left resumable (KILLED); handlers restored after
+    with preempt.installed():
+        distributed.init_from_env()  # under torchrun: one DDP rank of each run
+        results = run_experiment(
+            cfg, workdir, args.method or None, args.seed or None, progress=not args.quiet, force=args.force
+        )
     if not distributed.is_main():
         return 0
     print()
@@ -82,22 +83,22 @@ def run_launched(args, cfg, workdir: Path) -> int:
 
     if args.jobs < 1:
         raise UserError(f"harness run: --jobs must be at least 1, got {args.jobs}")
-    preempt.install()  # a stop signal reaches the local runs too (each stops at a step boundary, resumable)
     if args.launcher == "slurm" and shutil.which("sbatch") is None:
         raise UserError("harness run --launcher slurm: no sbatch on PATH (run it on a SLURM login node)")
-    ok, sub = launch(
-        cfg,
-        args.experiment,
-        args.overrides,
-        workdir,
-        args.launcher,
-        args.method,
-        args.seed,
-        jobs=args.jobs,
-        force=args.force,
-        wait=args.wait,
-        progress=not args.quiet,
-    )
+    with preempt.installed():  # a stop signal reaches the local runs too (each stops at a step boundary, resumable)
+        ok, sub = launch(
+            cfg,
+            args.experiment,
+            args.overrides,
+            workdir,
+            args.launcher,
+            args.method,
+            args.seed,
+            jobs=args.jobs,
+            force=args.force,
+            wait=args.wait,
+            progress=not args.quiet,
+        )
     if not args.wait:
         return 0
     frame = results(cfg, workdir, args.method or cfg.methods, args.seed or cfg.seeds)
@@ -115,12 +116,15 @@ def run_launched(args, cfg, workdir: Path) -> int:
 
 
 def cmd_status(args) -> int:
-    from harness.status import status_frame
+    from harness.status import shared_phases_line, status_frame
 
     cfg = load_config(args.experiment, args.overrides, methods=args.method)
     frame = status_frame(cfg, resolve_workdir(args.workdir), args.method, args.seed)
     counts = frame.state.value_counts()
     print(f"experiment {cfg.name}: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    phases = shared_phases_line(resolve_workdir(args.workdir), cfg)
+    if phases:
+        print(f"shared phases (latest SLURM submission): {phases}")
     print(frame.fillna("").to_string(index=False))
     return 0
 

@@ -391,6 +391,8 @@ class LauncherConfig(Section):
     sbatch: dict[str, str] = Field(default_factory=dict)  # extra sbatch options, e.g. {constraint: a100}
     folder: str | None = None  # submitit's logs and job files (default WORKDIR/launcher/EXPERIMENT/logs)
     signal_delay_s: Annotated[int, Field(ge=1)] = 120  # SLURM warns a job this long before its time limit
+    # --launcher slurm: the spectrum as a job array of this many generation shards (each its own job, any order)
+    generate_shards: Annotated[int, Field(ge=1)] = 4
 
 
 class Config(Section):

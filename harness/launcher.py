@@ -1,8 +1,8 @@
 """Many (method, seed) runs at once: ``harness run --launcher local --jobs K`` (K processes on this machine, each
-on one GPU or its share of the CPU cores) and ``--launcher slurm`` (submitit: one job for the shared phases, then a
-job array of the runs not finished yet). Both build the shared phases (base model, spectrum, scores) once, first;
-each run then reads them from the cache. Each submission leaves a JSON record under ``WORKDIR/launcher/EXPERIMENT/``
-that ``harness status`` reads beside MLflow."""
+on one GPU or its share of the CPU cores) and ``--launcher slurm`` (submitit: the shared phases as a base job, a job
+array of generation shards and a merge job, then a job array of the runs not finished yet). Both build the shared
+phases (base model, spectrum, scores) once, first; each run then reads them from the cache. Each submission leaves
+a JSON record under ``WORKDIR/launcher/EXPERIMENT/`` that ``harness status`` reads beside MLflow."""
 
 from __future__ import annotations
 
@@ -43,12 +43,24 @@ class Task:
 
 
 @dataclass
+class Phase:
+    """One SLURM job of the shared phases: ``base``, ``generate`` (one per shard, ``rank`` of ``world``) or
+    ``merge``."""
+
+    name: str
+    job_id: str
+    rank: int = 0
+    world: int = 1
+    state: str = "pending"
+
+
+@dataclass
 class Submission:
     launcher: str
     experiment: str
     tasks: list[Task]
     submitted_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-    shared_job: str = ""
+    phases: list[Phase] = field(default_factory=list)
     folder: str = ""
 
 
@@ -71,7 +83,7 @@ def write_record(workdir: Path, sub: Submission) -> Path:
             "launcher": sub.launcher,
             "experiment": sub.experiment,
             "submitted_at": sub.submitted_at,
-            "shared_job": sub.shared_job,
+            "phases": [{"name": p.name, "job_id": p.job_id, "rank": p.rank, "world": p.world} for p in sub.phases],
             "folder": sub.folder,
             "runs": run_entries(sub),
         },
@@ -236,22 +248,72 @@ def write_record_at(path: Path, sub: Submission) -> None:
 # --------------------------------------------------------------------------- SLURM (submitit)
 
 
-class SharedJob:
-    """A SLURM job: the shared phases of an experiment, once, before the runs' array."""
+class PhaseJob:
+    """A SLURM job of the shared phases, before the runs' array: ``base`` (data, base model, hard samples),
+    ``generate`` (shard ``rank`` of ``world`` of the spectrum, one array task each, independent of the others) or
+    ``merge`` (check every shard's images are in, retries, mark the pool complete, score and filter it). Every
+    phase is cached, so a requeue or a re-submission picks up where it was."""
 
-    def __init__(self, experiment: str, overrides: list[str], workdir: str, methods: list[str]):
-        self.experiment, self.overrides, self.workdir, self.methods = experiment, overrides, workdir, methods
+    def __init__(
+        self, phase: str, experiment: str, overrides: list[str], workdir: str, methods: list[str], rank=0, world=1
+    ):
+        self.phase, self.experiment, self.overrides, self.workdir = phase, experiment, overrides, workdir
+        self.methods, self.rank, self.world = methods, rank, world
 
-    def __call__(self) -> str:
+    def __call__(self) -> dict:
+        import gc
+
+        import torch
+
+        from harness.pipeline import finish_pool, generate_shard, prepare_base, score_base
+
         job_setup()
+        workdir = Path(self.workdir)
         cfg = load_config(self.experiment, self.overrides, methods=self.methods)
-        prepare_shared(cfg, Path(self.workdir), self.methods, progress=False)
-        return "shared phases ready"
+        base = prepare_base(cfg, workdir, self.methods, progress=False)
+        out = {"phase": self.phase, "job_id": preempt.launcher_tags()["launcher.job_id"]}
+        if self.phase == "generate":
+            added = generate_shard(base, workdir, self.rank, self.world, progress=False)
+            out |= {"rank": self.rank, "world": self.world, "added": added}
+            log.info("generate shard %d of %d: %d images added", self.rank, self.world, added)
+        elif self.phase == "merge" and base.pool_dir is not None:
+            source = finish_pool(base, workdir, progress=False, world=self.world)
+            out["images"] = len(score_base(base, workdir, progress=False, pool_source=source).pool)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return out
 
     def checkpoint(self, *args, **kwargs):
         import submitit
 
         return submitit.helpers.DelayedSubmission(self)  # every phase is cached: a requeue picks up where it was
+
+
+def submit_phases(
+    cfg: Config, folder: Path, experiment: str, overrides: list[str], workdir: Path, methods: list[str]
+) -> list[Phase]:
+    """Submit the shared phases: the base job; then, when the methods need a generated pool, a job array of
+    ``launcher.generate_shards`` generation shards (after the base job; ``launcher.array_parallelism`` at once; none
+    when the pool is complete already); then the merge job (after every shard). Returns them in that order; the runs
+    depend on the last one."""
+    from harness.cache_keys import pool_key
+    from harness.pipeline import needs_pool
+
+    name, world = f"harness-{cfg.name}", cfg.launcher.generate_shards
+    args = (experiment, overrides, str(workdir), methods)
+    base = slurm_executor(cfg, folder, f"{name}-base").submit(PhaseJob("base", *args))
+    phases, last = [Phase("base", str(base.job_id))], f"afterok:{base.job_id}"
+    complete = (cache_dir(workdir) / "pool" / pool_key(cfg) / "complete.json").exists()
+    if needs_pool(cfg, methods) and not cfg.spectrum.pool and not complete:
+        ex = slurm_executor(cfg, folder, f"{name}-generate", dependency=last)
+        with ex.batch():
+            shards = [ex.submit(PhaseJob("generate", *args, rank=r, world=world)) for r in range(world)]
+        phases += [Phase("generate", str(j.job_id), r, world) for r, j in enumerate(shards)]
+        last = "afterok:" + ":".join(sorted({str(j.job_id).split("_")[0] for j in shards}))
+    merge = slurm_executor(cfg, folder, f"{name}-merge", dependency=last).submit(PhaseJob("merge", *args, world=world))
+    phases.append(Phase("merge", str(merge.job_id), 0, world))
+    return phases
 
 
 class RunJob:
@@ -346,7 +408,7 @@ def slurm_executor(cfg: Config, folder: Path, name: str, dependency: str | None 
 def launch_slurm(
     cfg: Config, experiment: str, overrides: list[str], workdir: Path, tasks: list[Task], force: bool = False
 ) -> Submission:
-    """Submit the shared phases as one job and ``tasks`` as a job array that starts after it succeeds."""
+    """Submit the shared phases (``submit_phases``) and ``tasks`` as a job array that starts after they succeed."""
     workdir = workdir.resolve()
     folder = Path(cfg.launcher.folder) if cfg.launcher.folder else records_dir(workdir, cfg.name) / "logs"
     folder = folder.resolve()
@@ -354,15 +416,12 @@ def launch_slurm(
     if not tasks:
         return sub
     methods = sorted({t.method for t in tasks})
-    shared = slurm_executor(cfg, folder, f"harness-{cfg.name}-shared").submit(
-        SharedJob(experiment, overrides, str(workdir), methods)
-    )
-    sub.shared_job = str(shared.job_id)
+    sub.phases = submit_phases(cfg, folder, experiment, overrides, workdir, methods)
     if force:
         for t in tasks:  # a forced rerun starts from the base model, in a new MLflow run
             shutil.rmtree(run_dir(workdir, cfg, t.method, t.seed, t.config_hash), ignore_errors=True)
     not_before = time.time() if force else 0.0
-    ex = slurm_executor(cfg, folder, f"harness-{cfg.name}", dependency=f"afterok:{shared.job_id}")
+    ex = slurm_executor(cfg, folder, f"harness-{cfg.name}", dependency=f"afterok:{sub.phases[-1].job_id}")
     with ex.batch():
         jobs = [ex.submit(RunJob(experiment, overrides, str(workdir), t.method, t.seed, not_before)) for t in tasks]
     for t, j in zip(tasks, jobs):
@@ -420,26 +479,41 @@ def result_state(folder: Path, job_id: str) -> str | None:
     return "done" if outcome == "success" else "failed"
 
 
-def update_states(sub: Submission) -> str:
-    """Refresh each task's state; returns the shared job's state."""
+def update_states(sub: Submission) -> Phase | None:
+    """Refresh the state of each phase job and each task; returns the first phase job that failed, or None."""
     folder = Path(sub.folder)
-    states = slurm_states([sub.shared_job, *[t.job_id for t in sub.tasks]])
+    states = slurm_states([*[p.job_id for p in sub.phases], *[t.job_id for t in sub.tasks]])
     for t in sub.tasks:
         t.state = states.get(t.job_id) or result_state(folder, t.job_id) or t.state
-    return states.get(sub.shared_job) or result_state(folder, sub.shared_job) or "pending"
+    for p in sub.phases:
+        p.state = states.get(p.job_id) or result_state(folder, p.job_id) or p.state
+    return next((p for p in sub.phases if p.state == "failed"), None)
+
+
+def phases_line(phases: list[Phase]) -> str:
+    """``base 12: done; generate 2 of 3 done (13_0 done, 13_1 running, 13_2 pending); merge 14: pending``."""
+    parts = [f"{p.name} {p.job_id}: {p.state}" for p in phases if p.name != "generate"]
+    shards = [p for p in phases if p.name == "generate"]
+    if shards:
+        done = sum(p.state == "done" for p in shards)
+        ids = ", ".join(f"{p.job_id} {p.state}" for p in shards)
+        parts.insert(1, f"generate {done} of {len(shards)} done ({ids})")
+    return "; ".join(parts)
 
 
 def wait_slurm(sub: Submission, say=print, poll_s: float = POLL_S) -> bool:
-    """Wait for the array, showing progress; True when every run finished. If the shared-phases job fails, cancel
-    the array (its dependency can never be met)."""
+    """Wait for the array, showing progress; True when every run finished. If a job of the shared phases fails,
+    cancel the jobs after it and the array (their dependency can never be met)."""
     last = ""
     while True:
-        shared = update_states(sub)
-        if shared == "failed":
-            subprocess.run(["scancel", *[t.job_id for t in sub.tasks]], capture_output=True, timeout=60)
-            say(f"shared phases job {sub.shared_job} failed; see {sub.folder}/{sub.shared_job}_0_log.err")
+        failed = update_states(sub)
+        if failed is not None:
+            later = [p.job_id for p in sub.phases if p.state != "done" and p is not failed]
+            subprocess.run(["scancel", *later, *[t.job_id for t in sub.tasks]], capture_output=True, timeout=60)
+            what = f"generate shard {failed.rank} of {failed.world}" if failed.name == "generate" else failed.name
+            say(f"{what} job {failed.job_id} failed; see {sub.folder}/{failed.job_id}_0_log.err")
             return False
-        line = f"shared phases {sub.shared_job}: {shared}; runs: " + progress_line(sub.tasks)
+        line = phases_line(sub.phases) + "; runs: " + progress_line(sub.tasks)
         if line != last:
             say(line)
             last = line
@@ -489,7 +563,7 @@ def launch(
     if not tasks:
         return True, sub
     say(
-        f"submitted shared phases as job {sub.shared_job} and {len(tasks)} runs as "
+        f"submitted the shared phases as {phases_line(sub.phases)} and {len(tasks)} runs as "
         f"{', '.join(t.job_id for t in tasks)}; logs in {sub.folder}"
     )
     if not wait:
@@ -525,7 +599,7 @@ class SweepWorkerJob:
 
 
 def launch_sweep_slurm(sweep, trials: int, workers: int, wait: bool = True, say=print) -> bool:
-    """``harness sweep --launcher slurm --workers K``: the shared phases as one job, then K workers as a job array
+    """``harness sweep --launcher slurm --workers K``: the shared phases' jobs, then K workers as a job array
     on a storage every node reaches (``journal:PATH`` on a shared file system, or ``postgresql://...``)."""
     from harness import sweep as sw
 
@@ -539,11 +613,8 @@ def launch_sweep_slurm(sweep, trials: int, workers: int, wait: bool = True, say=
     folder = (Path(cfg.launcher.folder) if cfg.launcher.folder else workdir / "sweeps" / sweep.study_name).resolve()
     tasks = [Task("worker", i, "") for i in range(workers)]
     sub = Submission("slurm", cfg.name, tasks, folder=str(folder))
-    shared = slurm_executor(cfg, folder, f"harness-{cfg.name}-shared").submit(
-        SharedJob(sweep.experiment, sweep.overrides, str(workdir), sw.sweep_methods(cfg))
-    )
-    sub.shared_job = str(shared.job_id)
-    ex = slurm_executor(cfg, folder, f"harness-{sweep.study_name}", dependency=f"afterok:{shared.job_id}")
+    sub.phases = submit_phases(cfg, folder, sweep.experiment, sweep.overrides, workdir, sw.sweep_methods(cfg))
+    ex = slurm_executor(cfg, folder, f"harness-{sweep.study_name}", dependency=f"afterok:{sub.phases[-1].job_id}")
     with ex.batch():
         jobs = [
             ex.submit(
@@ -556,7 +627,7 @@ def launch_sweep_slurm(sweep, trials: int, workers: int, wait: bool = True, say=
     for t, j in zip(tasks, jobs):
         t.job_id = str(j.job_id)
     say(
-        f"submitted shared phases as job {sub.shared_job} and {workers} sweep workers as "
+        f"submitted the shared phases as {phases_line(sub.phases)} and {workers} sweep workers as "
         f"{', '.join(t.job_id for t in tasks)}; logs in {folder}"
     )
     return wait_slurm(sub, say) if wait else True

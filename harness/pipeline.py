@@ -30,13 +30,17 @@ from harness.io import lock
 from harness.prepared import Prepared
 from harness.registry import get_generator, get_method, get_scorer
 from harness.spectrum import (
+    check_shards,
     generate_spectrum,
-    generation_lock,
     load_pool_images,
     mark_complete,
+    merge_lock,
     plan_spectrum,
+    read_all_tries,
     read_manifest,
     retry_low_scores,
+    shard,
+    shard_lock,
     wait_for_shards,
 )
 from harness.train import log_prior  # noqa: F401 (benchmarks import it from here)
@@ -61,9 +65,31 @@ def needs_pool(cfg: Config, methods: list[str]) -> bool:
     return any(get_method(m).synthetic or get_method(m).real_stand_in for m in methods)
 
 
-def prepare(
-    cfg: Config, workdir: Path, methods: list[str] | None = None, progress: bool = True, rank: int = 0, world: int = 1
-) -> Prepared:
+@dataclass
+class Base:
+    """What the first shared phase builds: data, base model, hard samples and the pool's plan (``pool_dir`` None when
+    the methods need no pool or there are no hard samples)."""
+
+    cfg: Config
+    data: DatasetBundle
+    device: torch.device
+    base_state: dict
+    hard: np.ndarray
+    timings: dict[str, float]
+    pool_dir: Path | None = None
+    plan: list | None = None
+
+    def prepared(self, pool: pd.DataFrame | None = None, images=None, pool_source: dict | None = None) -> Prepared:
+        empty = pd.DataFrame(columns=["key", "source_index", "label", "lam", "keep", "text_score", "image_score"])
+        pool = empty if pool is None else pool
+        return Prepared(
+            self.cfg, self.data, self.device, self.base_state, self.hard, pool, self.pool_dir, images, self.timings,
+            pool_source,
+        )  # fmt: skip
+
+
+def prepare_base(cfg: Config, workdir: Path, methods: list[str] | None = None, progress: bool = True) -> Base:
+    """Phases 1–2 (cached): the data, the base model, the hard samples, and the plan of the spectrum."""
     methods = methods or cfg.methods
     cache, device, timings = cache_dir(workdir), pick_device(cfg), {}
     t = time.perf_counter()
@@ -74,45 +100,105 @@ def prepare(
     timings["base_s"] = time.perf_counter() - t
     hard = select_hard(cfg.hard, data, train_probs)
     log.info("hard samples: %d of %d training images (rule %s)", len(hard), len(data.train), cfg.hard.rule)
-    empty = pd.DataFrame(columns=["key", "source_index", "label", "lam", "keep", "text_score", "image_score"])
-    if not needs_pool(cfg, methods) or len(hard) == 0:
-        return Prepared(cfg, data, device, base_state, hard, empty, None, None, timings)
+    base = Base(cfg, data, device, base_state, hard, timings)
+    if needs_pool(cfg, methods) and len(hard) > 0:
+        base.pool_dir = cache / "pool" / pool_key(cfg)
+        base.plan = plan_spectrum(data, hard, cfg.spectrum)
+    return base
 
-    pool_dir = cache / "pool" / pool_key(cfg)
-    plan = plan_spectrum(data, hard, cfg.spectrum)
+
+def load_generator(base: Base, cache: Path):
+    gen_cls = get_generator(base.cfg.generator.name)
+    return gen_cls.from_config(base.cfg, base.data, cache, local_device(base.device))
+
+
+def generate_shard(base: Base, workdir: Path, rank: int = 0, world: int = 1, progress: bool = True) -> int:
+    """Phase 3, one shard: generate the images of shard ``rank`` of ``world`` that no manifest has yet, under that
+    shard's own lock; never waits for another shard. Returns how many images it added (0 once the pool is complete,
+    or with ``spectrum.pool``, which the merge step imports)."""
+    cfg, pool_dir = base.cfg, base.pool_dir
+    if pool_dir is None or cfg.spectrum.pool:
+        return 0
+    cache = cache_dir(workdir)
     t = time.perf_counter()
-    pool_source = None
-    with generation_lock(pool_dir, rank):
-        if cfg.spectrum.pool and rank == 0:  # an exported pool instead of generating: no generator is loaded
+    pool_dir.mkdir(parents=True, exist_ok=True)
+    with shard_lock(pool_dir, rank):
+        if (pool_dir / "complete.json").exists():
+            return 0
+        done = set(read_all_tries(pool_dir).key)
+        if all(p.key in done for p in shard(base.plan, rank, world)):
+            return 0  # a finished shard (another process's, or an earlier attempt's): no generator is loaded
+        generator = load_generator(base, cache)
+        store = cache / "images" / image_store_key(cfg)
+        added = generate_spectrum(
+            generator, base.data, base.plan, pool_dir, cfg.spectrum.batch_size, rank, world, progress, store=store
+        )
+    base.timings["generate_s"] = base.timings.get("generate_s", 0.0) + time.perf_counter() - t
+    return added
+
+
+def finish_pool(base: Base, workdir: Path, progress: bool = True, world: int = 1) -> dict | None:
+    """Phase 3, the merge: under the pool's merge lock, refuse a pool whose ``world`` shards miss planned images (one
+    line: how many, which shards), run the ``spectrum.max_tries`` retries, and mark the pool complete; or import
+    ``spectrum.pool``. Returns the imported pool's source (None when generated)."""
+    cfg, pool_dir, plan = base.cfg, base.pool_dir, base.plan
+    cache = cache_dir(workdir)
+    t = time.perf_counter()
+    pool_dir.mkdir(parents=True, exist_ok=True)
+    with merge_lock(pool_dir):
+        if cfg.spectrum.pool:  # an exported pool instead of generating: no generator is loaded
             from harness.pool_share import import_pool
 
-            pool_source = import_pool(cfg, data, plan, pool_dir, cache, progress)
-        elif not cfg.spectrum.pool and not (pool_dir / "complete.json").exists():
-            gen_cls = get_generator(cfg.generator.name)
-            generator = gen_cls.from_config(cfg, data, cache, local_device(device))
-            store = cache / "images" / image_store_key(cfg)
-            generate_spectrum(
-                generator, data, plan, pool_dir, cfg.spectrum.batch_size, rank, world, progress, store=store
-            )
-            if rank == 0:
-                wait_for_shards(pool_dir, {p.key for p in plan})
-                if cfg.spectrum.max_tries > 1:
-                    scores = retry_scorer(cfg, data, pool_dir, cache, device, progress)
-                    retry_low_scores(
-                        generator, data, plan, pool_dir, cfg.spectrum, cfg.filter.threshold, scores,
-                        cfg.spectrum.batch_size, store, progress,
-                    )  # fmt: skip
-                mark_complete(pool_dir, plan, generator.describe())
-    timings["generate_s"] = time.perf_counter() - t
-    if rank != 0 and not dist.active():  # `harness generate` ranks: rank 0 scores the merged pool
-        return Prepared(cfg, data, device, base_state, hard, empty, pool_dir, None, timings)
-    dist.barrier()  # DDP: rank 0 has merged the shards; every rank scores a block of them
+            return import_pool(cfg, base.data, plan, pool_dir, cache, progress)
+        if (pool_dir / "complete.json").exists():
+            return None
+        check_shards(pool_dir, plan, world)
+        generator = load_generator(base, cache)
+        if cfg.spectrum.max_tries > 1:
+            scores = retry_scorer(cfg, base.data, pool_dir, cache, base.device, progress)
+            retry_low_scores(
+                generator, base.data, plan, pool_dir, cfg.spectrum, cfg.filter.threshold, scores,
+                cfg.spectrum.batch_size, cache / "images" / image_store_key(cfg), progress,
+            )  # fmt: skip
+        mark_complete(pool_dir, plan, generator.describe())
+    base.timings["generate_s"] = base.timings.get("generate_s", 0.0) + time.perf_counter() - t
+    return None
+
+
+def score_base(base: Base, workdir: Path, progress: bool = True, pool_source: dict | None = None) -> Prepared:
+    """Phase 4: score the complete pool (the scores cache) and filter it; under DDP each rank scores a block."""
     t = time.perf_counter()
-    scored = score_spectrum(cfg, data, read_manifest(pool_dir), pool_dir, cache, device, progress)
-    timings["score_s"] = time.perf_counter() - t
+    cfg, pool_dir = base.cfg, base.pool_dir
+    scored = score_spectrum(
+        cfg, base.data, read_manifest(pool_dir), pool_dir, cache_dir(workdir), base.device, progress
+    )
+    base.timings["score_s"] = time.perf_counter() - t
     pool = apply_filter(scored, cfg.filter.threshold)
-    images = load_pool_images(pool, pool_dir, cfg, data)
-    return Prepared(cfg, data, device, base_state, hard, pool, pool_dir, images, timings, pool_source)
+    images = load_pool_images(pool, pool_dir, cfg, base.data)
+    return base.prepared(pool, images, pool_source)
+
+
+def prepare(
+    cfg: Config, workdir: Path, methods: list[str] | None = None, progress: bool = True, rank: int = 0, world: int = 1
+) -> Prepared:
+    """Every shared phase in this process: ``prepare_base``, ``generate_shard`` (all of it, or this rank's shard
+    under torchrun), ``finish_pool`` (rank 0, once the other ranks' shards are in), ``score_base``. The SLURM
+    launcher runs the same functions as separate jobs."""
+    base = prepare_base(cfg, workdir, methods, progress)
+    if base.pool_dir is None:
+        return base.prepared()
+    generate_shard(base, workdir, rank, world, progress)
+    pool_source = None
+    if rank == 0:
+        if world > 1 and not cfg.spectrum.pool and not (base.pool_dir / "complete.json").exists():
+            t = time.perf_counter()  # torchrun: the other ranks generate their shards alongside
+            wait_for_shards(base.pool_dir, {p.key for p in base.plan})
+            base.timings["generate_s"] = base.timings.get("generate_s", 0.0) + time.perf_counter() - t
+        pool_source = finish_pool(base, workdir, progress, world)
+    if rank != 0 and not dist.active():  # `harness generate` ranks: rank 0 scores the merged pool
+        return base.prepared()
+    dist.barrier()  # DDP: rank 0 has merged the shards; every rank scores a block of them
+    return score_base(base, workdir, progress, pool_source)
 
 
 def retry_scorer(cfg: Config, data: DatasetBundle, pool_dir: Path, cache: Path, device: torch.device, progress: bool):

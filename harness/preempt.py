@@ -50,6 +50,20 @@ def install() -> None:
         signal.signal(getattr(signal, name), _handler)
 
 
+@contextlib.contextmanager
+def installed():
+    """``install()`` for the duration of a block (an in-process ``harness run``): on leaving it, the handlers that
+    were there before are back and the stop flag is cleared."""
+    old = {name: signal.getsignal(getattr(signal, name)) for name in SIGNALS}
+    install()
+    try:
+        yield
+    finally:
+        for name, handler in old.items():
+            signal.signal(getattr(signal, name), handler if handler is not None else signal.SIG_DFL)
+        clear()
+
+
 def requested() -> str | None:
     """The name of the stop signal received, or None."""
     return _requested

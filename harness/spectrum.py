@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from harness.config import Config, ConfigError, SpectrumConfig, stable_hash
 from harness.data.base import DatasetBundle, FileImages, LabeledImages, TensorImages, to_tensor01
-from harness.errors import MissingFileError
+from harness.errors import HarnessError, MissingFileError
 from harness.generators.base import GenerationItem, Generator
 from harness.io import append_jsonl, atomic_path, lock, read_json, read_jsonl, write_json
 from harness.seeding import sample_seed
@@ -327,6 +327,26 @@ def link_into(src: Path, dst: Path) -> None:
             os.unlink(tmp)
 
 
+class IncompletePool(HarnessError):
+    """The merge step found planned images in no shard's manifest (a generate task failed or has not run)."""
+
+
+def check_shards(pool_dir: Path, plan: list[PlannedImage], world: int) -> None:
+    """Raise ``IncompletePool`` (one line: how many images are missing and from which shards of ``world``) unless
+    every planned image is in some manifest."""
+    done = set(read_all_tries(pool_dir).key)
+    missing = [p for p in plan if p.key not in done]
+    if not missing:
+        return
+    block = source_blocks([p.source_index for p in plan], world)
+    shards = sorted({block[p.source_index] for p in missing})
+    where = f"shard{'s' if len(shards) > 1 else ''} {', '.join(map(str, shards))} of {world}"
+    raise IncompletePool(
+        f"spectrum incomplete: {len(missing)} of {len(plan)} planned images are in no manifest of {pool_dir} "
+        f"({where}, e.g. {missing[0].key}); generate those shards again (finished images are reused)"
+    )
+
+
 def mark_complete(pool_dir: Path, plan, generator_settings: dict) -> None:
     pool = read_manifest(pool_dir)
     slots = {slot_key(*r) for r in zip(pool.source_id, pool.lam, pool.seed_index)}
@@ -357,10 +377,15 @@ def load_pool_images(pool: pd.DataFrame, pool_dir: Path, cfg: Config, data: Data
 # --------------------------------------------------------------------------- shards of one job
 
 
-def generation_lock(pool_dir: Path, rank: int):
-    """Rank 0 (or a one-process job) holds the pool's lock until the pool is complete, so a second job waits;
-    rank r > 0 holds only its shard's lock, so the ranks of one job run in parallel."""
-    return lock(pool_dir / "generate") if rank == 0 else lock(pool_dir / f"generate.shard{rank:03d}")
+def shard_lock(pool_dir: Path, rank: int):
+    """The lock of one generation shard: shards of one pool run in parallel, each under its own lock and never
+    waiting for another; two processes given the same shard take turns (the second finds it done)."""
+    return lock(pool_dir / f"generate.shard{rank:03d}")
+
+
+def merge_lock(pool_dir: Path):
+    """The lock of the step that retries, checks and marks a pool complete (``complete.json``)."""
+    return lock(pool_dir / "generate")
 
 
 class ManifestTail:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.config import Config
-from harness.launcher import read_records, run_dir, slurm_states
+from harness.launcher import Phase, phases_line, read_records, result_state, run_dir, slurm_states
 from harness.runner import run_config_hash
 from harness.tracking import client
 
@@ -91,3 +91,20 @@ def status_frame(cfg: Config, workdir: Path, methods: list[str] | None = None, s
     if "epoch" in frame:
         frame["epoch"] = frame["epoch"].astype("Int64")
     return frame
+
+
+def shared_phases_line(workdir: Path, cfg: Config) -> str | None:
+    """The latest SLURM submission's shared-phase jobs and their states (``base 12: done; generate 2 of 3 done
+    (...); merge 14: running``), or None when no SLURM submission recorded them."""
+    recs = [r for r in read_records(workdir, cfg.name) if r.get("launcher") == "slurm" and r.get("phases")]
+    if not recs:
+        return None
+    rec = recs[-1]
+    phases = [Phase(p["name"], p["job_id"], p.get("rank", 0), p.get("world", 1)) for p in rec["phases"]]
+    try:
+        states = slurm_states([p.job_id for p in phases])
+    except (OSError, subprocess.SubprocessError):  # no SLURM client here
+        states = {}
+    for p in phases:
+        p.state = states.get(p.job_id) or result_state(Path(rec.get("folder", "")), p.job_id) or "unknown"
+    return phases_line(phases)
