@@ -132,6 +132,13 @@ def reference(tmp_path_factory):
     return {k: {m: v for m, v in r.data.metrics.items() if m.startswith("test")} for k, r in runs.items()}, wd
 
 
+def warm(seq_wd: Path, wd: Path) -> Path:
+    """``wd`` with the reference's shared phases (base model, generator, judge, pool, scores) already built, not its
+    runs: each test starts its runs from the same caches instead of building them again."""
+    shutil.copytree(seq_wd / "cache", wd / "cache", ignore=shutil.ignore_patterns("runs"))
+    return wd
+
+
 def same_metrics(runs: dict, expected: dict) -> None:
     for key, metrics in expected.items():
         assert metrics, key
@@ -143,7 +150,8 @@ def same_metrics(runs: dict, expected: dict) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # several runs in processes; a loaded 2-core machine takes minutes
 def test_local_launcher_two_jobs_equals_sequential(reference, tmp_path):
-    expected, _ = reference
+    expected, seq_wd = reference
+    warm(seq_wd, tmp_path)
     code, out = finish(harness("run", *TINY, *RUNS, "--workdir", str(tmp_path), "--launcher", "local", "--jobs", "2"))
     assert code == 0, out
     assert "4 done, 0 running, 0 pending, 0 failed" in out
@@ -159,7 +167,8 @@ def test_local_launcher_two_jobs_equals_sequential(reference, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # several runs in processes; a loaded 2-core machine takes minutes
 def test_sigterm_mid_training_leaves_a_resumable_run_that_ends_as_uninterrupted(reference, tmp_path):
-    expected, _ = reference
+    expected, seq_wd = reference
+    warm(seq_wd, tmp_path)
     args = ["run", *TINY, "-m", "discl_diverse_to_specific", "--seed", "1", "--workdir", str(tmp_path)]
     proc = harness(*args)
     deadline = time.time() + 400
@@ -194,24 +203,28 @@ def slurm():
     assert out.returncode == 0, f"HARNESS_TEST_SLURM is set but SLURM does not answer: {out.stderr}"
 
 
-FAST_POLL = {"HARNESS_LAUNCHER_POLL_S": "2"}
+FAST_POLL = {"HARNESS_LAUNCHER_POLL_S": "0.5"}  # squeue twice a second: a test waits for its jobs, not a poll
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # several runs in processes; a loaded 2-core machine takes minutes
 def test_slurm_job_array_runs_each_method_and_seed_as_its_own_job(slurm, reference, tmp_path):
-    expected, _ = reference
-    code, out = finish(harness("run", *TINY, *RUNS, "--workdir", str(tmp_path), "--launcher", "slurm", env=FAST_POLL))
+    expected, seq_wd = reference
+    warm(seq_wd, tmp_path)
+    # two of the reference's runs (another method and another seed each): one round of array tasks on 2 CPUs
+    runs2 = ["-m", "plain", "-m", "discl_diverse_to_specific", "--seed", "1"]
+    code, out = finish(harness("run", *TINY, *runs2, "--workdir", str(tmp_path), "--launcher", "slurm", env=FAST_POLL))
     assert code == 0, out
-    assert "runs: 4 done, 0 running, 0 pending, 0 failed" in out
+    assert "runs: 2 done, 0 running, 0 pending, 0 failed" in out
     runs = runs_of(tmp_path)
-    assert set(runs) == set(PAIRS) and all(r.info.status == "FINISHED" for r in runs.values())
+    pairs = {("plain", 1), ("discl_diverse_to_specific", 1)}
+    assert set(runs) == pairs and all(r.info.status == "FINISHED" for r in runs.values())
     assert {r.data.tags["launcher"] for r in runs.values()} == {"slurm"}
     ids = {r.data.tags["launcher.job_id"] for r in runs.values()}
-    assert len(ids) == 4 and all("_" in i for i in ids), f"one array task each: {ids}"
-    same_metrics(runs, expected)
-    code, out = finish(harness("status", *TINY, *RUNS, "--workdir", str(tmp_path)), timeout=900)
-    assert code == 0 and "4 finished" in out and all(i in out for i in ids), out
+    assert len(ids) == 2 and all("_" in i for i in ids), f"one array task each: {ids}"
+    same_metrics(runs, {k: expected[k] for k in pairs})
+    code, out = finish(harness("status", *TINY, *runs2, "--workdir", str(tmp_path)), timeout=900)
+    assert code == 0 and "2 finished" in out and all(i in out for i in ids), out
 
 
 @pytest.mark.slow
@@ -221,12 +234,9 @@ def test_slurm_requeue_of_a_running_job_resumes_to_the_same_metrics(slurm, refer
     again, and it resumes the same MLflow run from its last epoch checkpoint to the uninterrupted result (a
     sequential ``--force`` rerun in the same workdir)."""
     _, seq_wd = reference
-    wd = tmp_path / "wd"
-    (wd / "cache").mkdir(parents=True)
-    for folder in (seq_wd / "cache").iterdir():  # the shared phases, already built (not the runs)
-        if folder.name != "runs":
-            shutil.copytree(folder, wd / "cache" / folder.name)
-    longer = ["--set", "train.epochs=30", "-m", "discl_diverse_to_specific", "--seed", "0", "--workdir", str(wd)]
+    wd = warm(seq_wd, tmp_path / "wd")
+    # 15 epochs (~0.15 s each): the requeue lands around epoch 3, so a dozen epochs are left to resume
+    longer = ["--set", "train.epochs=15", "-m", "discl_diverse_to_specific", "--seed", "0", "--workdir", str(wd)]
     code, out = finish(harness("run", *TINY, *longer, "--launcher", "slurm", "--no-wait"), timeout=300)
     assert code == 0, out
     job = out.split("runs as ")[1].split(";")[0].strip()
@@ -252,7 +262,7 @@ def test_slurm_requeue_of_a_running_job_resumes_to_the_same_metrics(slurm, refer
     requeued = runs_of(wd)[("discl_diverse_to_specific", 0)]
     assert requeued.info.run_id == run.info.run_id, "the requeued job continues the same MLflow run"
     steps = sorted(m.step for m in c.get_metric_history(run.info.run_id, "train/loss"))
-    assert steps == list(range(30)), "each epoch logged once"
+    assert steps == list(range(15)), "each epoch logged once"
     code, out = finish(harness("run", *TINY, *longer, "--force"))  # the same run uninterrupted, in this process
     assert code == 0, out
     fresh = [r for r in runs_of_all(wd) if r.info.run_id != run.info.run_id]
@@ -275,8 +285,7 @@ def runs_of_all(wd: Path) -> list:
 @pytest.mark.timeout(1800)  # several runs in processes; a loaded 2-core machine takes minutes
 def test_slurm_sweep_workers_run_as_an_array(slurm, reference, tmp_path):
     _, seq_wd = reference
-    wd = tmp_path / "wd"
-    shutil.copytree(seq_wd / "cache", wd / "cache", ignore=shutil.ignore_patterns("runs"))
+    wd = warm(seq_wd, tmp_path / "wd")
     fast = ["--set", "train.epochs=2", "--set", "train.curriculum_epochs=2", "--set", "sweep.pruner=none"]
     journal = f"journal:{tmp_path / 'optuna.journal'}"
     args = ["sweep", *TINY, *fast, "--trials", "3", "--workers", "2", "--storage", journal, "--workdir", str(wd)]

@@ -66,14 +66,19 @@ def test_sigkill_during_generation_then_rerun_equals_an_uninterrupted_pool(tmp_p
     killed_wd, clean_wd = tmp_path / "killed", tmp_path / "clean"
     pool_dir = killed_wd / "cache" / "pool" / pool_key(cfg)
     manifest = pool_dir / "manifest.jsonl"
-    # small batches, so the kill lands between batches or inside one
-    proc = harness("generate", *TINY, "--workdir", str(killed_wd), "--set", "spectrum.batch_size=8")
-    killed = kill_when(proc, lambda: manifest.exists() and manifest.stat().st_size > 0)
-    partial = len(read_manifest(pool_dir))
-    assert killed and 0 < partial < planned, "the kill should land mid-generation"
-    assert not (pool_dir / "complete.json").exists()
-    assert harness("generate", *TINY, "--workdir", str(killed_wd)).wait() == 0
-    assert harness("generate", *TINY, "--workdir", str(clean_wd)).wait() == 0
+    clean = harness("generate", *TINY, "--workdir", str(clean_wd))  # the uninterrupted pool, meanwhile (2 cores)
+    try:
+        # small batches, so the kill lands between batches or inside one
+        proc = harness("generate", *TINY, "--workdir", str(killed_wd), "--set", "spectrum.batch_size=8")
+        killed = kill_when(proc, lambda: manifest.exists() and manifest.stat().st_size > 0)
+        partial = len(read_manifest(pool_dir))
+        assert killed and 0 < partial < planned, "the kill should land mid-generation"
+        assert not (pool_dir / "complete.json").exists()
+        assert harness("generate", *TINY, "--workdir", str(killed_wd)).wait() == 0
+        assert clean.wait() == 0
+    finally:
+        if clean.poll() is None:
+            clean.kill()
     a, b = read_manifest(pool_dir), read_manifest(clean_wd / "cache" / "pool" / pool_key(cfg))
     assert len(a) == len(b) == a.key.nunique() == planned
     rows = sum(1 for line in manifest.read_text().splitlines() if line.strip().endswith("}"))

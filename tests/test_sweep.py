@@ -267,7 +267,11 @@ def test_interrupted_trial_is_requeued(workdir, monkeypatch):
     assert retry.params == first.params and sw.count_trials([first, retry]).retried == 1
 
 
-def run_concurrent(workdir, sweep: sw.Sweep, n: int, k: int) -> None:
+def run_concurrent(workdir, sweep: sw.Sweep, n: int, k: int, monkeypatch) -> None:
+    import functools
+
+    # the parent looks at its workers every 0.5 s, not 3 s: the test waits for the trials, not for a poll
+    monkeypatch.setattr(sw, "run_workers", functools.partial(sw.run_workers, poll_s=0.5))
     lines: list[str] = []
     out = sw.run_sweep(sweep, n, k, say=lines.append)
     assert out["finished"] == n
@@ -275,9 +279,9 @@ def run_concurrent(workdir, sweep: sw.Sweep, n: int, k: int) -> None:
     assert_exactly(workdir, sweep, n)
 
 
-def test_four_workers_on_a_journal_file_finish_exactly_n(workdir):
+def test_four_workers_on_a_journal_file_finish_exactly_n(workdir, monkeypatch):
     sweep = make(workdir, "journal", storage=f"journal:{workdir / 'optuna-journal.log'}")
-    run_concurrent(workdir, sweep, 5, 4)
+    run_concurrent(workdir, sweep, 5, 4, monkeypatch)
 
 
 def postgres_url() -> str:
@@ -297,10 +301,10 @@ def postgres_url() -> str:
     return candidate
 
 
-def test_four_workers_on_postgresql_finish_exactly_n(workdir):
+def test_four_workers_on_postgresql_finish_exactly_n(workdir, monkeypatch):
     url = postgres_url()
     study = f"pg-{os.getpid()}-{int(time.time())}"  # the database outlives the test's workdir
-    run_concurrent(workdir, make(workdir, study, storage=url), 5, 4)
+    run_concurrent(workdir, make(workdir, study, storage=url), 5, 4, monkeypatch)
 
 
 def test_local_workers_split_the_cores(monkeypatch):
