@@ -142,7 +142,8 @@ def test_run_logs_the_domain_table_and_the_report_draws_it(tmp_path):
     # the judge's feature cosine to the source, per λ: the scores' image_score mean, rising with λ
     image_scores = pd.read_csv(scores).groupby("lam").image_score.mean()
     assert np.allclose(synthetic.source_similarity.to_numpy(), image_scores.to_numpy())
-    assert (np.diff(synthetic.source_similarity.to_numpy()) >= 0).all(), synthetic.source_similarity.tolist()
+    # (the tiny 6-step spectrum leaves λ = 0.7 and 0.9 at the source: both ≈ 1, equal up to float noise)
+    assert (np.diff(synthetic.source_similarity.to_numpy()) >= -1e-3).all(), synthetic.source_similarity.tolist()
     assert frame[frame.source != "synthetic"].source_similarity.isna().all()
     # references: the hard (few-shot) classes only, 10 val and 45 pool images each
     hard_classes = pd.read_csv(scores).label.nunique()
