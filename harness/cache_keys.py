@@ -31,8 +31,9 @@ ANY = "*"
 # Bumped when the generators' code makes other images from the same settings, so older pools are not reused
 # (2: each λ runs ⌊(1 − λ)·steps⌋ denoising steps in sd_img2img; before, λ = 0.9 at 50 steps ran 4;
 # 3: pools link their images from the content-addressed image store and record each image's ``try``;
-# 4: ImageNet-LT classes are named by the curated, unique names, so their prompts changed)
-GENERATION_VERSION = 4
+# 4: ImageNet-LT classes are named by the curated, unique names, so their prompts changed;
+# 5: tiny_ddpm's default noise schedule is SDXL's scaled-linear one with its SNR shifted, no longer DDPM's linear)
+GENERATION_VERSION = 5
 # (section, component name) → params that change speed only. Only where known: a judge's or tiny DDPM's
 # ``batch_size`` is a *training* batch size and does change their output.
 SPEED_ONLY_PARAMS: dict[tuple[str, str], frozenset[str]] = {

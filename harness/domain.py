@@ -11,6 +11,9 @@ in any domain, so only same-class rows compare.
 The base model saw the hard sources in training, so its score at λ → 1 is optimistic too; the val row is the
 unbiased level for real target images.
 
+``source_similarity`` is the scorer's image–image score per λ (the judge's feature cosine, CLIP's image cosine,
+between each synthetic image and its source), the mean over the level: how much of the source a level keeps.
+
 Computed once per experiment pool and cached beside the scores.
 """
 
@@ -24,7 +27,17 @@ from harness.config import stable_hash
 from harness.evaluate import class_probs
 from harness.io import atomic_path, lock
 
-COLUMNS = ["source", "lam", "images", "kept", "judge_p_true", "field_p_true", "field_p_true_kept", "field_acc"]
+COLUMNS = [
+    "source",
+    "lam",
+    "images",
+    "kept",
+    "judge_p_true",
+    "source_similarity",
+    "field_p_true",
+    "field_p_true_kept",
+    "field_acc",
+]
 
 
 def domain_frame(prep, max_per_level: int = 2000, max_real: int = 2000) -> pd.DataFrame:
@@ -38,6 +51,7 @@ def domain_frame(prep, max_per_level: int = 2000, max_real: int = 2000) -> pd.Da
             "threshold": cfg.filter.threshold,
             **{k: getattr(cfg, k).model_dump() for k in ("data", "model", "base", "scorer")},
             "max": [max_per_level, max_real],
+            "columns": COLUMNS,  # a frame cached before a column was added is not reused
         }
     )
     path = prep.pool_dir / f"domain-{key}.csv"
@@ -90,6 +104,8 @@ def compute(prep, max_per_level: int, max_real: int) -> pd.DataFrame:
                 "images": len(group),
                 "kept": int(group.keep.sum()),
                 "judge_p_true": float(pool.text_score.to_numpy()[idx].mean()),
+                # the scorer's image–image score: the judge's feature cosine (CLIP's image cosine) to the source
+                "source_similarity": float(pool.image_score.to_numpy()[idx].mean()),
                 "field_p_true": float(field[:, 0].mean()),
                 "field_p_true_kept": float(field[keep, 0].mean()) if keep.any() else float("nan"),
                 "field_acc": float(field[:, 1].mean()),
@@ -134,6 +150,7 @@ def reference_rows(prep, model, max_real: int, rng: np.random.Generator) -> list
                 "images": len(idx),
                 "kept": float("nan"),
                 "judge_p_true": float(np.concatenate(judge).mean()),
+                "source_similarity": float("nan"),  # a real image is its own source
                 "field_p_true": float(field[:, 0].mean()),
                 "field_p_true_kept": float("nan"),
                 "field_acc": float(field[:, 1].mean()),

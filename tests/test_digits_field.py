@@ -139,6 +139,12 @@ def test_run_logs_the_domain_table_and_the_report_draws_it(tmp_path):
     hard_sources = len(select_hard(cfg.hard, load_dataset(cfg), None))  # few_shot: from the training counts
     assert (synthetic.images == hard_sources * cfg.spectrum.seeds).all()
     assert (synthetic.kept <= synthetic.images).all()
+    # the judge's feature cosine to the source, per λ: the scores' image_score mean, rising with λ
+    image_scores = pd.read_csv(scores).groupby("lam").image_score.mean()
+    assert np.allclose(synthetic.source_similarity.to_numpy(), image_scores.to_numpy())
+    # (the tiny 6-step spectrum leaves λ = 0.7 and 0.9 at the source: both ≈ 1, equal up to float noise)
+    assert (np.diff(synthetic.source_similarity.to_numpy()) >= -1e-3).all(), synthetic.source_similarity.tolist()
+    assert frame[frame.source != "synthetic"].source_similarity.isna().all()
     # references: the hard (few-shot) classes only, 10 val and 45 pool images each
     hard_classes = pd.read_csv(scores).label.nunique()
     assert frame.set_index("source").loc[["real val", "clean pool"], "images"].tolist() == [

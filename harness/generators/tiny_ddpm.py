@@ -8,6 +8,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from harness.cache_keys import data_identity
-from harness.config import build, stable_hash
+from harness.config import ConfigError, build, stable_hash
 from harness.data.base import TensorImages, to_tensor01
 from harness.generators.base import GenerationItem, Generator, strength_timesteps
 from harness.io import atomic_path, lock, write_json
@@ -35,6 +36,15 @@ class TinyDDPMParams:
     lr: float = 1e-3
     cond_dropout: float = 0.1  # fraction of training labels replaced by the null class
     seed: int = 0
+    # The noise schedule, shared by training and sampling. SDXL's: "scaled_linear", β 0.00085 → 0.012 (linear in
+    # √β), 1000 steps; "linear" is the DDPM paper's (β 1e-4 → 0.02). ``snr_shift`` s multiplies the SNR of every
+    # step, SNR'(t) = s·SNR(t) (the resolution shift of simple diffusion, Hoogeboom et al. 2023, and SD3): an
+    # image with fewer pixels keeps less of its layout at the same SNR, so a small canvas needs a higher SNR to
+    # hold at step t what SDXL's 128×128 latents hold.
+    beta_schedule: Literal["scaled_linear", "linear"] = "scaled_linear"
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    snr_shift: float = 8.0
 
 
 def build_unet(image_size: int, channels: int, num_classes: int, widths: list[int]) -> UNet2DModel:
@@ -52,6 +62,22 @@ def build_unet(image_size: int, channels: int, num_classes: int, widths: list[in
     )
 
 
+def shifted_betas(p: TinyDDPMParams, num_train_timesteps: int = 1000) -> np.ndarray:
+    """The β of ``p``'s schedule with every step's SNR multiplied by ``p.snr_shift``: ᾱ' = s·ᾱ / (1 + (s − 1)·ᾱ)."""
+    if p.beta_schedule == "scaled_linear":
+        betas = np.linspace(p.beta_start**0.5, p.beta_end**0.5, num_train_timesteps, dtype=np.float64) ** 2
+    else:
+        betas = np.linspace(p.beta_start, p.beta_end, num_train_timesteps, dtype=np.float64)
+    abar = np.cumprod(1 - betas)
+    shifted = p.snr_shift * abar / (1 + (p.snr_shift - 1) * abar)
+    return 1 - shifted / np.concatenate([[1.0], shifted[:-1]])
+
+
+def noise_schedule(p: TinyDDPMParams, cls=DDPMScheduler, **kwargs):
+    """A diffusers scheduler (``DDPMScheduler`` for training, ``DDIMScheduler`` for sampling) on ``p``'s schedule."""
+    return cls(num_train_timesteps=1000, trained_betas=shifted_betas(p).tolist(), **kwargs)
+
+
 def random_shift(x: torch.Tensor, g: torch.Generator, pad: int = 1) -> torch.Tensor:
     """Shift each image by up to ``pad`` pixels: cheap augmentation for a 450-image pool."""
     n, _, h, w = x.shape
@@ -65,7 +91,7 @@ def train_ddpm(images: torch.Tensor, labels: torch.Tensor, num_classes: int, p: 
     g = torch.Generator().manual_seed(p.seed)
     torch.manual_seed(p.seed)
     unet = build_unet(images.shape[-1], images.shape[1], num_classes, p.channels)
-    scheduler = DDPMScheduler(num_train_timesteps=1000)
+    scheduler = noise_schedule(p)
     opt = torch.optim.AdamW(unet.parameters(), lr=p.lr)
     lr_sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p.lr, total_steps=p.train_steps, pct_start=0.05)
     unet.train()
@@ -94,26 +120,45 @@ def pool_identity(cfg, pool) -> dict:
     return {"pool_sha256": digest, "shape": list(pixels.shape)}
 
 
+def generator_key(cfg, pool, p: TinyDDPMParams) -> str:
+    """The trained model's cache key: its pool and every param (the noise schedule and its shift among them)."""
+    return stable_hash({"data": pool_identity(cfg, pool), "params": p.__dict__})
+
+
 @register_generator("tiny_ddpm")
 class TinyDDPM(Generator):
     name = "tiny_ddpm"
 
-    def __init__(self, unet: UNet2DModel, num_classes: int, steps: int, guidance_scale: float, device="cpu"):
+    def __init__(
+        self,
+        unet: UNet2DModel,
+        num_classes: int,
+        steps: int,
+        guidance_scale: float,
+        device="cpu",
+        params: TinyDDPMParams | None = None,
+    ):
+        self.params = params or TinyDDPMParams()
         self.unet = unet.to(device).eval()
         self.num_classes = num_classes
         self.steps = steps
         self.guidance_scale = guidance_scale
         self.device = torch.device(device)
-        self.scheduler = DDIMScheduler(num_train_timesteps=1000)  # deterministic (η = 0) given the start noise
+        # the training schedule; DDIM is deterministic (η = 0) given the start noise
+        self.scheduler = noise_schedule(self.params, DDIMScheduler)
 
     @classmethod
     def from_config(cls, cfg, data, cache: Path, device="cpu") -> TinyDDPM:
         p = build(TinyDDPMParams, cfg.generator.params, "generator.params")
+        if p.snr_shift <= 0 or not 0 < p.beta_start < p.beta_end < 1:
+            raise ConfigError(
+                f"generator.params: snr_shift must be > 0 and 0 < beta_start < beta_end < 1, got "
+                f"snr_shift={p.snr_shift}, beta_start={p.beta_start}, beta_end={p.beta_end}"
+            )
         pool = data.splits.get("pool")
         if pool is None:
             raise ValueError(f"tiny_ddpm trains on the dataset's 'pool' split; {data.name} has none")
-        key = stable_hash({"data": pool_identity(cfg, pool), "params": p.__dict__})
-        path = cache / "generator" / f"tiny_ddpm-{key}.safetensors"
+        path = cache / "generator" / f"tiny_ddpm-{generator_key(cfg, pool, p)}.safetensors"
         unet = build_unet(cfg.data.image_size, data.channels, data.num_classes, p.channels)
         with lock(path):
             if not path.exists():
@@ -123,10 +168,19 @@ class TinyDDPM(Generator):
                     save_file(trained.state_dict(), str(tmp))
                 write_json(path.with_suffix(".json"), {"params": p.__dict__, "pool_size": len(pool)})
         unet.load_state_dict(load_file(str(path)))
-        return cls(unet, data.num_classes, cfg.spectrum.steps, cfg.spectrum.guidance_scale, device)
+        return cls(unet, data.num_classes, cfg.spectrum.steps, cfg.spectrum.guidance_scale, device, p)
 
     def describe(self) -> dict:
-        return {"scheduler": "DDIMScheduler", "steps": self.steps, "guidance_scale": self.guidance_scale}
+        p = self.params
+        return {
+            "scheduler": "DDIMScheduler",
+            "steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "beta_schedule": p.beta_schedule,
+            "beta_start": p.beta_start,
+            "beta_end": p.beta_end,
+            "snr_shift": p.snr_shift,
+        }
 
     @torch.no_grad()
     def generate(self, items: list[GenerationItem], lam: float) -> list[Image.Image]:
