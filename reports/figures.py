@@ -331,7 +331,8 @@ def score_distributions(rs: RunSet):
 
 def domain_gap(rs: RunSet):
     """Per λ, the judge's and the target-domain classifier's mean true-class probability of the synthetic images
-    (``spectrum/domain.csv``); real validation images (and the clean pool) as reference marks at the right."""
+    and their similarity to their sources (``spectrum/domain.csv``); real validation images (and the clean pool) as
+    reference marks at the right."""
     _, local = first_artifact(rs, "spectrum/domain.csv")
     if local is None:
         return None
@@ -366,6 +367,16 @@ def domain_gap(rs: RunSet):
         ylim=(0, 1.05),
         title="where the spectrum lies: generator's world vs target domain",
     )
+    if "source_similarity" in synthetic and synthetic.source_similarity.notna().any():  # older tables lack it
+        ax.plot(
+            synthetic.lam,
+            synthetic.source_similarity,
+            marker="^",
+            linestyle="--",
+            color="tab:green",
+            label="source similarity (judge's feature cosine to the source image)",
+        )
+        ax.set_ylabel("mean true-class probability · cosine")
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return fig

@@ -154,3 +154,26 @@ def test_run_logs_the_domain_table_and_the_report_draws_it(tmp_path):
     index = build_report("digits_field_tiny", workdir, tmp_path / "report", log_to_mlflow=False)
     assert (index.parent / "figures" / "domain_gap.png").is_file()
     assert "Domain per λ" in index.read_text()
+
+
+def test_the_domain_figure_draws_source_similarity(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from reports import figures
+
+    table = pd.DataFrame(
+        {
+            "source": ["synthetic"] * 3 + ["real val", "clean pool"],
+            "lam": [0.0, 0.5, 0.9, 1.0, 1.0],
+            "judge_p_true": [0.9, 0.8, 0.7, 0.6, 0.9],
+            "field_p_true": [0.5, 0.55, 0.7, 0.3, 0.4],
+            "source_similarity": [0.88, 0.95, 0.99, None, None],
+        }
+    )
+    table.to_csv(tmp_path / "domain.csv", index=False)
+    monkeypatch.setattr(figures, "first_artifact", lambda rs, path: ("run", tmp_path / "domain.csv"))
+    fig = figures.domain_gap(None)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert any(label.startswith("source similarity") for label in labels)
+    (similarity,) = [line for line in fig.axes[0].get_lines() if line.get_label().startswith("source similarity")]
+    assert list(similarity.get_ydata()) == [0.88, 0.95, 0.99]
