@@ -109,6 +109,20 @@ def prepare_base(cfg: Config, workdir: Path, methods: list[str] | None = None, p
     return base
 
 
+def train_generator(base: Base, cache: Path) -> None:
+    """Phase 3a: the generator's own training, when it has one (``tiny_ddpm`` on the pool), cached by its key."""
+    t = time.perf_counter()
+    get_generator(base.cfg.generator.name).prepare(base.cfg, base.data, cache)
+    base.timings["generator_train_s"] = base.timings.get("generator_train_s", 0.0) + time.perf_counter() - t
+
+
+def train_scorer(base: Base, cache: Path) -> None:
+    """Phase 4a: the scorer's own training, when it has one (the embedded ``judge`` on the pool), cached by its key."""
+    t = time.perf_counter()
+    get_scorer(base.cfg.scorer.name).prepare(base.cfg, base.data, cache)
+    base.timings["scorer_train_s"] = base.timings.get("scorer_train_s", 0.0) + time.perf_counter() - t
+
+
 def load_generator(base: Base, cache: Path):
     gen_cls = get_generator(base.cfg.generator.name)
     return gen_cls.from_config(base.cfg, base.data, cache, local_device(base.device))
@@ -130,6 +144,7 @@ def generate_shard(base: Base, workdir: Path, rank: int = 0, world: int = 1, pro
         done = set(read_all_tries(pool_dir).key)
         if all(p.key in done for p in shard(base.plan, rank, world)):
             return 0  # a finished shard (another process's, or an earlier attempt's): no generator is loaded
+        train_generator(base, cache)
         generator = load_generator(base, cache)
         store = cache / "images" / image_store_key(cfg)
         added = generate_spectrum(
@@ -169,6 +184,7 @@ def finish_pool(base: Base, workdir: Path, progress: bool = True, world: int = 1
 
 def score_base(base: Base, workdir: Path, progress: bool = True, pool_source: dict | None = None) -> Prepared:
     """Phase 4: score the complete pool (the scores cache) and filter it; under DDP each rank scores a block."""
+    train_scorer(base, cache_dir(workdir))
     t = time.perf_counter()
     cfg, pool_dir = base.cfg, base.pool_dir
     scored = score_spectrum(

@@ -114,3 +114,38 @@ def test_augmented_judge_rates_field_like_images_higher_than_the_clean_one():
             p_true[augment] = float(model(xv).softmax(-1)[torch.arange(len(yv)), yv].mean())
     assert p_true["broad"] > p_true["none"] + 0.1, p_true
     assert np.isfinite(list(p_true.values())).all()
+
+
+def test_the_generator_and_the_judge_train_in_their_own_cached_step(tmp_path, monkeypatch):
+    """``prepare`` is the training step (cached by key); ``from_config`` after it only loads, and a second
+    ``prepare`` trains nothing."""
+    from harness.generators import tiny_ddpm
+    from harness.scorers import judge
+    from harness.scorers.judge import Judge
+
+    cfg = load_config("digits_field_tiny", ["generator.params.train_steps=2", "scorer.params.epochs=1"])
+    data = load_dataset(cfg)
+    gen_path, judge_path = TinyDDPM.prepare(cfg, data, tmp_path), Judge.prepare(cfg, data, tmp_path)
+    assert gen_path.is_file() and gen_path.parent == tmp_path / "generator"
+    assert judge_path.is_file() and judge_path.parent == tmp_path / "scorer"
+    stamps = gen_path.stat().st_mtime_ns, judge_path.stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(tiny_ddpm, "train_ddpm", no_training)
+    monkeypatch.setattr(judge, "train_judge", no_training)
+    assert TinyDDPM.prepare(cfg, data, tmp_path) == gen_path and Judge.prepare(cfg, data, tmp_path) == judge_path
+    assert isinstance(TinyDDPM.from_config(cfg, data, tmp_path), TinyDDPM)
+    assert isinstance(Judge.from_config(cfg, data, tmp_path), Judge)
+    assert (gen_path.stat().st_mtime_ns, judge_path.stat().st_mtime_ns) == stamps
+    other = load_config("digits_field_tiny", ["generator.params.train_steps=3", "scorer.params.epochs=1"])
+    with pytest.raises(AssertionError, match="trained again"):  # another key is another training
+        TinyDDPM.prepare(other, data, tmp_path)
+
+
+def test_generators_and_scorers_without_training_have_nothing_to_prepare(tmp_path):
+    from harness.generators.sd_img2img import SDImg2Img
+    from harness.scorers.clip import ClipScorer
+
+    assert SDImg2Img.prepare(None, None, tmp_path) is None and ClipScorer.prepare(None, None, tmp_path) is None

@@ -44,6 +44,13 @@ class Generator:
     def from_config(cls, cfg, data, cache: Path | None, device="cpu") -> Generator:
         raise NotImplementedError(f"{cls.__name__}.from_config")
 
+    @classmethod
+    def prepare(cls, cfg, data, cache: Path) -> Path | None:
+        """The generator's own training, if it has one (the embedded ones train on the dataset's pool): a cached
+        pipeline step that the pipeline runs, and times, before ``from_config``; returns the weights' path. Built
+        once per cache key under a lock; ``from_config`` then only loads. Default: nothing to train."""
+        return None
+
     def generate(self, items: list[GenerationItem], lam: float) -> list[Image.Image]:
         raise NotImplementedError
 

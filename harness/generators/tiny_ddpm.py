@@ -148,18 +148,28 @@ class TinyDDPM(Generator):
         self.scheduler = noise_schedule(self.params, DDIMScheduler)
 
     @classmethod
-    def from_config(cls, cfg, data, cache: Path, device="cpu") -> TinyDDPM:
+    def params(cls, cfg) -> TinyDDPMParams:
         p = build(TinyDDPMParams, cfg.generator.params, "generator.params")
         if p.snr_shift <= 0 or not 0 < p.beta_start < p.beta_end < 1:
             raise ConfigError(
                 f"generator.params: snr_shift must be > 0 and 0 < beta_start < beta_end < 1, got "
                 f"snr_shift={p.snr_shift}, beta_start={p.beta_start}, beta_end={p.beta_end}"
             )
+        return p
+
+    @classmethod
+    def weights_path(cls, cfg, data, cache: Path) -> tuple[Path, TinyDDPMParams]:
+        p = cls.params(cfg)
         pool = data.splits.get("pool")
         if pool is None:
-            raise ValueError(f"tiny_ddpm trains on the dataset's 'pool' split; {data.name} has none")
-        path = cache / "generator" / f"tiny_ddpm-{generator_key(cfg, pool, p)}.safetensors"
-        unet = build_unet(cfg.data.image_size, data.channels, data.num_classes, p.channels)
+            raise ConfigError(f"tiny_ddpm trains on the dataset's 'pool' split; {data.name} has none")
+        return cache / "generator" / f"tiny_ddpm-{generator_key(cfg, pool, p)}.safetensors", p
+
+    @classmethod
+    def prepare(cls, cfg, data, cache: Path) -> Path:
+        """Train the DDPM on the pool once per key (cached, under a lock)."""
+        path, p = cls.weights_path(cfg, data, cache)
+        pool = data.splits["pool"]
         with lock(path):
             if not path.exists():
                 images = torch.stack([pool.load(i) for i in range(len(pool))]) * 2 - 1
@@ -167,6 +177,13 @@ class TinyDDPM(Generator):
                 with atomic_path(path) as tmp:
                     save_file(trained.state_dict(), str(tmp))
                 write_json(path.with_suffix(".json"), {"params": p.__dict__, "pool_size": len(pool)})
+        return path
+
+    @classmethod
+    def from_config(cls, cfg, data, cache: Path, device="cpu") -> TinyDDPM:
+        path = cls.prepare(cfg, data, cache)  # a no-op once the pipeline's step has trained it
+        p = cls.params(cfg)
+        unet = build_unet(cfg.data.image_size, data.channels, data.num_classes, p.channels)
         unet.load_state_dict(load_file(str(path)))
         return cls(unet, data.num_classes, cfg.spectrum.steps, cfg.spectrum.guidance_scale, device, p)
 

@@ -19,6 +19,13 @@ class Scorer:
     def from_config(cls, cfg, data, cache: Path | None, device="cpu") -> Scorer:
         raise NotImplementedError(f"{cls.__name__}.from_config")
 
+    @classmethod
+    def prepare(cls, cfg, data, cache: Path) -> Path | None:
+        """The scorer's own training, if it has one (the embedded ones train on the dataset's pool): a cached
+        pipeline step that the pipeline runs, and times, before ``from_config``; returns the weights' path. Built
+        once per cache key under a lock; ``from_config`` then only loads. Default: nothing to train."""
+        return None
+
     def score(
         self, images: list[Image.Image], prompts: list[str], labels: list[int], sources: list[Image.Image]
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -133,22 +133,35 @@ class Judge(Scorer):
         self.model, self.size, self.channels = model.eval(), size, channels
 
     @classmethod
-    def from_config(cls, cfg, data, cache: Path, device="cpu") -> Judge:
+    def params(cls, cfg) -> JudgeParams:
         p = build(JudgeParams, cfg.scorer.params, "scorer.params")
         if not (p.augment_strength > 0 and 0 <= p.augment_p <= 1):
             raise ConfigError(
                 f"scorer.params: augment_strength must be > 0 and augment_p in [0, 1], got "
                 f"augment_strength={p.augment_strength}, augment_p={p.augment_p}"
             )
-        pool = data.splits["pool"]
+        return p
+
+    @classmethod
+    def prepare(cls, cfg, data, cache: Path) -> Path:
+        """Train the judge on the pool once per key (cached, under a lock)."""
+        p = cls.params(cfg)
+        pool = data.splits.get("pool")
+        if pool is None:
+            raise ConfigError(f"the judge trains on the dataset's 'pool' split; {data.name} has none")
         path = cache / "scorer" / f"judge-{judge_key(cfg, pool, p)}.safetensors"
-        model = SmallCNN(data.num_classes, data.channels, p.width)
         with lock(path):
             if not path.exists():
                 images = torch.stack([pool.load(i) for i in range(len(pool))])
                 trained = train_judge(images, torch.as_tensor(pool.labels), data.num_classes, p)
                 with atomic_path(path) as tmp:
                     save_file(trained.state_dict(), str(tmp))
+        return path
+
+    @classmethod
+    def from_config(cls, cfg, data, cache: Path, device="cpu") -> Judge:
+        path = cls.prepare(cfg, data, cache)  # a no-op once the pipeline's step has trained it
+        model = SmallCNN(data.num_classes, data.channels, cls.params(cfg).width)
         model.load_state_dict(load_file(str(path)))
         return cls(model, cfg.data.image_size, data.channels)
 
