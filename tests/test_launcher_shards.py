@@ -74,6 +74,7 @@ def noise(monkeypatch):
         return NoiseGenerator()
 
     monkeypatch.setattr(pipeline, "load_generator", load)
+    monkeypatch.setattr(pipeline, "train_generator", lambda base, cache: None)  # the fake generator has no training
 
 
 def pixels(pool_dir: Path) -> dict[str, str]:
