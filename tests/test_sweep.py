@@ -267,6 +267,11 @@ def test_interrupted_trial_is_requeued(workdir, monkeypatch):
     assert retry.params == first.params and sw.count_trials([first, retry]).retried == 1
 
 
+# No worker dies in the concurrent tests: a grace period long enough that a loaded machine's late heartbeat never
+# makes a live trial stale (a stale trial is retried while its worker still logs it: one MLflow run too many).
+LIVE = ["sweep.grace_period=30"]
+
+
 def run_concurrent(workdir, sweep: sw.Sweep, n: int, k: int, monkeypatch) -> None:
     import functools
 
@@ -280,7 +285,7 @@ def run_concurrent(workdir, sweep: sw.Sweep, n: int, k: int, monkeypatch) -> Non
 
 
 def test_four_workers_on_a_journal_file_finish_exactly_n(workdir, monkeypatch):
-    sweep = make(workdir, "journal", storage=f"journal:{workdir / 'optuna-journal.log'}")
+    sweep = make(workdir, "journal", LIVE, storage=f"journal:{workdir / 'optuna-journal.log'}")
     run_concurrent(workdir, sweep, 5, 4, monkeypatch)
 
 
@@ -304,7 +309,7 @@ def postgres_url() -> str:
 def test_four_workers_on_postgresql_finish_exactly_n(workdir, monkeypatch):
     url = postgres_url()
     study = f"pg-{os.getpid()}-{int(time.time())}"  # the database outlives the test's workdir
-    run_concurrent(workdir, make(workdir, study, storage=url), 5, 4, monkeypatch)
+    run_concurrent(workdir, make(workdir, study, LIVE, storage=url), 5, 4, monkeypatch)
 
 
 def test_local_workers_split_the_cores(monkeypatch):
