@@ -154,6 +154,41 @@ def excludes_zero(low: float, high: float) -> bool:
     return (low > 0 or high < 0) if low == low and high == high else False
 
 
+def diff_rows(one: pd.DataFrame, other: pd.DataFrame, metrics: list[str], level: float = 0.95, **ids) -> list[dict]:
+    """Per metric: ``one`` − ``other`` (runs indexed by seed, the seeds both have) in %, its mean and t-interval;
+    ``ids`` name the row (label, baseline, …)."""
+    paired = one[metrics].join(other[metrics], rsuffix=":b", how="inner")
+    rows = []
+    for m in metrics:
+        d = (paired[m] - paired[f"{m}:b"]).dropna() * 100
+        mean, low, high = paired_ci(d.to_numpy(), level)
+        rows.append(
+            {
+                **ids,
+                "metric": m,
+                "n": len(d),
+                "mean_diff": mean,
+                "ci_low": low,
+                "ci_high": high,
+                "excludes_zero": excludes_zero(low, high),
+                "seeds": " ".join(str(s) for s in d.index),
+            }
+        )
+    return rows
+
+
+def diff_cells(diffs: pd.DataFrame, labels: list[str], metrics: list[str], decimals: int):
+    """Display strings and bold marks of a difference table: one row per label, one column per metric."""
+    cells = pd.DataFrame(index=labels)
+    bold = pd.DataFrame(False, index=labels, columns=[column_name(m) for m in metrics])
+    for m in metrics:
+        sub = diffs[diffs.metric == m].set_index("label").reindex(labels)
+        cells[column_name(m)] = [format_diff(r, decimals) for r in sub.itertuples()]
+        bold[column_name(m)] = sub.excludes_zero.fillna(False).astype(bool).to_numpy()
+    cells["paired seeds"] = [str(int(diffs[diffs.label == lab].n.max())) for lab in labels]
+    return cells, bold
+
+
 def paired_differences(runs: pd.DataFrame, baseline: str, metrics: list[str], level: float = 0.95) -> pd.DataFrame:
     """Per label (against the baseline with the same loss) and metric: n, mean diff, CI, excludes_zero, in %."""
     rows = []
@@ -162,23 +197,8 @@ def paired_differences(runs: pd.DataFrame, baseline: str, metrics: list[str], le
         base = runs[(runs.method == baseline) & (runs.loss == loss)]
         if method == baseline or base.empty:
             continue
-        paired = group.set_index("seed")[metrics].join(base.set_index("seed")[metrics], rsuffix=":base", how="inner")
-        for m in metrics:
-            d = (paired[m] - paired[f"{m}:base"]).dropna() * 100
-            mean, low, high = paired_ci(d.to_numpy(), level)
-            rows.append(
-                {
-                    "label": label,
-                    "baseline": baseline,
-                    "metric": m,
-                    "n": len(d),
-                    "mean_diff": mean,
-                    "ci_low": low,
-                    "ci_high": high,
-                    "excludes_zero": excludes_zero(low, high),
-                    "seeds": " ".join(str(s) for s in d.index),
-                }
-            )
+        ids = {"label": label, "baseline": baseline}
+        rows += diff_rows(group.set_index("seed"), base.set_index("seed"), metrics, level, **ids)
     return pd.DataFrame(
         rows, columns=["label", "baseline", "metric", "n", "mean_diff", "ci_low", "ci_high", "excludes_zero", "seeds"]
     )
@@ -192,13 +212,7 @@ def difference_table(runs: pd.DataFrame, baseline: str, order: list[str], decima
     if diffs.empty:
         return None
     labels = [lab for lab in order if lab in set(diffs.label)]
-    cells = pd.DataFrame(index=labels)
-    bold = pd.DataFrame(False, index=labels, columns=[column_name(m) for m in metrics])
-    for m in metrics:
-        sub = diffs[diffs.metric == m].set_index("label").reindex(labels)
-        cells[column_name(m)] = [format_diff(r, decimals) for r in sub.itertuples()]
-        bold[column_name(m)] = sub.excludes_zero.fillna(False).astype(bool).to_numpy()
-    cells["paired seeds"] = [str(int(diffs[diffs.label == lab].n.max())) for lab in labels]
+    cells, bold = diff_cells(diffs, labels, metrics, decimals)
     notes = [
         f"difference to {baseline} (same loss), paired by seed, in percentage points: mean "
         f"[95% t-interval over seeds]; bold and † where the interval excludes zero."
@@ -235,35 +249,11 @@ def contrast_table(runs: pd.DataFrame, pairs: list[tuple[str, str]], decimals: i
     metrics = table_metrics(runs)
     rows = []
     for a, b in pairs:
-        pa = runs[runs.label == a].set_index("seed")[metrics]
-        pb = runs[runs.label == b].set_index("seed")[metrics]
-        paired = pa.join(pb, rsuffix=":b", how="inner")
-        for m in metrics:
-            d = (paired[m] - paired[f"{m}:b"]).dropna() * 100
-            mean, low, high = paired_ci(d.to_numpy())
-            rows.append(
-                {
-                    "label": f"{a} − {b}",
-                    "a": a,
-                    "b": b,
-                    "metric": m,
-                    "n": len(d),
-                    "mean_diff": mean,
-                    "ci_low": low,
-                    "ci_high": high,
-                    "excludes_zero": excludes_zero(low, high),
-                    "seeds": " ".join(str(s) for s in d.index),
-                }
-            )
+        one, other = (runs[runs.label == x].set_index("seed") for x in (a, b))
+        rows += diff_rows(one, other, metrics, label=f"{a} − {b}", a=a, b=b)
     diffs = pd.DataFrame(rows)
     labels = list(dict.fromkeys(diffs.label))
-    cells = pd.DataFrame(index=labels)
-    bold = pd.DataFrame(False, index=labels, columns=[column_name(m) for m in metrics])
-    for m in metrics:
-        sub = diffs[diffs.metric == m].set_index("label").reindex(labels)
-        cells[column_name(m)] = [format_diff(r, decimals) for r in sub.itertuples()]
-        bold[column_name(m)] = sub.excludes_zero.fillna(False).astype(bool).to_numpy()
-    cells["paired seeds"] = [str(int(diffs[diffs.label == lab].n.max())) for lab in labels]
+    cells, bold = diff_cells(diffs, labels, metrics, decimals)
     notes = [
         "A − B in percentage points, paired by seed: mean [95% t-interval over seeds]; bold and † where the "
         "interval excludes zero. Each row is one named comparison; no correction for multiple comparisons."
