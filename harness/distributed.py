@@ -91,3 +91,12 @@ def local_device(device: torch.device) -> torch.device:
         torch.cuda.set_device(index)
         return torch.device("cuda", index)
     return device
+
+
+def pick_device(cfg) -> torch.device:
+    """``cfg.device`` (``auto``: CUDA when there is one); on CUDA, TF32 for what fp32 work remains."""
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # what fp32 work remains (outside autocast) runs in TF32
+        torch.backends.cudnn.allow_tf32 = True
+    return device

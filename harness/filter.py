@@ -130,3 +130,24 @@ def acceptance_by_level(filtered: pd.DataFrame) -> pd.DataFrame:
     )
     table["acceptance"] = table.kept / table.generated
     return table.reset_index()
+
+
+def cached_text_scores(cfg, data: DatasetBundle, pool_dir: Path, cache: Path, device: torch.device, progress: bool):
+    """``spectrum.max_tries``: the text scores of a pool's tries as ``retry_low_scores`` asks for them, cached in the
+    scores file the filter reads later; only what the file lacks is scored, and the scorer is loaded only then."""
+    from harness.cache_keys import scorer_key
+    from harness.io import lock
+    from harness.registry import get_scorer
+
+    name, scorer = f"scores-{scorer_key(cfg)}", None
+
+    def text_scores(tries: pd.DataFrame) -> dict[str, float]:
+        nonlocal scorer
+        with lock(pool_dir / name):
+            if not tries.key.isin(read_scores(pool_dir, f"{name}.jsonl")).all():
+                if scorer is None:
+                    scorer = get_scorer(cfg.scorer.name).from_config(cfg, data, cache, device)
+                score_pool(scorer, data, tries, pool_dir, f"{name}.jsonl", progress=progress)
+        return {k: r["text_score"] for k, r in read_scores(pool_dir, f"{name}.jsonl").items()}
+
+    return text_scores

@@ -24,8 +24,8 @@ from harness.cache_keys import image_store_key, pool_key, scorer_key
 from harness.config import Config
 from harness.data import DatasetBundle, load_dataset
 from harness.data.verify import drop_corrupt
-from harness.distributed import local_device
-from harness.filter import apply_filter, read_scores, score_pool, with_scores
+from harness.distributed import local_device, pick_device
+from harness.filter import apply_filter, cached_text_scores, read_scores, score_pool, with_scores
 from harness.fine_tune import RunResult, evaluate_final, fine_tune, log_row  # noqa: F401 (phase 5, re-exported)
 from harness.hard_samples import select_hard
 from harness.io import lock
@@ -49,14 +49,6 @@ from harness.train import log_prior  # noqa: F401 (benchmarks import it from her
 from harness.workdir import cache_dir
 
 log = logging.getLogger("harness")
-
-
-def pick_device(cfg: Config) -> torch.device:
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # what fp32 work remains (outside autocast) runs in TF32
-        torch.backends.cudnn.allow_tf32 = True
-    return device
 
 
 # ------------------------------------------------------------------------ phases 1–4: base → hard → spectrum → filter
@@ -172,7 +164,7 @@ def finish_pool(base: Base, workdir: Path, progress: bool = True, world: int = 1
         check_shards(pool_dir, plan, world)
         generator = load_generator(base, cache)
         if cfg.spectrum.max_tries > 1:
-            scores = retry_scorer(cfg, base.data, pool_dir, cache, base.device, progress)
+            scores = cached_text_scores(cfg, base.data, pool_dir, cache, base.device, progress)
             retry_low_scores(
                 generator, base.data, plan, pool_dir, cfg.spectrum, cfg.filter.threshold, scores,
                 cfg.spectrum.batch_size, cache / "images" / image_store_key(cfg), progress,
@@ -217,23 +209,6 @@ def prepare(
         return base.prepared()
     dist.barrier()  # DDP: rank 0 has merged the shards; every rank scores a block of them
     return score_base(base, workdir, progress, pool_source)
-
-
-def retry_scorer(cfg: Config, data: DatasetBundle, pool_dir: Path, cache: Path, device: torch.device, progress: bool):
-    """``spectrum.max_tries``: text scores of a pool's tries, cached in the scores file the filter reads later."""
-    name, scorer = f"scores-{scorer_key(cfg)}", None
-
-    def text_scores(tries: pd.DataFrame) -> dict[str, float]:
-        nonlocal scorer
-        with lock(pool_dir / name):
-            cached = read_scores(pool_dir, f"{name}.jsonl")
-            if not tries.key.isin(cached).all() and scorer is None:
-                scorer = get_scorer(cfg.scorer.name).from_config(cfg, data, cache, device)
-            if scorer is not None:
-                score_pool(scorer, data, tries, pool_dir, f"{name}.jsonl", progress=progress)
-        return {k: r["text_score"] for k, r in read_scores(pool_dir, f"{name}.jsonl").items()}
-
-    return text_scores
 
 
 def score_spectrum(

@@ -31,7 +31,8 @@ from PIL import Image
 from harness.cache_keys import GENERATION_VERSION, file_digest, params_identity, pool_key, scorer_key
 from harness.config import Config, ConfigError, stable_hash
 from harness.data.base import DatasetBundle
-from harness.filter import acceptance_by_level, read_scores, with_scores
+from harness.distributed import pick_device
+from harness.filter import acceptance_by_level, cached_text_scores, read_scores, with_scores
 from harness.generators.base import GenerationItem, Generator
 from harness.io import append_jsonl, read_json, write_json
 from harness.spectrum import (
@@ -676,7 +677,7 @@ def imported_text_scores(cfg, data, ds, rows, pool_dir: Path, cache: Path, score
     """``retry_low_scores``' scorer on import: the text scores of the tries so far, taken from the pool when its
     scorer is this experiment's (written to the scores file as scoring would), else (and for any the pool lacks)
     computed by this experiment's scorer."""
-    local = scorer_text_scores(cfg, data, pool_dir, cache, progress)
+    local = cached_text_scores(cfg, data, pool_dir, cache, pick_device(cfg), progress)
 
     def text_scores(tries: pd.DataFrame) -> dict[str, float]:
         if same_scorer:
@@ -684,31 +685,6 @@ def imported_text_scores(cfg, data, ds, rows, pool_dir: Path, cache: Path, score
             copy_scores(ds, rows, [(key, lookup_key(s, lam, k, t)) for key, s, lam, k, t in wanted], pool_dir,
                         scores_file)  # fmt: skip
         return local(tries)
-
-    return text_scores
-
-
-def scorer_text_scores(cfg: Config, data: DatasetBundle, pool_dir: Path, cache: Path, progress: bool):
-    """This experiment's scorer as ``retry_low_scores`` calls it (as generation's: the scores file the filter reads
-    later, only what is not in it scored, the scorer loaded only then); the phases layer cannot import the
-    pipeline's."""
-    import torch
-
-    from harness.filter import score_pool
-    from harness.io import lock
-    from harness.registry import get_scorer
-
-    name, scorer = f"scores-{scorer_key(cfg)}", None
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
-
-    def text_scores(tries: pd.DataFrame) -> dict[str, float]:
-        nonlocal scorer
-        with lock(pool_dir / name):
-            if not tries.key.isin(read_scores(pool_dir, f"{name}.jsonl")).all():
-                if scorer is None:
-                    scorer = get_scorer(cfg.scorer.name).from_config(cfg, data, cache, device)
-                score_pool(scorer, data, tries, pool_dir, f"{name}.jsonl", progress=progress)
-        return {k: r["text_score"] for k, r in read_scores(pool_dir, f"{name}.jsonl").items()}
 
     return text_scores
 

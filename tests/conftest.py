@@ -1,4 +1,5 @@
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,15 @@ def tiny_prepared(tiny_cfg, tiny_workdir):
     from harness.pipeline import prepare
 
     return prepare(tiny_cfg, tiny_workdir, methods=["discl_diverse_to_specific"], progress=False)
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A reachable SLURM cluster: skip without HARNESS_TEST_SLURM, fail with it when SLURM does not answer."""
+    if not os.environ.get("HARNESS_TEST_SLURM"):
+        pytest.skip("HARNESS_TEST_SLURM is not set (.ci/slurm-up.sh starts a one-node cluster)")
+    try:
+        out = subprocess.run(["srun", "-t", "1", "hostname"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        pytest.fail(f"HARNESS_TEST_SLURM is set but srun does not run: {e}")
+    assert out.returncode == 0, f"HARNESS_TEST_SLURM is set but SLURM does not answer: {out.stderr}"

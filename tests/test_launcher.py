@@ -191,18 +191,6 @@ def test_sigterm_mid_training_leaves_a_resumable_run_that_ends_as_uninterrupted(
 # --------------------------------------------------------------------------- SLURM (slow; HARNESS_TEST_SLURM=1)
 
 
-@pytest.fixture(scope="module")
-def slurm():
-    """A reachable SLURM cluster: skip without HARNESS_TEST_SLURM, fail with it when SLURM does not answer."""
-    if not os.environ.get("HARNESS_TEST_SLURM"):
-        pytest.skip("HARNESS_TEST_SLURM is not set (.ci/slurm-up.sh starts a one-node cluster)")
-    try:
-        out = subprocess.run(["srun", "-t", "1", "hostname"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as e:
-        pytest.fail(f"HARNESS_TEST_SLURM is set but srun does not run: {e}")
-    assert out.returncode == 0, f"HARNESS_TEST_SLURM is set but SLURM does not answer: {out.stderr}"
-
-
 FAST_POLL = {"HARNESS_LAUNCHER_POLL_S": "0.5"}  # squeue twice a second: a test waits for its jobs, not a poll
 
 

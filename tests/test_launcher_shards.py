@@ -146,17 +146,6 @@ def test_an_in_process_run_restores_the_signal_handlers(tmp_path):
 # --------------------------------------------------------------------------- SLURM (slow; HARNESS_TEST_SLURM=1)
 
 
-@pytest.fixture(scope="module")
-def slurm():
-    if not os.environ.get("HARNESS_TEST_SLURM"):
-        pytest.skip("HARNESS_TEST_SLURM is not set (.ci/slurm-up.sh starts a one-node cluster)")
-    try:
-        out = subprocess.run(["srun", "-t", "1", "hostname"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as e:
-        pytest.fail(f"HARNESS_TEST_SLURM is set but srun does not run: {e}")
-    assert out.returncode == 0, f"HARNESS_TEST_SLURM is set but SLURM does not answer: {out.stderr}"
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_slurm_generate_array_builds_the_same_pool_as_one_process(slurm, tmp_path):
