@@ -1,5 +1,4 @@
-from harness.curriculum import Curriculum
-from harness.registry import register_method
+from harness.api import Curriculum, register_method
 
 
 @register_method("all_levels")

@@ -1,5 +1,4 @@
-from harness.curriculum import REAL, Curriculum
-from harness.registry import register_method
+from harness.api import REAL, Curriculum, register_method
 
 
 @register_method("discl_adaptive")

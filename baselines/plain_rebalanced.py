@@ -1,5 +1,5 @@
 from baselines.discl_diverse_to_specific import DiverseToSpecific
-from harness.registry import register_method
+from harness.api import register_method
 
 
 @register_method("plain_rebalanced")

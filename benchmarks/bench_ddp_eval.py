@@ -1,4 +1,4 @@
-"""Sharded evaluation: ``harness.evaluate.class_probs(..., distributed=True)`` under 2 gloo ranks on the CPU against
+"""Sharded evaluation: ``evaluate.class_probs(..., distributed=True)`` under 2 gloo ranks on the CPU against
 one process evaluating the whole split.
 
     python benchmarks/bench_ddp_eval.py [--quick] [--repeats R] [--json FILE]
@@ -41,7 +41,7 @@ def fixture(n: int, size: int):
     from torchvision.models.resnet import BasicBlock, ResNet
 
     from harness.data.base import TensorImages
-    from harness.models_paper import ResNet10
+    from harness.models.paper import ResNet10
 
     torch.manual_seed(0)
     model = ResNet10(ResNet(BasicBlock, [1, 1, 1, 1], num_classes=100)).eval()
@@ -58,8 +58,8 @@ def rank_main(rank: int, port: int, n: int, size: int, batch: int, go, results) 
     os.environ.update(
         RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
-    from harness import distributed
-    from harness.evaluate import class_probs
+    from harness.core import distributed
+    from harness.engine.evaluate import class_probs
 
     distributed.init_from_env()
     model, images, seen = fixture(n, size)
@@ -83,7 +83,7 @@ def free_port() -> int:
 
 
 def measure(quick: bool, repeats: int | None = None) -> list[dict]:
-    from harness.evaluate import class_probs
+    from harness.engine.evaluate import class_probs
 
     n, size, batch = (256, 64, 64) if quick else (512, 128, 64)
     repeats = repeats or 7

@@ -24,13 +24,13 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import paired, row, time_row  # noqa: E402
 
+from harness.engine.seeding import sample_seed
 from harness.generators.base import GenerationItem
 from harness.generators.sd_img2img import SDImg2Img, SDImg2ImgParams
-from harness.seeding import sample_seed
 
 
 def build(device: torch.device, quick: bool):
-    from harness.tiny_models import sdxl_refiner_shaped, tiny_sdxl_img2img
+    from harness.weights.tiny import sdxl_refiner_shaped, tiny_sdxl_img2img
 
     if device.type == "cuda" and not quick:
         return sdxl_refiner_shaped("cuda", torch.float16), SDImg2ImgParams(width=480, height=270)

@@ -30,9 +30,9 @@ sys.path.insert(0, str(HERE.parent))
 from common import paired, print_table, time_row, write_json  # noqa: E402
 
 from harness.config import load_config  # noqa: E402
+from harness.config.transforms import build_transform  # noqa: E402
 from harness.data.base import FileImages  # noqa: E402
-from harness.train import EpochLoader, Part, batches  # noqa: E402
-from harness.transforms import build_transform  # noqa: E402
+from harness.engine.train import EpochLoader, Part, batches  # noqa: E402
 
 
 def write_jpegs(folder: Path, n: int) -> list[Path]:

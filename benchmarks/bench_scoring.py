@@ -30,14 +30,14 @@ def build_scorer(device: torch.device, quick: bool) -> tuple[ClipScorer, str]:
     if device.type == "cuda" and not quick:
         from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-        from harness.tiny_models import tiny_clip_tokenizer
+        from harness.weights.tiny import tiny_clip_tokenizer
 
         torch.manual_seed(0)
         tokenizer = tiny_clip_tokenizer()
         config = CLIPConfig(text_config={"vocab_size": len(tokenizer)})  # ViT-B/32 shapes
         processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer)
         return ClipScorer(CLIPModel(config), processor, CLASSES, params, device), "random ViT-B/32, fp16"
-    from harness.tiny_models import tiny_clip
+    from harness.weights.tiny import tiny_clip
 
     model, processor = tiny_clip(0, image_size=64)
     return ClipScorer(model, processor, CLASSES, params, device), "tiny random CLIP, 64px input"

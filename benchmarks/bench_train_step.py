@@ -4,14 +4,14 @@ torch.compile, each against fp32 eager, measured side by side in one process.
     python benchmarks/bench_train_step.py [--quick] [--resnet-batch B] [--clip-batch B] [--repeats R]
                                           [--no-compile] [--json FILE]
 
-A step is what ``harness.train.Trainer.train_epoch`` does per batch: forward under ``harness.train.autocast``, the
+A step is what ``Trainer.train_epoch`` does per batch: forward under ``autocast``, the
 loss (cross-entropy through ``classification_loss`` for ResNet-10; FLYP's own contrastive ``ClipFlyp.loss`` for
 CLIP), backward, optimizer step (the paper's: Adam for ResNet-10, AdamW for FLYP). Warm-up steps are excluded;
 the variants run interleaved, in a rotating order, and each figure is the median over repeats (CUDA: timed with
 ``torch.cuda.synchronize``; the fp32 reference is strict fp32, and a ``tf32`` row shows fp32 with TF32 as the
 harness runs it). Models have random weights (the same FLOPs as trained ones):
 
-- ResNet-10 (``harness.models_paper.ResNet10``), 1000 classes, 224×224, batch 128 (ImageNet-LT fine-tuning).
+- ResNet-10 (``harness.models.paper.ResNet10``), 1000 classes, 224×224, batch 128 (ImageNet-LT fine-tuning).
 - FLYP CLIP ViT-B/16 (``ClipFlyp`` over a ``transformers`` CLIPModel with ViT-B/16 shapes: vision width 768, 12
   layers, patch 16, 224 px; text width 512, 12 layers), the 182 iWildCam class names and FLYP's two templates,
   batch 256. The tokenizer is the harness's tiny byte-level CLIP tokenizer (no download), whose prompts are
@@ -46,8 +46,8 @@ sys.path.insert(0, str(HERE.parent))
 from common import print_table, row, spread, write_json  # noqa: E402
 
 from harness.config import OptimConfig  # noqa: E402
-from harness.models import classification_loss  # noqa: E402
-from harness.train import autocast, make_optimizer  # noqa: E402
+from harness.engine.train import autocast, make_optimizer  # noqa: E402
+from harness.models.base import classification_loss  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -98,7 +98,7 @@ class Variant:
 def resnet10() -> torch.nn.Module:
     from torchvision.models.resnet import BasicBlock, ResNet
 
-    from harness.models_paper import ResNet10
+    from harness.models.paper import ResNet10
 
     torch.manual_seed(0)
     return ResNet10(ResNet(BasicBlock, [1, 1, 1, 1], num_classes=1000))
@@ -108,8 +108,8 @@ def clip_vitb16() -> torch.nn.Module:
     from transformers import CLIPConfig, CLIPModel
 
     from harness.data.iwildcam import shipped_names
-    from harness.models_paper import IWILDCAM_TEMPLATES, ClipFlyp
-    from harness.tiny_models import tiny_clip_tokenizer
+    from harness.models.paper import IWILDCAM_TEMPLATES, ClipFlyp
+    from harness.weights.tiny import tiny_clip_tokenizer
 
     tokenizer = tiny_clip_tokenizer()
     config = CLIPConfig(

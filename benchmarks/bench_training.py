@@ -1,4 +1,4 @@
-"""Training overhead: one epoch of ``harness.train.Trainer`` over ``Part``s (digits_lt train split plus a
+"""Training overhead: one epoch of ``harness.engine.train.Trainer`` over ``Part``s (digits_lt train split plus a
 synthetic pool part, small_cnn) against a bare PyTorch loop over the same tensors, batch size, optimizer and
 loss; and the synthetic pool decoded once into memory (``load_pool_images``) against decoded from PNG each
 epoch (``FileImages`` + ``DataLoader``).
@@ -29,9 +29,9 @@ from common import paired, print_table, time_row, write_json  # noqa: E402
 from harness.config import load_config  # noqa: E402
 from harness.data import load_dataset  # noqa: E402
 from harness.data.base import FileImages  # noqa: E402
-from harness.models import build_model  # noqa: E402
-from harness.pipeline import load_pool_images, log_prior  # noqa: E402
-from harness.train import Part, Trainer, batches, make_optimizer  # noqa: E402
+from harness.engine.train import Part, Trainer, batches, make_optimizer  # noqa: E402
+from harness.models.base import build_model  # noqa: E402
+from harness.phases.pipeline import load_pool_images, log_prior  # noqa: E402
 
 CACHED_EPOCHS = 20
 

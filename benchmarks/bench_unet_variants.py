@@ -50,7 +50,7 @@ def main() -> None:
     from diffusers import UNet2DConditionModel
     from diffusers.models.attention_processor import AttnProcessor
 
-    from harness.tiny_models import REFINER_UNET
+    from harness.weights.tiny import REFINER_UNET
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=16, help="latents per UNet call (2 × images under CFG)")

@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from harness.config import load_config  # noqa: E402
-from harness.costs import (  # noqa: E402
+from harness.plan.costs import (  # noqa: E402
     DDP_EFFICIENCY_8,
     IMAGENET_KEEP,
     IMAGENET_LT,

@@ -121,7 +121,7 @@ def differing_settings(rs) -> list[str]:
 
 
 def log_report_run(workdir: Path, experiment: str, out: Path, rs) -> str:
-    from harness.tracking import Run
+    from harness.runs.tracking import Run
     from reports import page
 
     run = Run(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 log = logging.getLogger("harness")
 
@@ -116,7 +116,7 @@ def local_artifact_root(uri: str) -> Path | None:
 
 def search_all(client, experiment: str) -> pd.DataFrame:
     """Every run of the experiment as mlflow.search_runs' wide frame (metrics.*, params.*, tags.*)."""
-    from harness.tracking import runs_frame
+    from harness.runs.tracking import runs_frame
 
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -173,7 +173,7 @@ def prefixed(frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
 
 def collect(experiment: str, workdir: Path, download_dir: Path) -> RunSet:
     """The finished method runs of ``experiment``, ordered by the experiment's method list, then seed."""
-    from harness.tracking import client as tracking_client
+    from harness.runs.tracking import client as tracking_client
 
     c = tracking_client(Path(workdir))
     everything = search_all(c, experiment)
@@ -209,12 +209,12 @@ def collect(experiment: str, workdir: Path, download_dir: Path) -> RunSet:
 def pool_scores_from_cache(rs: RunSet) -> pd.DataFrame | None:
     """For runs logged before ``spectrum/scores.csv`` existed: the scored pool from the workdir cache, found
     through the hashes of the first synthetic run's config. None when that cache is gone."""
-    from harness.cache_keys import pool_key, scorer_key
     from harness.config import Config, ConfigError, build
-    from harness.filter import apply_filter
-    from harness.io import read_jsonl
-    from harness.spectrum import read_manifest
-    from harness.workdir import cache_dir
+    from harness.config.keys import pool_key, scorer_key
+    from harness.core.io import read_jsonl
+    from harness.core.workdir import cache_dir
+    from harness.phases.filter import apply_filter
+    from harness.phases.spectrum import read_manifest
 
     synthetic = rs.runs[rs.runs.get("spectrum/kept", pd.Series(dtype=float)).notna()]
     for run_id in synthetic.run_id:

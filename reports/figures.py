@@ -478,7 +478,7 @@ CAPTIONS = {
 
 def build_figures(rs: RunSet, folder: Path) -> list[Figure]:
     """Every figure the runs support, saved as ``folder/NAME.png``, in the page's order."""
-    from harness.plots import close
+    from harness.runs.plots import close
 
     folder.mkdir(parents=True, exist_ok=True)
     hist = curriculum_history(rs)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from reports import paper as paper_numbers
 
 # our final metric → column name, in the paper's order; long-tail first, then iWildCam

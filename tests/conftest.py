@@ -31,7 +31,7 @@ def tiny_workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_prepared(tiny_cfg, tiny_workdir):
     """The shared phases of the tiny digits experiment (base model, pool, scores), built once per session."""
-    from harness.pipeline import prepare
+    from harness.phases.pipeline import prepare
 
     return prepare(tiny_cfg, tiny_workdir, methods=["discl_diverse_to_specific"], progress=False)
 

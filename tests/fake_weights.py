@@ -17,7 +17,7 @@ REVISION = "0" * 39 + "1"  # a commit hash (40 hex digits), as refs/main holds o
 
 def save_tiny_sdxl_img2img(folder, variant: str | None = None, seed: int = 0, sample_size: int = 32) -> Path:
     """The tiny SDXL-refiner-like img2img pipeline, as a diffusers folder (model_index.json, unet/, vae/, …)."""
-    from harness.tiny_models import tiny_sdxl_img2img
+    from harness.weights.tiny import tiny_sdxl_img2img
 
     pipe = tiny_sdxl_img2img(seed, sample_size=sample_size)
     if variant == "fp16":
@@ -28,7 +28,7 @@ def save_tiny_sdxl_img2img(folder, variant: str | None = None, seed: int = 0, sa
 
 def save_tiny_clip(folder, variant: str | None = None, seed: int = 0) -> Path:
     """The tiny CLIPModel and its CLIPProcessor, in one folder, as the hub's CLIP repos hold them."""
-    from harness.tiny_models import tiny_clip
+    from harness.weights.tiny import tiny_clip
 
     model, processor = tiny_clip(seed)
     if variant == "fp16":

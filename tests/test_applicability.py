@@ -5,11 +5,11 @@ sweep space leaves out what the model ignores."""
 import optuna
 import pytest
 
-from harness import registry
-from harness.applicability import RULES, inapplicable, value
 from harness.cli import main
 from harness.config import Config, ConfigError, list_experiments, load_config
-from harness.models import HarnessModel
+from harness.config.applicability import RULES, inapplicable, value
+from harness.core import registry
+from harness.models.base import HarnessModel
 
 
 @pytest.mark.parametrize("experiment", list_experiments())

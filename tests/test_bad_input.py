@@ -82,12 +82,12 @@ def test_too_many_corrupt_images_fail_with_a_list(imagenet_with_bad_images):
 @pytest.fixture()
 def no_data_read(monkeypatch):
     """Reading a dataset fails the test: a refused config must stop before it."""
-    import harness.pipeline
+    import harness.phases.pipeline
 
     def read(cfg):
         raise AssertionError(f"dataset {cfg.data.name} read despite a bad config")
 
-    monkeypatch.setattr(harness.pipeline, "load_dataset", read)
+    monkeypatch.setattr(harness.phases.pipeline, "load_dataset", read)
 
 
 def one_error_line(capsys) -> str:

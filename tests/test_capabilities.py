@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from harness import registry
 from harness.config import OptimConfig, load_config
+from harness.core import registry
+from harness.core.registry import RegistrationError, Registry
 from harness.data.base import TensorImages
+from harness.engine.train import Part, Trainer
 from harness.generators.base import Sampling
 from harness.generators.sd_img2img import SDImg2Img, SDImg2ImgParams
-from harness.models import CAPABILITY_FLAGS, Classifier, HarnessModel, build_model
-from harness.plan import rows_per_image
-from harness.registry import RegistrationError, Registry
+from harness.models.base import CAPABILITY_FLAGS, Classifier, HarnessModel, build_model
+from harness.plan.epochs import rows_per_image
 from harness.scorers.clip import ClipParams, ClipScorer
-from harness.train import Part, Trainer
 
 # model.params that build each registered model cheaply on a CPU (a new model: add its cheapest params here)
 TINY_PARAMS = {"small_cnn": "{}", "resnet10": "{}", "resnet50": "{}", "clip_flyp": "{tiny: true}"}
@@ -58,7 +58,7 @@ class Plain(torch.nn.Module):
 
 
 def test_a_model_class_without_the_base_is_refused_at_registration():
-    models = Registry("model", "discl_harness.models", base="harness.models:HarnessModel")
+    models = Registry("model", "discl_harness.models", base="harness.models.base:HarnessModel")
     with pytest.raises(RegistrationError) as err:
         models.register("plain_module")(Plain)
     msg = str(err.value)
@@ -153,7 +153,7 @@ def test_the_trainer_makes_a_channels_last_model_channels_last_on_a_gpu():
 
 
 def test_the_trainer_refuses_a_model_without_the_base():
-    with pytest.raises(TypeError, match="does not inherit harness.models.HarnessModel"):
+    with pytest.raises(TypeError, match="does not inherit harness.api.HarnessModel"):
         trainer(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)))
 
 

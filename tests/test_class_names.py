@@ -10,7 +10,7 @@ from fakes import write_fake_imagenet_lt
 from harness.config import Config, ConfigError, SpectrumConfig, build
 from harness.data import load_dataset
 from harness.data.imagenet_lt import curated_names, imagenet_names
-from harness.spectrum import class_prompts, plan_spectrum
+from harness.phases.spectrum import class_prompts, plan_spectrum
 
 # ids whose torchvision names repeat or are terse: the crane bird and the machine, the two maillots, the kite (a
 # bird), the Corgi and the sweater, the missile and the projectile, the burning glass and the sunglasses
@@ -120,8 +120,8 @@ def test_descriptions_keyed_by_label_id_and_a_names_file_of_the_wrong_length(tmp
 
 
 def test_the_names_file_enters_the_pool_key(tmp_path):
-    from harness.cache_keys import pool_key
     from harness.config import load_config
+    from harness.config.keys import pool_key
 
     names = tmp_path / "names.txt"
     names.write_text("a\n")

@@ -8,7 +8,7 @@ from PIL import Image
 
 from harness.config import load_config
 from harness.data.base import DataError
-from harness.filter import apply_filter
+from harness.phases.filter import apply_filter
 from harness.scorers.clip import ClipParams, ClipScorer, load_clip
 
 NAMES = ["zebra", "wild boar", "tiger"]

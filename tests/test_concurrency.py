@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.io import lock
+from harness.core.io import lock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ def test_a_lock_dies_with_its_killed_process(tmp_path):
         f"""
         import time
         from pathlib import Path
-        from harness.io import lock
+        from harness.core.io import lock
         with lock({str(tmp_path / "entry")!r}):
             Path({str(held)!r}).write_text("1")
             time.sleep(600)
@@ -65,8 +65,8 @@ def test_a_file_system_without_flock_is_an_error_not_a_soft_lock(tmp_path, monke
 # a `harness run` that notes every build of a shared phase (and every generated image) in $BUILD_LOG
 WRAPPER = """
 import os, sys
-import harness.base_model as bm, harness.generators.tiny_ddpm as td, harness.scorers.judge as jd
-import harness.pipeline as pl
+import harness.phases.base_model as bm, harness.generators.tiny_ddpm as td, harness.scorers.judge as jd
+import harness.phases.pipeline as pl
 from harness.generators.tiny_ddpm import TinyDDPM
 
 def note(line):
@@ -146,7 +146,7 @@ def pool_of(tmp_path: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # three processes on two shared cores
 def test_three_runs_on_one_fresh_workdir_build_each_shared_phase_once(tmp_path):
-    from harness.spectrum import read_manifest
+    from harness.phases.spectrum import read_manifest
 
     procs = {m: start(tmp_path, m) for m in ("discl_diverse_to_specific", "all_levels", "fixed_guidance")}
     finish(procs, tmp_path)
@@ -160,8 +160,8 @@ def test_three_runs_on_one_fresh_workdir_build_each_shared_phase_once(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_a_run_killed_mid_generation_leaves_the_others_a_complete_pool(tmp_path):
-    from harness.io import read_json
-    from harness.spectrum import read_manifest
+    from harness.core.io import read_json
+    from harness.phases.spectrum import read_manifest
 
     slower = ("--set", "hard.k=30", "--set", "spectrum.batch_size=1")  # 60 images, one per batch: time to kill
     first = start(tmp_path, "discl_diverse_to_specific", slower)
@@ -190,7 +190,7 @@ def test_rank0_waits_on_shards_reading_only_appended_bytes(tmp_path, monkeypatch
     import json
     import threading
 
-    import harness.spectrum as spectrum
+    import harness.phases.spectrum as spectrum
 
     def no_reparse(*a, **k):
         raise AssertionError("wait_for_shards re-parsed the manifests")

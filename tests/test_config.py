@@ -242,7 +242,7 @@ def test_methods_need_the_levels_they_draw_on():
 
 
 def test_every_method_declares_its_levels():
-    from harness.registry import get_method, list_methods
+    from harness.core.registry import get_method, list_methods
 
     cfg = load_config("digits_lt_discl")
     needed = {m: get_method(m)(**cfg.method_params.get(m, {})).levels_needed((0.1, 0.3)) for m in list_methods()}

@@ -218,7 +218,7 @@ def test_cli_run_on_missing_root_exits_2_with_one_line(tmp_path, capsys):
 
 def test_logged_predictions_recompute_to_wilds_eval(bundle, wilds_dataset, tmp_path):
     """predictions CSV (as the pipeline logs it) → wilds' evaluator gives the metrics the bundle reports."""
-    from harness.evaluate import evaluate_split
+    from harness.engine.evaluate import evaluate_split
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 20 * 20, NUM_CLASSES))

@@ -14,11 +14,11 @@ from mlflow.tracking import MlflowClient
 from torch.nn.parallel import DistributedDataParallel
 
 from harness.config import OptimConfig
+from harness.core.io import read_jsonl
 from harness.data.base import TensorImages
-from harness.io import read_jsonl
-from harness.models import HarnessModel
-from harness.spectrum import read_manifest
-from harness.train import Part, Trainer, batches, rank_shard
+from harness.engine.train import Part, Trainer, batches, rank_shard
+from harness.models.base import HarnessModel
+from harness.phases.spectrum import read_manifest
 
 pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
 
@@ -60,8 +60,8 @@ class OwnLoss(HarnessModel, torch.nn.Sequential):
 
 def tiny_model(kind: str = "plain") -> torch.nn.Module:
     if kind == "flyp":  # the tiny random CLIP, fine-tuned with FLYP's contrastive loss
-        from harness.models_paper import ClipFlyp
-        from harness.tiny_models import tiny_clip
+        from harness.models.paper import ClipFlyp
+        from harness.weights.tiny import tiny_clip
 
         clip, processor = tiny_clip(seed=0, image_size=8)
         return ClipFlyp(clip, processor.tokenizer, ["cat", "dog", "fox"], ["a photo of {name}."])
@@ -82,7 +82,7 @@ def ddp_worker(rank: int, port: int, out: str, kind: str) -> None:
     os.environ.update(
         RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
-    from harness import distributed
+    from harness.core import distributed
 
     distributed.init_from_env()
     seen = [
@@ -204,8 +204,8 @@ def eval_worker(rank: int, port: int, out: str) -> None:
     )
     from torchvision.transforms import v2
 
-    from harness import distributed
-    from harness.evaluate import class_probs
+    from harness.core import distributed
+    from harness.engine.evaluate import class_probs
 
     distributed.init_from_env()
     torch.distributed.all_gather_object = no_pickled_gather
@@ -227,7 +227,7 @@ def test_sharded_evaluation_equals_one_process(tmp_path):
     all_gather_single / all_gather_into_tensor on CPU tensors)."""
     from torchvision.transforms import v2
 
-    from harness.evaluate import class_probs
+    from harness.engine.evaluate import class_probs
 
     torch.multiprocessing.spawn(eval_worker, args=(free_port(), str(tmp_path)), nprocs=2)
     ranks = [torch.load(tmp_path / f"eval{r}.pt", weights_only=False) for r in (0, 1)]

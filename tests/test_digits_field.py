@@ -134,7 +134,7 @@ def test_run_logs_the_domain_table_and_the_report_draws_it(tmp_path):
     scores = client.download_artifacts(runs["all_levels"].info.run_id, "spectrum/scores.csv", str(tmp_path))
     per_level = pd.read_csv(scores).groupby("lam").text_score.mean()
     assert np.allclose(synthetic.judge_p_true.to_numpy(), per_level.to_numpy())
-    from harness.hard_samples import select_hard
+    from harness.phases.hard_samples import select_hard
 
     hard_sources = len(select_hard(cfg.hard, load_dataset(cfg), None))  # few_shot: from the training counts
     assert (synthetic.images == hard_sources * cfg.spectrum.seeds).all()

@@ -6,9 +6,9 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from harness import registry
 from harness.cli import main
-from harness.errors import HarnessError, MissingFileError
+from harness.core import registry
+from harness.core.errors import HarnessError, MissingFileError
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_the_registry_is_not_marked_loaded_by_a_failed_load(broken_plugin, monke
 
 
 def test_a_missing_user_file_is_a_harness_error(tmp_path):
-    from harness.models import load_weights
+    from harness.models.base import load_weights
 
     with pytest.raises(MissingFileError, match="no weights file"):
         load_weights(tmp_path / "absent.safetensors")
@@ -62,7 +62,7 @@ def test_a_missing_user_file_is_a_harness_error(tmp_path):
 
 def test_main_catches_only_harness_errors(monkeypatch):
     """A FileNotFoundError that is not a user's missing file is a bug: its traceback is kept."""
-    import harness.cli as cli
+    import harness.cli.app as cli
 
     def bug(args):
         raise FileNotFoundError("an internal file the harness itself should have written")

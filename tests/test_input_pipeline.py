@@ -8,8 +8,8 @@ from torchvision.transforms import v2
 
 from harness.config import OptimConfig
 from harness.data.base import FileImages
-from harness.models import HarnessModel
-from harness.train import EpochLoader, Part, Trainer, batches
+from harness.engine.train import EpochLoader, Part, Trainer, batches
+from harness.models.base import HarnessModel
 
 
 class Net(HarnessModel, torch.nn.Sequential):
@@ -66,7 +66,7 @@ def test_short_shared_memory_gets_a_clear_error():
     import pytest
 
     from harness.data.base import DataError
-    from harness.train import clear_shm_errors
+    from harness.engine.train import clear_shm_errors
 
     with pytest.raises(DataError, match="ran out of shared memory.*--shm-size.*num_workers: 0"):
         with clear_shm_errors():

@@ -16,12 +16,12 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from harness import preempt
 from harness.config import ConfigError, OptimConfig, load_config
 from harness.data.base import TensorImages
-from harness.models import HarnessModel
-from harness.runner import run_config_hash
-from harness.train import Part, Trainer
+from harness.engine import preempt
+from harness.engine.train import Part, Trainer
+from harness.models.base import HarnessModel
+from harness.runs.runner import run_config_hash
 
 TINY = ["--experiment", "digits_lt_tiny", "--quiet"]
 RUNS = ["-m", "plain", "-m", "discl_diverse_to_specific", "--seed", "0", "--seed", "1"]
@@ -287,7 +287,7 @@ def test_slurm_sweep_workers_run_as_an_array(slurm, reference, tmp_path):
 
 
 def test_each_local_job_gets_one_gpu_or_its_share_of_the_cores(monkeypatch):
-    from harness.launcher import cpu_slots, slot_env
+    from harness.launch.launcher import cpu_slots, slot_env
 
     env, cores = slot_env(3, 8, gpus=8)
     assert env["CUDA_VISIBLE_DEVICES"] == "3" and cores is None and env["HARNESS_LAUNCHER"] == "local"

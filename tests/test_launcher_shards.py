@@ -19,11 +19,11 @@ import torch
 from fakes import QUICK_GENERATION
 from PIL import Image
 
-from harness import pipeline
 from harness.config import load_config
 from harness.data.base import TensorImages
-from harness.pipeline import Base, finish_pool, generate_shard
-from harness.spectrum import IncompletePool, PlannedImage, read_manifest, shard_lock, source_blocks
+from harness.phases import pipeline
+from harness.phases.pipeline import Base, finish_pool, generate_shard
+from harness.phases.spectrum import IncompletePool, PlannedImage, read_manifest, shard_lock, source_blocks
 
 
 class NoiseGenerator:
@@ -234,8 +234,8 @@ class FakeExecutor:
 
 
 def test_the_phases_are_base_then_a_generate_array_then_merge(tmp_path, monkeypatch):
-    from harness import launcher
-    from harness.cache_keys import pool_key
+    from harness.config.keys import pool_key
+    from harness.launch import launcher
 
     monkeypatch.setattr(
         launcher, "slurm_executor", lambda cfg, folder, name, dependency=None: FakeExecutor(name, dependency)
@@ -276,7 +276,7 @@ def test_the_phases_are_base_then_a_generate_array_then_merge(tmp_path, monkeypa
 
 
 def test_a_failed_generate_job_cancels_the_jobs_after_it_and_names_its_log(monkeypatch):
-    from harness import launcher
+    from harness.launch import launcher
 
     phases = [launcher.Phase("base", "11"), *[launcher.Phase("generate", f"12_{r}", r, 3) for r in range(3)]]
     phases.append(launcher.Phase("merge", "13", 0, 3))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from harness.pipeline import fine_tune
-from harness.registry import UnknownNameError, get_method, list_methods
+from harness.core.registry import UnknownNameError, get_method, list_methods
+from harness.phases.pipeline import fine_tune
 
 METHODS = list_methods()
 
@@ -14,7 +14,7 @@ def test_every_installed_method_entry_point_is_registered():
     hard-coded list that breaks when a plugin is installed; the built-ins come from this package's own."""
     from importlib.metadata import distribution
 
-    from harness.registry import component_entry_points
+    from harness.core.registry import component_entry_points
 
     installed = {ep.name for ep, _ in component_entry_points("discl_harness.methods")}
     assert set(METHODS) == installed
@@ -70,7 +70,7 @@ def test_same_seed_same_numbers_and_seeds_differ(tiny_prepared):
 
 
 def test_adaptive_picks_the_level_with_the_largest_gain(tiny_prepared, monkeypatch):
-    import harness.fine_tune as phase5
+    import harness.phases.fine_tune as phase5
 
     picks = iter(
         [
@@ -86,7 +86,7 @@ def test_adaptive_picks_the_level_with_the_largest_gain(tiny_prepared, monkeypat
 
 
 def test_adaptive_probe_holds_out_sources(tiny_prepared):
-    from harness.curriculum import split_guidance_val
+    from harness.phases.curriculum import split_guidance_val
 
     train, held = split_guidance_val(tiny_prepared, get_method("discl_adaptive")(), seed=0)
     assert len(held) == round(len(np.unique(tiny_prepared.hard)) * tiny_prepared.cfg.curriculum.adaptive.holdout)
@@ -96,7 +96,7 @@ def test_adaptive_probe_holds_out_sources(tiny_prepared):
 
 
 def test_killed_training_resumes_to_the_same_metrics(tiny_prepared, tmp_path, monkeypatch):
-    from harness.train import Trainer
+    from harness.engine.train import Trainer
 
     full = fine_tune(tiny_prepared, "discl_diverse_to_specific", seed=1, progress=False)
     original = Trainer.train_epoch

@@ -3,8 +3,8 @@
 import pytest
 
 from harness.config import ConfigError, load_config
+from harness.core.registry import get_dataset
 from harness.data.iwildcam import IWildCamParams
-from harness.registry import get_dataset
 
 
 def test_cli_refuses_a_misspelt_select_on_with_one_line(tmp_path, capsys):
@@ -30,7 +30,7 @@ def test_cli_refuses_a_misspelt_select_on_with_one_line(tmp_path, capsys):
 
 
 def test_datasets_declare_their_validation_metrics_without_loading_data():
-    from harness.registry import validation_metrics
+    from harness.core.registry import validation_metrics
 
     assert validation_metrics("imagenet_lt") == ["val/acc", "val/acc_many", "val/acc_medium", "val/acc_few"]
     assert validation_metrics("digits_lt") == ["val/acc", "val/acc_many", "val/acc_medium", "val/acc_few"]
@@ -69,7 +69,7 @@ def test_unknown_selection_and_sweep_metrics_are_refused(experiment, override, c
 )
 def test_declared_metrics_are_accepted(experiment, overrides):
     """Each metric named for selection or as an objective is one the dataset declares it logs on validation."""
-    from harness.registry import validation_metrics
+    from harness.core.registry import validation_metrics
 
     cfg = load_config(experiment, overrides)
     named = [cfg.train.select_on, *filter(None, [cfg.sweep.objective]), *(cfg.sweep.multi_objective or [])]

@@ -9,9 +9,9 @@ from torchvision.models.resnet import BasicBlock
 
 from harness.config import OptimConfig, load_config
 from harness.data.base import TensorImages
-from harness.models import build_model
-from harness.models_paper import ClipFlyp
-from harness.train import Part, Trainer
+from harness.engine.train import Part, Trainer
+from harness.models.base import build_model
+from harness.models.paper import ClipFlyp
 
 NAMES = ["zebra", "wild boar", "tiger", "deer"]
 
@@ -76,7 +76,7 @@ def test_flyp_logits_are_scaled_cosines_to_the_zero_shot_head(flyp):
 
 
 def flyp_tokenizer():
-    from harness.tiny_models import tiny_clip_tokenizer
+    from harness.weights.tiny import tiny_clip_tokenizer
 
     return tiny_clip_tokenizer()
 

@@ -10,10 +10,10 @@ from sklearn.metrics import f1_score
 
 from harness.cli import main
 from harness.config import load_config
-from harness.io import read_json
-from harness.runner import run_experiment
-from harness.spectrum import read_manifest
-from harness.tracking import client
+from harness.core.io import read_json
+from harness.phases.spectrum import read_manifest
+from harness.runs.runner import run_experiment
+from harness.runs.tracking import client
 
 COUNTS = (25, 22, 12, 10, 6, 3)  # many > 20, medium 8–20, few < 8 (the shot groups set below)
 QUICK = ["base.epochs=1", "train.epochs=2", "train.curriculum_epochs=2", "spectrum.seeds=1", "spectrum.steps=4"]

@@ -14,15 +14,15 @@ import torch
 from fakes import write_fake_imagenet_lt, write_fake_iwildcam
 from torchvision.transforms import v2
 
-import harness.fine_tune as phase5
-from harness.base_model import train_base
+import harness.phases.fine_tune as phase5
 from harness.config import ConfigError, load_config
-from harness.curriculum import epoch_parts, probe_sets, split_guidance_val
+from harness.core.registry import get_method
 from harness.data.base import FileImages
-from harness.evaluate import class_probs
-from harness.pipeline import fine_tune, prepare
-from harness.registry import get_method
-from harness.train import Part, batches
+from harness.engine.evaluate import class_probs
+from harness.engine.train import Part, batches
+from harness.phases.base_model import train_base
+from harness.phases.curriculum import epoch_parts, probe_sets, split_guidance_val
+from harness.phases.pipeline import fine_tune, prepare
 
 COUNTS = (25, 22, 12, 10, 6, 3)
 QUICK = [
@@ -148,7 +148,7 @@ def test_iwildcam_fine_tunes_pretrained_clip_not_the_base_model(tmp_path, monkey
     seen = initial_weights(monkeypatch)
     fine_tune(prep, "plain", seed=0, progress=False)
     fine_tune(with_train(prep, init="base"), "plain", seed=0, progress=False)
-    from harness.models import build_model
+    from harness.models.base import build_model
 
     fresh = build_model(cfg, prep.data.num_classes, 3, prep.data.class_names).state_dict()
     pretrained, from_base = seen
@@ -166,7 +166,7 @@ def test_pretrained_init_without_pretrained_weights_is_refused():
 
 
 def recorded_parts(monkeypatch) -> list[list[Part]]:
-    from harness.train import Trainer
+    from harness.engine.train import Trainer
 
     seen, original = [], Trainer.train_epoch
 
@@ -248,7 +248,7 @@ def test_random_changes_level_as_often_as_adaptive():
 
 def test_rank_zeros_choice_is_taken(tiny_prepared, monkeypatch):
     """Under torchrun every rank computes the stage's levels, and ``distributed.share`` hands out rank 0's."""
-    from harness import distributed
+    from harness.core import distributed
 
     monkeypatch.setattr(distributed, "share", lambda obj: (0.9,))
     result = fine_tune(tiny_prepared, "discl_adaptive", seed=0, progress=False)
@@ -290,7 +290,7 @@ def test_base_model_does_not_depend_on_the_global_rng_before_it(tiny_cfg, tmp_pa
 
 
 def test_killed_base_training_resumes_to_the_same_weights(tiny_cfg, tmp_path, monkeypatch):
-    from harness.train import Trainer
+    from harness.engine.train import Trainer
 
     full = base_weights(tiny_cfg, tmp_path / "full")
     original, calls = Trainer.train_epoch, []
@@ -316,8 +316,8 @@ def cold_run(root, workdir) -> subprocess.Popen:
     """A fresh process that runs the tiny ImageNet-LT experiment into ``workdir`` and prints each run's metric
     histories as JSON (read them with ``cold_run_metrics``)."""
     code = (
-        "import json, sys; from harness.config import load_config; from harness.runner import run_experiment; "
-        "from harness.tracking import client; "
+        "import json, sys; from harness.config import load_config; from harness.runs.runner import run_experiment; "
+        "from harness.runs.tracking import client; "
         "cfg = load_config('imagenet_lt_discl_tiny', sys.argv[2:]); "
         "res = run_experiment(cfg, __import__('pathlib').Path(sys.argv[1]), progress=False); "
         "c = client(__import__('pathlib').Path(sys.argv[1])); "

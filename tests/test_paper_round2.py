@@ -11,9 +11,13 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-import harness.fine_tune as phase5
+import harness.phases.fine_tune as phase5
 from harness.config import OptimConfig, load_config
-from harness.curriculum import (
+from harness.core.registry import get_method
+from harness.data.base import TensorImages
+from harness.engine.train import Part, Trainer
+from harness.models.base import build_model
+from harness.phases.curriculum import (
     REAL,
     epoch_parts,
     guidance_val_probe,
@@ -23,11 +27,7 @@ from harness.curriculum import (
     tail_share,
     true_class_prob,
 )
-from harness.data.base import TensorImages
-from harness.models import build_model
-from harness.pipeline import fine_tune
-from harness.registry import get_method
-from harness.train import Part, Trainer
+from harness.phases.pipeline import fine_tune
 
 NAMES = ["zebra", "wild boar", "tiger", "deer", "fox", "bear"]
 
@@ -83,8 +83,8 @@ def test_flyp_loss_uses_each_samples_template():
 
 
 def ClipFlypWith(model, templates):
-    from harness.models_paper import ClipFlyp
-    from harness.tiny_models import tiny_clip_tokenizer
+    from harness.models.paper import ClipFlyp
+    from harness.weights.tiny import tiny_clip_tokenizer
 
     return ClipFlyp(model.clip, tiny_clip_tokenizer(), NAMES, templates)
 

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from harness.config import HardConfig
-from harness.curriculum import drop_iqr_outliers, stage_of_epoch, summarize_gain
 from harness.data import load_dataset
+from harness.engine.seeding import sample_seed
 from harness.generators.base import GenerationItem, strength_timesteps
 from harness.generators.tiny_ddpm import TinyDDPM, build_unet
-from harness.hard_samples import select_hard
-from harness.models import classification_loss
-from harness.seeding import sample_seed
-from harness.spectrum import generate_spectrum, plan_spectrum, read_manifest
+from harness.models.base import classification_loss
+from harness.phases.curriculum import drop_iqr_outliers, stage_of_epoch, summarize_gain
+from harness.phases.hard_samples import select_hard
+from harness.phases.spectrum import generate_spectrum, plan_spectrum, read_manifest
 
 
 def test_digits_lt_is_long_tailed_with_disjoint_splits(tiny_cfg):
@@ -36,7 +36,7 @@ def test_digits_lt_is_long_tailed_with_disjoint_splits(tiny_cfg):
 
 def test_sample_seed_is_stable_across_processes():
     here = sample_seed("img-7", 0.3, 2)
-    code = "from harness.seeding import sample_seed; print(sample_seed('img-7', 0.3, 2))"
+    code = "from harness.engine.seeding import sample_seed; print(sample_seed('img-7', 0.3, 2))"
     there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert int(there) == here
     assert len({sample_seed("img-7", lam, s) for lam in (0.0, 0.1) for s in range(4)}) == 8

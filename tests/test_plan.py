@@ -17,8 +17,10 @@ from fakes_metadata import (
 )
 
 from harness.config import load_config
-from harness.curriculum import split_guidance_val
-from harness.plan import (
+from harness.core.registry import get_method
+from harness.engine.train import steps_per_epoch
+from harness.phases.curriculum import split_guidance_val
+from harness.plan.epochs import (
     EPOCH_COLUMNS,
     compact,
     make_plan,
@@ -28,8 +30,6 @@ from harness.plan import (
     plan_spectrum_counts,
     planned_pool,
 )
-from harness.registry import get_method
-from harness.train import steps_per_epoch
 
 # the curriculum's composition per epoch does not depend on how many epochs a stage lasts: the fast tests plan one
 # epoch per stage and two after the curriculum (the full 65- and 20-epoch schedules: the slow CLI test below)

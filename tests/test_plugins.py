@@ -71,7 +71,7 @@ def test_plugin_method_runs(plugin_env, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     from harness.config import load_config
-    from harness.tracking import client
+    from harness.runs.tracking import client
 
     c = client(tmp_path / "w")
     runs = c.search_runs([e.experiment_id for e in c.search_experiments()], "tags.method = 'middle_level'")

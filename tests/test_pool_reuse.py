@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from harness.cache_keys import image_store_key, pool_key
 from harness.config import load_config
+from harness.config.keys import image_store_key, pool_key
 from harness.data import load_dataset
 from harness.generators.tiny_ddpm import TinyDDPM, build_unet
-from harness.pipeline import prepare
-from harness.spectrum import generate_spectrum, plan_spectrum, read_manifest
+from harness.phases.pipeline import prepare
+from harness.phases.spectrum import generate_spectrum, plan_spectrum, read_manifest
 
 
 def count_generated(monkeypatch) -> list[float]:

@@ -17,9 +17,9 @@ from PIL import Image
 
 from harness.cli import main
 from harness.config import ConfigError, load_config
-from harness.pipeline import pool_key, prepare
-from harness.runner import run_experiment
-from harness.spectrum import RETRIES, SELECTED, read_all_tries, read_manifest
+from harness.phases.pipeline import pool_key, prepare
+from harness.phases.spectrum import RETRIES, SELECTED, read_all_tries, read_manifest
+from harness.runs.runner import run_experiment
 
 METHOD = "discl_diverse_to_specific"
 QUICK = [*QUICK_GENERATION, "--set", "train.epochs=2", "--set", "train.curriculum_epochs=2"]
@@ -121,7 +121,7 @@ def test_round_trip_digits_same_pool_key_pixels_and_metrics_without_a_generator(
 
     no_generator(monkeypatch, TinyDDPM)
     # score_pool writes the score rows it makes: none, when the pool's scores are used
-    monkeypatch.setattr("harness.filter.append_jsonl", lambda *a: pytest.fail("the pool's scores were not used"))
+    monkeypatch.setattr("harness.phases.filter.append_jsonl", lambda *a: pytest.fail("the pool's scores were not used"))
     cfg = load_config("digits_lt_tiny", [*SETS, f"spectrum.pool={digits.out}"])
     assert pool_key(cfg) == pool_key(digits.cfg) == digits.pool.name
     results = run_experiment(cfg, tmp_path / "fresh", [METHOD], [0], progress=False)
@@ -184,12 +184,14 @@ def test_other_classes_are_named(digits, tmp_path, monkeypatch):
 
 @pytest.mark.slow  # shares the digits fixture (a run and an export, ~2 min on 2 loaded cores)
 def test_a_pool_with_more_levels_and_seeds_fits(digits, tmp_path, monkeypatch):
-    import harness.filter
+    import harness.phases.filter
     from harness.generators.tiny_ddpm import TinyDDPM
 
     no_generator(monkeypatch, TinyDDPM)
-    scored, append = [], harness.filter.append_jsonl
-    monkeypatch.setattr("harness.filter.append_jsonl", lambda p, rows: scored.append(len(rows)) or append(p, rows))
+    scored, append = [], harness.phases.filter.append_jsonl
+    monkeypatch.setattr(
+        "harness.phases.filter.append_jsonl", lambda p, rows: scored.append(len(rows)) or append(p, rows)
+    )
     wd = tmp_path / "wd"
     shutil.copytree(digits.root / "wd" / "cache" / "base", wd / "cache" / "base")  # the base model, not the pool
     levels = ["spectrum.levels=[0.5]", "curriculum.levels=[0.5]", "curriculum.adaptive_levels=[0.5]"]
@@ -233,7 +235,7 @@ def test_spectrum_pool_is_not_in_the_pool_key_and_must_name_something():
 def test_a_dataset_repo_in_the_local_hub_cache_is_found_by_id(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from harness.pool_share import resolve_source
+    from harness.pool.share import resolve_source
 
     revision = "0" * 39 + "2"
     repo = tmp_path / "hub" / "datasets--someone--digits-pool"
@@ -252,7 +254,7 @@ def test_a_dataset_repo_in_the_local_hub_cache_is_found_by_id(tmp_path, monkeypa
 
 
 def test_an_unknown_pool_is_one_line(tmp_path):
-    from harness.pool_share import resolve_source
+    from harness.pool.share import resolve_source
 
     with pytest.raises(ConfigError, match="not a folder, nor a Hub dataset id"):
         resolve_source(str(tmp_path / "nowhere" / "x" / "y"))
@@ -268,7 +270,7 @@ def test_export_of_ten_times_the_tiny_pool_is_memory_bounded(tmp_path, tiny_cfg)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from harness.pool_share import export_pool
+    from harness.pool.share import export_pool
 
     pool_dir, rng, rows = tmp_path / "pool", np.random.default_rng(0), []
     (pool_dir / "images").mkdir(parents=True)
@@ -338,7 +340,7 @@ def test_round_trip_imagenet_lt_tiny_sdxl_with_retries(tmp_path, monkeypatch):
     from fakes import write_fake_imagenet_lt
 
     from harness.generators.sd_img2img import SDImg2Img
-    from harness.pool_share import export_pool
+    from harness.pool.share import export_pool
 
     data = write_fake_imagenet_lt(tmp_path / "imagenet", counts=(25, 22, 12, 10, 6, 3), image_size=32)
     sets = [f"data.root={data}", *IMAGENET_TINY_QUICK]

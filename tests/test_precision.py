@@ -6,8 +6,8 @@ import torch
 
 from harness.config import ConfigError, OptimConfig, load_config
 from harness.data.base import TensorImages
-from harness.models import SmallCNN
-from harness.train import Part, Trainer, amp_dtype
+from harness.engine.train import Part, Trainer, amp_dtype
+from harness.models.base import SmallCNN
 
 
 def tiny_epoch() -> list[Part]:
@@ -43,8 +43,8 @@ def test_precision_typo_is_refused():
 
 
 def test_flyp_prompts_padded_to_the_longest_give_the_same_embeddings():
-    from harness.models import build_model
-    from harness.models_paper import trim_padding
+    from harness.models.base import build_model
+    from harness.models.paper import trim_padding
 
     cfg = load_config("digits_lt_tiny", ["model.name=clip_flyp", "model.params={tiny: true}", "train.init=base"])
     model = build_model(cfg, 3, 3, ["cat", "dog", "a much longer class name here"]).eval()

@@ -12,8 +12,8 @@ from fakes import write_fake_imagenet_lt
 from harness.config import Config, ConfigError, HardConfig, SpectrumConfig, build, load_config
 from harness.data import load_dataset
 from harness.data.base import DataError, DatasetBundle, TensorImages
-from harness.hard_samples import select_hard
-from harness.spectrum import class_prompts, plan_spectrum
+from harness.phases.hard_samples import select_hard
+from harness.phases.spectrum import class_prompts, plan_spectrum
 
 IMAGENET_FIRST = ["tench", "goldfish", "great white shark", "tiger shark", "hammerhead shark", "electric ray"]
 
@@ -81,7 +81,7 @@ def test_descriptions_get_the_prefix_and_must_cover_the_prompted_classes(tmp_pat
 
 
 def test_prompts_frame_has_one_row_per_class_with_hard_images(tmp_path):
-    from harness.spectrum import prompts_frame
+    from harness.phases.spectrum import prompts_frame
 
     path = tmp_path / "descriptions.json"
     path.write_text(json.dumps({"tench": ["d1", "d2", "d3"], "goldfish": ["g1"], "shark": ["s1"]}))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main, parser
+from harness.cli.app import main, parser
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -20,7 +20,7 @@ from harness.config import load_config
 from harness.data.base import DataError
 from harness.generators.base import GenerationItem
 from harness.generators.sd_img2img import SDImg2Img, SDImg2ImgParams, load_pipeline
-from harness.scorers.clip import load_clip
+from harness.weights.clip import load_clip
 
 pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
 
@@ -61,7 +61,7 @@ def generator_from(params: str, steps=3):
 
 
 def test_saved_pipeline_loads_from_a_folder_and_generates_what_the_in_process_one_does(saved):
-    from harness.tiny_models import tiny_sdxl_img2img
+    from harness.weights.tiny import tiny_sdxl_img2img
 
     gen = generator_from(f"{{tiny: false, model: '{saved['sd']}', width: 40, height: 27}}")
     assert gen.describe()["model"] == str(saved["sd"]) and gen.describe()["dtype"] == "torch.float32"
@@ -92,7 +92,7 @@ def test_fp16_only_copy_without_variant_says_to_set_it(saved):
 
 
 def test_clip_loads_from_folders_plain_and_fp16_variant(saved):
-    from harness.tiny_models import tiny_clip
+    from harness.weights.tiny import tiny_clip
 
     ref, _ = tiny_clip(0)
     model, processor = load_clip(str(saved["clip"]))
@@ -107,7 +107,7 @@ def test_clip_loads_from_folders_plain_and_fp16_variant(saved):
 
 
 def test_clip_flyp_loads_a_saved_clip(saved):
-    from harness.models import build_model
+    from harness.models.base import build_model
 
     names = ["cat", "dog", "zebra"]
     built = {}
@@ -124,7 +124,7 @@ def test_clip_flyp_loads_a_saved_clip(saved):
 
 
 def test_weight_variants_are_read_from_file_names(tmp_path):
-    from harness.local_weights import weight_variants
+    from harness.weights.local import weight_variants
 
     for name in (
         "unet/diffusion_pytorch_model.fp16.safetensors",

@@ -7,7 +7,7 @@ import torch
 from torchvision.transforms import InterpolationMode, v2
 
 from harness.config import load_config
-from harness.transforms import build_transform
+from harness.config.transforms import build_transform
 
 # --------------------------------------------------------------------------- item 6: iWildCam's train crop
 
@@ -38,7 +38,7 @@ def test_iwildcam_trains_on_flyps_random_resized_crop(experiment):
 
 @pytest.mark.parametrize("experiment", ["imagenet_lt_discl", "imagenet_lt_suite", "imagenet_lt_bs_suite"])
 def test_imagenet_lt_fine_tunes_with_adam_and_weight_decay_1e_5(experiment):
-    from harness.train import make_optimizer
+    from harness.engine.train import make_optimizer
 
     cfg = load_config(experiment)
     optimizer = make_optimizer(torch.nn.Linear(3, 2), cfg.train)
@@ -51,7 +51,7 @@ def test_imagenet_lt_fine_tunes_with_adam_and_weight_decay_1e_5(experiment):
 
 
 def tiny_flyp():
-    from harness.models import build_model
+    from harness.models.base import build_model
 
     cfg = load_config("digits_lt_tiny", ["model.name=clip_flyp", "model.params={tiny: true}", "train.init=base"])
     return build_model(cfg, 3, 3, ["cat", "dog", "bird"])
@@ -59,7 +59,7 @@ def tiny_flyp():
 
 def test_flyp_logits_loss_and_probe_are_fp32_under_bf16_autocast():
     from harness.data.base import TensorImages
-    from harness.evaluate import class_probs
+    from harness.engine.evaluate import class_probs
 
     model = tiny_flyp()
     x = torch.rand(4, 3, 32, 32)
@@ -145,7 +145,7 @@ def test_the_paper_experiments_are_found():
 
 @pytest.mark.parametrize("experiment", PAPER_EXPERIMENTS)
 def test_every_paper_experiment_has_its_recipe_and_every_deviation_a_reason(experiment):
-    from harness.recipe import COLUMNS, recipe, unexplained
+    from harness.plan.recipe import COLUMNS, recipe, unexplained
 
     table = recipe(experiment)
     assert list(table.columns) == COLUMNS
@@ -163,7 +163,7 @@ def row(table, setting):
 
 
 def test_status_is_computed_from_the_resolved_config():
-    from harness.recipe import NO_REASON, recipe, unexplained
+    from harness.plan.recipe import NO_REASON, recipe, unexplained
 
     assert row(recipe("imagenet_lt_discl"), "weight decay").status == "same"
     changed = recipe("imagenet_lt_discl", ["train.weight_decay=0.0", "train.lr=0.01"])
@@ -178,7 +178,7 @@ def test_status_is_computed_from_the_resolved_config():
 
 
 def test_a_key_that_does_not_exist_reads_not_implemented_and_needs_a_reason(monkeypatch):
-    from harness import recipe as r
+    from harness.plan import recipe as r
 
     facts = r.recipe_facts()
     facts["imagenet_lt"] = [
@@ -215,13 +215,13 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
 def test_readme_settings_table_is_the_generated_one(tmp_path):
     from pathlib import Path
 
-    from harness.recipe import BEGIN, END, main, readme_block, replace_block
+    from harness.plan.recipe import BEGIN, END, main, readme_block, replace_block
 
     readme = Path(__file__).resolve().parent.parent / "README.md"
     text = readme.read_text()
     section = text[text.index("## Paper-scale experiments") :]
     assert BEGIN in section and END in section
-    assert replace_block(text, readme_block()) == text, "run: python -m harness.recipe --readme README.md"
+    assert replace_block(text, readme_block()) == text, "run: python -m harness.plan.recipe --readme README.md"
     stale = tmp_path / "README.md"
     stale.write_text(text.replace("| weight decay |", "| weight-decay |", 1))
     assert main(["--check", str(stale)]) == 1

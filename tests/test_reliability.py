@@ -9,17 +9,17 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness.cache_keys import pool_key
 from harness.config import load_config
-from harness.pipeline import fine_tune, prepare
-from harness.spectrum import plan_spectrum, read_manifest
+from harness.config.keys import pool_key
+from harness.phases.pipeline import fine_tune, prepare
+from harness.phases.spectrum import plan_spectrum, read_manifest
 
 
 def planned_images(experiment: str) -> int:
     """How many images the experiment's spectrum plans: hard sources × λ levels × seeds (few_shot hard samples come
     from the training counts alone, so no base model is needed)."""
     from harness.data import load_dataset
-    from harness.hard_samples import select_hard
+    from harness.phases.hard_samples import select_hard
 
     cfg = load_config(experiment)
     assert cfg.hard.rule == "few_shot"

@@ -49,7 +49,7 @@ def store(tmp_path_factory):
     """Tiny end-to-end runs: plain and diverse→specific × 2 seeds, adaptive and plain_rebalanced × 1 seed,
     plus a fake sweep (parent and two trials) that the tables must leave out."""
     from harness.config import load_config
-    from harness.runner import run_experiment
+    from harness.runs.runner import run_experiment
 
     workdir = tmp_path_factory.mktemp("report_wd")
     cfg = load_config("digits_lt_tiny", OVERRIDES)
@@ -60,7 +60,7 @@ def store(tmp_path_factory):
 
 
 def fake_sweep(workdir, experiment):
-    from harness.tracking import Run
+    from harness.runs.tracking import Run
 
     parent = Run(workdir, experiment, "sweep-s", tags={"sweep": "true", "objective": "val/acc"})
     for trial, (lr, value) in enumerate([(0.001, 0.5), (0.01, 0.7)]):
@@ -91,7 +91,7 @@ def method_runs_from_mlflow(workdir, experiment) -> pd.DataFrame:
     """Independently of reports.collect: the finished runs tagged with a method, one row each."""
     from mlflow.tracking import MlflowClient
 
-    from harness.workdir import tracking_uri
+    from harness.core.workdir import tracking_uri
 
     c = MlflowClient(tracking_uri(workdir))
     exp = c.get_experiment_by_name(experiment)
@@ -165,7 +165,7 @@ def test_paired_differences_per_seed(store, report):
 
 
 def test_figures_exist_and_are_not_blank(report):
-    from harness.plots import is_blank
+    from harness.runs.plots import is_blank
 
     _, out = report
     for name in FIGURES + ["sweep_sweep-s"]:
@@ -191,8 +191,8 @@ def test_page_references_every_table_and_figure(report):
 def test_report_run_is_logged_and_never_taken_for_a_method_run(store, report):
     from mlflow.tracking import MlflowClient
 
-    from harness.runner import finished_run, run_config_hash
-    from harness.workdir import tracking_uri
+    from harness.core.workdir import tracking_uri
+    from harness.runs.runner import finished_run, run_config_hash
     from reports import build_report
     from reports.collect import collect
 

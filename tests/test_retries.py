@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from harness.cache_keys import pool_key
 from harness.config import ConfigError, load_config
+from harness.config.keys import pool_key
 from harness.data import load_dataset
+from harness.engine.seeding import sample_seed
 from harness.generators.tiny_ddpm import TinyDDPM, build_unet
-from harness.seeding import sample_seed
-from harness.spectrum import generate_spectrum, plan_spectrum, read_all_tries, read_manifest, retry_low_scores
+from harness.phases.spectrum import generate_spectrum, plan_spectrum, read_all_tries, read_manifest, retry_low_scores
 
 
 @pytest.fixture

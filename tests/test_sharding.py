@@ -14,9 +14,9 @@ from PIL import Image
 
 from harness.cli import main
 from harness.config import load_config
-from harness.filter import read_scores, score_pool
-from harness.registry import get_dataset
-from harness.spectrum import read_manifest
+from harness.core.registry import get_dataset
+from harness.phases.filter import read_scores, score_pool
+from harness.phases.spectrum import read_manifest
 
 pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
 
@@ -79,7 +79,7 @@ def test_shards_are_contiguous_blocks_of_sources():
 
     from harness.config import SpectrumConfig
     from harness.data.base import DatasetBundle, TensorImages
-    from harness.spectrum import plan_spectrum, shard
+    from harness.phases.spectrum import plan_spectrum, shard
 
     train = TensorImages(torch.zeros(20, 1, 4, 4), np.arange(20) % 2, [f"img{i}" for i in range(20)])
     data = DatasetBundle("toy", ["zero", "one"], {"train": train}, channels=1)

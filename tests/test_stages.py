@@ -1,4 +1,4 @@
-"""Phase 5's parts (harness/fine_tune.py): the stage schedule that ``fine_tune`` and ``harness plan`` share, the
+"""Phase 5's parts (harness/phases/fine_tune.py): the stage schedule that ``fine_tune`` and ``harness plan`` share, the
 selection of the best epoch, and the checkpoint."""
 
 import dataclasses
@@ -10,9 +10,9 @@ import torch
 
 from harness.config import load_config
 from harness.data.base import DataError
-from harness.fine_tune import BestEpoch, Checkpointer, Stages, make_method, make_trainer
-from harness.pipeline import fine_tune
-from harness.plan import plan_method, plan_prep
+from harness.phases.fine_tune import BestEpoch, Checkpointer, Stages, make_method, make_trainer
+from harness.phases.pipeline import fine_tune
+from harness.plan.epochs import plan_method, plan_prep
 
 # the run state a checkpoint of today's main holds besides the trainer and the stream (its RunState's fields)
 MAIN_CHECKPOINT_STATE = {

@@ -32,7 +32,7 @@ FAST = [
 def workdir(tmp_path_factory, tiny_prepared, tiny_workdir):
     """One workdir for the module, its own MLflow store and Optuna database; the phase caches (base model,
     synthetic pool, scores) are copied from the session's tiny build, so they are built once per session."""
-    from harness.pipeline import prepare
+    from harness.phases.pipeline import prepare
 
     wd = tmp_path_factory.mktemp("sweep")
     shutil.copytree(tiny_workdir / "cache", wd / "cache")
@@ -47,7 +47,7 @@ def make(workdir, study, extra=(), storage=None) -> sw.Sweep:
 
 def runs_of(workdir, experiment: str, study: str):
     """(parent runs, active child runs) of one study, from MLflow."""
-    from harness.tracking import client
+    from harness.runs.tracking import client
 
     c = client(workdir)
     exp = c.get_experiment_by_name(experiment)
@@ -145,7 +145,7 @@ def test_rerun_command_rebuilds_each_trials_config(tmp_path):
 
 
 def test_few_trial_sweep_logs_parent_children_best_and_plots(workdir):
-    from harness.runner import finished_run, run_config_hash
+    from harness.runs.runner import finished_run, run_config_hash
 
     sweep = make(workdir, "few")
     out = sw.run_sweep(sweep, 3, say=lambda line: None)
@@ -183,7 +183,7 @@ class AlwaysPrune(optuna.pruners.BasePruner):
 
 
 def test_pruned_trial_ends_killed_with_a_tag(workdir):
-    from harness.pipeline import prepare
+    from harness.phases.pipeline import prepare
 
     sweep = make(workdir, "pruned")
     study = sw.init_study(sweep)

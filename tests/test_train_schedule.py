@@ -10,8 +10,8 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR
 
 from harness.config import OptimConfig
 from harness.data.base import DataError, TensorImages
-from harness.models import HarnessModel
-from harness.train import Part, Trainer
+from harness.engine.train import Part, Trainer
+from harness.models.base import HarnessModel
 
 LR, WARMUP, EPOCHS = 0.1, 4, 3
 SIZES = [10, 6, 14]  # images per epoch: a curriculum changes the epoch's size, so steps per epoch differ

@@ -5,8 +5,8 @@ from harness.data.base import DataError, DatasetBundle, LabeledImages  # noqa: F
 
 def load_dataset(cfg) -> DatasetBundle:
     """The dataset with the configured train and eval transforms attached (None where none is configured)."""
-    from harness.registry import get_dataset
-    from harness.transforms import build_transform
+    from harness.config.transforms import build_transform
+    from harness.core.registry import get_dataset
 
     bundle = get_dataset(cfg.data.name)(cfg)
     d = cfg.data

@@ -1,6 +1,6 @@
 """What every dataset provides: labelled image splits, class names, training counts and its metrics.
 
-``decode(i)`` gives image ``i`` as uint8 C×H×W; the configured train or eval transform (``harness.transforms``)
+``decode(i)`` gives image ``i`` as uint8 C×H×W; the configured train or eval transform (``harness.config.transforms``)
 turns it into uint8 C×S×S (S = ``data.image_size``), and the float conversion to [0, 1] happens on the device;
 models normalize inside. ``load(i)`` is the untransformed float image squashed to S×S, and ``raw(i)`` the
 full-resolution PIL image, for the generator and the scorer.
@@ -20,11 +20,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor, resize
 from torchvision.transforms.v2 import Transform
 
-from harness.errors import HarnessError
-
-
-class DataError(HarnessError, RuntimeError):
-    """Missing or malformed data; the message says what was expected where."""
+from harness.core.errors import DataError, HarnessError  # noqa: F401  (DataError: its users import it from here too)
 
 
 def default_workers() -> int:

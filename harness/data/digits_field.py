@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from harness.config import ConfigError, build
+from harness.core.registry import register_dataset
 from harness.data.base import DatasetBundle, TensorImages
 from harness.data.digits_lt import DigitsParams, digits_lt
-from harness.registry import register_dataset
 
 # the degradations at gap = 1; gap scales each (ranges are per-image uniform draws)
 SHRINK = (0.05, 0.2)  # the digit covers 1 − shrink of the canvas side ...

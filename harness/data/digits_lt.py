@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 from harness.config import build
+from harness.core.registry import register_dataset
 from harness.data.base import DatasetBundle, TensorImages
-from harness.registry import register_dataset
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 

@@ -18,8 +18,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from harness.config import build
+from harness.core.registry import LONG_TAIL_METRICS, register_dataset
 from harness.data.base import DataError, DatasetBundle, FileImages, default_workers, long_tail_metrics
-from harness.registry import LONG_TAIL_METRICS, register_dataset
 
 SPLITS = ("train", "val", "test")
 HOW_TO_OBTAIN = (

@@ -27,8 +27,8 @@ from sklearn.metrics import f1_score
 from torchvision.transforms.functional import pil_to_tensor
 
 from harness.config import build
+from harness.core.registry import register_dataset
 from harness.data.base import DataError, DatasetBundle, FileImages, default_workers, to_tensor01
-from harness.registry import register_dataset
 
 DATA_DIR = "iwildcam_v2.0"
 RELEASE = "RELEASE_v2.0.txt"

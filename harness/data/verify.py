@@ -12,8 +12,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from harness.config import stable_hash
+from harness.core.io import read_json, write_json
 from harness.data.base import DataError, DatasetBundle, FileImages
-from harness.io import read_json, write_json
 
 
 def unreadable(path) -> str | None:

@@ -14,7 +14,7 @@ class GenerationItem:
     source: Image.Image  # the real image at full resolution
     label: int
     prompt: str
-    seed: int  # from harness.seeding.sample_seed(source_id, λ, seed index)
+    seed: int  # from harness.engine.seeding.sample_seed(source_id, λ, seed index)
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 
 from harness.config import build
+from harness.core.registry import register_generator
 from harness.generators.base import GenerationItem, Generator, Sampling, denoising_steps
-from harness.registry import register_generator
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,13 @@ def torch_dtype(name: str, device: torch.device) -> torch.dtype:
 def load_pipeline(p: SDImg2ImgParams, dtype: torch.dtype):
     """From a local folder or the local hub cache; never the network. A missing model is a one-line error."""
     if p.tiny:
-        from harness.tiny_models import tiny_sdxl_img2img
+        from harness.weights.tiny import tiny_sdxl_img2img
 
         return tiny_sdxl_img2img(p.tiny_seed, sample_size=max(p.width, p.height))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from diffusers import AutoPipelineForImage2Image
 
-    from harness.local_weights import load_error
+    from harness.weights.local import load_error
 
     path = Path(p.model).expanduser()
     source = str(path) if path.exists() else p.model

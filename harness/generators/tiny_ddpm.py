@@ -18,12 +18,12 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from harness.cache_keys import data_identity
 from harness.config import ConfigError, build, stable_hash
+from harness.config.keys import data_identity
+from harness.core.io import atomic_path, lock, write_json
+from harness.core.registry import register_generator
 from harness.data.base import TensorImages, to_tensor01
 from harness.generators.base import GenerationItem, Generator, strength_timesteps
-from harness.io import atomic_path, lock, write_json
-from harness.registry import register_generator
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ without a template the item's generation prompt is scored.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from harness.config import build
-from harness.registry import register_scorer
+from harness.core.registry import register_scorer
 from harness.scorers.base import Scorer
+from harness.weights.clip import load_clip, pooled
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 
@@ -31,43 +31,6 @@ class ClipParams:
     dtype: str = "auto"  # auto (float16 on CUDA, float32 on CPU) | float16 | float32
     tiny: bool = False  # a tiny random CLIP built in-process (tests, *_tiny experiments)
     tiny_seed: int = 0
-
-
-def pooled(output) -> torch.Tensor:
-    """transformers ≥ 5 returns a model output from ``get_*_features``; earlier versions a tensor."""
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
-
-
-def load_clip(
-    model: str,
-    tiny: bool = False,
-    tiny_seed: int = 0,
-    what: str = "scorer.params.model",
-    variant: str | None = None,
-    dtype: torch.dtype = torch.float32,
-):
-    """(CLIPModel, CLIPProcessor) from a local folder or the local hub cache, its weights in ``dtype`` (float32
-    unless asked: transformers ≥ 5 would keep an fp16 checkpoint's float16); a failure is a one-line error."""
-    if tiny:
-        from harness.tiny_models import tiny_clip
-
-        return tiny_clip(tiny_seed)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import CLIPModel, CLIPProcessor
-
-    from harness.local_weights import load_error
-
-    path = Path(model).expanduser()
-    source = str(path) if path.exists() else model
-    try:
-        return (
-            CLIPModel.from_pretrained(
-                source, local_files_only=True, variant=variant, torch_dtype=dtype, low_cpu_mem_usage=True
-            ),  # accelerate: no random init before loading
-            CLIPProcessor.from_pretrained(source, local_files_only=True),
-        )
-    except (OSError, ValueError) as e:
-        raise load_error(model, variant, e, what, "holding the model and its processor") from None
 
 
 @register_scorer("clip")

@@ -15,11 +15,11 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from harness.config import ConfigError, build, stable_hash
+from harness.core.io import atomic_path, lock
+from harness.core.registry import register_scorer
 from harness.data.base import to_tensor01
 from harness.generators.tiny_ddpm import pool_identity, random_shift
-from harness.io import atomic_path, lock
-from harness.models import SmallCNN
-from harness.registry import register_scorer
+from harness.models.base import SmallCNN
 from harness.scorers.base import Scorer
 
 

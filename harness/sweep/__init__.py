@@ -17,7 +17,7 @@ import warnings
 
 import optuna
 
-from harness.pipeline import prepare
+from harness.phases.pipeline import prepare
 
 from .results import finalize, rerun_command
 from .space import (
@@ -44,7 +44,7 @@ from .study import (
 from .trial import run_trial
 from .worker import FINISHED, Counts, count_trials, progress_line, run_workers, work, worker_command, worker_env
 
-__all__ = [  # what harness/cli.py and the tests use, by its old name
+__all__ = [  # what harness/cli/app.py and the tests use, by its old name
     "FINISHED",
     "NO_SYNTHETIC_METHOD",
     "ORDERING_METHODS",

@@ -11,8 +11,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.io import lock
-from harness.tracking import Run
+from harness.core.io import lock
+from harness.runs.tracking import Run
 
 from .space import trial_overrides
 from .study import PARENT_ATTR, Sweep, load_study

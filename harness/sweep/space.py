@@ -40,7 +40,7 @@ def objective_names(cfg: Config) -> list[str]:
 def searched_losses(cfg: Config) -> list[str]:
     """``sweep.space.losses``, or none when the model trains with its own loss (``Classifier.own_loss``, FLYP):
     a dimension with no effect is left out of the space."""
-    from harness.registry import get_model
+    from harness.core.registry import get_model
 
     return [] if get_model(cfg.model.name).own_loss else list(cfg.sweep.space.losses)
 

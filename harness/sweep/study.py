@@ -12,10 +12,10 @@ from typing import Any
 import optuna
 
 from harness.config import Config, load_config, stable_hash
-from harness.errors import HarnessError
-from harness.io import lock
-from harness.tracking import Run, client, run_in_store
-from harness.workdir import resolve_workdir
+from harness.core.errors import HarnessError
+from harness.core.io import lock
+from harness.core.workdir import resolve_workdir
+from harness.runs.tracking import Run, client, run_in_store
 
 from .space import objective_names, paper_params
 

@@ -13,10 +13,10 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
 from harness.config import Config, ConfigError
-from harness.filter import apply_filter
-from harness.pipeline import Prepared, fine_tune
-from harness.preempt import launcher_tags
-from harness.tracking import Run, client
+from harness.engine.preempt import launcher_tags
+from harness.phases.filter import apply_filter
+from harness.phases.pipeline import Prepared, fine_tune
+from harness.runs.tracking import Run, client
 
 from .space import candidate_levels, level_param, suggest, trial_config
 from .study import PARENT_ATTR, Sweep

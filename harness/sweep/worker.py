@@ -32,7 +32,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.pipeline import prepare
+from harness.phases.pipeline import prepare
 
 from .space import sweep_methods
 from .study import Sweep, SweepError, load_study, retry_callback

@@ -1,6 +1,6 @@
 """An example plugin method: every curriculum stage trains on the middle λ level of the curriculum."""
 
-from harness.curriculum import Curriculum
+from harness.api import Curriculum
 
 
 class MiddleLevel(Curriculum):

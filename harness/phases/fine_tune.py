@@ -1,0 +1,341 @@
+"""Phase 5: curriculum fine-tuning, in the paper's order: the curriculum's stages choose the λ levels of synthetic
+data, each epoch trains on what its stage draws, validation selects the epoch to keep, test measures it.
+
+Its parts, each named for what it does:
+
+- ``Stages``: which stage each epoch is in; when a stage starts, asks the method for its levels (the adaptive
+  probe runs then) and records them; what each epoch's parts are (``epoch_parts``). It needs no model, so
+  ``harness plan`` replays the very same object to show what a run will train on.
+- ``BestEpoch``: model selection on validation; keeps the weights of the best ``train.select_on`` epoch.
+- ``Checkpointer``: saves a run after every epoch and resumes it, re-logging to MLflow the epochs it lacks.
+- ``fine_tune``: the loop that composes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from harness.core import distributed as dist
+from harness.core.io import atomic_path
+from harness.core.registry import get_method
+from harness.data.base import DataError
+from harness.engine.evaluate import evaluate_split
+from harness.engine.seeding import seed_everything
+from harness.engine.train import Part, Trainer, log_prior
+from harness.models.base import build_model
+from harness.phases.curriculum import (
+    Curriculum,
+    StageContext,
+    epoch_parts,
+    guidance_val_probe,
+    split_guidance_val,
+    stage_of_epoch,
+    tail_share,
+)
+from harness.phases.prepared import Prepared
+
+log = logging.getLogger("harness")
+
+
+@dataclass
+class RunResult:
+    method: str
+    seed: int
+    run_id: str | None
+    test_metrics: dict[str, float]
+    val_metrics: dict[str, float]
+    best_epoch: int
+    stages: list[dict]
+    predictions: dict[str, pd.DataFrame]
+    history: list[dict]
+
+
+def make_method(cfg, name: str) -> Curriculum:
+    """The registered method ``name`` with its ``method_params``."""
+    return get_method(name)(**cfg.method_params.get(name, {}))
+
+
+# --------------------------------------------------------------------------- the curriculum's stages
+
+
+@dataclass
+class Epoch:
+    """What one epoch trains on: its stage (None after the curriculum), the stage's λ levels (() after the
+    curriculum or in a real-only stage) and its parts."""
+
+    epoch: int
+    stage: int | None
+    levels: tuple[float, ...]
+    parts: list[Part]
+
+    @property
+    def in_curriculum(self) -> bool:
+        return self.stage is not None
+
+
+@dataclass
+class Stages:
+    """The curriculum's schedule over the epochs of one run (method, seed). The first ``train.curriculum_epochs``
+    epochs are split evenly into the method's stages; on the first epoch of each stage the method chooses its λ
+    levels (under DDP rank 0's choice is taken); every epoch draws its images from a stream seeded by the run seed.
+    Works on ``Prepared`` or on ``plan.epochs.PlanPrep`` (no model: an adaptive method needs ``ctx.probe`` set)."""
+
+    prep: Prepared
+    method: Curriculum
+    curriculum_epochs: int
+    ctx: StageContext
+    rng: np.random.Generator  # the run's stream: random levels and every epoch's draws
+    train_sources: np.ndarray  # hard sources that train
+    held: np.ndarray  # hard sources held out to guide the adaptive choice
+    stage: int | None = None  # the current stage
+    levels: tuple[float, ...] = ()  # the current stage's λ levels
+    record: list[dict] = field(default_factory=list)  # one row per stage begun: stage, first_epoch, levels
+    probe_memory: dict = field(default_factory=dict)  # adaptive: the guidance-validation set's last evaluation
+
+    @classmethod
+    def start(cls, prep: Prepared, method: Curriculum, seed: int) -> Stages:
+        cfg = prep.cfg
+        rng = np.random.default_rng(seed)
+        levels = cfg.method_levels(method)
+        train_sources, held = split_guidance_val(prep, method, seed)
+        curriculum_epochs = cfg.train.curriculum_epochs
+        n_stages = method.n_stages(levels, curriculum_epochs) if curriculum_epochs else 0
+        return cls(prep, method, curriculum_epochs, StageContext(levels, n_stages, rng), rng, train_sources, held)
+
+    def stage_of(self, epoch: int) -> int | None:
+        return stage_of_epoch(epoch, self.curriculum_epochs, self.ctx.n_stages)
+
+    def epoch(self, epoch: int) -> Epoch:
+        """Epoch ``epoch``'s stage, levels and images; call it for consecutive epochs (it draws from the run's
+        stream, and asks the method for a stage's levels on the stage's first epoch)."""
+        stage = self.stage_of(epoch)
+        if stage is not None and stage != self.stage:
+            self.begin(stage, epoch)
+        levels = self.levels if stage is not None else ()
+        parts = epoch_parts(self.prep, self.method, levels, stage is not None, self.train_sources, self.rng)
+        return Epoch(epoch, stage, levels, parts)
+
+    def begin(self, stage: int, epoch: int) -> None:
+        # every rank computes the choice (the adaptive probe evaluates in lockstep); rank 0's is the one taken
+        chosen = dist.share(tuple(self.method.stage_levels(stage, self.ctx))) if self.ctx.levels else ()
+        self.stage, self.levels = stage, chosen
+        self.ctx.history.append(chosen)
+        self.record.append(
+            {
+                "stage": stage,
+                "first_epoch": epoch,
+                "levels": list(chosen),
+                **({"real_stand_in": True} if self.method.real_stand_in else {}),
+            }
+        )
+
+    def state(self) -> dict:
+        """What a checkpoint holds of the schedule (the stream's state is saved beside it)."""
+        return {"stages": self.record, "stage": self.stage, "levels": self.levels, "probe_last": self.probe_memory}
+
+    def load_state(self, state: dict) -> None:
+        self.record, self.stage, self.levels = list(state["stages"]), state["stage"], tuple(state["levels"])
+        self.ctx.history[:] = [tuple(s["levels"]) for s in self.record]
+        self.probe_memory.clear()  # in place: an attached probe keeps this dict
+        self.probe_memory.update(state["probe_last"])
+
+
+# --------------------------------------------------------------------------- model selection
+
+
+@dataclass
+class BestEpoch:
+    """Model selection on validation: the weights of the epoch with the highest ``metric`` (``train.select_on``)
+    so far; an epoch whose metric is missing or NaN is never selected."""
+
+    metric: str
+    score: float = float("-inf")
+    epoch: int = -1
+    weights: dict | None = None
+
+    def offer(self, epoch: int, row: dict, model: torch.nn.Module) -> float:
+        score = row.get(self.metric, float("nan"))
+        if score > self.score:
+            self.score, self.epoch = float(score), epoch
+            self.weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return score
+
+    def restore(self, model: torch.nn.Module) -> None:
+        if self.weights is not None:
+            model.load_state_dict(self.weights)
+
+    def state(self) -> dict:
+        return {"best": self.score, "best_epoch": self.epoch, "best_state": self.weights}
+
+    def load_state(self, state: dict) -> None:
+        self.score, self.epoch, self.weights = state["best"], state["best_epoch"], state["best_state"]
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+# the run state a checkpoint holds besides the trainer and the stream (a flat dict, as every harness wrote it)
+CHECKPOINT_STATE = {"epoch", "best", "best_epoch", "best_state", "history", "stages", "stage", "levels", "probe_last"}
+
+
+class Checkpointer:
+    """``ckpt_dir/checkpoint.pt`` after every epoch (rank 0 writes it; DDP ranks hold the same state), and the
+    resume from it. ``None``: no checkpoints. Plain types only, so loading needs no pickle (``weights_only``)."""
+
+    def __init__(self, ckpt_dir: Path | None, run=None):
+        self.path = ckpt_dir / "checkpoint.pt" if ckpt_dir else None
+        self.run = run
+
+    def save(self, epochs_done: int, trainer: Trainer, stages: Stages, best: BestEpoch, history: list[dict]) -> None:
+        if self.path is None or not dist.is_main():
+            return
+        state = {"epoch": epochs_done, "history": history, **best.state(), **stages.state()}
+        save_checkpoint(self.path, trainer, stages.rng, state)
+
+    def resume(self, trainer: Trainer, stages: Stages, best: BestEpoch) -> tuple[int, list[dict]]:
+        """Restore the last checkpoint, if any, into the trainer, the schedule and the selection; log to MLflow
+        the epochs it does not have yet. Returns (epochs done, their metrics rows)."""
+        if self.path is None or not self.path.exists():
+            return 0, []
+        saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        state = saved.get("state", {})
+        if set(state) != CHECKPOINT_STATE:
+            raise DataError(
+                f"{self.path}: run state with keys {sorted(state)}, expected {sorted(CHECKPOINT_STATE)} (written by "
+                "another harness version): delete the checkpoint.pt to retrain from the start"
+            )
+        trainer.load_state(saved["trainer"])
+        stages.rng.bit_generator.state = saved["rng"]
+        stages.load_state(state)
+        best.load_state(state)
+        history = list(state["history"])
+        if self.run is not None:
+            logged = {m.step for m in self.run.c.get_metric_history(self.run.id, "train/loss")}
+            for row in history:
+                if row["epoch"] not in logged:
+                    log_row(self.run, row)
+        return state["epoch"], history
+
+
+def save_checkpoint(path: Path, trainer: Trainer, rng: np.random.Generator, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:  # plain types only, so loading needs no pickle (weights_only)
+        torch.save({"trainer": trainer.state(), "rng": rng.bit_generator.state, "state": state}, tmp)
+
+
+def log_row(run, row: dict) -> None:
+    run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def make_trainer(prep: Prepared, seed: int) -> Trainer:
+    """The model to fine-tune, from the base model or the pretrained weights (``train.init``), in its trainer
+    (one DDP rank under torchrun)."""
+    cfg, data = prep.cfg, prep.data
+    model = build_model(cfg, data.num_classes, data.channels, data.class_names)
+    if cfg.train.init == "base":
+        model.load_state_dict(prep.base_state)
+    return Trainer(
+        model,
+        cfg.train,
+        cfg.train.epochs,
+        log_prior(data),
+        seed,
+        prep.device,
+        data.num_workers,
+        distributed=True,
+        transform=data.train_transform,
+    )
+
+
+def epoch_row(prep: Prepared, method: Curriculum, trainer: Trainer, ep: Epoch, loss: float) -> dict:
+    """An epoch's metrics row: what it trained on, its loss and learning rate, and validation."""
+    data = prep.data
+    val_metrics, _ = evaluate_split(
+        trainer.model, data, data.val_split, prep.device, data.num_workers, trainer.amp, distributed=True
+    )
+    return {
+        "epoch": ep.epoch,
+        "train/loss": loss,
+        "curriculum/lambda": float(np.mean(ep.levels)) if ep.levels and method.synthetic else 1.0,
+        "curriculum/synthetic": sum(len(p.indices) for p in ep.parts if p.images is prep.pool_images),
+        "curriculum/tail_share": tail_share(ep.parts),
+        "curriculum/images": sum(len(p.indices) for p in ep.parts),
+        "lr": trainer.opt.param_groups[0]["lr"],
+        **{f"val/{k}": v for k, v in val_metrics.items()},
+    }
+
+
+def fine_tune(
+    prep: Prepared,
+    method_name: str,
+    seed: int,
+    run=None,
+    ckpt_dir: Path | None = None,
+    progress: bool = True,
+    on_epoch=None,
+) -> RunResult:
+    """Fine-tune with one method's curriculum, from the base model or the pretrained weights (``train.init``);
+    select on validation; evaluate on test.
+
+    ``on_epoch(epoch, row)``, when given, sees each epoch's metrics row; it may raise to stop the run (a sweep
+    raises ``optuna.TrialPruned``)."""
+    cfg = prep.cfg
+    method = make_method(cfg, method_name)
+    seed_everything(seed)
+    trainer = make_trainer(prep, seed)
+    stages = Stages.start(prep, method, seed)
+    best = BestEpoch(cfg.train.select_on)
+    checkpoints = Checkpointer(ckpt_dir, run)
+    start, history = checkpoints.resume(trainer, stages, best)
+    if start:
+        log.info("resuming %s seed %d at epoch %d", method_name, seed, start)
+    if method.adaptive:  # evaluates the trained model only; its last evaluation lives in the checkpoint
+        stages.ctx.probe = guidance_val_probe(prep, trainer.model, stages.held, stages.probe_memory)
+
+    bar = epoch_bar(range(start, cfg.train.epochs), f"{method_name} seed {seed}", progress)
+    for epoch in bar:
+        ep = stages.epoch(epoch)
+        loss = trainer.train_epoch(ep.parts, epoch)
+        row = epoch_row(prep, method, trainer, ep, loss)
+        history.append(row)
+        score = best.offer(epoch, row, trainer.model)
+        bar.set_postfix(loss=f"{loss:.3f}", val=f"{score:.3f}", lam=row["curriculum/lambda"])
+        checkpoints.save(epoch + 1, trainer, stages, best, history)
+        if run is not None:  # after the checkpoint: a resumed run re-logs only epochs MLflow lacks
+            log_row(run, row)
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+
+    best.restore(trainer.model)
+    test_metrics, predictions = evaluate_final(trainer.model, prep.data, prep.device, trainer.amp)
+    val_metrics = {k: v for k, v in history[best.epoch].items() if k.startswith("val/")} if best.epoch >= 0 else {}
+    run_id = run.id if run else None
+    return RunResult(
+        method_name, seed, run_id, test_metrics, val_metrics, best.epoch, stages.record, predictions, history
+    )
+
+
+def epoch_bar(epochs: range, desc: str, progress: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(epochs, desc=desc, unit="epoch", disable=not progress, mininterval=1)
+
+
+def evaluate_final(model, data, device, amp=None) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
+    """Test metrics of the selected model (named by report split, e.g. ``test_ood/f1_macro``) and the predictions
+    of every test split and the validation split."""
+    predictions, test_metrics = {}, {}
+    for name, split in {**data.test_splits, "val": data.val_split}.items():
+        metrics, preds = evaluate_split(model, data, split, device, data.num_workers, amp, distributed=True)
+        predictions[split] = preds
+        if name != "val":
+            test_metrics.update({f"{name}/{k}": v for k, v in metrics.items()})
+    return test_metrics, predictions

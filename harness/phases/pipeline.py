@@ -1,0 +1,233 @@
+"""The whole method, phase by phase, each phase cached in the workdir under a hash of what determines it:
+
+real data → base model → hard samples → spectrum → scores / filter → curriculum fine-tuning → evaluation.
+Methods and seeds of one experiment share the base model and the synthetic pool. This module only orchestrates;
+each phase has its own module (``base_model``, ``hard_samples``, ``spectrum``, ``filter``, ``curriculum``,
+``fine_tune``, ``train``, ``evaluate``): ``prepare`` composes phases 1–4, and phase 5 (``fine_tune``, ``RunResult``)
+is ``harness.phases.fine_tune``'s, importable from here too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from harness.config import Config
+from harness.config.keys import image_store_key, pool_key, scorer_key
+from harness.core import distributed as dist
+from harness.core.distributed import local_device, pick_device
+from harness.core.io import lock
+from harness.core.registry import get_generator, get_method, get_scorer
+from harness.core.workdir import cache_dir
+from harness.data import DatasetBundle, load_dataset
+from harness.data.verify import drop_corrupt
+from harness.engine.train import log_prior  # noqa: F401 (benchmarks import it from here)
+from harness.phases.base_model import train_base
+from harness.phases.filter import apply_filter, cached_text_scores, read_scores, score_pool, with_scores
+from harness.phases.fine_tune import RunResult, evaluate_final, fine_tune, log_row  # noqa: F401 (phase 5, re-exported)
+from harness.phases.hard_samples import select_hard
+from harness.phases.prepared import Prepared
+from harness.phases.spectrum import (
+    check_shards,
+    generate_spectrum,
+    load_pool_images,
+    mark_complete,
+    merge_lock,
+    plan_spectrum,
+    read_all_tries,
+    read_manifest,
+    retry_low_scores,
+    shard,
+    shard_lock,
+    wait_for_shards,
+)
+
+log = logging.getLogger("harness")
+
+
+# ------------------------------------------------------------------------ phases 1–4: base → hard → spectrum → filter
+
+
+def needs_pool(cfg: Config, methods: list[str]) -> bool:
+    """Synthetic methods train on the pool; the real-only control draws as many real images as they would."""
+    return any(get_method(m).synthetic or get_method(m).real_stand_in for m in methods)
+
+
+@dataclass
+class Base:
+    """What the first shared phase builds: data, base model, hard samples and the pool's plan (``pool_dir`` None when
+    the methods need no pool or there are no hard samples)."""
+
+    cfg: Config
+    data: DatasetBundle
+    device: torch.device
+    base_state: dict
+    hard: np.ndarray
+    timings: dict[str, float]
+    pool_dir: Path | None = None
+    plan: list | None = None
+
+    def prepared(self, pool: pd.DataFrame | None = None, images=None, pool_source: dict | None = None) -> Prepared:
+        empty = pd.DataFrame(columns=["key", "source_index", "label", "lam", "keep", "text_score", "image_score"])
+        pool = empty if pool is None else pool
+        return Prepared(
+            self.cfg, self.data, self.device, self.base_state, self.hard, pool, self.pool_dir, images, self.timings,
+            pool_source,
+        )  # fmt: skip
+
+
+def prepare_base(cfg: Config, workdir: Path, methods: list[str] | None = None, progress: bool = True) -> Base:
+    """Phases 1–2 (cached): the data, the base model, the hard samples, and the plan of the spectrum."""
+    methods = methods or cfg.methods
+    cache, device, timings = cache_dir(workdir), pick_device(cfg), {}
+    t = time.perf_counter()
+    data = drop_corrupt(load_dataset(cfg), cfg.data.max_corrupt_fraction, cache, progress)
+    timings["data_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    base_state, train_probs = train_base(cfg, data, cache, device)
+    timings["base_s"] = time.perf_counter() - t
+    hard = select_hard(cfg.hard, data, train_probs)
+    log.info("hard samples: %d of %d training images (rule %s)", len(hard), len(data.train), cfg.hard.rule)
+    base = Base(cfg, data, device, base_state, hard, timings)
+    if needs_pool(cfg, methods) and len(hard) > 0:
+        base.pool_dir = cache / "pool" / pool_key(cfg)
+        base.plan = plan_spectrum(data, hard, cfg.spectrum)
+    return base
+
+
+def train_generator(base: Base, cache: Path) -> None:
+    """Phase 3a: the generator's own training, when it has one (``tiny_ddpm`` on the pool), cached by its key."""
+    t = time.perf_counter()
+    get_generator(base.cfg.generator.name).prepare(base.cfg, base.data, cache)
+    base.timings["generator_train_s"] = base.timings.get("generator_train_s", 0.0) + time.perf_counter() - t
+
+
+def train_scorer(base: Base, cache: Path) -> None:
+    """Phase 4a: the scorer's own training, when it has one (the embedded ``judge`` on the pool), cached by its key."""
+    t = time.perf_counter()
+    get_scorer(base.cfg.scorer.name).prepare(base.cfg, base.data, cache)
+    base.timings["scorer_train_s"] = base.timings.get("scorer_train_s", 0.0) + time.perf_counter() - t
+
+
+def load_generator(base: Base, cache: Path):
+    gen_cls = get_generator(base.cfg.generator.name)
+    return gen_cls.from_config(base.cfg, base.data, cache, local_device(base.device))
+
+
+def generate_shard(base: Base, workdir: Path, rank: int = 0, world: int = 1, progress: bool = True) -> int:
+    """Phase 3, one shard: generate the images of shard ``rank`` of ``world`` that no manifest has yet, under that
+    shard's own lock; never waits for another shard. Returns how many images it added (0 once the pool is complete,
+    or with ``spectrum.pool``, which the merge step imports)."""
+    cfg, pool_dir = base.cfg, base.pool_dir
+    if pool_dir is None or cfg.spectrum.pool:
+        return 0
+    cache = cache_dir(workdir)
+    t = time.perf_counter()
+    pool_dir.mkdir(parents=True, exist_ok=True)
+    with shard_lock(pool_dir, rank):
+        if (pool_dir / "complete.json").exists():
+            return 0
+        done = set(read_all_tries(pool_dir).key)
+        if all(p.key in done for p in shard(base.plan, rank, world)):
+            return 0  # a finished shard (another process's, or an earlier attempt's): no generator is loaded
+        train_generator(base, cache)
+        generator = load_generator(base, cache)
+        store = cache / "images" / image_store_key(cfg)
+        added = generate_spectrum(
+            generator, base.data, base.plan, pool_dir, cfg.spectrum.batch_size, rank, world, progress, store=store
+        )
+    base.timings["generate_s"] = base.timings.get("generate_s", 0.0) + time.perf_counter() - t
+    return added
+
+
+def finish_pool(base: Base, workdir: Path, progress: bool = True, world: int = 1) -> dict | None:
+    """Phase 3, the merge: under the pool's merge lock, refuse a pool whose ``world`` shards miss planned images (one
+    line: how many, which shards), run the ``spectrum.max_tries`` retries, and mark the pool complete; or import
+    ``spectrum.pool``. Returns the imported pool's source (None when generated)."""
+    cfg, pool_dir, plan = base.cfg, base.pool_dir, base.plan
+    cache = cache_dir(workdir)
+    t = time.perf_counter()
+    pool_dir.mkdir(parents=True, exist_ok=True)
+    with merge_lock(pool_dir):
+        if cfg.spectrum.pool:  # an exported pool instead of generating: no generator is loaded
+            from harness.pool.share import import_pool
+
+            return import_pool(cfg, base.data, plan, pool_dir, cache, progress)
+        if (pool_dir / "complete.json").exists():
+            return None
+        check_shards(pool_dir, plan, world)
+        generator = load_generator(base, cache)
+        if cfg.spectrum.max_tries > 1:
+            scores = cached_text_scores(cfg, base.data, pool_dir, cache, base.device, progress)
+            retry_low_scores(
+                generator, base.data, plan, pool_dir, cfg.spectrum, cfg.filter.threshold, scores,
+                cfg.spectrum.batch_size, cache / "images" / image_store_key(cfg), progress,
+            )  # fmt: skip
+        mark_complete(pool_dir, plan, generator.describe())
+    base.timings["generate_s"] = base.timings.get("generate_s", 0.0) + time.perf_counter() - t
+    return None
+
+
+def score_base(base: Base, workdir: Path, progress: bool = True, pool_source: dict | None = None) -> Prepared:
+    """Phase 4: score the complete pool (the scores cache) and filter it; under DDP each rank scores a block."""
+    train_scorer(base, cache_dir(workdir))
+    t = time.perf_counter()
+    cfg, pool_dir = base.cfg, base.pool_dir
+    scored = score_spectrum(
+        cfg, base.data, read_manifest(pool_dir), pool_dir, cache_dir(workdir), base.device, progress
+    )
+    base.timings["score_s"] = time.perf_counter() - t
+    pool = apply_filter(scored, cfg.filter.threshold)
+    images = load_pool_images(pool, pool_dir, cfg, base.data)
+    return base.prepared(pool, images, pool_source)
+
+
+def prepare(
+    cfg: Config, workdir: Path, methods: list[str] | None = None, progress: bool = True, rank: int = 0, world: int = 1
+) -> Prepared:
+    """Every shared phase in this process: ``prepare_base``, ``generate_shard`` (all of it, or this rank's shard
+    under torchrun), ``finish_pool`` (rank 0, once the other ranks' shards are in), ``score_base``. The SLURM
+    launcher runs the same functions as separate jobs."""
+    base = prepare_base(cfg, workdir, methods, progress)
+    if base.pool_dir is None:
+        return base.prepared()
+    generate_shard(base, workdir, rank, world, progress)
+    pool_source = None
+    if rank == 0:
+        if world > 1 and not cfg.spectrum.pool and not (base.pool_dir / "complete.json").exists():
+            t = time.perf_counter()  # torchrun: the other ranks generate their shards alongside
+            wait_for_shards(base.pool_dir, {p.key for p in base.plan})
+            base.timings["generate_s"] = base.timings.get("generate_s", 0.0) + time.perf_counter() - t
+        pool_source = finish_pool(base, workdir, progress, world)
+    if rank != 0 and not dist.active():  # `harness generate` ranks: rank 0 scores the merged pool
+        return base.prepared()
+    dist.barrier()  # DDP: rank 0 has merged the shards; every rank scores a block of them
+    return score_base(base, workdir, progress, pool_source)
+
+
+def score_spectrum(
+    cfg: Config,
+    data: DatasetBundle,
+    manifest: pd.DataFrame,
+    pool_dir: Path,
+    cache: Path,
+    device: torch.device,
+    progress: bool,
+) -> pd.DataFrame:
+    """Every synthetic image's scores; under DDP each rank scores a contiguous block of the sources."""
+    name, rank, world = f"scores-{scorer_key(cfg)}", dist.rank(), dist.world()
+    with lock(pool_dir / (name if world == 1 else f"{name}.shard{rank:03d}")):
+        scorer = get_scorer(cfg.scorer.name).from_config(cfg, data, cache, device)
+        scored = score_pool(
+            scorer, data, manifest, pool_dir, f"{name}.jsonl", progress=progress, rank=rank, world=world
+        )
+    if world == 1:
+        return scored
+    dist.barrier()  # every rank's shard is written
+    return with_scores(manifest, read_scores(pool_dir, f"{name}.jsonl"))
