@@ -107,14 +107,7 @@ def counts_from_dataset(rs: RunSet) -> pd.DataFrame | None:
     except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
         log.warning("per-class figure skipped: no logged class counts and the dataset cannot be loaded (%s)", e)
         return None
-    return pd.DataFrame(
-        {
-            "class": np.arange(data.num_classes),
-            "name": data.class_names,
-            "train_count": data.train_counts,
-            "shot_group": data.shot_group(),
-        }
-    )
+    return data.class_counts()
 
 
 def per_class_accuracy(rs: RunSet) -> pd.DataFrame:

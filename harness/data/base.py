@@ -203,6 +203,17 @@ class DatasetBundle:
         counts = self.train_counts
         return np.where(counts > self.many, "many", np.where(counts < self.few, "few", "medium"))
 
+    def class_counts(self) -> pd.DataFrame:
+        """Per class: its name, training images and shot group (logged as ``data/class_counts.csv``)."""
+        return pd.DataFrame(
+            {
+                "class": np.arange(self.num_classes),
+                "name": self.class_names,
+                "train_count": self.train_counts,
+                "shot_group": self.shot_group(),
+            }
+        )
+
     def evaluate(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
         fn = self.metrics or long_tail_metrics
         return fn(np.asarray(y_true), np.asarray(y_pred), self)

@@ -52,18 +52,6 @@ def finished_run(workdir: Path, cfg: Config, method: str, seed: int, config_hash
 POOL_SCORE_COLUMNS = ["key", "source_index", "label", "lam", "seed_index", "text_score", "image_score", "keep"]
 
 
-def class_counts(prep: Prepared) -> pd.DataFrame:
-    data = prep.data
-    return pd.DataFrame(
-        {
-            "class": np.arange(data.num_classes),
-            "name": data.class_names,
-            "train_count": data.train_counts,
-            "shot_group": data.shot_group(),
-        }
-    )
-
-
 def log_run_outputs(run: Run, cfg: Config, prep: Prepared, result: RunResult, grid_path: Path | None) -> None:
     run.log_metrics(
         {
@@ -76,7 +64,7 @@ def log_run_outputs(run: Run, cfg: Config, prep: Prepared, result: RunResult, gr
     for split, frame in result.predictions.items():
         run.log_frame(frame, f"predictions/{split}.csv")
     run.log_text(yaml.safe_dump({"stages": result.stages}, sort_keys=False), "curriculum.yaml")
-    run.log_frame(class_counts(prep), "data/class_counts.csv")  # for reports: per-class accuracy vs count
+    run.log_frame(prep.data.class_counts(), "data/class_counts.csv")  # for reports: per-class accuracy vs count
     fig = plots.training_curves(result.history, f"{result.method} seed {result.seed}")
     run.log_figure(fig, "plots/training_curves.png")
     plots.close(fig)
