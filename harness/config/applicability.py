@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.config import Config
+from harness.config.schema import Config
 from harness.core import registry
 
 

@@ -25,7 +25,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from harness.config import Config, stable_hash
+from harness.config.hashing import stable_hash
+from harness.config.schema import Config
 
 ANY = "*"
 # Bumped when the generators' code makes other images from the same settings, so older pools are not reused

@@ -1,0 +1,376 @@
+"""Every config key, declared once: each section a small strict pydantic model, and ``Config``, the whole experiment.
+
+Strict types: a string is not a number, a bool is not an integer; an integer is a number. Checks across keys of
+one section (or of the whole config, such as curriculum levels that must be generated) are the models' validators.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from harness.config.fields import (
+    SWEEP_ORDERINGS,
+    Fraction,
+    HardRule,
+    Init,
+    LogModel,
+    Loss,
+    NonNegInt,
+    Optimizer,
+    Ordering,
+    Params,
+    PosInt,
+    PostCurriculum,
+    Precision,
+    Pruner,
+    Schedule,
+    Scheduler,
+    Section,
+    Statistic,
+    is_among,
+    refuse_repeats,
+)
+
+
+class ShotGroups(Section):
+    many: NonNegInt = 100  # a class is "many-shot" if it has more than this many training images
+    few: NonNegInt = 20  # ... and "few-shot" if it has fewer than this many
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ShotGroups:
+        if self.few > self.many:
+            raise ValueError(f"few ({self.few}) exceeds many ({self.many})")
+        return self
+
+
+class DataConfig(Section):
+    name: str = "digits_lt"
+    root: str | None = None  # where a staged dataset lives (real datasets)
+    image_size: PosInt = 16
+    split_seed: int = 0
+    shot_groups: ShotGroups = Field(default_factory=ShotGroups)
+    params: Params = Field(default_factory=dict)  # dataset-specific, validated by the dataset
+    max_train: PosInt | None = None  # keep at most this many training images (quick runs)
+    max_corrupt_fraction: Fraction = 0.001  # unreadable images per split that are skipped (and counted) before failing
+    # torchvision.transforms.v2 steps on uint8 images ([Name, {Name: {arg: value}}, ...]); null: squash to S×S
+    train_transform: list[Any] | None = None  # real and synthetic training images alike
+    eval_transform: list[Any] | None = None  # validation, test, hard-sample mining and the adaptive probe
+
+
+class ModelConfig(Section):
+    name: str = "small_cnn"
+    params: Params = Field(default_factory=dict)
+
+
+class OptimConfig(Section):
+    epochs: PosInt = 10
+    batch_size: PosInt = 64
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    optimizer: Optimizer = "adam"
+    schedule: Schedule = "cosine"
+    warmup_steps: NonNegInt = 0
+    loss: Loss = "ce"
+    precision: Precision = "auto"
+
+
+class BaseConfig(OptimConfig):
+    """Training of the base model on real data only; shared by every method and seed."""
+
+    seed: int = 0
+    checkpoint: str | None = None  # start from (or use) these weights instead of training
+
+
+class HardConfig(Section):
+    rule: HardRule = "few_shot"
+    threshold: Fraction = 0.5  # low_prob: true-class probability below this
+    k: PosInt = 100  # k_hardest
+    exclude_classes: list[str] = Field(default_factory=list)  # class names never hard (iWildCam: [empty])
+
+
+class ComponentConfig(Section):
+    name: str = ""
+    params: Params = Field(default_factory=dict)
+
+
+class SpectrumConfig(Section):
+    levels: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.3, 0.5, 0.7, 0.9])
+    seeds: PosInt = 8  # synthetic samples per (image, λ)
+    steps: PosInt = 50  # denoising steps of a full (λ = 0) trajectory
+    guidance_scale: Annotated[float, Field(ge=0)] = 10.0  # classifier-free text guidance
+    scheduler: Scheduler = "ddim"
+    batch_size: PosInt = 256
+    prompt: str = "a photo of a {name}"
+    descriptions: str | None = None  # JSON {class name: [descriptions]}: the prompts of the classes it lists
+    description_prefix: str = ""  # prepended to each description (the paper: "a 8k real photo: ")
+    # the names ``descriptions`` is keyed by, one per label id (a text file, one per line, or a JSON list), when not the
+    # dataset's class names: e.g. the authors' ImageNet-LT list (imagenetlt_classes.py's CLASSES, one per line)
+    description_names: str | None = None
+    # tries per sample: a sample whose text score is ≤ filter.threshold is regenerated with the next description and
+    # its own seed, up to this many tries, and the best-scoring try is kept (the authors' ImageNet-LT: 5)
+    max_tries: PosInt = 1
+    # an exported pool (a folder, or ORG/NAME in the local Hugging Face cache) used instead of generating
+    pool: Annotated[str, Field(min_length=1)] | None = None
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, levels: list[float]) -> list[float]:
+        for lam in levels:
+            if not 0.0 <= lam < 1.0:
+                raise ValueError(f"λ must be in [0, 1), got {lam}")
+        return refuse_repeats(levels, "λ")
+
+    @field_validator("prompt")
+    @classmethod
+    def _names_the_class(cls, prompt: str) -> str:
+        try:
+            named = prompt.format(name="\0")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"{prompt!r} is not a template over {{name}} alone ({type(e).__name__}: {e})") from None
+        if "\0" not in named:
+            raise ValueError(
+                f"{prompt!r} does not name the class: every class would get the same prompt; put {{name}} in it"
+            )
+        return prompt
+
+
+class FilterConfig(Section):
+    threshold: float = 0.3  # keep a synthetic image if its image–text score is at least this
+
+
+class TrainConfig(OptimConfig):
+    """Fine-tuning from the base model, where the methods differ (the ``train`` section)."""
+
+    curriculum_epochs: NonNegInt = 8  # epochs under the curriculum; the rest are real data only
+    init: Init = "base"
+    undersample: Annotated[float, Field(gt=0, le=1)] = 1.0  # fraction of non-hard real images drawn each epoch
+    # synthetic images per curriculum epoch, as a multiple of the hard sources; null: every kept synthetic image of
+    # the stage's levels (the paper's S_λ)
+    synthetic_scale: Annotated[float, Field(gt=0)] | None = 3.0
+    select_on: str = "val/acc"  # model selection metric (never a test metric)
+    include_hard_real: bool = True  # real hard images join curriculum stages (iWildCam's stages use S_λ ∪ non-hard)
+    # after the curriculum, a re-balancing method's epochs: the natural data, or still a fresh ``undersample`` of the
+    # non-hard images with the real hard ones (upsampled with replacement to ``tail_share`` when set; the authors'
+    # ImageNet-LT loader, its ``[100, 100]`` branch)
+    post_curriculum: PostCurriculum = "natural"
+    # the hard (real + synthetic) share of a re-balanced epoch: tail = share / (1 − share) × the epoch's non-hard
+    # count, synthetic images drawn with replacement when too few were kept (the authors' ImageNet-LT: 0.136);
+    # null: ``synthetic_scale`` decides the synthetic count
+    tail_share: Annotated[float, Field(gt=0, lt=1)] | None = None
+
+    @field_validator("curriculum_epochs")
+    @classmethod
+    def _within_epochs(cls, value: int, info: ValidationInfo) -> int:
+        epochs = info.data.get("epochs")
+        if epochs is not None and value > epochs:
+            raise ValueError(f"{value} exceeds train.epochs ({epochs})")
+        return value
+
+    @field_validator("tail_share")
+    @classmethod
+    def _one_synthetic_count(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("synthetic_scale") is not None:
+            raise ValueError(
+                f"{value} decides the synthetic count of a re-balanced epoch: set train.synthetic_scale: null "
+                f"(got {info.data['synthetic_scale']})"
+            )
+        return value
+
+    @field_validator("select_on")
+    @classmethod
+    def _not_test(cls, value: str) -> str:
+        if value.startswith("test"):
+            raise ValueError("must be a validation metric: selecting on test would leak the test split")
+        return value
+
+
+class AdaptiveConfig(Section):
+    # hard sources held out as the guidance-validation set: a count (int ≥ 1) or a fraction (0 < float < 1)
+    holdout: int | float = 0.25
+    include_real: bool = True  # the real images (the authors' guidance 100) are a candidate: a real-only stage
+    statistic: Statistic = "mean"
+    drop_outliers: bool = True  # drop 1.5×IQR outliers of the per-image gains first
+
+    @field_validator("holdout")
+    @classmethod
+    def _count_or_fraction(cls, value: int | float) -> int | float:
+        if (isinstance(value, int) and value >= 1) or (isinstance(value, float) and 0 < value < 1):
+            return value
+        raise ValueError(f"give a count (an integer ≥ 1) or a fraction (0 < x < 1), got {value}")
+
+
+class CurriculumConfig(Section):
+    levels: list[float] | None = None  # λ levels the curricula use (default: every generated level)
+    adaptive_levels: list[float] | None = None  # for discl_adaptive (default: ``levels``)
+    adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
+
+    @field_validator("levels", "adaptive_levels")
+    @classmethod
+    def _no_repeats(cls, levels: list[float] | None) -> list[float] | None:
+        return levels if levels is None else refuse_repeats(levels, "λ")
+
+
+class Range(Section):
+    """A numeric search range; ``step`` makes it discrete (an integer range when low, high and step are whole)."""
+
+    low: float = 0.0
+    high: float = 1.0
+    step: Annotated[float, Field(gt=0)] | None = None
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low > self.high or (self.log and self.low <= 0):
+            raise ValueError(f"need low <= high (and low > 0 with log), got {self.low}..{self.high}")
+        return self
+
+
+class SweepSpace(Section):
+    """What a sweep may change. A list of choices or a range is searched; an empty list or null keeps the
+    experiment's own value."""
+
+    orderings: list[Ordering] = Field(default_factory=lambda: list(SWEEP_ORDERINGS))
+    levels: list[float] | None = None  # candidate λ levels, each in or out of the curriculum (null: spectrum.levels)
+    curriculum_fraction: Range | None = Field(default_factory=lambda: Range(0.25, 1.0))  # of train.epochs
+    synthetic_scale: Range | None = Field(default_factory=lambda: Range(0.5, 5.0))
+    undersample: Range | None = Field(default_factory=lambda: Range(0.2, 1.0))
+    filter_threshold: Range | None = Field(default_factory=lambda: Range(0.0, 0.9))
+    statistics: list[Statistic] = Field(default_factory=lambda: ["mean", "trimmed_mean", "median"])  # adaptive only
+    losses: list[Loss] = Field(default_factory=lambda: ["ce", "balanced_softmax"])
+
+    @field_validator("curriculum_fraction", "undersample")
+    @classmethod
+    def _fraction(cls, r: Range | None) -> Range | None:
+        if r is not None and not (0 <= r.low and r.high <= 1):
+            raise ValueError(f"a fraction must lie in [0, 1], got {r.low}..{r.high}")
+        return r
+
+
+class SweepConfig(Section):
+    """``harness sweep``: an Optuna study over curriculum schedules, objective on validation only."""
+
+    study: str | None = None  # default: "<experiment>-sweep"
+    space: SweepSpace = Field(default_factory=SweepSpace)
+    objective: str | None = None  # default: val/acc_few (long-tail) or val/f1_macro (iWildCam)
+    multi_objective: list[str] | None = None  # e.g. [val/acc_few, val/acc_many]: a Pareto front, no pruning
+    pruner: Pruner = "median"
+    pruner_startup_trials: NonNegInt = 4  # median: trials before any pruning
+    pruner_warmup_epochs: NonNegInt = 1  # median: epochs of a trial before it may be pruned
+    sampler_seed: int = 0
+    seed: int | None = None  # training seed of every trial (default: the experiment's first seed)
+    enqueue_paper: bool = True  # the paper's diverse→specific schedule is trial 0
+    heartbeat_interval: PosInt = 10  # seconds (RDB storages); a trial silent for grace_period is retried once
+    grace_period: PosInt = 60
+    max_retry: NonNegInt = 1
+    max_failures: PosInt = 5  # a worker gives up once the study holds this many failed trials
+
+    @field_validator("objective", "multi_objective")
+    @classmethod
+    def _on_validation(cls, names: str | list[str] | None, info: ValidationInfo) -> str | list[str] | None:
+        if info.field_name == "multi_objective" and names is not None and len(names) < 2:
+            raise ValueError("give at least two validation metrics, e.g. [val/acc_few, val/acc_many]")
+        for name in [names] if isinstance(names, str) else names or []:
+            if not name.startswith("val/") or "test" in name:
+                raise ValueError(f"{name!r}: a sweep optimizes a validation metric (val/...), never a test metric")
+        return names
+
+    @field_validator("grace_period")
+    @classmethod
+    def _after_heartbeat(cls, value: int, info: ValidationInfo) -> int:
+        beat = info.data.get("heartbeat_interval")
+        if beat is not None and value <= beat:
+            raise ValueError(f"must exceed sweep.heartbeat_interval ({beat}), got {value}")
+        return value
+
+
+class TrackingConfig(Section):
+    """What each run records in MLflow besides params and metrics; none of it changes a run's results (and
+    none of it enters the run's config hash)."""
+
+    log_model: LogModel = "auto"
+    max_model_mb: Annotated[float, Field(ge=0)] = 200.0
+    system_metrics: bool = True  # CPU, memory, disk, network (and GPU with nvidia-ml-py) as system/* metrics
+    system_metrics_interval_s: Annotated[float, Field(gt=0)] = 10.0
+
+
+class LauncherConfig(Section):
+    """Where ``harness run --launcher slurm`` puts its jobs (and ``--launcher local`` nothing but ``folder``); placement
+    only, so none of it enters a run's config hash."""
+
+    partition: str | None = None
+    gpus_per_job: NonNegInt = 0  # GPUs per (method, seed) job: the paper's recipe is one GPU per run
+    cpus_per_job: Annotated[int, Field(ge=1)] = 1
+    mem_gb: Annotated[float, Field(gt=0)] | None = None
+    time_min: Annotated[int, Field(ge=1)] = 240  # SLURM time limit per job; a run past it is requeued and resumes
+    account: str | None = None
+    qos: str | None = None
+    array_parallelism: Annotated[int, Field(ge=1)] = 64  # at most this many of the array's jobs at once
+    sbatch: dict[str, str] = Field(default_factory=dict)  # extra sbatch options, e.g. {constraint: a100}
+    folder: str | None = None  # submitit's logs and job files (default WORKDIR/launcher/EXPERIMENT/logs)
+    signal_delay_s: Annotated[int, Field(ge=1)] = 120  # SLURM warns a job this long before its time limit
+    # --launcher slurm: the spectrum as a job array of this many generation shards (each its own job, any order)
+    generate_shards: Annotated[int, Field(ge=1)] = 4
+
+
+class Config(Section):
+    name: str = ""
+    description: str = ""
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    base: BaseConfig = Field(default_factory=BaseConfig)
+    hard: HardConfig = Field(default_factory=HardConfig)
+    generator: ComponentConfig = Field(default_factory=lambda: ComponentConfig("tiny_ddpm"))
+    spectrum: SpectrumConfig = Field(default_factory=SpectrumConfig)
+    scorer: ComponentConfig = Field(default_factory=lambda: ComponentConfig("judge"))
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
+    methods: list[str] = Field(default_factory=lambda: ["plain", "discl_diverse_to_specific"])
+    method_params: dict[str, Params] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    device: str = "auto"  # auto (cuda when there is one) | cpu | cuda | cuda:N
+    sweep: SweepConfig = Field(default_factory=SweepConfig)  # search space for `harness sweep`
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)  # what MLflow records besides metrics
+    launcher: LauncherConfig = Field(default_factory=LauncherConfig)  # SLURM placement (harness run --launcher)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+            raise ValueError(f"{device!r} is not one of auto, cpu, cuda, cuda:N")
+        return device
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if not seeds:
+            raise ValueError("give at least one seed")
+        return refuse_repeats(seeds, "seed")
+
+    @model_validator(mode="after")
+    def _levels_generated(self) -> Config:
+        for lam in self.curriculum_levels + list(self.curriculum.adaptive_levels or []):
+            if not is_among(lam, self.spectrum.levels):
+                raise ValueError(
+                    f"curriculum level {lam} is not among the generated spectrum.levels {self.spectrum.levels}"
+                )
+        return self
+
+    @property
+    def curriculum_levels(self) -> list[float]:
+        return list(self.curriculum.levels if self.curriculum.levels is not None else self.spectrum.levels)
+
+    def method_levels(self, method) -> tuple[float, ...]:
+        """The λ levels a method's curriculum is handed, ascending (as ``fine_tune`` hands them):
+        ``curriculum.adaptive_levels`` for an adaptive method when given, else ``curriculum_levels``; none for a
+        method that neither draws on the pool nor stands in for it."""
+        if not (method.synthetic or method.real_stand_in):
+            return ()
+        adaptive = self.curriculum.adaptive_levels if method.adaptive else None
+        return tuple(sorted(adaptive or self.curriculum_levels))
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
