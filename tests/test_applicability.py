@@ -86,10 +86,11 @@ def test_the_sweep_space_leaves_out_the_loss_the_model_ignores(experiment, searc
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     params = suggest(trial, cfg)
     assert ("loss" in trial.params) == searched and ("loss" in paper_params(cfg)) == searched
-    assert params["loss"] == cfg.train.loss or searched
+    assert params["loss"] == (trial.params["loss"] if searched else cfg.train.loss)
 
 
 def test_turning_the_pruner_off_is_one_override():
-    """`--set sweep.pruner=none` on an experiment that tunes its median pruner (digits_lt_discl: warm-up 2) loads."""
+    """`--set sweep.pruner=none` on an experiment that tunes its median pruner (digits_lt_tiny inherits
+    digits_lt_discl's warm-up 2) loads, the pruner settings kept."""
     cfg = load_config("digits_lt_tiny", ["sweep.pruner=none"])
-    assert cfg.sweep.pruner == "none"
+    assert cfg.sweep.pruner == "none" and cfg.sweep.pruner_warmup_epochs == 2

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.config import Config, ConfigError, build, list_experiments, load_config, stable_hash, validate
+from harness.config import Config, ConfigError, Loss, build, list_experiments, load_config, stable_hash, validate
 
 
 def write(tmp_path, text, name="exp.yaml"):
@@ -90,6 +90,8 @@ def test_missing_experiment_and_bad_yaml(tmp_path):
 def test_hash_is_stable_and_order_free():
     assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
     assert stable_hash({"a": 1}) != stable_hash({"a": 2})
+    # pinned: serializing values any other way would orphan every cache on every machine without an error
+    assert stable_hash({"b": [1, 2.5, None], "a": "λ"}) == "abc9385eb270"
 
 
 scalars = st.one_of(st.integers(), st.floats(allow_nan=False), st.text(max_size=5), st.booleans(), st.none())
@@ -105,8 +107,9 @@ def test_loader_accepts_exactly_the_well_typed(values):
         assert str(e).startswith(("train.", "unknown key 'train."))
         return
     assert "bogus" not in values
-    assert isinstance(cfg.train.epochs, int) and isinstance(cfg.train.lr, float)
-    assert isinstance(cfg.train.loss, str)
+    assert {key: getattr(cfg.train, key) for key in values} == values  # each given value is kept as given
+    assert type(cfg.train.epochs) is int and type(cfg.train.lr) is float and type(cfg.train.undersample) is float
+    assert cfg.train.loss in typing.get_args(Loss)
 
 
 # ------------------------------------------------------------------------ pydantic models, no silent settings
@@ -142,12 +145,14 @@ def test_an_unknown_choice_names_the_key_and_the_choices(key, value, choices):
 
 
 def test_each_choice_list_is_written_once():
-    from harness.config import SWEEP_ORDERINGS, Ordering, Scheduler
+    """The schema's choices are exactly what the code that runs them knows, and the default sweep space searches
+    every ordering."""
+    from harness.config import Ordering, Scheduler, SweepSpace
     from harness.generators.sd_img2img import SCHEDULERS
     from harness.sweep import ORDERING_METHODS
 
     assert set(typing.get_args(Scheduler)) == {"default", *SCHEDULERS}
-    assert SWEEP_ORDERINGS == typing.get_args(Ordering) and set(SWEEP_ORDERINGS) == set(ORDERING_METHODS)
+    assert set(typing.get_args(Ordering)) == set(ORDERING_METHODS) == set(SweepSpace().orderings)
 
 
 @pytest.mark.parametrize(
