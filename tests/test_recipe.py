@@ -1,5 +1,5 @@
-"""Issue 19: the recipe as a checked table (`harness recipe`), and the items it checks that change our settings:
-iWildCam's train crop (6), ImageNet-LT's weight decay (9) and FLYP's fp32 logits under autocast (10)."""
+"""The recipe as a checked table (`harness recipe`), and the settings it checks that change ours: iWildCam's train
+crop, ImageNet-LT's weight decay and FLYP's fp32 logits under autocast."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ from torchvision.transforms import InterpolationMode, v2
 from harness.config import load_config
 from harness.config.transforms import build_transform
 
-# --------------------------------------------------------------------------- item 6: iWildCam's train crop
+# --------------------------------------------------------------------------- iWildCam's train crop
 
 
 @pytest.mark.parametrize("experiment", ["iwildcam_discl", "iwildcam_suite"])
@@ -33,7 +33,7 @@ def test_iwildcam_trains_on_flyps_random_resized_crop(experiment):
     assert torch.equal(evaluate(image), evaluate(image))
 
 
-# --------------------------------------------------------------------------- item 9: ImageNet-LT's optimizer
+# --------------------------------------------------------------------------- ImageNet-LT's optimizer
 
 
 @pytest.mark.parametrize("experiment", ["imagenet_lt_discl", "imagenet_lt_suite", "imagenet_lt_bs_suite"])
@@ -47,7 +47,7 @@ def test_imagenet_lt_fine_tunes_with_adam_and_weight_decay_1e_5(experiment):
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
 
 
-# --------------------------------------------------------------------------- item 10: FLYP's logits in fp32
+# --------------------------------------------------------------------------- FLYP's logits in fp32
 
 
 def tiny_flyp():
@@ -89,7 +89,7 @@ PAPER_EXPERIMENTS = [
     for name in __import__("harness.config", fromlist=["list_experiments"]).list_experiments()
     if name.startswith(("imagenet_lt_", "iwildcam_")) and not name.endswith("_tiny")
 ]
-COVERED = {  # issue 19: the settings every family's recipe must have a row for
+COVERED = {  # the settings every family's recipe must have a row for
     "generator",
     "scheduler",
     "denoising steps",
@@ -212,17 +212,17 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
     assert "no paper recipe" in capsys.readouterr().err
 
 
-def test_readme_settings_table_is_the_generated_one(tmp_path):
+def test_the_paper_recipe_pages_settings_table_is_the_generated_one(tmp_path):
     from pathlib import Path
 
-    from harness.plan.recipe import BEGIN, END, main, readme_block, replace_block
+    from harness.plan.recipe import BEGIN, END, doc_block, main, replace_block
 
-    readme = Path(__file__).resolve().parent.parent / "README.md"
-    text = readme.read_text()
-    section = text[text.index("## Paper-scale experiments") :]
+    page = Path(__file__).resolve().parent.parent / "docs" / "paper-recipe.md"
+    text = page.read_text()
+    section = text[text.index("## The settings, the paper's against ours") :]
     assert BEGIN in section and END in section
-    assert replace_block(text, readme_block()) == text, "run: python -m harness.plan.recipe --readme README.md"
-    stale = tmp_path / "README.md"
+    assert replace_block(text, doc_block()) == text, "run: python -m harness.plan.recipe --write docs/paper-recipe.md"
+    stale = tmp_path / "paper-recipe.md"
     stale.write_text(text.replace("| weight decay |", "| weight-decay |", 1))
     assert main(["--check", str(stale)]) == 1
-    assert main(["--readme", str(stale)]) == 0 and stale.read_text() == text
+    assert main(["--write", str(stale)]) == 0 and stale.read_text() == text
