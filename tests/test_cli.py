@@ -4,6 +4,7 @@ ended by SIGTERM together with the MLflow server's workers."""
 import contextlib
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -148,3 +149,29 @@ def in_group(pgid: int) -> list[int]:
             if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
                 found.append(p.pid)
     return found
+
+
+def test_end_tree_ends_every_descendant_and_kills_those_that_ignore_sigterm():
+    """The supervisor behind `harness ui`: SIGTERM to the server and everything under it, SIGKILL after the grace
+    period to a process that ignores SIGTERM."""
+    import psutil
+
+    from harness.cli.supervisor import end_tree
+
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); time.sleep(100)"
+    script = f"sleep 100 & {shlex.quote(sys.executable)} -c {shlex.quote(stubborn)} & wait"
+    proc = subprocess.Popen(["sh", "-c", script], start_new_session=True, stdout=subprocess.PIPE)
+    proc.stdout.readline()  # the stubborn child ignores SIGTERM from here on
+    tree = psutil.Process(proc.pid).children(recursive=True)
+    assert len(tree) == 2
+    try:
+        start = time.monotonic()
+        end_tree(proc, grace_s=1.0)
+        assert proc.returncode is not None
+        _, alive = psutil.wait_procs(tree, timeout=5)
+        assert alive == []
+        assert time.monotonic() - start < 10
+    finally:  # whatever failed, nothing of this test is left running
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                p.kill()

@@ -159,7 +159,7 @@ def test_run_logs_the_domain_table_and_the_report_draws_it(tmp_path):
 def test_the_domain_figure_draws_source_similarity(tmp_path, monkeypatch):
     import pandas as pd
 
-    from reports import figures
+    from reports.figures import spectrum as figures
 
     table = pd.DataFrame(
         {

@@ -62,11 +62,11 @@ def test_a_missing_user_file_is_a_harness_error(tmp_path):
 
 def test_main_catches_only_harness_errors(monkeypatch):
     """A FileNotFoundError that is not a user's missing file is a bug: its traceback is kept."""
-    import harness.cli.app as cli
+    import harness.cli.list as list_command
 
     def bug(args):
         raise FileNotFoundError("an internal file the harness itself should have written")
 
-    monkeypatch.setattr(cli, "cmd_list", bug)
+    monkeypatch.setattr(list_command, "cmd_list", bug)
     with pytest.raises(FileNotFoundError):
         main(["list"])

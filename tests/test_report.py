@@ -168,7 +168,7 @@ def test_figures_exist_and_are_not_blank(report):
     from harness.runs.plots import is_blank
 
     _, out = report
-    for name in FIGURES + ["sweep_sweep-s"]:
+    for name in FIGURES + ["sweep_sweep-s", "sweep_sweep-s_params"]:
         path = out / "figures" / f"{name}.png"
         assert path.exists(), name
         assert not is_blank(path), name
@@ -295,3 +295,54 @@ def test_writers_render_bold_best_and_mean_std_in_every_format():
     assert re.search(r"#T_results_row1_col0 \{\s*font-weight: bold;\s*\}", page)  # the second row's Overall cell
     assert re.search(r'id="T_results_row1_col0"[^>]*>37.00 \(2.83\)</td>', page)
     assert not re.search(r"#T_results_row0_col\d \{\s*font-weight", page)
+
+
+def test_the_page_escapes_text_and_keeps_the_tables_html(tmp_path):
+    from reports import page, tables
+    from reports.figures import Figure
+
+    runs = pd.DataFrame({"label": ["plain"] * 2, "method": ["plain"] * 2, "loss": "ce", "seed": [0, 1]})
+    t = tables.results_table(runs.assign(**{"test/acc": [0.3, 0.32]}), ["plain"])
+    files = tables.write_table(t, tmp_path / "tables")
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "f.png").write_bytes(b"png")
+    fig = Figure("f", "A <b>title</b>", "caption & more", tmp_path / "figures" / "f.png")
+    index = page.write_page(tmp_path, "exp<script>", ["a <i>line</i>"], [(t, files)], [fig])
+    text = index.read_text()
+    assert "<script>" not in text and "exp&lt;script&gt;" in text
+    assert "a &lt;i&gt;line&lt;/i&gt;" in text and "A &lt;b&gt;title&lt;/b&gt;" in text and "caption &amp; more" in text
+    assert '<table id="T_results">' in text  # the table's own HTML, not escaped
+    assert "<img src='figures/f.png'" in text and "<a href='tables/results.csv'>csv</a>" in text
+
+
+def test_sweep_figures_are_optunas_plots_of_the_trial_runs(tmp_path):
+    import types
+
+    import matplotlib
+
+    from reports.figures.sweep import save_sweep_figures, study_from_runs
+
+    parent = {"run_id": "p", "status": "FINISHED", "start_time": 0, "tags.mlflow.runName": "sweep-s"}
+    parent["tags.objective"] = "val/acc"
+    trials = [
+        {
+            "run_id": f"t{i}",
+            "status": "FINISHED",
+            "start_time": i + 1,
+            "tags.mlflow.parentRunId": "p",
+            "params.lr": str(lr),
+            "params.method": method,
+            "params.config.x": "1",
+            "metrics.objective/0": value,
+        }
+        for i, (lr, method, value) in enumerate([(0.1, "a", 0.5), (0.01, "b", float("nan")), (0.001, "b", 0.7)])
+    ]
+    frame = pd.DataFrame([parent, *trials])
+    study = study_from_runs(frame[frame.run_id != "p"], "objective/0")
+    assert [t.value for t in study.trials] == [0.5, 0.7]  # the trial without its objective is left out
+    assert study.trials[1].params == {"lr": 0.001, "method": "b"} and study.best_value == 0.7
+    style = dict(matplotlib.rcParams)
+    made = save_sweep_figures(types.SimpleNamespace(sweep_runs=frame), tmp_path)
+    assert [f.name for f in made] == ["sweep_sweep-s", "sweep_sweep-s_params", "sweep_sweep-s_importances"]
+    assert all(f.path.is_file() for f in made)
+    assert dict(matplotlib.rcParams) == style  # Optuna's ggplot style does not leak into the other figures
