@@ -235,7 +235,7 @@ def test_spectrum_pool_is_not_in_the_pool_key_and_must_name_something():
 def test_a_dataset_repo_in_the_local_hub_cache_is_found_by_id(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from harness.pool.share import resolve_source
+    from harness.pool.source import resolve_source
 
     revision = "0" * 39 + "2"
     repo = tmp_path / "hub" / "datasets--someone--digits-pool"
@@ -254,7 +254,7 @@ def test_a_dataset_repo_in_the_local_hub_cache_is_found_by_id(tmp_path, monkeypa
 
 
 def test_an_unknown_pool_is_one_line(tmp_path):
-    from harness.pool.share import resolve_source
+    from harness.pool.source import resolve_source
 
     with pytest.raises(ConfigError, match="not a folder, nor a Hub dataset id"):
         resolve_source(str(tmp_path / "nowhere" / "x" / "y"))
@@ -270,7 +270,7 @@ def test_export_of_ten_times_the_tiny_pool_is_memory_bounded(tmp_path, tiny_cfg)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from harness.pool.share import export_pool
+    from harness.pool.export import export_pool
 
     pool_dir, rng, rows = tmp_path / "pool", np.random.default_rng(0), []
     (pool_dir / "images").mkdir(parents=True)
@@ -340,7 +340,7 @@ def test_round_trip_imagenet_lt_tiny_sdxl_with_retries(tmp_path, monkeypatch):
     from fakes import write_fake_imagenet_lt
 
     from harness.generators.sd_img2img import SDImg2Img
-    from harness.pool.share import export_pool
+    from harness.pool.export import export_pool
 
     data = write_fake_imagenet_lt(tmp_path / "imagenet", counts=(25, 22, 12, 10, 6, 3), image_size=32)
     sets = [f"data.root={data}", *IMAGENET_TINY_QUICK]
