@@ -10,7 +10,11 @@ from pathlib import Path
 
 from harness.config import ConfigError, stable_hash
 from harness.config.keys import file_digest
-from harness.pool.schema import META_FILE
+from harness.pool.schema import LOOKUP_COLUMNS, META_FILE
+
+# besides the lookup columns: what the import reads (the images, and the scores it may reuse)
+READ_COLUMNS = [*LOOKUP_COLUMNS, "image", "text_score", "image_score"]
+AGAIN = "export it again with `harness pool export` (or fetch it again)"
 
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -34,7 +38,12 @@ def data_digest(folder: Path) -> str:
 
 def resolve_source(spec: str) -> PoolSource:
     """``spectrum.pool``: a folder, or ``ORG/NAME``: a dataset repo already in the local Hugging Face cache."""
-    folder = Path(spec).expanduser()
+    try:
+        folder = Path(spec).expanduser()
+    except RuntimeError:  # ~user of no user here
+        raise ConfigError(
+            f"spectrum.pool: {spec!r} names the home of an unknown user; give the folder's path"
+        ) from None
     revision = None
     if not folder.is_dir():
         if not REPO_ID.fullmatch(spec):
@@ -52,20 +61,44 @@ def resolve_source(spec: str) -> PoolSource:
         revision = folder.name
     if not (folder / META_FILE).is_file():
         raise ConfigError(f"spectrum.pool: {folder} has no {META_FILE}; export a pool with `harness pool export`")
+    if not any(p.is_file() for p in (folder / "data").rglob("*")):
+        raise ConfigError(f"spectrum.pool: {folder} has no data files under data/; {AGAIN}")
     return PoolSource(spec, folder.resolve(), revision, data_digest(folder))
 
 
-def open_pool(source: PoolSource, cache: Path, progress: bool = True):
-    """The exported dataset (memory-mapped Arrow, converted once into the workdir's cache) and its metadata."""
-    import datasets
+def read_meta(source: PoolSource) -> dict:
+    """The export's ``harness_pool.json``, refused in one line unless it is a JSON object."""
+    path = source.path / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise ConfigError(f"spectrum.pool: {path} is not JSON ({e}); {AGAIN}") from e
+    if not isinstance(meta, dict):
+        raise ConfigError(f"spectrum.pool: {path} holds a {type(meta).__name__}, not a JSON object; {AGAIN}")
+    return meta
 
-    meta = json.loads((source.path / META_FILE).read_text())
+
+def open_pool(source: PoolSource, cache: Path, progress: bool = True):
+    """The exported dataset (memory-mapped Arrow, converted once into the workdir's cache) and its metadata; a
+    folder ``datasets`` cannot read, or whose rows lack a column the import reads, is refused in one line."""
+    import datasets
+    from datasets.exceptions import DatasetGenerationError
+
+    meta = read_meta(source)
     enabled = datasets.is_progress_bar_enabled()
     if not progress:
         datasets.disable_progress_bars()
     try:
         ds = datasets.load_dataset(str(source.path), split="train", cache_dir=str(cache / "hf-datasets"))
+    except (ValueError, DatasetGenerationError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ConfigError(
+            f"spectrum.pool: {source.path} is no readable dataset ({type(e).__name__}: {first}); {AGAIN}"
+        ) from e
     finally:
         if enabled:
             datasets.enable_progress_bars()
+    missing = [c for c in READ_COLUMNS if c not in ds.column_names]
+    if missing:
+        raise ConfigError(f"spectrum.pool: {source.path} lacks the column(s) {', '.join(missing)}; {AGAIN}")
     return ds, meta
