@@ -101,10 +101,13 @@ def test_load_dataset_gives_typed_features_and_one_row_per_generated_image(digit
         np.asarray(row["image"]), np.asarray(Image.open(digits.pool / manifest.set_index("key").file[row["key"]]))
     )
     assert all(f.stat().st_size <= 500 * 10**6 for f in (digits.out / "data").iterdir())
+    from huggingface_hub import DatasetCard
+
+    meta = DatasetCard.load(digits.out / "README.md").data  # the Hub's YAML header, as the Hub reads it
+    assert (meta.license, meta.task_categories, meta.size_categories) == ("other", ["image-classification"], ["n<1K"])
+    assert meta.configs[0]["data_files"] == [{"split": "train", "path": "data/train-*.parquet"}]
+    assert [f["name"] for f in meta.dataset_info["features"]] == list(ds.features)
     card = (digits.out / "README.md").read_text()
-    header = card.split("---")[1]
-    for needle in ("license: other", "image-classification", "n<1K", "dataset_info:", "features:", "configs:"):
-        assert needle in header, needle
     for needle in (
         digits.pool.name,
         "harness generate --experiment digits_lt_tiny --set base.epochs=1",
@@ -235,7 +238,7 @@ def test_spectrum_pool_is_not_in_the_pool_key_and_must_name_something():
 def test_a_dataset_repo_in_the_local_hub_cache_is_found_by_id(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from harness.pool.share import resolve_source
+    from harness.pool.source import resolve_source
 
     revision = "0" * 39 + "2"
     repo = tmp_path / "hub" / "datasets--someone--digits-pool"
@@ -254,12 +257,88 @@ def test_a_dataset_repo_in_the_local_hub_cache_is_found_by_id(tmp_path, monkeypa
 
 
 def test_an_unknown_pool_is_one_line(tmp_path):
-    from harness.pool.share import resolve_source
+    from harness.pool.source import resolve_source
 
     with pytest.raises(ConfigError, match="not a folder, nor a Hub dataset id"):
         resolve_source(str(tmp_path / "nowhere" / "x" / "y"))
     with pytest.raises(ConfigError, match="not in the local Hugging Face cache"):
         resolve_source("someone/no-such-pool")
+
+
+@pytest.mark.parametrize("taken", ["a file", "a folder with a file"])
+def test_export_to_an_out_that_holds_something_is_one_line_in_the_cli(tmp_path, tiny_cfg, monkeypatch, capsys, taken):
+    from harness.core.errors import HarnessError
+    from harness.pool.export import export_pool
+
+    prep = noise_pool(tmp_path / "pool", tiny_cfg, 4)
+    out = tmp_path / "out"
+    if taken == "a file":
+        out.write_text("x")
+    else:
+        out.mkdir()
+        (out / "x").write_text("x")
+    with pytest.raises(HarnessError) as err:
+        export_pool(prep, out)
+    assert isinstance(err.value, FileExistsError) and "\n" not in str(err.value)
+    assert "give a new folder" in str(err.value)
+    monkeypatch.setattr("harness.phases.pipeline.prepare", lambda *a, **k: prep)
+    argv = ["pool", "export", "-e", "digits_lt_tiny", "--workdir", str(tmp_path / "wd"), "--out", str(out), "--quiet"]
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"harness: error: pool export --out: {out} exists and is not an empty folder")
+    assert export_pool(prep, tmp_path / "new").rows == 4  # a new folder is fine
+
+
+NOT_AN_EXPORT = {  # what a folder holds besides harness_pool.json → what the one-line error says
+    "no data files": ({}, "has no data files under data/"),
+    "meta not JSON": ({"harness_pool.json": "{not json", "data/x.parquet": "rows"}, "harness_pool.json is not JSON"),
+    "meta not an object": ({"harness_pool.json": "[]", "data/x.parquet": "rows"}, "holds a list, not a JSON object"),
+    "corrupt shard": ({"data/train-00000-of-00001.parquet": "junk"}, "is no readable dataset (ArrowInvalid"),
+    "missing columns": ({"data/train-00000-of-00001.parquet": "rows"}, "lacks the column(s) label, seed_index"),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_AN_EXPORT))
+def test_a_pool_folder_that_is_no_export_is_one_line(tmp_path, case):
+    from harness.pool.source import open_pool, resolve_source
+
+    files, says = NOT_AN_EXPORT[case]
+    folder = tmp_path / "pool"
+    (folder / "data").mkdir(parents=True)
+    (folder / "harness_pool.json").write_text("{}")
+    for name, text in files.items():
+        if text == "rows":  # a parquet dataset, though not a pool's
+            pd.DataFrame({"source_id": ["s0"], "lam": [0.5], "seed": [1]}).to_parquet(folder / name)
+        else:
+            (folder / name).write_text(text)
+    with pytest.raises(ConfigError) as err:
+        open_pool(resolve_source(str(folder)), tmp_path / "cache", progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("spectrum.pool: ") and says in msg, msg
+    assert msg.endswith("export it again with `harness pool export` (or fetch it again)")
+
+
+def test_a_pool_in_an_unknown_users_home_is_one_line():
+    from harness.pool.source import resolve_source
+
+    with pytest.raises(ConfigError, match="the home of an unknown user"):
+        resolve_source("~no-such-user-here/pool")
+
+
+def noise_pool(pool_dir: Path, cfg, n: int) -> SimpleNamespace:
+    """A prepared experiment (as ``export_pool`` reads it) whose pool is ``n`` images of 48×48 noise at λ 0.5."""
+    rng, rows = np.random.default_rng(0), []
+    (pool_dir / "images").mkdir(parents=True)
+    for i in range(n):
+        file = f"images/{i}.png"
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(pool_dir / file)
+        rows.append(
+            {"key": f"s{i}|0.5000|0", "source_index": i, "source_id": f"s{i}", "label": i % 10, "lam": 0.5,
+             "seed_index": 0, "seed": i, "try": i % 2, "prompt": "p", "file": file, "text_score": 0.5,
+             "image_score": 0.5, "keep": True}
+        )  # fmt: skip
+    names = [str(c) for c in range(10)]
+    return SimpleNamespace(cfg=cfg, pool=pd.DataFrame(rows), pool_dir=pool_dir, data=SimpleNamespace(class_names=names))
 
 
 def test_export_of_ten_times_the_tiny_pool_is_memory_bounded(tmp_path, tiny_cfg):
@@ -270,23 +349,10 @@ def test_export_of_ten_times_the_tiny_pool_is_memory_bounded(tmp_path, tiny_cfg)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from harness.pool.share import export_pool
+    from harness.pool.export import export_pool
 
-    pool_dir, rng, rows = tmp_path / "pool", np.random.default_rng(0), []
-    (pool_dir / "images").mkdir(parents=True)
-    for i in range(3480):
-        file = f"images/{i}.png"
-        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(pool_dir / file)
-        rows.append(
-            {"key": f"s{i}|0.5000|0", "source_index": i, "source_id": f"s{i}", "label": i % 10, "lam": 0.5,
-             "seed_index": 0, "seed": i, "try": i % 2, "prompt": "p", "file": file, "text_score": 0.5,
-             "image_score": 0.5, "keep": True}
-        )  # fmt: skip
-    total = sum(f.stat().st_size for f in (pool_dir / "images").iterdir())
-    names = [str(c) for c in range(10)]
-    prep = SimpleNamespace(
-        cfg=tiny_cfg, pool=pd.DataFrame(rows), pool_dir=pool_dir, data=SimpleNamespace(class_names=names)
-    )
+    prep = noise_pool(tmp_path / "pool", tiny_cfg, 3480)
+    total = sum(f.stat().st_size for f in (prep.pool_dir / "images").iterdir())
     arrow_before = pa.default_memory_pool().max_memory()
     tracemalloc.start()
     done = export_pool(prep, tmp_path / "out", max_shard_bytes=2 * 10**6, rows_per_group=32)
@@ -340,7 +406,7 @@ def test_round_trip_imagenet_lt_tiny_sdxl_with_retries(tmp_path, monkeypatch):
     from fakes import write_fake_imagenet_lt
 
     from harness.generators.sd_img2img import SDImg2Img
-    from harness.pool.share import export_pool
+    from harness.pool.export import export_pool
 
     data = write_fake_imagenet_lt(tmp_path / "imagenet", counts=(25, 22, 12, 10, 6, 3), image_size=32)
     sets = [f"data.root={data}", *IMAGENET_TINY_QUICK]

@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
 
 def cmd_pool_export(args) -> int:
     from harness.phases.pipeline import prepare
-    from harness.pool.share import export_pool
+    from harness.pool.export import export_pool
 
     cfg = load_config(args.experiment, args.overrides)
     workdir = resolve_workdir(args.workdir)

@@ -156,7 +156,7 @@ def finish_pool(base: Base, workdir: Path, progress: bool = True, world: int = 1
     pool_dir.mkdir(parents=True, exist_ok=True)
     with merge_lock(pool_dir):
         if cfg.spectrum.pool:  # an exported pool instead of generating: no generator is loaded
-            from harness.pool.share import import_pool
+            from harness.pool.load import import_pool
 
             return import_pool(cfg, base.data, plan, pool_dir, cache, progress)
         if (pool_dir / "complete.json").exists():
