@@ -1,6 +1,7 @@
 """Whether an exported pool holds the experiment's planned spectrum: every mismatch (classes, generation settings,
 sources, levels, seeds, labels, prompts, sample seeds, and the retries' labels, prompts and seeds) as one clause
-each, so a pool that does not fit is refused in one line naming all of them. More levels or seeds than planned are fine."""
+each, so a pool that does not fit is refused in one line naming all of them. More levels or seeds than planned are
+fine."""
 
 from __future__ import annotations
 
