@@ -19,7 +19,7 @@ MFU = {"resnet10": 0.25, "flyp": 0.30, "clip_b32": 0.30}  # assumed fraction of 
 # 500x375 JPEGs (2 workers on this project's 2-core CPU); × 14 loader workers per GPU (16 cores on the lent H100
 # machine; a DGX H100 has 112 cores for 8 GPUs) ≈ 2,800 images/s. Taken for every decode-bound phase (estimate).
 INPUT_RATE = 200 * 14
-SPECTRUM_MS_PER_IMAGE_STEP = 7.3  # measured on one H100: SDXL-refiner shape, fp16, 480x264, batch 8 (README)
+SPECTRUM_MS_PER_IMAGE_STEP = 7.3  # measured on one H100: SDXL-refiner shape fp16, 480x264, batch 8 (benchmarks/README)
 DDP_EFFICIENCY_8 = 0.9  # assumed scaling of one training run over 8 GPUs (estimate); generation shards are independent
 
 # split sizes: ImageNet-LT (Liu et al. 2019), iWildCam2020-WILDS v2.0 (Koh et al. 2021)
