@@ -53,7 +53,10 @@ def read_description_names(path: str, num_classes: int) -> list[str]:
     of classes alike, which then share descriptions)."""
     file = Path(path).expanduser()
     if not file.is_file():
-        raise FileNotFoundError(f"spectrum.description_names: no file {file} (one name per label id, in label order)")
+        raise MissingFileError(
+            f"spectrum.description_names: no file {file}; give a file of one class name per label id, in label order "
+            "(one per line, or a JSON list), or drop spectrum.description_names"
+        )
     text = file.read_text()
     if file.suffix.lower() == ".json":
         try:
