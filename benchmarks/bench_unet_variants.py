@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.benchmark import Timer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import row  # noqa: E402
@@ -34,16 +35,16 @@ def unet_inputs(unet, batch: int, height: int, width: int, dtype):
 
 
 @torch.inference_mode()
-def ms_per_call(unet, inputs, iters: int = 10, warmup: int = 3) -> float:
+def ms_per_call(unet, inputs, min_run_time: float = 1.0) -> float:
+    """Median ms of a UNet call: ``torch.utils.benchmark``'s ``blocked_autorange`` (its block-size estimate is the
+    warm-up; it synchronizes CUDA before each clock reading), blocks for at least ``min_run_time`` seconds."""
     lat, t, text, added = inputs
-    for _ in range(warmup):
-        unet(lat, t, encoder_hidden_states=text, added_cond_kwargs=added)
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(iters):
-        unet(lat, t, encoder_hidden_states=text, added_cond_kwargs=added)
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / iters * 1000
+    timer = Timer(
+        "unet(lat, t, encoder_hidden_states=text, added_cond_kwargs=added)",
+        globals={"unet": unet, "lat": lat, "t": t, "text": text, "added": added},
+        num_threads=torch.get_num_threads(),
+    )
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1000
 
 
 def main() -> None:

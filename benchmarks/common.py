@@ -1,11 +1,10 @@
-"""What every benchmark shares: the JSON row schema, interleaved repeats with their medians and spread, the table
-printer."""
+"""What every benchmark shares: the JSON row schema, interleaved repeats (each timed by ``torch.utils.benchmark``)
+with their medians and spread, the table printer."""
 
 from __future__ import annotations
 
 import json
 import statistics
-import time
 from pathlib import Path
 
 # name: a short stable id (input_pipeline, ddp_eval, train_step_resnet10_bf16, ...); detail: what was measured, in
@@ -24,13 +23,14 @@ def row(
 
 
 def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    """Seconds of one call of ``fn``, after one untimed call: ``torch.utils.benchmark``'s ``blocked_autorange`` with
+    no minimum run time times one block of one call (its block-size estimate is the warm-up). The Timer waits for
+    the accelerator before reading the clock; ``num_threads`` keeps torch's thread count (its default is 1)."""
+    import torch  # here, not above: run_all and cost_model, which time no statement, stay free of torch
+    from torch.utils.benchmark import Timer
 
-
-def median_time(fn, repeats: int) -> float:
-    return statistics.median(timed(fn) for _ in range(repeats))
+    timer = Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=0).median
 
 
 def paired(harness_fn, reference_fn, repeats: int) -> tuple[list[float], list[float]]:
@@ -45,12 +45,6 @@ def paired(harness_fn, reference_fn, repeats: int) -> tuple[list[float], list[fl
             ours.append(timed(harness_fn))
             ref.append(timed(reference_fn))
     return ours, ref
-
-
-def interleaved(harness_fn, reference_fn, repeats: int) -> tuple[float, float]:
-    """Median seconds of each over interleaved repeats."""
-    ours, ref = paired(harness_fn, reference_fn, repeats)
-    return statistics.median(ours), statistics.median(ref)
 
 
 def spread(ours: list[float], ref: list[float]) -> float | None:

@@ -191,11 +191,13 @@ def test_rank0_waits_on_shards_reading_only_appended_bytes(tmp_path, monkeypatch
     import threading
 
     import harness.phases.spectrum as spectrum
+    import harness.phases.spectrum.manifest as manifest
 
     def no_reparse(*a, **k):
         raise AssertionError("wait_for_shards re-parsed the manifests")
 
-    monkeypatch.setattr(spectrum, "read_manifest", no_reparse)
+    # what read_manifest and read_all_tries parse whole manifests with, wherever they are called from
+    monkeypatch.setattr(manifest, "read_jsonl", no_reparse)
     keys = {f"k{i}" for i in range(6)}
     shard = tmp_path / "manifest.shard001.jsonl"
     (tmp_path / "manifest.shard000.jsonl").write_text(json.dumps({"key": "k0"}) + "\n")

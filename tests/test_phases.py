@@ -125,3 +125,42 @@ def test_prepared_pool_is_scored_and_filtered(tiny_prepared, tiny_cfg):
     assert pool.text_score.between(0, 1).all() and pool.image_score.between(-1, 1).all()
     assert (pool.keep == (pool.text_score >= tiny_cfg.filter.threshold)).all()
     assert len(tiny_prepared.pool_images) == len(pool)
+
+
+# --------------------------------------------------------------------------- errors a user can cause: one line, exit 2
+
+
+def one_error_line(capsys) -> str:
+    """The one ``harness: error:`` line, the last of stderr (progress bars may come before it), no traceback."""
+    err = capsys.readouterr().err.strip()
+    errors = [line for line in err.splitlines() if line.startswith("harness: error:")]
+    assert "Traceback" not in err and len(errors) == 1 and err.splitlines()[-1] == errors[0], err[-2000:]
+    return errors[0]
+
+
+def test_a_missing_description_names_file_is_one_line_and_exit_2(tiny_workdir, tmp_path, capsys):
+    from harness.cli import main
+
+    descriptions = tmp_path / "descriptions.json"
+    descriptions.write_text('{"0": ["a handwritten zero"]}')
+    absent = tmp_path / "absent.txt"
+    sets = ["--set", f"spectrum.descriptions={descriptions}", "--set", f"spectrum.description_names={absent}"]
+    # the names are read when the spectrum is planned, after the base model (shared with ``tiny_prepared``)
+    code = main(["generate", "-e", "digits_lt_tiny", *sets, "--workdir", str(tiny_workdir), "--quiet"])
+    line = one_error_line(capsys)
+    assert code == 2 and f"spectrum.description_names: no file {absent}; give a file" in line
+
+
+def test_a_workdir_without_flock_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    import errno
+    import fcntl
+
+    from harness.cli import main
+
+    def no_flock(*args):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    code = main(["generate", "-e", "digits_lt_tiny", "--workdir", str(tmp_path / "work"), "--quiet"])
+    line = one_error_line(capsys)
+    assert code == 2 and "this file system has no flock() locks" in line and "--workdir on a local disk" in line

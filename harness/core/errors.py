@@ -25,3 +25,8 @@ class NotFoundError(HarnessError, LookupError):
 
 class DataError(HarnessError, RuntimeError):
     """Missing or malformed data or weights; the message says what was expected where."""
+
+
+class FileSystemError(HarnessError, OSError):
+    """The file system under the workdir lacks what its caches need (e.g. ``flock`` locks); the message says which
+    mount option or folder fixes it."""

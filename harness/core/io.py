@@ -15,6 +15,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from harness.core.errors import FileSystemError
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
@@ -108,10 +110,9 @@ class OSLock(FileLock):
         except OSError as e:
             if e.errno != errno.ENOSYS:
                 raise
-            raise OSError(
-                errno.ENOSYS,
+            raise FileSystemError(
                 f"{self.lock_file}: this file system has no flock() locks, which the workdir's caches need "
-                "(NFS: mount without 'nolock'; Lustre: mount with '-o flock'; or put --workdir on a local disk)",
+                "(NFS: mount without 'nolock'; Lustre: mount with '-o flock'; or put --workdir on a local disk)"
             ) from None
 
 
