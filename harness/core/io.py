@@ -91,7 +91,7 @@ def lock(path: str | Path) -> FileLock:
     An OS lock (``flock``; over NFS the kernel maps it to a POSIX lock the server holds): it dies with its process,
     so a killed builder never blocks the others. Where the file system has no such locks, this is an error naming
     the file, not filelock's silent fallback to a marker-file lock that a process killed on another host would
-    leave behind for ever (README: "One workdir, many processes")."""
+    leave behind for ever (docs/scaling-and-slurm.md)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return OSLock(str(path) + ".lock", **NO_SOFT_FALLBACK)
