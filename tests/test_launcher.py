@@ -21,7 +21,7 @@ from harness.data.base import TensorImages
 from harness.engine import preempt
 from harness.engine.train import Part, Trainer
 from harness.models.base import HarnessModel
-from harness.runs.runner import run_config_hash
+from harness.runs.paths import run_config_hash
 
 TINY = ["--experiment", "digits_lt_tiny", "--quiet"]
 RUNS = ["-m", "plain", "-m", "discl_diverse_to_specific", "--seed", "0", "--seed", "1"]

@@ -51,7 +51,8 @@ def cmd_list(args) -> int:
 def cmd_run(args) -> int:
     from harness.core import distributed
     from harness.engine import preempt
-    from harness.runs.runner import run_experiment, summary_table
+    from harness.runs.finished import summary_table
+    from harness.runs.runner import run_experiment
 
     cfg = load_config(args.experiment, args.overrides, methods=args.method)  # checks the -m methods too
     workdir = resolve_workdir(args.workdir)
@@ -79,8 +80,8 @@ def cmd_run(args) -> int:
 def run_launched(args, cfg, workdir: Path) -> int:
     """``harness run --launcher local|slurm``: the runs not finished yet, many at once."""
     from harness.engine import preempt
-    from harness.launch.launcher import launch, results
-    from harness.runs.runner import summary_table
+    from harness.launch.launcher import launch
+    from harness.runs.finished import results, summary_table
 
     if args.jobs < 1:
         raise UserError(f"harness run: --jobs must be at least 1, got {args.jobs}")
@@ -261,7 +262,7 @@ def cmd_report(args) -> int:
 def cmd_evaluate(args) -> int:
     from mlflow.exceptions import MlflowException
 
-    from harness.runs.runner import evaluate_logged_model
+    from harness.runs.logged_model import evaluate_logged_model
     from harness.runs.tracking import client
 
     workdir = resolve_workdir(args.workdir)

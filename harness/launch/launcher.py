@@ -18,13 +18,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
 from harness.config import Config, load_config, validate
 from harness.core.io import read_json, write_json
 from harness.core.workdir import cache_dir
 from harness.engine import preempt
-from harness.runs.runner import finished_run, run_config_hash, spectrum_grid_file
+from harness.runs.finished import finished_run, finished_runs
+from harness.runs.paths import run_config_hash, run_dir
+from harness.runs.runner import spectrum_grid_file
 
 log = logging.getLogger("harness")
 
@@ -64,11 +64,6 @@ class Submission:
     folder: str = ""
 
 
-def run_dir(workdir: Path, cfg: Config, method: str, seed: int, config_hash: str) -> Path:
-    """A run's cache folder (checkpoint, run ids), as ``harness.runs.runner.run_one`` names it."""
-    return cache_dir(workdir) / "runs" / f"{cfg.name}-{method}-seed{seed}-{config_hash}"
-
-
 def records_dir(workdir: Path, experiment: str) -> Path:
     return workdir / "launcher" / experiment
 
@@ -104,13 +99,11 @@ def read_records(workdir: Path, experiment: str) -> list[dict]:
 def pending_tasks(cfg: Config, workdir: Path, methods: list[str], seeds: list[int], force: bool) -> list[Task]:
     """The (method, seed) runs without a FINISHED MLflow run of this config (all of them with ``force``)."""
     tasks = []
-    for m in methods:
-        h = run_config_hash(cfg, m)
-        for s in seeds:
-            if force or finished_run(workdir, cfg, m, s, h) is None:
-                tasks.append(Task(m, s, h))
-            else:
-                log.info("%s seed %d: finished run found, reusing it", m, s)
+    for method, seed, config_hash, done in finished_runs(cfg, workdir, methods, seeds, force):
+        if done is None:
+            tasks.append(Task(method, seed, config_hash))
+        else:
+            log.info("%s seed %d: finished run found, reusing it", method, seed)
     return tasks
 
 
@@ -523,19 +516,6 @@ def wait_slurm(sub: Submission, say=print, poll_s: float = POLL_S) -> bool:
                     say(f"{t.method} seed {t.seed}: job {t.job_id} failed; see {sub.folder}/{t.job_id}_0_log.err")
             return all(t.state == "done" for t in sub.tasks)
         time.sleep(poll_s)
-
-
-def results(cfg: Config, workdir: Path, methods: list[str], seeds: list[int]) -> pd.DataFrame:
-    """One row per FINISHED run of ``methods`` × ``seeds`` (test metrics, run id), from MLflow."""
-    rows = []
-    for m in methods:
-        h = run_config_hash(cfg, m)
-        for s in seeds:
-            run = finished_run(workdir, cfg, m, s, h)
-            if run is not None:
-                metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("test")}
-                rows.append({"method": m, "seed": s, "run_id": run.info.run_id, **metrics})
-    return pd.DataFrame(rows)
 
 
 def launch(

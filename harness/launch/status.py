@@ -10,17 +10,12 @@ from pathlib import Path
 import pandas as pd
 
 from harness.config import Config
-from harness.launch.launcher import Phase, phases_line, read_records, result_state, run_dir, slurm_states
-from harness.runs.runner import run_config_hash
+from harness.launch.launcher import Phase, phases_line, read_records, result_state, slurm_states
+from harness.runs.cleanup import folder_bytes
+from harness.runs.paths import run_config_hash, run_dir
 from harness.runs.tracking import client
 
 MLFLOW_STATES = {"FINISHED": "finished", "RUNNING": "running", "FAILED": "failed", "KILLED": "preempted"}
-
-
-def disk_mb(path: Path) -> float:
-    if not path.exists():
-        return 0.0
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
 def last_epoch(c, run_id: str) -> int | None:
@@ -85,7 +80,7 @@ def status_frame(cfg: Config, workdir: Path, methods: list[str] | None = None, s
                 row["state"] = queued[job]
             if row["state"] in ("running", "preempted") and queued.get(job) == "pending":
                 row["state"] = "requeued"  # its job waits in the queue to resume it
-            row["disk_mb"] = round(disk_mb(run_dir(workdir, cfg, m, s, h)), 1)
+            row["disk_mb"] = round(folder_bytes(run_dir(workdir, cfg, m, s, h)) / 2**20, 1)
             rows.append(row)
     frame = pd.DataFrame(rows)
     if "epoch" in frame:
