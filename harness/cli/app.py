@@ -218,7 +218,7 @@ def cmd_sweep(args) -> int:
         if not args.wait and args.launcher != "slurm":
             raise UserError("harness sweep: --no-wait needs --launcher slurm")
         if args.launcher == "slurm":
-            from harness.launch.launcher import launch_sweep_slurm
+            from harness.launch.slurm import launch_sweep_slurm
 
             if not launch_sweep_slurm(sweep, args.trials, args.workers, args.wait, say) or not args.wait:
                 return 0 if not args.wait else 1
