@@ -1,5 +1,6 @@
-"""Many runs at once: the launcher config, preemption at a step boundary, ``harness status``, ``--launcher local``
-against a sequential run, and (slow) a real one-node SLURM cluster: a job array through submitit and a real
+"""Many runs at once: the launcher config, preemption at a step boundary, ``harness status`` (which never unpickles
+a result file a record points at), job states from squeue through submitit, ``--launcher local`` against a
+sequential run, and (slow) a real one-node SLURM cluster: a job array through submitit and a real
 ``scontrol requeue``. The SLURM tests need HARNESS_TEST_SLURM=1 (``.ci/slurm-up.sh`` starts the cluster and CI sets
 it); they fail, not skip, when it is set and SLURM does not answer."""
 

@@ -1,4 +1,4 @@
-"""Issue 20 item 5: a finished run keeps only what reuse needs, releases its evaluation loaders, and reports its
+"""A finished run keeps only what reuse needs, releases its evaluation loaders, and reports its
 disk use."""
 
 import torch

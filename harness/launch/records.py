@@ -36,6 +36,8 @@ class Phase:
 
 @dataclass
 class Submission:
+    """One ``harness run --launcher KIND`` (or SLURM sweep): its tasks, its shared-phase jobs, where their logs go."""
+
     launcher: str
     experiment: str
     tasks: list[Task]
