@@ -24,7 +24,7 @@ def keys(experiment: str, overrides=()) -> dict[str, str]:
 
 
 def test_the_runner_reuses_runs_by_the_run_key():
-    from harness.runs.runner import run_config_hash
+    from harness.runs.paths import run_config_hash
 
     cfg = load_config("digits_lt_tiny")
     assert run_config_hash(cfg, METHOD) == run_key(cfg, METHOD, world=1)
@@ -53,7 +53,7 @@ def test_the_runner_reuses_runs_by_the_run_key():
     ],
 )
 def test_speed_only_settings_leave_every_key_unchanged(experiment, override):
-    from harness.runs.runner import run_config_hash
+    from harness.runs.paths import run_config_hash
 
     assert keys(experiment, [override]) == keys(experiment)
     cfg, changed = load_config(experiment), load_config(experiment, [override])

@@ -1,5 +1,6 @@
-"""Many runs at once: the launcher config, preemption at a step boundary, ``harness status``, ``--launcher local``
-against a sequential run, and (slow) a real one-node SLURM cluster: a job array through submitit and a real
+"""Many runs at once: the launcher config, preemption at a step boundary, ``harness status`` (which never unpickles
+a result file a record points at), job states from squeue through submitit, ``--launcher local`` against a
+sequential run, and (slow) a real one-node SLURM cluster: a job array through submitit and a real
 ``scontrol requeue``. The SLURM tests need HARNESS_TEST_SLURM=1 (``.ci/slurm-up.sh`` starts the cluster and CI sets
 it); they fail, not skip, when it is set and SLURM does not answer."""
 
@@ -21,7 +22,7 @@ from harness.data.base import TensorImages
 from harness.engine import preempt
 from harness.engine.train import Part, Trainer
 from harness.models.base import HarnessModel
-from harness.runs.runner import run_config_hash
+from harness.runs.paths import run_config_hash
 
 TINY = ["--experiment", "digits_lt_tiny", "--quiet"]
 RUNS = ["-m", "plain", "-m", "discl_diverse_to_specific", "--seed", "0", "--seed", "1"]
@@ -287,7 +288,7 @@ def test_slurm_sweep_workers_run_as_an_array(slurm, reference, tmp_path):
 
 
 def test_each_local_job_gets_one_gpu_or_its_share_of_the_cores(monkeypatch):
-    from harness.launch.launcher import cpu_slots, slot_env
+    from harness.launch.local import cpu_slots, slot_env
 
     env, cores = slot_env(3, 8, gpus=8)
     assert env["CUDA_VISIBLE_DEVICES"] == "3" and cores is None and env["HARNESS_LAUNCHER"] == "local"
@@ -318,3 +319,79 @@ def test_a_report_does_not_call_placement_a_differing_setting():
     assert differing_settings(SimpleNamespace(params=params)) == []
     params["train.lr"] = ["0.1", "0.2"]
     assert differing_settings(SimpleNamespace(params=params)) == ["train.lr"]
+
+
+# --------------------------------------------------------------------------- job states, asked of submitit
+
+
+def test_squeue_lines_read_as_submitit_job_states():
+    from harness.launch.job_state import SqueueWatcher
+
+    watcher = SqueueWatcher()
+    for job in ("12_0", "12_1", "13"):
+        watcher.register_job(job)
+    command = watcher._make_command()
+    assert command[0] == "squeue" and sorted(command[-1].split(",")) == ["12", "12", "13"], command
+    info = watcher.read_info(b"12_0|RUNNING\n12_[1-2]|PENDING\n13|CANCELLED by 0\n")
+    assert {k: v["State"] for k, v in info.items()} == {
+        "12_0": "RUNNING",
+        "12_1": "PENDING",
+        "12_2": "PENDING",
+        "13": "CANCELLED by 0",
+    }
+
+
+def fake_squeue(bin_dir: Path, lines: str) -> None:
+    """An ``squeue`` on PATH that prints ``lines`` whatever it is asked."""
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\nprintf '{lines}'\n")
+    (bin_dir / "squeue").chmod(0o755)
+
+
+class Crafted:
+    """A result file a crafted record could point at: unpickling it writes ``path``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (self.path, "ran"))
+
+
+def test_job_states_map_the_queue_then_the_result_files(tmp_path, monkeypatch):
+    import pickle
+
+    from harness.launch.job_state import job_states
+
+    fake_squeue(tmp_path / "bin", "12_0|RUNNING\\n12_1|REQUEUED\\n13|COMPLETED\\n14|TIMEOUT\\n")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "15_0_result.pkl").write_bytes(pickle.dumps(("success", {"added": 3})))
+    (folder / "16_0_result.pkl").write_bytes(pickle.dumps(("error", "Traceback ...")))
+    jobs = dict.fromkeys(["12_0", "12_1", "13", "14", "15", "16", "17"], folder)
+    queue = {"12_0": "running", "12_1": "pending", "13": "done", "14": "failed"}
+    assert job_states(jobs, read_results=True) == {**queue, "15": "done", "16": "failed"}, "17: neither"
+    assert job_states(jobs) == {**queue, "15": "ended", "16": "ended"}, "without read_results no result is read"
+    ran = tmp_path / "ran"
+    (folder / "18_0_result.pkl").write_bytes(pickle.dumps(("success", Crafted(ran))))
+    assert job_states({"18": folder}) == {"18": "ended"} and not ran.exists()
+
+
+def test_status_never_unpickles_a_result_file_a_record_points_at(tmp_path, monkeypatch):
+    import json
+    import pickle
+
+    from harness.launch.status import shared_phases_line
+
+    fake_squeue(tmp_path / "bin", "")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    folder, ran = tmp_path / "elsewhere", tmp_path / "ran"
+    folder.mkdir()
+    (folder / "21_0_result.pkl").write_bytes(pickle.dumps(("success", Crafted(ran))))
+    record = {"launcher": "slurm", "folder": str(folder), "runs": []}
+    record["phases"] = [{"name": "base", "job_id": "21"}, {"name": "merge", "job_id": "22"}]
+    (tmp_path / "launcher" / "digits_lt_tiny").mkdir(parents=True)
+    (tmp_path / "launcher" / "digits_lt_tiny" / "x.json").write_text(json.dumps(record))
+    assert shared_phases_line(tmp_path, load_config("digits_lt_tiny")) == "base 21: ended; merge 22: unknown"
+    assert not ran.exists(), "a crafted result file ran code in harness status"

@@ -1,4 +1,4 @@
-"""The shared phases as separate steps (issue 20): generation shards that run in any order, one at a time or all at
+"""The shared phases as separate steps: generation shards that run in any order, one at a time or all at
 once, without waiting for each other; a merge step that refuses an incomplete pool in one line; an in-process
 ``harness run`` that leaves the signal handlers as it found them; and (slow, HARNESS_TEST_SLURM=1) a real SLURM
 submission whose generate array builds the same pool, image for image, as one local process."""
@@ -149,7 +149,7 @@ def test_an_in_process_run_restores_the_signal_handlers(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_slurm_generate_array_builds_the_same_pool_as_one_process(slurm, tmp_path):
-    from submitit.core.utils import pickle_load
+    import submitit
 
     from harness.cli import main
 
@@ -186,8 +186,8 @@ def test_slurm_generate_array_builds_the_same_pool_as_one_process(slurm, tmp_pat
     for p in rec["phases"]:
         if p["name"] != "generate":
             continue
-        outcome, result = pickle_load(Path(rec["folder"]) / f"{p['job_id']}_0_result.pkl")
-        assert outcome == "success" and result["rank"] == p["rank"] and result["world"] == 3, result
+        result = submitit.SlurmJob(rec["folder"], p["job_id"]).result()  # raises if the job failed
+        assert result["rank"] == p["rank"] and result["world"] == 3, result
         rows = (pool_remote / f"manifest.shard{p['rank']:03d}.jsonl").read_text().splitlines()
         assert result["added"] == len(rows) > 0, "each shard's manifest holds what its own task generated"
         writers[p["rank"]] = result["job_id"]
@@ -235,15 +235,16 @@ class FakeExecutor:
 
 def test_the_phases_are_base_then_a_generate_array_then_merge(tmp_path, monkeypatch):
     from harness.config.keys import pool_key
-    from harness.launch import launcher
+    from harness.launch import slurm
+    from harness.launch.records import phases_line
 
     monkeypatch.setattr(
-        launcher, "slurm_executor", lambda cfg, folder, name, dependency=None: FakeExecutor(name, dependency)
+        slurm, "slurm_executor", lambda cfg, folder, name, dependency=None: FakeExecutor(name, dependency)
     )
     FakeExecutor.submitted = []
     cfg = load_config("digits_lt_tiny", ["launcher.generate_shards=3"])
     methods = ["discl_diverse_to_specific"]
-    phases = launcher.submit_phases(cfg, tmp_path, "digits_lt_tiny", [], tmp_path, methods)
+    phases = slurm.submit_phases(cfg, tmp_path, "digits_lt_tiny", [], tmp_path, methods)
     assert [(p.name, p.rank, p.world) for p in phases] == [
         ("base", 0, 1),
         ("generate", 0, 3),
@@ -255,7 +256,7 @@ def test_the_phases_are_base_then_a_generate_array_then_merge(tmp_path, monkeypa
     base, array = phases[0].job_id, phases[1].job_id.split("_")[0]
     assert deps == [None, f"afterok:{base}", f"afterok:{base}", f"afterok:{base}", f"afterok:{array}"]
     assert [s[2].rank for s in FakeExecutor.submitted[1:4]] == [0, 1, 2]
-    assert launcher.phases_line(phases) == (
+    assert phases_line(phases) == (
         f"base {base}: pending; generate 0 of 3 done ({array}_0 pending, {array}_1 pending, {array}_2 pending); "
         f"merge {phases[-1].job_id}: pending"
     )
@@ -264,28 +265,30 @@ def test_the_phases_are_base_then_a_generate_array_then_merge(tmp_path, monkeypa
     done = tmp_path / "cache" / "pool" / pool_key(cfg) / "complete.json"
     done.parent.mkdir(parents=True)
     done.write_text("{}")
-    assert [p.name for p in launcher.submit_phases(cfg, tmp_path, "digits_lt_tiny", [], tmp_path, methods)] == [
+    assert [p.name for p in slurm.submit_phases(cfg, tmp_path, "digits_lt_tiny", [], tmp_path, methods)] == [
         "base",
         "merge",
     ]
     done.unlink()
-    assert [p.name for p in launcher.submit_phases(cfg, tmp_path, "digits_lt_tiny", [], tmp_path, ["plain"])] == [
+    assert [p.name for p in slurm.submit_phases(cfg, tmp_path, "digits_lt_tiny", [], tmp_path, ["plain"])] == [
         "base",
         "merge",
     ]
 
 
 def test_a_failed_generate_job_cancels_the_jobs_after_it_and_names_its_log(monkeypatch):
-    from harness.launch import launcher
+    from harness.launch import slurm
+    from harness.launch.records import Phase, Submission, Task
 
-    phases = [launcher.Phase("base", "11"), *[launcher.Phase("generate", f"12_{r}", r, 3) for r in range(3)]]
-    phases.append(launcher.Phase("merge", "13", 0, 3))
-    tasks = [launcher.Task("plain", 0, "h", "14_0"), launcher.Task("plain", 1, "h", "14_1")]
-    sub = launcher.Submission("slurm", "digits_lt_tiny", tasks, phases=phases, folder="/logs")
+    phases = [Phase("base", "11"), *[Phase("generate", f"12_{r}", r, 3) for r in range(3)], Phase("merge", "13", 0, 3)]
+    tasks = [Task("plain", 0, "h", "14_0"), Task("plain", 1, "h", "14_1")]
+    sub = Submission("slurm", "digits_lt_tiny", tasks, phases=phases, folder="/logs")
     states = {"11": "done", "12_0": "done", "12_1": "failed", "12_2": "running", "13": "pending"}
-    monkeypatch.setattr(launcher, "slurm_states", lambda ids: {i: states.get(i, "pending") for i in ids})
+    monkeypatch.setattr(
+        slurm, "job_states", lambda jobs, read_results=False: {i: states.get(i, "pending") for i in jobs}
+    )
     cancelled, said = [], []
-    monkeypatch.setattr(launcher.subprocess, "run", lambda cmd, **kw: cancelled.append(cmd))
-    assert launcher.wait_slurm(sub, say=said.append, poll_s=0) is False
+    monkeypatch.setattr(slurm.subprocess, "run", lambda cmd, **kw: cancelled.append(cmd))
+    assert slurm.wait_slurm(sub, say=said.append, poll_s=0) is False
     assert cancelled == [["scancel", "12_2", "13", "14_0", "14_1"]]
     assert said == ["generate shard 1 of 3 job 12_1 failed; see /logs/12_1_0_log.err"]

@@ -192,7 +192,8 @@ def test_report_run_is_logged_and_never_taken_for_a_method_run(store, report):
     from mlflow.tracking import MlflowClient
 
     from harness.core.workdir import tracking_uri
-    from harness.runs.runner import finished_run, run_config_hash
+    from harness.runs.finished import finished_run
+    from harness.runs.paths import run_config_hash
     from reports import build_report
     from reports.collect import collect
 

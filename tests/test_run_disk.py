@@ -1,4 +1,4 @@
-"""Issue 20 item 5: a finished run keeps only what reuse needs, releases its evaluation loaders, and reports its
+"""A finished run keeps only what reuse needs, releases its evaluation loaders, and reports its
 disk use."""
 
 import torch
@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader
 from harness.config import load_config
 from harness.core.io import write_json
 from harness.runs.cleanup import SELECTED, folder_bytes, prune_finished_run, release_loaders, run_disk_usage
-from harness.runs.runner import RUN_IDS, run_config_hash
+from harness.runs.paths import RUN_IDS, run_config_hash
 
 
 def fake_run_folder(folder):

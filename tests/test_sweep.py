@@ -145,7 +145,8 @@ def test_rerun_command_rebuilds_each_trials_config(tmp_path):
 
 
 def test_few_trial_sweep_logs_parent_children_best_and_plots(workdir):
-    from harness.runs.runner import finished_run, run_config_hash
+    from harness.runs.finished import finished_run
+    from harness.runs.paths import run_config_hash
 
     sweep = make(workdir, "few")
     out = sw.run_sweep(sweep, 3, say=lambda line: None)

@@ -78,7 +78,7 @@ def test_source_tags_and_description(store):
 
 
 def test_logged_model_reloads_and_reproduces_test_acc(store, tiny_workdir):
-    from harness.runs.runner import evaluate_logged_model
+    from harness.runs.logged_model import evaluate_logged_model
 
     client, _, runs = store
     for r in runs.values():
@@ -96,7 +96,7 @@ def test_logged_model_reloads_and_reproduces_test_acc(store, tiny_workdir):
 def test_model_over_the_size_limit_is_not_logged(tiny_cfg, tmp_path):
     from types import SimpleNamespace
 
-    from harness.runs.runner import log_selected_model
+    from harness.runs.logged_model import log_selected_model
 
     cfg = tiny_cfg.model_copy(update={"tracking": tiny_cfg.tracking.model_copy(update={"max_model_mb": 1e-6})})
     tags = {}

@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
 def cmd_evaluate(args) -> int:
     from mlflow.exceptions import MlflowException
 
-    from harness.runs.runner import evaluate_logged_model
+    from harness.runs.logged_model import evaluate_logged_model
     from harness.runs.tracking import client
 
     workdir = resolve_workdir(args.workdir)

@@ -65,7 +65,8 @@ def cmd_run(args) -> int:
 def run_launched(args, cfg, workdir: Path) -> int:
     """``harness run --launcher local|slurm``: the runs not finished yet, many at once."""
     from harness.engine import preempt
-    from harness.launch.launcher import launch, results
+    from harness.launch.launcher import launch
+    from harness.runs.finished import results
 
     if args.jobs < 1:
         raise UserError(f"harness run: --jobs must be at least 1, got {args.jobs}")
@@ -99,7 +100,7 @@ def run_launched(args, cfg, workdir: Path) -> int:
 
 def print_results(experiment: str, runs: pd.DataFrame) -> None:
     """The runs' test metrics as mean ± std over seeds, then each run's MLflow id."""
-    from harness.runs.runner import summary_table
+    from harness.runs.finished import summary_table
 
     print()
     print(f"experiment {experiment}: test metrics (%), mean ± std over seeds")

@@ -85,7 +85,7 @@ def run_trials(args, sweep) -> dict | int:
         raise UserError("harness sweep: --no-wait needs --launcher slurm")
     if args.launcher != "slurm":
         return sw.run_sweep(sweep, args.trials, args.workers, say=say_for(args))
-    from harness.launch.launcher import launch_sweep_slurm
+    from harness.launch.slurm import launch_sweep_slurm
 
     done = launch_sweep_slurm(sweep, args.trials, args.workers, args.wait, say_for(args))
     if not args.wait:

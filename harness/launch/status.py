@@ -4,23 +4,18 @@ the disk its cache folder uses."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 
 from harness.config import Config
-from harness.launch.launcher import Phase, phases_line, read_records, result_state, run_dir, slurm_states
-from harness.runs.runner import run_config_hash
+from harness.launch.job_state import job_states
+from harness.launch.records import phases_line, read_records, recorded_phases
+from harness.runs.cleanup import folder_bytes
+from harness.runs.paths import run_config_hash, run_dir
 from harness.runs.tracking import client
 
 MLFLOW_STATES = {"FINISHED": "finished", "RUNNING": "running", "FAILED": "failed", "KILLED": "preempted"}
-
-
-def disk_mb(path: Path) -> float:
-    if not path.exists():
-        return 0.0
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
 def last_epoch(c, run_id: str) -> int | None:
@@ -28,24 +23,20 @@ def last_epoch(c, run_id: str) -> int | None:
     return max(steps) if steps else None
 
 
-def submitted_jobs(workdir: Path, cfg: Config) -> dict[tuple[str, int, str], tuple[str, str]]:
-    """(method, seed, config hash) → (launcher, job id) of its latest submission."""
+def submitted_jobs(workdir: Path, cfg: Config) -> dict[tuple[str, int, str], tuple[str, str, str]]:
+    """(method, seed, config hash) → (launcher, job id, submitit folder) of its latest submission."""
     out = {}
     for rec in read_records(workdir, cfg.name):
+        kind, folder = rec["launcher"], rec.get("folder", "")
         for r in rec.get("runs", []):
             if r.get("job_id"):
-                out[(r["method"], int(r["seed"]), r["config_hash"])] = (rec["launcher"], r["job_id"])
+                out[(r["method"], int(r["seed"]), r["config_hash"])] = (kind, r["job_id"], folder)
     return out
 
 
-def queue_states(jobs: list[tuple[str, str]]) -> dict[str, str]:
-    ids = [j for kind, j in jobs if kind == "slurm"]
-    if not ids:
-        return {}
-    try:
-        return slurm_states(ids)
-    except (OSError, subprocess.SubprocessError):  # no SLURM client here
-        return {}
+def queue_states(jobs: list[tuple[str, str, str]]) -> dict[str, str]:
+    """The queue's state of the SLURM jobs among ``jobs`` (launcher, job id, folder), asked of submitit."""
+    return job_states({job: folder for kind, job, folder in jobs if kind == "slurm"})
 
 
 def status_frame(cfg: Config, workdir: Path, methods: list[str] | None = None, seeds: list[int] | None = None):
@@ -70,7 +61,7 @@ def status_frame(cfg: Config, workdir: Path, methods: list[str] | None = None, s
             )
             finished = [r for r in runs if r.info.status == "FINISHED"]
             run = finished[0] if finished else runs[0] if runs else None
-            kind, job = submitted.get((m, s, h), ("", ""))
+            kind, job, _ = submitted.get((m, s, h), ("", "", ""))
             row = {"method": m, "seed": s, "state": "not started", "launcher": kind, "job_id": job}
             if run is not None:
                 tags = run.data.tags
@@ -85,7 +76,7 @@ def status_frame(cfg: Config, workdir: Path, methods: list[str] | None = None, s
                 row["state"] = queued[job]
             if row["state"] in ("running", "preempted") and queued.get(job) == "pending":
                 row["state"] = "requeued"  # its job waits in the queue to resume it
-            row["disk_mb"] = round(disk_mb(run_dir(workdir, cfg, m, s, h)), 1)
+            row["disk_mb"] = round(folder_bytes(run_dir(workdir, cfg, m, s, h)) / 2**20, 1)
             rows.append(row)
     frame = pd.DataFrame(rows)
     if "epoch" in frame:
@@ -100,11 +91,8 @@ def shared_phases_line(workdir: Path, cfg: Config) -> str | None:
     if not recs:
         return None
     rec = recs[-1]
-    phases = [Phase(p["name"], p["job_id"], p.get("rank", 0), p.get("world", 1)) for p in rec["phases"]]
-    try:
-        states = slurm_states([p.job_id for p in phases])
-    except (OSError, subprocess.SubprocessError):  # no SLURM client here
-        states = {}
+    phases = recorded_phases(rec)
+    states = job_states(dict.fromkeys((p.job_id for p in phases), rec.get("folder", "")))  # never unpickles a result
     for p in phases:
-        p.state = states.get(p.job_id) or result_state(Path(rec.get("folder", "")), p.job_id) or "unknown"
+        p.state = states.get(p.job_id, "unknown")
     return phases_line(phases)

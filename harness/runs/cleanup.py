@@ -1,4 +1,4 @@
-"""Bounded disk and processes per run (issue 20 item 5): what a finished run keeps, what it releases, and how much
+"""Bounded disk and processes per run: what a finished run keeps, what it releases, and how much
 disk it uses.
 
 A run's cache folder (``cache/runs/NAME-METHOD-seedS-HASH``) holds ``checkpoint.pt`` while it trains (model,
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from harness.core.io import atomic_path
+from harness.core.io import atomic_path, read_json
+from harness.runs.paths import RUN_IDS, run_config_hash, run_dir
 
 log = logging.getLogger("harness")
 CHECKPOINT = "checkpoint.pt"
@@ -73,11 +74,7 @@ def run_disk_usage(workdir: Path, cfg, method: str, seed: int) -> dict[str, int]
     """Disk used by one (method, seed) run of ``cfg``: ``cache`` (its folder under cache/runs) and ``artifacts``
     (its MLflow artifacts under the workdir's artifact root, for every run id it remembers). Shared phases (base
     model, pool) are not counted: every run of the experiment shares them."""
-    from harness.core.io import read_json
-    from harness.core.workdir import cache_dir
-    from harness.runs.runner import RUN_IDS, run_config_hash
-
-    ckpt_dir = cache_dir(workdir) / "runs" / f"{cfg.name}-{method}-seed{seed}-{run_config_hash(cfg, method)}"
+    ckpt_dir = run_dir(workdir, cfg, method, seed, run_config_hash(cfg, method))
     ids = read_json(ckpt_dir / RUN_IDS) if (ckpt_dir / RUN_IDS).exists() else {}
     artifacts = 0
     for run_id in set(ids.values()):
