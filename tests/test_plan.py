@@ -1,5 +1,6 @@
 """`harness plan`: the paper's own figures on metadata-only copies of ImageNet-LT and iWildCam at their real sizes
-(no image file exists), and the plan equal to what `harness run` then logs on the tiny experiments."""
+(no image file exists), and the plan equal to what `harness run` then logs in MLflow on imagenet_lt_discl_tiny
+(digits_lt_tiny's plan against its fine-tuning, epoch by epoch: tests/test_fine_tune.py)."""
 
 import dataclasses
 import json
@@ -14,6 +15,7 @@ from fakes_metadata import (
     write_imagenet_lt_metadata,
     write_iwildcam_metadata,
 )
+from quick import IMAGENET_LT
 
 from harness.config import load_config
 from harness.core.registry import get_method
@@ -203,16 +205,8 @@ def test_plan_equals_run_on_imagenet_lt_discl_tiny(tmp_path):
     from harness.cli import main
 
     root = write_fake_imagenet_lt(tmp_path / "data", counts=(14, 11, 6, 3, 2), val_per_class=2, test_per_class=4)
-    sets = [
-        f"data.root={root}",
-        "data.shot_groups.many=10",
-        "data.shot_groups.few=4",
-        "spectrum.seeds=1",
-        "spectrum.steps=4",
-        "base.epochs=1",
-        "train.epochs=3",
-        "train.curriculum_epochs=2",
-    ]
+    # this tree's shot groups, and one epoch after the curriculum
+    sets = [f"data.root={root}", *IMAGENET_LT, "data.shot_groups={many: 10, few: 4}", "train.epochs=3"]
     methods = ["plain", "plain_rebalanced", "discl_diverse_to_specific"]
     argv = ["--experiment", "imagenet_lt_discl_tiny", "--workdir", str(tmp_path / "work"), "--quiet"]
     argv += [a for s in sets for a in ("--set", s)]
