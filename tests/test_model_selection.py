@@ -3,7 +3,6 @@
 import pytest
 
 from harness.config import ConfigError, load_config
-from harness.data.iwildcam import IWildCamParams
 
 
 @pytest.mark.parametrize(
@@ -44,8 +43,3 @@ def test_declared_metrics_are_accepted(experiment, overrides):
     given = [o.split("=", 1)[1].strip("[]").split(", ") for o in overrides]
     assert {m for g in given for m in g} <= set(named)  # the overrides took effect
     assert set(named) <= set(validation_metrics(cfg.data.name))
-
-
-def test_iwildcam_selects_on_the_ood_val_split_by_default():
-    """WILDS selects iWildCam models on the OOD val split, not id_val."""
-    assert IWildCamParams().val_split == "val"  # the loaded bundle: tests/test_data_iwildcam.py

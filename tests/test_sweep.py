@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from workdirs import copy_workdir
 
 from harness import sweep as sw
-from harness.config import ConfigError, load_config
+from harness.config import ConfigError, load_config, validate
 
 # Two epochs per trial; heartbeats fast enough for a test to see a dead worker's trial go stale.
 FAST = [
@@ -112,6 +112,22 @@ def test_empty_level_subset_runs_real_only_and_adaptive_gets_its_levels():
     assert method == "discl_adaptive" and tcfg.curriculum.adaptive_levels == [0.5, 0.9]
     assert tcfg.curriculum.adaptive.statistic == "median" and tcfg.train.curriculum_epochs == 2
     assert tcfg.train.loss == "balanced_softmax"
+
+
+def test_a_tail_share_experiment_searches_no_synthetic_scale():
+    """With ``train.tail_share`` (ImageNet-LT) a trial must not set ``train.synthetic_scale``, which the config
+    refuses beside a tail share."""
+    cfg = load_config("imagenet_lt_discl_tiny")
+    assert cfg.train.tail_share is not None
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(3):
+        trial = study.ask()
+        params = sw.suggest(trial, cfg)
+        assert "synthetic_scale" not in trial.params
+        tcfg, method = sw.trial_config(cfg, params)
+        assert tcfg.train.synthetic_scale is None
+        validate(tcfg, "trial", [method])  # the config check accepts the trial's config
+    assert "synthetic_scale" not in sw.paper_params(cfg)
 
 
 def test_rerun_command_rebuilds_each_trials_config(tmp_path):
