@@ -37,10 +37,10 @@ def same_threads() -> dict:
 def test_sigkill_during_generation_leaves_the_next_process_the_uninterrupted_pool(
     tiny_prepared, warm_workdir, tmp_path
 ):
-    """The warm caches without the pool and its images: one process generates it one image a batch and is killed mid-way while a
-    second waits on the pool's lock; the killed one published nothing as done, and the second completes the pool
-    byte for byte as the session's uninterrupted build made it, no manifest row twice, no temp file taken for an
-    image."""
+    """The warm caches without the pool and its images: one process generates it one image a batch and is killed
+    mid-way while a second waits on the pool's lock; the killed one published nothing as done, and the second
+    completes the pool byte for byte as the session's uninterrupted build made it, no manifest row twice, no temp
+    file taken for an image."""
     clean = tiny_prepared.pool_dir
     planned = len(read_manifest(clean))
     wd = copy_workdir(warm_workdir, tmp_path / "wd")
