@@ -1,9 +1,13 @@
+"""Session fixtures: the tiny config, one warm workdir with digits_lt_tiny's shared phases built once, hard-linked
+copies of it for the tests that write, and the SLURM cluster check."""
+
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+from workdirs import TINY_RUNS, copy_workdir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -24,16 +28,43 @@ def tiny_cfg():
 
 
 @pytest.fixture(scope="session")
-def tiny_workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("workdir")
+def warm_workdir(tmp_path_factory) -> Path:
+    """The session's warm workdir: ``tiny_prepared`` builds digits_lt_tiny's shared phases here. Read only: a test
+    that writes takes a copy (``cached_workdir``)."""
+    return tmp_path_factory.mktemp("warm")
 
 
 @pytest.fixture(scope="session")
-def tiny_prepared(tiny_cfg, tiny_workdir):
-    """The shared phases of the tiny digits experiment (base model, pool, scores), built once per session."""
+def tiny_workdir(warm_workdir) -> Path:
+    """The old name of ``warm_workdir``."""
+    return warm_workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tiny_cfg, warm_workdir):
+    """The shared phases of the tiny digits experiment (base model, generator, judge, pool, scores), built once per
+    session in the warm workdir."""
     from harness.phases.pipeline import prepare
 
-    return prepare(tiny_cfg, tiny_workdir, methods=["discl_diverse_to_specific"], progress=False)
+    return prepare(tiny_cfg, warm_workdir, methods=["discl_diverse_to_specific"], progress=False)
+
+
+@pytest.fixture
+def cached_workdir(tiny_prepared, warm_workdir, tmp_path) -> Path:
+    """This test's own workdir holding the warm caches (hard links): a `harness run` of digits_lt_tiny in it trains
+    only its runs."""
+    return copy_workdir(warm_workdir, tmp_path / "wd")
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tiny_prepared, warm_workdir, tmp_path_factory) -> Path:
+    """A copy of the warm workdir in which `harness run` finished plain and discl_diverse_to_specific on seeds 0 and 1
+    of digits_lt_tiny (one MLflow store). Read only: a test that writes copies it with ``copy_workdir``."""
+    from harness.cli import main
+
+    wd = copy_workdir(warm_workdir, tmp_path_factory.mktemp("runs"))
+    assert main(["run", "-e", "digits_lt_tiny", "--workdir", str(wd), "--quiet", *TINY_RUNS]) == 0
+    return wd
 
 
 @pytest.fixture(scope="session")

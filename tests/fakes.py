@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+from quick import DIGITS_GENERATION, IMAGENET_LT, as_sets
 
 SHIPPED_NAMES = Path(__file__).resolve().parent.parent / "harness" / "resources" / "iwildcam_common_names.json"
 IWILDCAM_SPLITS = ("train", "val", "test", "id_val", "id_test")
@@ -205,31 +206,6 @@ def write_fake_imagenet_lt(
     return root
 
 
-# `--set` arguments that shrink digits_lt_tiny's generation to seconds (two λ levels, two seeds, four steps)
-QUICK_GENERATION = [
-    arg
-    for setting in (
-        "base.epochs=1",
-        "generator.params.train_steps=3",
-        "scorer.params.epochs=1",
-        "spectrum.seeds=2",
-        "spectrum.steps=4",
-        "spectrum.batch_size=16",
-        "spectrum.levels=[0.0, 0.5]",
-        "curriculum.levels=[0.0, 0.5]",
-        "curriculum.adaptive_levels=[0.5]",
-    )
-    for arg in ("--set", setting)
-]
-
-
-# imagenet_lt_discl_tiny at its smallest: a few-shot split of the fakes, one base epoch, two curriculum epochs, one
-# seed of four denoising steps (tests/test_real_weights.py, tests/test_pool_share.py)
-IMAGENET_TINY_QUICK = [
-    "data.shot_groups={many: 20, few: 8}",
-    "base.epochs=1",
-    "train.epochs=2",
-    "train.curriculum_epochs=2",
-    "spectrum.seeds=1",
-    "spectrum.steps=4",
-]
+# the names other test files import (tests/quick.py holds the lists)
+QUICK_GENERATION = as_sets(DIGITS_GENERATION)
+IMAGENET_TINY_QUICK = list(IMAGENET_LT)

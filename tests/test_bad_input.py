@@ -98,16 +98,57 @@ def one_error_line(capsys) -> str:
 
 
 @pytest.mark.parametrize(
-    "override,choices", [("train.schedule=cosin", "cosine, constant"), ("train.optimizer=adamm", "adam, adamw, sgd")]
+    "experiment, override, expected",
+    [
+        ("digits_lt_discl", "train.schedule=cosin", "train.schedule: 'cosin' is not one of cosine, constant"),
+        ("digits_lt_discl", "train.optimizer=adamm", "train.optimizer: 'adamm' is not one of adam, adamw, sgd"),
+        ("digits_lt_tiny", "train.lr=fast", "train.lr: expected a number"),
+        ("imagenet_lt_discl_tiny", "train.select_on=val/acc_fw", "'val/acc_fw'"),  # no data.root: refused before
+        ("iwildcam_discl_tiny", "train.loss=balanced_softmax", "own loss"),  # a setting this model ignores
+        ("no_such_experiment", None, "no experiment 'no_such_experiment'"),
+    ],
 )
-def test_cli_refuses_a_choice_typo_with_exit_2_before_reading_data(override, choices, tmp_path, capsys, no_data_read):
+def test_cli_refuses_a_bad_setting_with_exit_2_before_reading_data(
+    experiment, override, expected, tmp_path, capsys, no_data_read
+):
+    """A typo in a choice, a number, a metric name or an experiment, or a setting the model ignores: one line naming
+    the key (and the closest name, where there is one), exit 2, and nothing read or written."""
     from harness.cli import main
 
-    code = main(["run", "-e", "digits_lt_discl", "--set", override, "--workdir", str(tmp_path / "work"), "--quiet"])
+    sets = ["--set", override] if override else []
+    code = main(["run", "-e", experiment, *sets, "--workdir", str(tmp_path / "work"), "--quiet"])
     line = one_error_line(capsys)
-    key, value = override.split("=")
-    assert code == 2 and f"{key}: {value!r} is not one of {choices}" in line
+    assert code == 2 and expected in line
+    if override:
+        assert override.split("=")[0] in line
+    if "select_on" in (override or ""):
+        assert "did you mean val/acc_few" in line
     assert not (tmp_path / "work" / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    "experiment, root, expected",
+    [
+        ("imagenet_lt", "no_imagenet", "harness: error: imagenet_lt:"),  # an experiment file of the user's
+        ("iwildcam", "no_such_root", "harness: error: iwildcam:"),
+        ("imagenet_lt_discl", None, "data.root"),  # a shipped paper experiment, no data.root given
+        ("iwildcam_discl", None, "data.root"),
+    ],
+)
+def test_cli_run_on_missing_data_exits_2_with_one_line(experiment, root, expected, tmp_path, capsys):
+    """The data root is missing or not given: one line naming the dataset and the path, or data.root."""
+    from harness.cli import main
+
+    sets = []
+    if root:
+        path = tmp_path / f"{experiment}_missing.yaml"
+        path.write_text(f"data: {{name: {experiment}, image_size: 16}}\nmethods: [plain]\n")
+        experiment, sets = str(path), ["--set", f"data.root={tmp_path / root}"]
+    code = main(["run", "--experiment", experiment, *sets, "--workdir", str(tmp_path / "work"), "--quiet"])
+    line = one_error_line(capsys)  # MLflow may log its store creation first; the error is the one last line
+    assert code == 2 and expected in line
+    if root:
+        assert line.startswith(expected) and str(tmp_path / root) in line
 
 
 def test_cli_refuses_text_only_without_lambda_0_before_reading_data(tmp_path, capsys, no_data_read):
@@ -135,7 +176,8 @@ def test_cli_refuses_text_only_without_lambda_0_before_reading_data(tmp_path, ca
     assert not (tmp_path / "work" / "cache").exists()
 
 
-def test_harness_exits_2_on_a_schedule_typo(tmp_path):
+def test_the_harness_process_exits_2_with_one_line_on_stderr(tmp_path):
+    """``python -m harness.cli`` itself: exit status 2, nothing on stdout, the one line on stderr."""
     import subprocess
     import sys
 

@@ -43,15 +43,6 @@ def test_every_registered_model_declares_its_capabilities(name):
     assert type(model.templates_per_image) is int and model.templates_per_image == rows  # plan and trainer agree
 
 
-def test_the_paper_models_declare_what_they_need():
-    flyp, resnet, cnn = (registry.get_model(n) for n in ("clip_flyp", "resnet10", "small_cnn"))
-    assert flyp.own_loss and flyp.needs_class_names and not flyp.channels_last
-    assert resnet.channels_last and not resnet.own_loss and not resnet.needs_class_names
-    assert not (cnn.channels_last or cnn.own_loss or cnn.needs_class_names)
-    cfg = load_config("iwildcam_discl_tiny")
-    assert flyp.rows_per_image(cfg) == 2 and registry.get_model("small_cnn").rows_per_image(cfg) == 1
-
-
 class Plain(torch.nn.Module):
     def forward(self, x):
         return x
@@ -102,14 +93,6 @@ class Conv(HarnessModel, torch.nn.Module):
         return self.conv(x).mean((2, 3))
 
 
-class OwnLossConv(Conv):
-    own_loss, templates_per_image = True, 2
-
-    def loss(self, x, y, templates):
-        self.calls.append((y.tolist(), templates.tolist()))
-        return torch.nn.functional.cross_entropy(self(x), y)
-
-
 class ChannelsLastConv(Conv):
     channels_last = True
 
@@ -122,17 +105,6 @@ def part(n: int = 4) -> Part:
 def trainer(model, device="cpu") -> Trainer:
     opt = OptimConfig(batch_size=16, precision="fp32")
     return Trainer(model, opt, 1, torch.zeros(3), 0, torch.device(device))
-
-
-def test_the_trainer_calls_an_own_loss_with_each_rows_template():
-    model = OwnLossConv()
-    t = trainer(model)
-    assert t.own_loss and t.net is not model  # the loss runs as the wrapped module's forward
-    t.train_epoch([part()], 0)
-    (labels, templates), *rest = model.calls
-    assert not rest and len(labels) == 8  # 4 images × templates_per_image rows
-    pairs = sorted(zip(labels, templates))
-    assert pairs == sorted([(y, k) for y in np.arange(4) % 3 for k in (0, 1)])
 
 
 def test_the_trainer_keeps_a_channels_last_model_contiguous_on_a_cpu():

@@ -1,6 +1,7 @@
-"""Issue 20 item 3: one workdir, many processes. Locks are OS locks (they die with their process), entries are
-published atomically (a complete marker or an atomic rename), so a killed builder leaves neither an entry the
-others take for done nor a lock that blocks them."""
+"""One workdir, many processes. Locks are OS locks (they die with their process), entries are published atomically
+(a complete marker or an atomic rename), so a killed builder leaves neither an entry the others take for done nor a
+lock that blocks them (a builder killed mid-generation: tests/test_reliability.py); runs started at once on a fresh
+workdir build each shared phase once."""
 
 import errno
 import os
@@ -13,6 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
+from quick import DIGITS, as_sets
 
 from harness.core.io import lock
 
@@ -92,14 +95,8 @@ TinyDDPM.generate = counting
 from harness.cli import main
 sys.exit(main(sys.argv[1:]))
 """
-QUICK = [  # 10 hard images × 2 levels × 1 seed, one fine-tuning epoch
-    *("--set", "base.epochs=1", "--set", "train.epochs=1", "--set", "train.curriculum_epochs=1"),
-    *("--set", "hard.rule=k_hardest", "--set", "hard.k=10", "--set", "spectrum.seeds=1"),
-    *("--set", "spectrum.levels=[0.5,0.9]", "--set", "curriculum.levels=[0.5,0.9]"),
-    *("--set", "curriculum.adaptive_levels=[0.5,0.9]", "--set", "spectrum.steps=4"),
-    *("--set", "generator.params.train_steps=10", "--set", "scorer.params.epochs=2"),
-    "--quiet",
-]
+# the quick digits config on 10 hard images: 10 × 2 levels × 2 seeds, two fine-tuning epochs
+QUICK = [*as_sets([*DIGITS, "hard.rule=k_hardest", "hard.k=10"]), "--quiet"]
 
 
 def start(tmp_path: Path, method: str, extra: tuple[str, ...] = ()) -> subprocess.Popen:
@@ -128,7 +125,7 @@ def builds(tmp_path: Path) -> tuple[Counter, Counter]:
     return phases, images
 
 
-def finish(procs, tmp_path, timeout=1500):
+def finish(procs, tmp_path, timeout=280):
     try:
         for method, proc in procs.items():
             assert proc.wait(timeout) == 0, (tmp_path / f"{method}.log").read_text()[-3000:]
@@ -144,7 +141,6 @@ def pool_of(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # three processes on two shared cores
 def test_three_runs_on_one_fresh_workdir_build_each_shared_phase_once(tmp_path):
     from harness.phases.spectrum import read_manifest
 
@@ -155,35 +151,11 @@ def test_three_runs_on_one_fresh_workdir_build_each_shared_phase_once(tmp_path):
     pool = pool_of(tmp_path)
     assert (pool / "complete.json").exists()
     assert max(images.values()) == 1 and len(images) == len(read_manifest(pool))  # every image generated once
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_a_run_killed_mid_generation_leaves_the_others_a_complete_pool(tmp_path):
-    from harness.core.io import read_json
-    from harness.phases.spectrum import read_manifest
-
-    slower = ("--set", "hard.k=30", "--set", "spectrum.batch_size=1")  # 60 images, one per batch: time to kill
-    first = start(tmp_path, "discl_diverse_to_specific", slower)
-    second = None
-    try:
-        deadline = time.monotonic() + 1200
-        while not list((tmp_path / "wd" / "cache" / "pool").glob("*/manifest.jsonl")):  # generating now
-            assert time.monotonic() < deadline and first.poll() is None, tmp_path / "discl_diverse_to_specific.log"
-            time.sleep(0.05)
-        second = start(tmp_path, "all_levels", slower)  # waits on the pool's lock
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait(30)
-    pool = pool_of(tmp_path)
-    assert not (pool / "complete.json").exists()  # the killed builder published nothing as done
-    finish({"all_levels": second}, tmp_path)  # takes the dead process's lock and completes the pool
-    manifest = read_manifest(pool)
-    assert read_json(pool / "complete.json")["images"] == len(manifest) == manifest.key.nunique()
-    assert all((pool / f).stat().st_size > 0 for f in manifest.file)
-    assert not any(Path(f).name.startswith(".") for f in manifest.file)  # a killed writer's temp file is no entry
-    phases, _ = builds(tmp_path)
-    assert phases["spectrum"] == 2  # the killed build, then the one that finished it
+    assert len(list((tmp_path / "wd" / "cache" / "base").glob("*/model.safetensors"))) == 1
+    client = MlflowClient(f"sqlite:///{tmp_path / 'wd' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("digits_lt_tiny").experiment_id])
+    assert sorted(r.data.tags["method"] for r in runs) == sorted(procs)
+    assert {r.info.status for r in runs} == {"FINISHED"}
 
 
 def test_rank0_waits_on_shards_reading_only_appended_bytes(tmp_path, monkeypatch):

@@ -8,10 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from fakes import IMAGENET_LT_COUNTS, write_fake_imagenet_lt
+from quick import IMAGENET_LT, as_sets
 
 from harness.config import Config, build
 from harness.data import load_dataset
 from harness.data.base import DataError
+
+# many > 20, medium 8–20, few < 8 (quick.IMAGENET_LT's shot groups)
+E2E_COUNTS = (25, 22, 12, 10, 6, 3)
 
 
 @pytest.fixture(scope="module")
@@ -145,29 +149,6 @@ def test_missing_root_says_what_to_stage(where, tmp_path):
         assert str(root) in message
 
 
-def test_cli_run_on_missing_root_exits_2_with_one_line(tmp_path, capsys):
-    from harness.cli import main
-
-    experiment = tmp_path / "imagenet_lt_missing.yaml"
-    experiment.write_text("data: {name: imagenet_lt, image_size: 16}\nmethods: [plain]\n")
-    missing = tmp_path / "no_imagenet"
-    code = main(
-        [
-            "run",
-            "--experiment",
-            str(experiment),
-            "--set",
-            f"data.root={missing}",
-            "--workdir",
-            str(tmp_path / "work"),
-            "--quiet",
-        ]
-    )
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and "Traceback" not in err
-    assert err.splitlines()[-1].startswith("harness: error: imagenet_lt:") and str(missing) in err.splitlines()[-1]
-
-
 def test_subsampling_keeps_shot_groups_of_the_full_file(fake_root, bundle):
     small = load_dataset(
         build(
@@ -190,55 +171,45 @@ def test_subsampling_keeps_shot_groups_of_the_full_file(fake_root, bundle):
 
 
 def test_tiny_experiment_end_to_end_matches_an_independent_count(tmp_path):
-    """`harness run --experiment imagenet_lt_discl_tiny` on a fake tree: logged accuracies overall and by shot group
-    equal a count over the logged predictions with groups counted from the split file. Trimmed budgets."""
+    """`harness run --experiment imagenet_lt_discl_tiny` on a fake tree, through the real loader, the tiny random
+    SDXL img2img (DDIM) and CLIP filter: the pool holds every few-shot image × level × seed, every image scored; the
+    logged accuracies overall and by shot group equal a count over the logged predictions with the groups counted
+    from the split file; the prompts name the hard classes by their ImageNet-1k names."""
     from mlflow.tracking import MlflowClient
 
     from harness.cli import main
+    from harness.core.io import read_json
+    from harness.phases.spectrum import read_manifest
 
-    root = write_fake_imagenet_lt(tmp_path / "data", counts=(14, 11, 6, 3, 2), val_per_class=2, test_per_class=4)
-    argv = [
-        "run",
-        "--experiment",
-        "imagenet_lt_discl_tiny",
-        "--set",
-        f"data.root={root}",
-        "--set",
-        "data.shot_groups.many=10",
-        "--set",
-        "data.shot_groups.few=4",
-        "--set",
-        "spectrum.seeds=1",
-        "--set",
-        "spectrum.steps=4",
-        "--set",
-        "base.epochs=1",
-        "--set",
-        "train.epochs=2",
-        "--set",
-        "train.curriculum_epochs=1",
-        "--method",
-        "discl_diverse_to_specific",
-        "--workdir",
-        str(tmp_path / "work"),
-        "--quiet",
-    ]
-    assert main(argv) == 0
-    client = MlflowClient(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
+    root = write_fake_imagenet_lt(tmp_path / "data", counts=E2E_COUNTS)
+    workdir = tmp_path / "work"
+    argv = ["run", "-e", "imagenet_lt_discl_tiny", "-m", "discl_diverse_to_specific", "--workdir", str(workdir)]
+    assert main([*argv, "--set", f"data.root={root}", *as_sets(IMAGENET_LT), "--quiet"]) == 0
+
+    (pool,) = (workdir / "cache" / "pool").iterdir()
+    settings = read_json(pool / "complete.json")["generator"]
+    assert settings["pipeline"] == "StableDiffusionXLImg2ImgPipeline" and settings["scheduler"] == "DDIMScheduler"
+    manifest = read_manifest(pool)
+    assert len(manifest) == (6 + 3) * 4 * 1  # few-shot images × levels × seeds
+    (scores_file,) = pool.glob("scores-*.jsonl")
+    scores = pd.read_json(scores_file, lines=True)
+    # every image is scored; with spectrum.max_tries > 1 the retried tries are scored too
+    assert set(manifest.key) <= set(scores.key) and scores.text_score.between(-1, 1).all()
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     (run,) = client.search_runs(
         [client.get_experiment_by_name("imagenet_lt_discl_tiny").experiment_id],
         filter_string="tags.method = 'discl_diverse_to_specific'",
     )
     logged = pd.read_csv(client.download_artifacts(run.info.run_id, "predictions/test.csv", str(tmp_path)))
     counts = Counter(int(label) for _, label in read_lines(root / "ImageNet_LT_train.txt"))
-    group = np.array(["many" if counts[y] > 10 else "few" if counts[y] < 4 else "medium" for y in logged.y_true])
+    group = np.array(["many" if counts[y] > 20 else "few" if counts[y] < 8 else "medium" for y in logged.y_true])
     correct = (logged.y_true == logged.y_pred).to_numpy()
-    assert len(logged) == 20 and run.data.metrics["test/acc"] == pytest.approx(correct.mean())
+    assert len(logged) == 6 * 3 and run.data.metrics["test/acc"] == pytest.approx(correct.mean())
     for g in ("many", "medium", "few"):
         assert run.data.metrics[f"test/acc_{g}"] == pytest.approx(correct[group == g].mean())
-    # the prompts of the classes with hard images (few-shot: 3 and 2 images), with their ImageNet-1k names
     prompts = pd.read_csv(client.download_artifacts(run.info.run_id, "spectrum/prompts.csv", str(tmp_path)))
     assert prompts.to_dict("records") == [
-        {"label": 3, "class_name": "tiger shark", "prompt": "a photo of a tiger shark"},
         {"label": 4, "class_name": "hammerhead shark", "prompt": "a photo of a hammerhead shark"},
+        {"label": 5, "class_name": "electric ray", "prompt": "a photo of a electric ray"},
     ]

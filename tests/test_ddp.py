@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from fakes import QUICK_GENERATION
 from mlflow.tracking import MlflowClient
+from quick import DIGITS, as_sets
 from torch.nn.parallel import DistributedDataParallel
 
 from harness.config import OptimConfig
@@ -19,8 +19,6 @@ from harness.data.base import TensorImages
 from harness.engine.train import Part, Trainer, batches, rank_shard
 from harness.models.base import HarnessModel
 from harness.phases.spectrum import read_manifest
-
-pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
 
 N, PER_RANK_BATCH = 8, 2
 OPT = OptimConfig(epochs=2, batch_size=PER_RANK_BATCH, lr=0.1, optimizer="adam")
@@ -100,6 +98,7 @@ def ddp_worker(rank: int, port: int, out: str, kind: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["plain", "own_loss", "flyp"])
 def test_two_ranks_match_one_process_with_the_global_batch(tmp_path, kind):
     torch.multiprocessing.spawn(ddp_worker, args=(free_port(), str(tmp_path), kind), nprocs=2)
@@ -121,10 +120,11 @@ def test_shards_pad_to_equal_length():
     assert [len(s) for s in shards] == [3, 3, 3] and set(torch.cat(shards).tolist()) == set(range(7))
 
 
-QUICK = [*QUICK_GENERATION, "--set", "train.epochs=2", "--set", "train.curriculum_epochs=1"]
+QUICK = as_sets([*DIGITS, "train.epochs=2"])  # two epochs: the train/loss steps counted below
 METHODS = ["plain", "discl_diverse_to_specific"]  # the DisCL run needs rank 0's scored pool on rank 1 too
 
 
+@pytest.mark.slow
 def test_harness_run_under_torchrun(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
@@ -150,7 +150,7 @@ def test_harness_run_under_torchrun(tmp_path):
         *QUICK,
         *(a for m in METHODS for a in ("--method", m)),
     ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("MLflow runs:") == 1  # only rank 0 reports
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -221,6 +221,7 @@ def eval_worker(rank: int, port: int, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_sharded_evaluation_equals_one_process(tmp_path):
     """Under torchrun each rank evaluates half of a split (9 images: 5 and 4; 1 image: 1 and 0) and every rank ends
     with the whole split's probabilities, equal to one process's, gathered as tensors (gloo runs

@@ -1,8 +1,17 @@
-"""`harness run` end to end on the tiny experiment, then the MLflow store checked against the design's contract."""
+"""`harness run` end to end on the tiny experiment, then the MLflow store checked against the design's contract; and
+the same config giving the same metrics in fresh processes (another hash seed each)."""
+
+import json
+import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
+from fakes import write_fake_imagenet_lt
 from mlflow.tracking import MlflowClient
+from quick import IMAGENET_LT
+from workdirs import TINY_RUNS, copy_workdir
 
 from harness.cli import main
 
@@ -10,23 +19,12 @@ METHODS = ["plain", "discl_diverse_to_specific"]
 
 
 @pytest.fixture(scope="module")
-def store(tiny_workdir, capsys_module=None):
-    argv = [
-        "run",
-        "--experiment",
-        "digits_lt_tiny",
-        "--workdir",
-        str(tiny_workdir),
-        "--seed",
-        "0",
-        "--seed",
-        "1",
-        "--quiet",
-    ] + [a for m in METHODS for a in ("--method", m)]
-    assert main(argv) == 0
-    client = MlflowClient(f"sqlite:///{tiny_workdir / 'mlflow.db'}")
+def store(tiny_runs):
+    """The session's finished runs (conftest's ``tiny_runs``: each method on seeds 0 and 1), read through MLflow."""
+    client = MlflowClient(f"sqlite:///{tiny_runs / 'mlflow.db'}")
     exp = client.get_experiment_by_name("digits_lt_tiny")
     runs = client.search_runs([exp.experiment_id], filter_string="tags.method != ''")
+    argv = ["run", "-e", "digits_lt_tiny", "--quiet", *TINY_RUNS]
     return client, runs, argv
 
 
@@ -64,20 +62,68 @@ def test_logged_accuracy_recomputes_from_predictions(store, tmp_path):
         assert len(preds) == 400
 
 
-def test_rerun_reuses_finished_runs(store, capsys):
-    client, runs, argv = store
-    assert main(argv) == 0
+def test_rerun_reuses_finished_runs(store, tiny_runs, tmp_path, capsys):
+    _, runs, argv = store
+    wd = copy_workdir(tiny_runs, tmp_path / "wd")
+    assert main([*argv, "--workdir", str(wd)]) == 0
     out = capsys.readouterr().out
     assert "test/acc" in out and all(r.info.run_id in out for r in runs)
+    client = MlflowClient(f"sqlite:///{wd / 'mlflow.db'}")
     exp = client.get_experiment_by_name("digits_lt_tiny")
     assert len(client.search_runs([exp.experiment_id], filter_string="tags.method != ''")) == len(runs)
 
 
-def test_bad_input_is_one_line_and_exit_2(tiny_workdir, capsys):
-    assert main(["run", "--experiment", "no_such_experiment", "--workdir", str(tiny_workdir)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("harness: error: no experiment 'no_such_experiment'") and "\n" not in err
-    assert (
-        main(["run", "--experiment", "digits_lt_tiny", "--set", "train.lr=fast", "--workdir", str(tiny_workdir)]) == 2
+# --------------------------------------------------------------------------- the same numbers in every process
+
+
+def cold_run(root, workdir) -> subprocess.Popen:
+    """A fresh process that runs the tiny ImageNet-LT experiment into ``workdir`` and prints each run's metric
+    histories as JSON (read them with ``cold_run_metrics``)."""
+    code = (
+        "import json, sys; from harness.config import load_config; from harness.runs.runner import run_experiment; "
+        "from harness.runs.tracking import client; "
+        "cfg = load_config('imagenet_lt_discl_tiny', sys.argv[2:]); "
+        "res = run_experiment(cfg, __import__('pathlib').Path(sys.argv[1]), progress=False); "
+        "c = client(__import__('pathlib').Path(sys.argv[1])); "
+        "print(json.dumps({r.method: {k: [(m.step, m.value) for m in c.get_metric_history(r.run_id, k)] "
+        "for k in c.get_run(r.run_id).data.metrics} for r in res.itertuples()}))"
     )
-    assert "train.lr: expected a number" in capsys.readouterr().err
+    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONHASHSEED": "random"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(workdir),
+            f"data.root={root}",
+            *IMAGENET_LT,
+            "methods=[plain, discl_diverse_to_specific]",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def cold_run_metrics(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=280)
+    assert proc.returncode == 0, err[-3000:]
+    metrics = json.loads(out.strip().splitlines()[-1])
+    for run in metrics.values():
+        run.pop("system/cpu_utilization_percentage", None)
+        for name in [k for k in run if k.startswith("time/") or k.startswith("system/")]:
+            run.pop(name)
+    return metrics
+
+
+@pytest.mark.slow
+def test_same_config_same_metrics_in_fresh_processes(tmp_path):
+    root = write_fake_imagenet_lt(tmp_path / "imagenet", counts=(25, 22, 12, 10, 6, 3), image_size=32)
+    # one after the other: at once, two processes on 2 cores took 132 s on CI against 44 s in turn
+    first = cold_run_metrics(cold_run(root, tmp_path / "one"))
+    second = cold_run_metrics(cold_run(root, tmp_path / "two"))
+    assert set(first) == {"plain", "discl_diverse_to_specific"}
+    assert "test/acc" in first["plain"] and "curriculum/tail_share" in first["plain"]
+    assert first == second

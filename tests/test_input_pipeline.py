@@ -1,13 +1,16 @@
-"""The input pipeline: uint8 decode and transforms in the loader, one loader kept across epochs, per-sample seeds
-so the images do not depend on the worker count."""
+"""The input pipeline: the transforms a config names (checked at load), uint8 decode and transforms in the loader
+for real and synthetic images alike and at evaluation, one loader kept across epochs, per-sample seeds so the images
+do not depend on the worker count."""
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from harness.config import OptimConfig
+from harness.config import ConfigError, OptimConfig, load_config
 from harness.data.base import FileImages
+from harness.engine.evaluate import class_probs
 from harness.engine.train import EpochLoader, Part, Trainer, batches
 from harness.models.base import HarnessModel
 
@@ -63,8 +66,6 @@ def test_the_trainer_keeps_one_loader_for_the_run(tmp_path):
 
 
 def test_short_shared_memory_gets_a_clear_error():
-    import pytest
-
     from harness.data.base import DataError
     from harness.engine.train import clear_shm_errors
 
@@ -89,3 +90,62 @@ def test_worker_count_defaults_to_this_process_share_of_the_cores(monkeypatch):
     assert default_workers() == cores
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * cores))
     assert default_workers() == 1
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("[{RandomResizedCrp: {size: 16}}]", "did you mean RandomResizedCrop"),
+        ("[{RandomResizedCrop: {size: 12}}]", "must end in uint8 images of 16×16"),
+        ("[{Resize: {size: 16, interpolation: bicubc}}]", "interpolation 'bicubc'"),
+        ("[{CenterCrop: {sise: 16}}]", "CenterCrop"),
+    ],
+)
+def test_bad_transform_is_one_line(spec, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        load_config("digits_lt_tiny", [f"data.train_transform={spec}"])
+    assert "\n" not in str(e.value)
+
+
+def test_real_and_synthetic_training_images_take_the_train_transform(tmp_path):
+    """Both parts of an epoch, a real image and a synthetic one, reach the model through the same transform,
+    as uint8 before the float conversion."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for name in ("real.jpg", "synthetic.png"):
+        Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(tmp_path / name)
+        paths.append(tmp_path / name)
+    real = FileImages([paths[0]], [0], ["r"], size=16)
+    synthetic = FileImages([paths[1]], [1], ["s"], size=16)
+    flip_crop = v2.Compose([v2.CenterCrop(16), v2.RandomHorizontalFlip(p=1.0)])
+    seen = {}
+    for x, y in batches(
+        [Part(real, np.array([0])), Part(synthetic, np.array([0]))],
+        2,
+        torch.Generator(),
+        torch.device("cpu"),
+        transform=flip_crop,
+    ):
+        for xi, yi in zip(x, y):
+            seen[int(yi)] = xi
+    for label, images in ((0, real), (1, synthetic)):
+        expected = flip_crop(images.decode(0)).float() / 255
+        assert seen[label].dtype == torch.float32 and torch.equal(seen[label], expected)
+
+
+def test_evaluation_takes_the_eval_transform(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((40, 30, 3), 7, dtype=np.uint8)).save(tmp_path / "a.png")
+    images = FileImages([tmp_path / "a.png"], [0], ["a"], size=16)
+    inputs = []
+
+    def model(x):
+        inputs.append(x)
+        return torch.zeros(len(x), 2)
+
+    model.eval = lambda: None
+    class_probs(model, images, torch.device("cpu"), transform=v2.Compose([v2.CenterCrop(16)]))
+    assert inputs[0].shape == (1, 3, 16, 16) and torch.allclose(inputs[0], torch.full_like(inputs[0], 7 / 255))

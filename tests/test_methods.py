@@ -1,6 +1,5 @@
 """Every registered method, smoke-run on the tiny prepared pool (timm-style: new methods are tested for free)."""
 
-import numpy as np
 import pytest
 
 from harness.core.registry import UnknownNameError, get_method, list_methods
@@ -67,51 +66,3 @@ def test_same_seed_same_numbers_and_seeds_differ(tiny_prepared):
     assert [r["train/loss"] for r in a.history] == [r["train/loss"] for r in b.history]
     c = fine_tune(tiny_prepared, "discl_random", seed=4, progress=False)
     assert [r["train/loss"] for r in a.history] != [r["train/loss"] for r in c.history]
-
-
-def test_adaptive_picks_the_level_with_the_largest_gain(tiny_prepared, monkeypatch):
-    import harness.phases.fine_tune as phase5
-
-    picks = iter(
-        [
-            {0.5: 0.1, 0.7: 0.3, 0.9: -0.2},
-            {0.5: 0.4, 0.7: 0.0, 0.9: 0.1},
-            {0.5: 0.0, 0.7: 0.0, 0.9: 0.2},
-            {0.5: 0.0, 0.7: 0.1, 0.9: 0.0},
-        ]
-    )
-    monkeypatch.setattr(phase5, "guidance_val_probe", lambda *a, **k: lambda levels: next(picks))
-    result = fine_tune(tiny_prepared, "discl_adaptive", seed=0, progress=False)
-    assert [s["levels"] for s in result.stages] == [[0.7], [0.5], [0.9], [0.7]]
-
-
-def test_adaptive_probe_holds_out_sources(tiny_prepared):
-    from harness.phases.curriculum import split_guidance_val
-
-    train, held = split_guidance_val(tiny_prepared, get_method("discl_adaptive")(), seed=0)
-    assert len(held) == round(len(np.unique(tiny_prepared.hard)) * tiny_prepared.cfg.curriculum.adaptive.holdout)
-    assert not set(train) & set(held) and set(train) | set(held) == set(tiny_prepared.hard)
-    train_all, held_none = split_guidance_val(tiny_prepared, get_method("discl_diverse_to_specific")(), seed=0)
-    assert len(held_none) == 0 and len(train_all) == len(np.unique(tiny_prepared.hard))
-
-
-def test_killed_training_resumes_to_the_same_metrics(tiny_prepared, tmp_path, monkeypatch):
-    from harness.engine.train import Trainer
-
-    full = fine_tune(tiny_prepared, "discl_diverse_to_specific", seed=1, progress=False)
-    original = Trainer.train_epoch
-    calls = {"n": 0}
-
-    def dies_at_third_epoch(self, parts, epoch, max_steps=None):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, parts, epoch, max_steps)
-
-    monkeypatch.setattr(Trainer, "train_epoch", dies_at_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        fine_tune(tiny_prepared, "discl_diverse_to_specific", seed=1, ckpt_dir=tmp_path, progress=False)
-    monkeypatch.setattr(Trainer, "train_epoch", original)
-    resumed = fine_tune(tiny_prepared, "discl_diverse_to_specific", seed=1, ckpt_dir=tmp_path, progress=False)
-    assert resumed.test_metrics == full.test_metrics
-    assert [r["train/loss"] for r in resumed.history] == [r["train/loss"] for r in full.history]

@@ -1,4 +1,8 @@
-"""ResNet-10, ResNet-50 and FLYP-CLIP: shapes, weight loading, the zero-shot head and FLYP's contrastive loss."""
+"""ResNet-10, ResNet-50 and FLYP-CLIP: shapes, weight loading, the zero-shot head, FLYP's contrastive loss with
+each sample's template, and FLYP's epoch: one pass over the (image, template) pairs."""
+
+import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -6,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torchvision.models.resnet import BasicBlock
+from torchvision.transforms import v2
 
 from harness.config import OptimConfig, load_config
 from harness.data.base import TensorImages
@@ -95,6 +100,43 @@ def test_flyp_loss_is_the_symmetric_contrastive_loss(flyp):
         target = torch.arange(4)
         expected = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
     torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
+
+
+SIX = ["zebra", "wild boar", "tiger", "deer", "fox", "bear"]
+
+
+def tiny_flyp(templates=("a photo of {name}.", "{name} in the wild.")):
+    torch.manual_seed(0)
+    return build_model(cfg_for("clip_flyp", f"{{tiny: true, templates: {list(templates)}}}"), len(SIX), 3, SIX)
+
+
+@pytest.mark.parametrize("transform", [None, v2.Resize(32)])  # in-memory batches | the DataLoader's
+def test_flyp_epoch_is_one_pass_over_image_template_pairs(transform):
+    """Every image once per template, each sample's template reaching the loss: 2 × 6 pairs at batch 4 is 3 steps
+    (the old random template per image: 2). The trainer runs the model's own loss as the forward of the module it
+    wraps."""
+    flyp = tiny_flyp()
+    images = TensorImages((torch.rand(6, 3, 32, 32) * 255).to(torch.uint8), np.arange(6), [str(i) for i in range(6)])
+    seen, original = [], flyp.loss
+    flyp.loss = lambda x, y, t: seen.append(list(zip(y.tolist(), t.tolist()))) or original(x, y, t)
+    opt = OptimConfig(lr=1e-4, batch_size=4, optimizer="adamw", schedule="constant")
+    trainer = Trainer(flyp, opt, 1, torch.zeros(6), seed=0, device=torch.device("cpu"), transform=transform)
+    assert trainer.own_loss and trainer.net is not flyp
+    trainer.train_epoch([Part(images, np.arange(6))], 0)
+    del flyp.loss
+    assert flyp.templates_per_image == 2
+    assert trainer.step == len(seen) == math.ceil(2 * 6 / 4) == 3
+    assert Counter(p for batch in seen for p in batch) == Counter((i, t) for i in range(6) for t in (0, 1))
+
+
+def test_flyp_loss_uses_each_samples_template():
+    two = tiny_flyp()
+    wild = ClipFlyp(two.clip, flyp_tokenizer(), SIX, ["{name} in the wild."])
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 2, 1, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(two.loss(x, y, torch.ones(4, dtype=torch.long)), wild.loss(x, y))
+        with pytest.raises(ValueError, match="template index"):
+            two.loss(x, y)
 
 
 def test_trainer_uses_the_model_loss_and_flyp_learns(flyp, tmp_path):

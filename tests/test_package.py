@@ -9,8 +9,8 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.slow  # builds a wheel and runs a tiny experiment from it
+from quick import SHORT_TRAINING, as_sets
+from workdirs import copy_workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 JUNK = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", "harness-workdir", ".*cache")
@@ -36,11 +36,12 @@ def installed(tmp_path_factory):
 
 
 def python(env, cwd, *args):
-    done = subprocess.run([sys.executable, "-S", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, "-S", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
 
+@pytest.mark.slow  # builds a wheel (the module's fixture)
 def test_the_installed_harness_is_the_wheels(installed):
     site, env, elsewhere = installed
     out = python(
@@ -50,6 +51,7 @@ def test_the_installed_harness_is_the_wheels(installed):
     assert Path(module).is_relative_to(site) and Path(experiments) == site / "harness_experiments"
 
 
+@pytest.mark.slow  # builds a wheel (the module's fixture)
 def test_list_from_another_directory(installed):
     _, env, elsewhere = installed
     out = python(env, elsewhere, "-m", "harness.cli", "list")
@@ -59,6 +61,7 @@ def test_list_from_another_directory(installed):
     assert "discl_diverse_to_specific" in out
 
 
+@pytest.mark.slow  # builds a wheel (the module's fixture)
 def test_a_user_file_by_path_extends_a_shipped_experiment(installed):
     _, env, elsewhere = installed
     (elsewhere / "mine.yaml").write_text("extends: digits_lt_tiny\ntrain: {epochs: 2, curriculum_epochs: 1}\n")
@@ -66,10 +69,12 @@ def test_a_user_file_by_path_extends_a_shipped_experiment(installed):
     assert python(env, elsewhere, "-c", code).split() == ["mine", "2"]
 
 
-def test_run_from_another_directory(installed):
+@pytest.mark.slow
+def test_run_from_another_directory(installed, tiny_prepared, warm_workdir):
+    """A run in a copy of the warm workdir: the installed harness finds the checkout's caches (the same keys) and
+    trains only the run."""
     _, env, elsewhere = installed
-    quick = ["--set", "train.epochs=2", "--set", "train.curriculum_epochs=1", "--quiet"]
-    out = python(
-        env, elsewhere, "-m", "harness.cli", "run", "-e", "digits_lt_tiny", "-m", "plain", "--workdir", "wd", *quick
-    )
+    copy_workdir(warm_workdir, elsewhere / "wd")
+    argv = ["-m", "harness.cli", "run", "-e", "digits_lt_tiny", "-m", "plain", "--workdir", "wd", "--quiet"]
+    out = python(env, elsewhere, *argv, *as_sets(SHORT_TRAINING))
     assert "plain-seed0=" in out and (elsewhere / "wd" / "mlflow.db").is_file()

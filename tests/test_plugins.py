@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
+from processes import finish, harness
 
 PLUGIN = Path(__file__).resolve().parent / "plugin_example"
 
@@ -41,39 +40,26 @@ def plugin_env(tmp_path_factory):
     return {**os.environ, "PYTHONPATH": path}
 
 
-def harness(env, *args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
-    )
-
-
+@pytest.mark.slow  # pip-installs the plugin
 def test_plugin_method_is_listed(plugin_env, tmp_path):
-    listed = harness(plugin_env, "list", cwd=tmp_path)
-    assert listed.returncode == 0, listed.stderr
-    methods = next(line for line in listed.stdout.splitlines() if line.startswith("methods:"))
+    code, listed = finish(harness("list", env=plugin_env, cwd=tmp_path))
+    assert code == 0, listed
+    methods = next(line for line in listed.splitlines() if line.startswith("methods:"))
     assert "middle_level" in methods and "discl_diverse_to_specific" in methods  # beside the built-ins
-    without = harness({**os.environ}, "list", cwd=tmp_path)
-    assert "middle_level" not in without.stdout  # it comes from the installed plugin, not from this repository
+    _, without = finish(harness("list", cwd=tmp_path))
+    assert "middle_level" not in without  # it comes from the installed plugin, not from this repository
 
 
-def test_plugin_method_runs(plugin_env, tmp_path):
-    done = harness(
-        plugin_env,
-        "run",
-        "-e",
-        "digits_lt_tiny",
-        "-m",
-        "middle_level",
-        "--workdir",
-        str(tmp_path / "w"),
-        "--quiet",
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+@pytest.mark.slow
+def test_plugin_method_runs(plugin_env, cached_workdir, tmp_path):
+    """A run of the plugin's method on the warm caches: it trains only its own run."""
+    argv = ["run", "-e", "digits_lt_tiny", "-m", "middle_level", "--workdir", str(cached_workdir), "--quiet"]
+    code, out = finish(harness(*argv, env=plugin_env, cwd=tmp_path))
+    assert code == 0, out[-3000:]
     from harness.config import load_config
     from harness.runs.tracking import client
 
-    c = client(tmp_path / "w")
+    c = client(cached_workdir)
     runs = c.search_runs([e.experiment_id for e in c.search_experiments()], "tags.method = 'middle_level'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     lambdas = [

@@ -9,7 +9,7 @@ import pytest
 import torch
 from fakes import write_fake_imagenet_lt
 
-from harness.config import Config, ConfigError, HardConfig, SpectrumConfig, build, load_config
+from harness.config import Config, ConfigError, HardConfig, SpectrumConfig, build
 from harness.data import load_dataset
 from harness.data.base import DataError, DatasetBundle, TensorImages
 from harness.phases.hard_samples import select_hard
@@ -76,7 +76,6 @@ def test_descriptions_get_the_prefix_and_must_cover_the_prompted_classes(tmp_pat
     with pytest.raises(ConfigError) as error:  # no silent fallback to the template for a class it lacks
         class_prompts(spec, ["tench", "goldfish", "shark"], labels=[0, 2])
     assert "'shark'" in str(error.value) and "\n" not in str(error.value)
-    assert load_config("imagenet_lt_discl").spectrum.description_prefix == "a 8k real photo: "
     assert SpectrumConfig().description_prefix == ""
 
 
@@ -119,9 +118,3 @@ def test_an_excluded_name_that_is_not_a_class_is_an_error():
     with pytest.raises(ConfigError) as error:
         select_hard(HardConfig(rule="few_shot", exclude_classes=["Empty"]), data, None)
     assert "hard.exclude_classes" in str(error.value) and "did you mean 'empty'" in str(error.value)
-
-
-def test_iwildcam_excludes_empty_by_default():
-    assert HardConfig().exclude_classes == []
-    assert load_config("iwildcam_discl").hard.exclude_classes == ["empty"]
-    assert load_config("iwildcam_discl_tiny").hard.exclude_classes == ["empty"]

@@ -14,15 +14,14 @@ import pandas as pd
 import pytest
 import torch
 from fake_weights import SDXL_REFINER, save_tiny_clip, save_tiny_sdxl_img2img, write_fake_hub_cache
-from fakes import IMAGENET_TINY_QUICK, write_fake_imagenet_lt
+from fakes import write_fake_imagenet_lt
+from quick import IMAGENET_LT
 
 from harness.config import load_config
 from harness.data.base import DataError
 from harness.generators.base import GenerationItem
 from harness.generators.sd_img2img import SDImg2Img, SDImg2ImgParams, load_pipeline
 from harness.weights.clip import load_clip
-
-pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -144,11 +143,7 @@ def test_weight_variants_are_read_from_file_names(tmp_path):
 
 # ---- imagenet_lt_discl_tiny through the real loading code, in fresh processes (HF_HUB_CACHE is read at import)
 
-QUICK = [
-    *IMAGENET_TINY_QUICK,
-    "generator.params.tiny=false",
-    "scorer.params.tiny=false",
-]
+QUICK = [*IMAGENET_LT, "generator.params.tiny=false", "scorer.params.tiny=false"]
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +178,7 @@ def real_run(tmp_path_factory):
             "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
         }
         env.pop("MLFLOW_TRACKING_URI", None)
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
         pools = {}
         for complete in (workdir / "cache" / "pool").glob("*/complete.json"):
             info = json.loads(complete.read_text())
@@ -193,6 +188,7 @@ def real_run(tmp_path_factory):
     return root, run
 
 
+@pytest.mark.slow
 def test_imagenet_lt_tiny_runs_on_repo_ids_found_in_a_hub_cache(real_run):
     root, run = real_run
     hub = write_fake_hub_cache(root / "hub")
@@ -204,6 +200,7 @@ def test_imagenet_lt_tiny_runs_on_repo_ids_found_in_a_hub_cache(real_run):
     assert pd.read_json(scores, lines=True).text_score.between(-1, 1).all()
 
 
+@pytest.mark.slow
 def test_imagenet_lt_tiny_runs_on_fp16_only_copies_with_variant_set(real_run):
     root, run = real_run
     hub16 = write_fake_hub_cache(root / "hub16", variant="fp16")  # CLIP from here, the pipeline from a folder

@@ -1,122 +1,92 @@
-"""Faults injected for real: SIGKILL during generation and training, two runs at once on one workdir."""
+"""Faults injected for real, in processes of their own on a copy of the warm workdir: SIGKILL during generation (a
+second process, waiting on the pool's lock, completes it to the very pool an uninterrupted build made) and during
+training (the rerun resumes the same MLflow run to the same metrics)."""
 
-import os
+import shutil
 import signal
-import subprocess
-import sys
 import time
+from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
+from processes import finish, harness, kill_when
+from workdirs import copy_workdir
 
-from harness.config import load_config
-from harness.config.keys import pool_key
-from harness.phases.pipeline import fine_tune, prepare
-from harness.phases.spectrum import plan_spectrum, read_manifest
-
-
-def planned_images(experiment: str) -> int:
-    """How many images the experiment's spectrum plans: hard sources × λ levels × seeds (few_shot hard samples come
-    from the training counts alone, so no base model is needed)."""
-    from harness.data import load_dataset
-    from harness.phases.hard_samples import select_hard
-
-    cfg = load_config(experiment)
-    assert cfg.hard.rule == "few_shot"
-    data = load_dataset(cfg)
-    return len(plan_spectrum(data, select_hard(cfg.hard, data, None), cfg.spectrum))
-
-
-pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
+from harness.core.io import read_json
+from harness.phases.pipeline import fine_tune
+from harness.phases.spectrum import read_manifest
 
 TINY = ["--experiment", "digits_lt_tiny", "--quiet"]
 
 
-def harness(*args, **kw) -> subprocess.Popen:
-    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("TQDM_DISABLE") if kw.pop("bars", False) else None
-    return subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kw,
-    )
+def wait_for(condition, proc, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, "the process ended first"
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.02)
 
 
-def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> bool:
-    """SIGKILL ``proc`` as soon as ``ready()`` holds; False if it finished first."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            return False
-        if ready():
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return True
-        time.sleep(0.05)
-    proc.kill()
-    raise TimeoutError("the condition never held")
+def same_threads() -> dict:
+    """The pytest process's torch thread count, so a process's numbers equal this one's to the last digit."""
+    return {"OMP_NUM_THREADS": str(torch.get_num_threads())}
 
 
-def test_sigkill_during_generation_then_rerun_equals_an_uninterrupted_pool(tmp_path):
-    cfg, planned = load_config("digits_lt_tiny"), planned_images("digits_lt_tiny")
-    killed_wd, clean_wd = tmp_path / "killed", tmp_path / "clean"
-    pool_dir = killed_wd / "cache" / "pool" / pool_key(cfg)
-    manifest = pool_dir / "manifest.jsonl"
-    clean = harness("generate", *TINY, "--workdir", str(clean_wd))  # the uninterrupted pool, meanwhile (2 cores)
+@pytest.mark.slow
+def test_sigkill_during_generation_leaves_the_next_process_the_uninterrupted_pool(
+    tiny_prepared, warm_workdir, tmp_path
+):
+    """The warm caches without the pool and its images: one process generates it one image a batch and is killed
+    mid-way while a second waits on the pool's lock; the killed one published nothing as done, and the second
+    completes the pool byte for byte as the session's uninterrupted build made it, no manifest row twice, no temp
+    file taken for an image."""
+    clean = tiny_prepared.pool_dir
+    planned = len(read_manifest(clean))
+    wd = copy_workdir(warm_workdir, tmp_path / "wd")
+    for built in ("pool", "images"):  # the pool and the image store it links from
+        shutil.rmtree(wd / "cache" / built)
+    pool = wd / "cache" / "pool" / clean.name
+    manifest = pool / "manifest.jsonl"
+    first = harness("generate", *TINY, "--workdir", str(wd), "--set", "spectrum.batch_size=1")
+    second = None
     try:
-        # small batches, so the kill lands between batches or inside one
-        proc = harness("generate", *TINY, "--workdir", str(killed_wd), "--set", "spectrum.batch_size=8")
-        killed = kill_when(proc, lambda: manifest.exists() and manifest.stat().st_size > 0)
-        partial = len(read_manifest(pool_dir))
-        assert killed and 0 < partial < planned, "the kill should land mid-generation"
-        assert not (pool_dir / "complete.json").exists()
-        assert harness("generate", *TINY, "--workdir", str(killed_wd)).wait() == 0
-        assert clean.wait() == 0
+        wait_for(lambda: manifest.exists() and manifest.stat().st_size > 0, first)  # generating now
+        second = harness("generate", *TINY, "--workdir", str(wd))  # waits on the pool's lock
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+        partial = len(read_manifest(pool))
+        assert 0 < partial < planned and not (pool / "complete.json").exists()  # nothing published as done
+        code, out = finish(second)
+        assert code == 0, out[-3000:]  # it took the dead process's lock and generated the rest
     finally:
-        if clean.poll() is None:
-            clean.kill()
-    a, b = read_manifest(pool_dir), read_manifest(clean_wd / "cache" / "pool" / pool_key(cfg))
-    assert len(a) == len(b) == a.key.nunique() == planned
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    a, b = read_manifest(pool), read_manifest(clean)
+    assert len(a) == len(b) == a.key.nunique() == planned == read_json(pool / "complete.json")["images"]
     rows = sum(1 for line in manifest.read_text().splitlines() if line.strip().endswith("}"))
     assert rows == planned, "no manifest row is duplicated"
-    for fa, fb in zip(a.file, b.file):
-        assert (pool_dir / fa).read_bytes() == (clean_wd / "cache" / "pool" / pool_key(cfg) / fb).read_bytes()
+    assert not any(Path(f).name.startswith(".") for f in a.file)  # a killed writer's temp file is no entry
+    for fa, fb in zip(a.sort_values("key").file, b.sort_values("key").file):
+        assert (pool / fa).read_bytes() == (clean / fb).read_bytes()
 
 
-def test_sigkill_during_training_resumes_to_the_same_metrics(tmp_path):
-    wd = tmp_path / "wd"
+@pytest.mark.slow
+def test_sigkill_during_training_resumes_the_same_run_to_the_same_metrics(tiny_prepared, cached_workdir):
+    wd = cached_workdir
     args = ["run", *TINY, "--workdir", str(wd), "--method", "discl_diverse_to_specific", "--seed", "0"]
     ckpts = wd / "cache" / "runs"
-    proc = harness(*args)
+    proc = harness(*args, env=same_threads())
     assert kill_when(proc, lambda: any(ckpts.glob("*/checkpoint.pt"))), "killed after the first checkpoint"
-    assert harness(*args).wait() == 0
+    code, out = finish(harness(*args, env=same_threads()))
+    assert code == 0, out[-3000:]
     client = MlflowClient(f"sqlite:///{wd / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("digits_lt_tiny").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED", "the resumed run continues the same MLflow run"
-    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")]
-    assert sorted(steps) == list(range(5)), "each epoch logged exactly once"
-    cfg = load_config("digits_lt_tiny")
-    reference = fine_tune(prepare(cfg, wd, progress=False), "discl_diverse_to_specific", seed=0, progress=False)
+    losses = sorted((m.step, m.value) for m in client.get_metric_history(runs[0].info.run_id, "train/loss"))
+    assert [step for step, _ in losses] == list(range(5)), "each epoch logged exactly once"
+    reference = fine_tune(tiny_prepared, "discl_diverse_to_specific", seed=0, progress=False)  # never killed
+    assert [loss for _, loss in losses] == pytest.approx([r["train/loss"] for r in reference.history], abs=1e-12)
     for key, value in reference.test_metrics.items():
         assert runs[0].data.metrics[key] == pytest.approx(value, abs=1e-12)
-
-
-def test_two_runs_at_once_share_the_caches(tmp_path):
-    wd = tmp_path / "wd"
-    env_args = ["--experiment", "digits_lt_tiny", "--workdir", str(wd), "--seed", "0"]
-    a = harness("run", *env_args, "--method", "discl_diverse_to_specific", bars=True)
-    b = harness("run", *env_args, "--method", "text_only", bars=True)
-    out_a, err_a = a.communicate(timeout=900)
-    out_b, err_b = b.communicate(timeout=900)
-    assert a.returncode == 0 and b.returncode == 0, err_a[-2000:] + err_b[-2000:]
-    # progress bars go to stderr; each shared artifact was built by exactly one process
-    for phase in ("train base model", "train tiny_ddpm", "generate spectrum", "train judge"):
-        assert (phase in err_a) + (phase in err_b) == 1, phase
-    client = MlflowClient(f"sqlite:///{wd / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("digits_lt_tiny").experiment_id])
-    assert sorted(r.data.tags["method"] for r in runs) == ["discl_diverse_to_specific", "text_only"]
-    assert len(list((wd / "cache" / "base").glob("*/model.safetensors"))) == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -12,11 +11,10 @@ import optuna
 import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
+from workdirs import copy_workdir
 
 from harness import sweep as sw
-from harness.config import ConfigError, load_config
-
-pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
+from harness.config import ConfigError, load_config, validate
 
 # Two epochs per trial; heartbeats fast enough for a test to see a dead worker's trial go stale.
 FAST = [
@@ -29,13 +27,12 @@ FAST = [
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, tiny_prepared, tiny_workdir):
+def workdir(tmp_path_factory, tiny_prepared, warm_workdir):
     """One workdir for the module, its own MLflow store and Optuna database; the phase caches (base model,
-    synthetic pool, scores) are copied from the session's tiny build, so they are built once per session."""
+    synthetic pool, scores) are the session's warm workdir's (hard links), so they are built once per session."""
     from harness.phases.pipeline import prepare
 
-    wd = tmp_path_factory.mktemp("sweep")
-    shutil.copytree(tiny_workdir / "cache", wd / "cache")
+    wd = copy_workdir(warm_workdir, tmp_path_factory.mktemp("sweep"))
     cfg = load_config("digits_lt_tiny", FAST)
     prepare(cfg, wd, methods=sw.sweep_methods(cfg), progress=False)
     return wd
@@ -117,6 +114,22 @@ def test_empty_level_subset_runs_real_only_and_adaptive_gets_its_levels():
     assert tcfg.train.loss == "balanced_softmax"
 
 
+def test_a_tail_share_experiment_searches_no_synthetic_scale():
+    """With ``train.tail_share`` (ImageNet-LT) a trial must not set ``train.synthetic_scale``, which the config
+    refuses beside a tail share."""
+    cfg = load_config("imagenet_lt_discl_tiny")
+    assert cfg.train.tail_share is not None
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(3):
+        trial = study.ask()
+        params = sw.suggest(trial, cfg)
+        assert "synthetic_scale" not in trial.params
+        tcfg, method = sw.trial_config(cfg, params)
+        assert tcfg.train.synthetic_scale is None
+        validate(tcfg, "trial", [method])  # the config check accepts the trial's config
+    assert "synthetic_scale" not in sw.paper_params(cfg)
+
+
 def test_rerun_command_rebuilds_each_trials_config(tmp_path):
     """The `--set` lines printed for the best trial give `harness run` the very config the trial trained."""
     import shlex
@@ -144,6 +157,7 @@ def test_rerun_command_rebuilds_each_trials_config(tmp_path):
 # --------------------------------------------------------------------------- sweeps
 
 
+@pytest.mark.slow
 def test_few_trial_sweep_logs_parent_children_best_and_plots(workdir):
     from harness.runs.finished import finished_run
     from harness.runs.paths import run_config_hash
@@ -183,6 +197,7 @@ class AlwaysPrune(optuna.pruners.BasePruner):
         return True
 
 
+@pytest.mark.slow
 def test_pruned_trial_ends_killed_with_a_tag(workdir):
     from harness.phases.pipeline import prepare
 
@@ -214,6 +229,7 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("storage", ["sqlite", "journal"])
 def test_killed_worker_trial_is_retried_once(workdir, storage):
     """SQLite: Optuna's heartbeat check fails the dead worker's trial and re-queues it (any machine would); the
@@ -285,6 +301,7 @@ def run_concurrent(workdir, sweep: sw.Sweep, n: int, k: int, monkeypatch) -> Non
     assert_exactly(workdir, sweep, n)
 
 
+@pytest.mark.slow
 def test_four_workers_on_a_journal_file_finish_exactly_n(workdir, monkeypatch):
     sweep = make(workdir, "journal", LIVE, storage=f"journal:{workdir / 'optuna-journal.log'}")
     run_concurrent(workdir, sweep, 5, 4, monkeypatch)
@@ -307,6 +324,7 @@ def postgres_url() -> str:
     return candidate
 
 
+@pytest.mark.slow
 def test_four_workers_on_postgresql_finish_exactly_n(workdir, monkeypatch):
     url = postgres_url()
     study = f"pg-{os.getpid()}-{int(time.time())}"  # the database outlives the test's workdir

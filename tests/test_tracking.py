@@ -1,15 +1,16 @@
-"""What a run records in MLflow beyond params and metrics (issue 13), read back through MLflow's own client:
-the experiment kind, dataset inputs, source tags and description, the logged model (reloaded and re-evaluated),
-system metrics; and a workdir pointed at another store (or with its mlflow.db gone) logs there without crashing."""
+"""What a run records in MLflow beyond params and metrics, read back through MLflow's own client: the experiment
+kind, dataset inputs, source tags and description, the logged model (reloaded and re-evaluated by `harness
+evaluate`), system metrics; and a workdir pointed at another store (or with its mlflow.db gone) logs there without
+crashing."""
 
+import re
 import shutil
 
 import pytest
 from mlflow.tracking import MlflowClient
+from workdirs import copy_workdir
 
 from harness.cli import main
-
-pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
 
 METHODS = ["plain", "discl_diverse_to_specific"]
 ARGV = ["run", "--experiment", "digits_lt_tiny", "--seed", "0", "--quiet"] + [
@@ -19,16 +20,16 @@ FAST = ["--set", "tracking.log_model=never", "--set", "tracking.system_metrics=f
 
 
 def method_runs(client: MlflowClient):
+    """The experiment and its seed-0 run of each method."""
     exp = client.get_experiment_by_name("digits_lt_tiny")
-    return exp, {
-        r.data.tags["method"]: r for r in client.search_runs([exp.experiment_id], filter_string="tags.method != ''")
-    }
+    found = client.search_runs([exp.experiment_id], filter_string="tags.method != '' and tags.seed = '0'")
+    return exp, {r.data.tags["method"]: r for r in found}
 
 
 @pytest.fixture(scope="module")
-def store(tiny_workdir):
-    assert main(ARGV + ["--workdir", str(tiny_workdir)]) == 0
-    client = MlflowClient(f"sqlite:///{tiny_workdir / 'mlflow.db'}")
+def store(tiny_runs):
+    """The session's finished runs (conftest's ``tiny_runs``), seed 0 of each method."""
+    client = MlflowClient(f"sqlite:///{tiny_runs / 'mlflow.db'}")
     exp, runs = method_runs(client)
     assert sorted(runs) == sorted(METHODS)
     return client, exp, runs
@@ -77,20 +78,33 @@ def test_source_tags_and_description(store):
     assert "real images only, 5 epochs" in runs["plain"].data.tags["mlflow.note.content"]
 
 
-def test_logged_model_reloads_and_reproduces_test_acc(store, tiny_workdir):
+def test_logged_model_reloads_and_reproduces_the_logged_test_metrics(store, tiny_runs, tmp_path, capsys):
+    """Each run's logged model is READY with its weights and card; `harness evaluate` reloads it from MLflow and
+    prints the test metrics it gives now beside the logged ones: the same numbers. An unknown run is one line."""
     from harness.runs.logged_model import evaluate_logged_model
 
     client, _, runs = store
+    wd = copy_workdir(tiny_runs, tmp_path / "wd")
     for r in runs.values():
         [out] = r.outputs.model_outputs
         model = client.get_logged_model(out.model_id)
         assert model.source_run_id == r.info.run_id and str(model.status) in ("READY", "LoggedModelStatus.READY")
         files = {f.path for f in client.list_logged_model_artifacts(out.model_id)}
         assert {"MLmodel", "model.safetensors", "harness_model.yaml"} <= files
+        capsys.readouterr()
+        assert main(["evaluate", "--run", r.info.run_id, "--workdir", str(wd)]) == 0
+        printed = re.findall(r"^\s+(test/\S+)\s+(\S+)\s+logged (\S+)$", capsys.readouterr().out, flags=re.M)
+        rows = {k: (float(now), float(logged)) for k, now, logged in printed}
+        assert {"test/acc", "test/acc_few"} <= set(rows)
+        for now, logged in rows.values():
+            assert now == pytest.approx(logged, abs=1e-4)
     r = runs["discl_diverse_to_specific"]
-    metrics = evaluate_logged_model(r.info.run_id, tiny_workdir)
+    metrics = evaluate_logged_model(r.info.run_id, wd)  # to the last digit
     assert metrics["test/acc"] == pytest.approx(r.data.metrics["test/acc"], abs=1e-9)
     assert metrics["test/acc_few"] == pytest.approx(r.data.metrics["test/acc_few"], abs=1e-9)
+    assert main(["evaluate", "--run", "0" * 32, "--workdir", str(wd)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("harness: error: run 000") and "\n" not in err
 
 
 def test_model_over_the_size_limit_is_not_logged(tiny_cfg, tmp_path):
@@ -118,12 +132,14 @@ def test_system_metrics(store):
         assert "system/cpu_utilization_percentage" in keys and "system/system_memory_usage_megabytes" in keys
 
 
-def test_another_store_logs_there(store, tiny_workdir, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_another_store_logs_there(store, tiny_runs, tmp_path, monkeypatch):
     """MLFLOW_TRACKING_URI at a fresh store: the cache's run ids are the old store's; new runs, from the cache."""
     old_client, exp, old_runs = store
+    wd = copy_workdir(tiny_runs, tmp_path / "wd")
     uri = f"sqlite:///{tmp_path / 'team.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    assert main(ARGV + FAST + ["--workdir", str(tiny_workdir)]) == 0
+    assert main(ARGV + FAST + ["--workdir", str(wd)]) == 0
     new = MlflowClient(uri)
     _, runs = method_runs(new)
     assert sorted(runs) == sorted(METHODS) and {r.info.status for r in runs.values()} == {"FINISHED"}
@@ -136,7 +152,8 @@ def test_another_store_logs_there(store, tiny_workdir, tmp_path, monkeypatch):
     assert {m: r.info.run_id for m, r in again.items()} == {m: r.info.run_id for m, r in old_runs.items()}
 
 
-def test_copied_cache_and_deleted_store(store, tiny_workdir, tmp_path):
+@pytest.mark.slow
+def test_copied_cache_and_deleted_store(tiny_runs, tmp_path):
     """A cache copied to a new workdir, then that workdir's mlflow.db deleted: each time, new runs there. (The
     second run is a new process, read back with sqlite3: in one process MLflow keeps one engine per store URI,
     open on the deleted file.)"""
@@ -145,8 +162,9 @@ def test_copied_cache_and_deleted_store(store, tiny_workdir, tmp_path):
     import subprocess
     import sys
 
-    wd = tmp_path / "copy"
-    shutil.copytree(tiny_workdir / "cache", wd / "cache")
+    wd = copy_workdir(tiny_runs, tmp_path / "copy")
+    (wd / "mlflow.db").unlink()  # the cache alone
+    shutil.rmtree(wd / "mlartifacts")
     argv = ARGV + FAST + ["--workdir", str(wd)]
     assert main(argv) == 0
     client = MlflowClient(f"sqlite:///{wd / 'mlflow.db'}")
@@ -195,6 +213,7 @@ def test_sweep_parent_links_its_study_and_moves_to_another_store(tmp_path, monke
     assert second != first and MlflowClient(uri).get_run(second).data.tags["study"] == "linked"
 
 
+@pytest.mark.slow
 def test_optuna_dashboard_opens_the_sweep_storage(tmp_path):
     pytest.importorskip("optuna_dashboard")
     import json

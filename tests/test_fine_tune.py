@@ -1,5 +1,5 @@
-"""Phase 5's parts (harness/phases/fine_tune.py): the stage schedule that ``fine_tune`` and ``harness plan`` share, the
-selection of the best epoch, and the checkpoint."""
+"""Phase 5's parts (harness/phases/fine_tune.py): the starting point, the stage schedule that ``fine_tune`` and
+``harness plan`` share, the selection of the best epoch, and the checkpoint."""
 
 import dataclasses
 
@@ -7,11 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes import write_fake_iwildcam
 
-from harness.config import load_config
+from harness.config import ConfigError, load_config
 from harness.data.base import DataError
+from harness.models.base import build_model
+from harness.phases.curriculum import stage_of_epoch
 from harness.phases.fine_tune import BestEpoch, Checkpointer, Stages, make_method, make_trainer
-from harness.phases.pipeline import fine_tune
+from harness.phases.pipeline import fine_tune, prepare
 from harness.plan.epochs import plan_method, plan_prep
 
 # the run state a checkpoint of today's main holds besides the trainer and the stream (its RunState's fields)
@@ -19,6 +22,52 @@ MAIN_CHECKPOINT_STATE = {
     *("epoch", "best", "best_epoch", "best_state", "history"),
     *("stages", "stage", "levels", "probe_last"),
 }
+
+
+# --------------------------------------------------------------------------- the starting point
+
+
+def initial_weights(monkeypatch) -> list[dict]:
+    """The weights each trainer starts from."""
+    import harness.phases.fine_tune as phase5
+
+    seen = []
+    original = phase5.Trainer
+
+    def recording(model, *args, **kwargs):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(phase5, "Trainer", recording)
+    return seen
+
+
+def test_iwildcam_fine_tunes_pretrained_clip_not_the_base_model(tmp_path, monkeypatch):
+    root = write_fake_iwildcam(tmp_path / "wilds")
+    cfg = load_config(
+        "iwildcam_discl_tiny",
+        [f"data.root={root}", "base.epochs=1", "train.epochs=1", "train.curriculum_epochs=0"],
+        methods=["plain"],
+    )
+    assert cfg.train.init == "pretrained"  # iWildCam's default (the recipe's "init" row)
+    prep = prepare(cfg, tmp_path / "wd", methods=["plain"], progress=False)
+    seen = initial_weights(monkeypatch)
+    fine_tune(prep, "plain", seed=0, progress=False)
+    from_base_cfg = prep.cfg.model_copy(update={"train": prep.cfg.train.model_copy(update={"init": "base"})})
+    fine_tune(dataclasses.replace(prep, cfg=from_base_cfg), "plain", seed=0, progress=False)
+    fresh = build_model(cfg, prep.data.num_classes, 3, prep.data.class_names).state_dict()
+    pretrained, from_base = seen
+    assert all(torch.equal(pretrained[k], fresh[k]) for k in fresh)
+    assert all(torch.equal(from_base[k], prep.base_state[k]) for k in fresh)
+    assert any(not torch.equal(pretrained[k], prep.base_state[k]) for k in fresh)
+
+
+def test_pretrained_init_without_pretrained_weights_is_refused():
+    with pytest.raises(ConfigError, match="no pretrained weights"):
+        load_config("digits_lt_tiny", ["train.init=pretrained"])
+
+
+# --------------------------------------------------------------------------- the stages
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +99,7 @@ def test_diverse_to_specific_stages_over_6_of_10_epochs(three_levels):
     assert [ep.levels for ep in epochs] == [(0.1,), (0.1,), (0.3,), (0.3,), (0.5,), (0.5,), (), (), (), ()]
     assert [ep.in_curriculum for ep in epochs] == [True] * 6 + [False] * 4
     assert calls == [0, 1, 2]  # the method is asked once, on each stage's first epoch
+    assert [stage_of_epoch(e, 3, 3) for e in range(4)] == [0, 1, 2, None]  # one epoch a stage: no off-by-one
     assert stages.record == [
         {"stage": 0, "first_epoch": 0, "levels": [0.1]},
         {"stage": 1, "first_epoch": 2, "levels": [0.3]},
@@ -81,7 +131,9 @@ def test_a_restored_schedule_continues_mid_stage_without_asking_again(three_leve
         assert a.levels == b.levels and all(np.array_equal(p.indices, q.indices) for p, q in zip(a.parts, b.parts))
 
 
-@pytest.mark.parametrize("method", ["plain", "discl_diverse_to_specific", "discl_random", "plain_rebalanced"])
+@pytest.mark.parametrize(
+    "method", ["plain", "discl_diverse_to_specific", "discl_random", "plain_rebalanced", "all_levels"]
+)
 def test_plan_and_fine_tune_agree_epoch_by_epoch(tiny_prepared, method):
     """digits_lt_tiny's methods (and the random and real-only controls): the plan's stages, levels and epoch
     compositions are the run's."""
