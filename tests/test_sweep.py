@@ -54,7 +54,8 @@ def runs_of(workdir, experiment: str, study: str):
 
 
 def assert_exactly(workdir, sweep: sw.Sweep, n: int) -> list:
-    """N finished trials, one parent, one child run per finished trial and no other, no trial twice."""
+    """N finished trials, one parent, one child run per finished trial and no other but the FAILED run of a trial
+    that raised, no trial twice."""
     study = sw.load_study(sweep)
     finished = [t for t in study.get_trials() if t.state in sw.FINISHED]
     assert len(finished) == n
@@ -62,7 +63,12 @@ def assert_exactly(workdir, sweep: sw.Sweep, n: int) -> list:
     c, parents, children = runs_of(workdir, sweep.cfg.name, sweep.study_name)
     assert len(parents) == 1
     assert study.user_attrs[sw.PARENT_ATTR] == parents[0].info.run_id
-    assert sorted(int(r.data.tags["sweep_trial"]) for r in children) == sorted(t.number for t in finished)
+    numbers = [int(r.data.tags["sweep_trial"]) for r in children]
+    assert len(numbers) == len(set(numbers))  # no trial logged twice
+    failed = {t.number for t in study.get_trials() if t.state == TrialState.FAIL}
+    assert sorted(n for n in numbers if n not in failed) == sorted(t.number for t in finished)
+    for r in children:  # a trial whose config could not train (a sampled filter too strict) keeps its FAILED run
+        assert int(r.data.tags["sweep_trial"]) not in failed or (r.info.status == "FAILED" and r.data.tags["error"])
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
     return finished
 
