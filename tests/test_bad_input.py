@@ -176,6 +176,7 @@ def test_cli_refuses_text_only_without_lambda_0_before_reading_data(tmp_path, ca
     assert not (tmp_path / "work" / "cache").exists()
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_harness_process_exits_2_with_one_line_on_stderr(tmp_path):
     """``python -m harness.cli`` itself: exit status 2, nothing on stdout, the one line on stderr."""
     import subprocess
