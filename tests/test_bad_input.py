@@ -198,7 +198,7 @@ def test_the_harness_process_exits_2_with_one_line_on_stderr(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=120,
     )
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and out.stdout == "" and len(lines) == 1 and lines[0].startswith("harness: error:")

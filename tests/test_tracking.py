@@ -179,6 +179,7 @@ def test_copied_cache_and_deleted_store(tiny_runs, tmp_path):
         capture_output=True,
         text=True,
         env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+        timeout=280,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     with sqlite3.connect(wd / "mlflow.db") as db:
