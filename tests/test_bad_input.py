@@ -176,6 +176,7 @@ def test_cli_refuses_text_only_without_lambda_0_before_reading_data(tmp_path, ca
     assert not (tmp_path / "work" / "cache").exists()
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_harness_process_exits_2_with_one_line_on_stderr(tmp_path):
     """``python -m harness.cli`` itself: exit status 2, nothing on stdout, the one line on stderr."""
     import subprocess
@@ -197,7 +198,7 @@ def test_the_harness_process_exits_2_with_one_line_on_stderr(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=120,
     )
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and out.stdout == "" and len(lines) == 1 and lines[0].startswith("harness: error:")

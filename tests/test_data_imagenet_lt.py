@@ -170,6 +170,7 @@ def test_subsampling_keeps_shot_groups_of_the_full_file(fake_root, bundle):
     assert small.train_counts.tolist() == list(IMAGENET_LT_COUNTS)
 
 
+@pytest.mark.slow  # an end-to-end run through the tiny SDXL and CLIP
 def test_tiny_experiment_end_to_end_matches_an_independent_count(tmp_path):
     """`harness run --experiment imagenet_lt_discl_tiny` on a fake tree, through the real loader, the tiny random
     SDXL img2img (DDIM) and CLIP filter: the pool holds every few-shot image × level × seed, every image scored; the

@@ -121,6 +121,7 @@ def test_metrics_equal_wilds_eval(bundle, wilds_dataset):
     assert wilds_metrics(y, np.array([0, 3, 1, 2]))["f1_macro"] == pytest.approx((2 / 3 + 1 + 1) / 3)
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_import_wilds_starts_no_version_check():
     code = (
         "import threading, sys; from harness.data.iwildcam import import_wilds; import_wilds(); "

@@ -100,6 +100,7 @@ def test_the_judge_trains_on_augmented_images_and_its_key_knows(tiny, monkeypatc
         build(JudgeParams, {"augment": "clip"}, "scorer.params")
 
 
+@pytest.mark.slow  # trains two judges for 15 epochs
 def test_augmented_judge_rates_field_like_images_higher_than_the_clean_one():
     """On the tiny pool: the broad judge gives real field images of the right class more probability."""
     cfg = load_config("digits_field_tiny")

@@ -54,7 +54,8 @@ def runs_of(workdir, experiment: str, study: str):
 
 
 def assert_exactly(workdir, sweep: sw.Sweep, n: int) -> list:
-    """N finished trials, one parent, one child run per finished trial and no other, no trial twice."""
+    """N finished trials, one parent, one child run per finished trial and no other but the FAILED run of a trial
+    that raised, no trial twice."""
     study = sw.load_study(sweep)
     finished = [t for t in study.get_trials() if t.state in sw.FINISHED]
     assert len(finished) == n
@@ -62,7 +63,12 @@ def assert_exactly(workdir, sweep: sw.Sweep, n: int) -> list:
     c, parents, children = runs_of(workdir, sweep.cfg.name, sweep.study_name)
     assert len(parents) == 1
     assert study.user_attrs[sw.PARENT_ATTR] == parents[0].info.run_id
-    assert sorted(int(r.data.tags["sweep_trial"]) for r in children) == sorted(t.number for t in finished)
+    numbers = [int(r.data.tags["sweep_trial"]) for r in children]
+    assert len(numbers) == len(set(numbers))  # no trial logged twice
+    failed = {t.number for t in study.get_trials() if t.state == TrialState.FAIL}
+    assert sorted(n for n in numbers if n not in failed) == sorted(t.number for t in finished)
+    for r in children:  # a trial whose config could not train (a sampled filter too strict) keeps its FAILED run
+        assert int(r.data.tags["sweep_trial"]) not in failed or (r.info.status == "FAILED" and r.data.tags["error"])
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
     return finished
 
@@ -213,10 +219,10 @@ def test_pruned_trial_ends_killed_with_a_tag(workdir):
     assert run.info.status == "KILLED" and run.data.tags["pruned"] == "true"
 
 
-def test_changed_config_cannot_resume_a_study(workdir):
-    sw.init_study(make(workdir, "fixed"))
+def test_changed_config_cannot_resume_a_study(tmp_path):
+    sw.init_study(make(tmp_path, "fixed"))
     with pytest.raises(sw.SweepError, match="another config"):
-        sw.load_study(make(workdir, "fixed", ["train.lr=0.01"]))
+        sw.load_study(make(tmp_path, "fixed", ["train.lr=0.01"]))
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -342,13 +348,13 @@ def test_local_workers_split_the_cores(monkeypatch):
     assert sw.worker_env(4)["OMP_NUM_THREADS"] == "3"  # the user's choice wins
 
 
-def test_local_workers_start_warm(workdir, monkeypatch):
+def test_local_workers_start_warm(tmp_path, monkeypatch):
     """With K local workers the shared phases are built once in the parent, with every core, before any worker
     starts (each worker gets cores // K threads)."""
     events = []
     monkeypatch.setattr(sw, "prepare", lambda cfg, wd, methods, progress: events.append(("prepare", methods)))
     monkeypatch.setattr(sw, "run_workers", lambda *a, **k: events.append(("workers",)))
     with pytest.raises(sw.SweepError):  # the stubbed workers ran no trial
-        sw.run_sweep(make(workdir, "warm-start"), n_trials=2, n_workers=2, say=lambda line: None)
+        sw.run_sweep(make(tmp_path, "warm-start"), n_trials=2, n_workers=2, say=lambda line: None)
     assert [e[0] for e in events] == ["prepare", "workers"]
-    assert events[0][1] == sw.sweep_methods(make(workdir, "warm-start").cfg)
+    assert events[0][1] == sw.sweep_methods(make(tmp_path, "warm-start").cfg)

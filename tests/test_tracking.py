@@ -179,6 +179,7 @@ def test_copied_cache_and_deleted_store(tiny_runs, tmp_path):
         capture_output=True,
         text=True,
         env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+        timeout=280,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     with sqlite3.connect(wd / "mlflow.db") as db:
@@ -192,6 +193,7 @@ def test_copied_cache_and_deleted_store(tiny_runs, tmp_path):
     assert all(run_id in done.stdout for run_id, _, _ in rows)
 
 
+@pytest.mark.slow  # a sweep's study and MLflow parent
 def test_sweep_parent_links_its_study_and_moves_to_another_store(tmp_path, monkeypatch):
     """The parent run names the Optuna study and the optuna-dashboard command; a study whose parent run is in
     another store gets a new parent in the store it is given."""
