@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from quick import DIGITS_GENERATION, IMAGENET_LT, as_sets
 
 SHIPPED_NAMES = Path(__file__).resolve().parent.parent / "harness" / "resources" / "iwildcam_common_names.json"
 IWILDCAM_SPLITS = ("train", "val", "test", "id_val", "id_test")
@@ -204,8 +203,3 @@ def write_fake_imagenet_lt(
         order = rng.permutation(len(split_lines))
         (split_dir / f"ImageNet_LT_{split}.txt").write_text("".join(split_lines[i] + "\n" for i in order))
     return root
-
-
-# the names other test files import (tests/quick.py holds the lists)
-QUICK_GENERATION = as_sets(DIGITS_GENERATION)
-IMAGENET_TINY_QUICK = list(IMAGENET_LT)

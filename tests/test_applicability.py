@@ -5,11 +5,9 @@ sweep space leaves out what the model ignores."""
 import optuna
 import pytest
 
-from harness.cli import main
 from harness.config import Config, ConfigError, list_experiments, load_config
 from harness.config.applicability import RULES, inapplicable, value
 from harness.core import registry
-from harness.models.base import HarnessModel
 
 
 @pytest.mark.parametrize("experiment", list_experiments())
@@ -59,20 +57,9 @@ def test_the_same_setting_is_accepted_where_it_applies(experiment, overrides):
     load_config(experiment, overrides)
 
 
-def test_the_cli_refuses_it_in_one_line_before_any_data(tmp_path, capsys):
-    workdir = tmp_path / "wd"
-    argv = ["run", "-e", "iwildcam_discl_tiny", "--set", "train.loss=balanced_softmax", "--workdir", str(workdir)]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "train.loss" in err and "own loss" in err and "\n" not in err
-    assert not workdir.exists()
-
-
 def test_capabilities_are_declared_on_the_classes():
-    """A model with its own ``loss`` declares ``own_loss``; a generator declares whether it takes a scheduler."""
-    for name in registry.list_models():
-        cls = registry.get_model(name)
-        assert isinstance(cls.own_loss, bool) and cls.own_loss == (cls.loss is not HarnessModel.loss), name
+    """A generator declares whether it takes a scheduler (a model's flags: tests/test_capabilities.py); the rules
+    read these flags, so FLYP's own loss and the small CNN's cross-entropy must be told apart."""
     for name in registry.list_generators():
         assert isinstance(registry.get_generator(name).takes_scheduler, bool), name
     assert registry.get_model("clip_flyp").own_loss and not registry.get_model("small_cnn").own_loss

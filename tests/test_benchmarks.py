@@ -13,8 +13,6 @@ sys.path.insert(0, str(BENCH))
 
 from common import FIELDS, row, spread  # noqa: E402
 
-pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
-
 
 def check_rows(rows):
     assert rows and isinstance(rows, list)
@@ -46,6 +44,7 @@ def test_spread_is_the_range_of_the_per_repeat_ratios():
         row("a name with spaces", "", "s", 1, 1, 1, None, "lower")
 
 
+@pytest.mark.slow
 def test_run_all_writes_schema_rows(tmp_path):
     out = tmp_path / "rows.json"
     gpu = tmp_path / "gpu.json"
@@ -83,6 +82,7 @@ def test_run_all_writes_schema_rows(tmp_path):
     assert "spread" in done.stdout and "train_overhead" in done.stdout and "load average" in done.stdout
 
 
+@pytest.mark.slow
 def test_scoring_rows_in_process():
     import bench_scoring
 
@@ -91,6 +91,7 @@ def test_scoring_rows_in_process():
     assert rows[0]["name"] == "clip_scoring" and rows[0]["better"] == "higher" and rows[0]["target"] == 5.0
 
 
+@pytest.mark.slow
 def test_ddp_eval_shards_half_per_rank_and_gathers_one_process_predictions(tmp_path):
     """2 gloo ranks: each evaluates half of the split, and the gathered predictions equal one process's (the
     script fails otherwise)."""
@@ -103,6 +104,7 @@ def test_ddp_eval_shards_half_per_rank_and_gathers_one_process_predictions(tmp_p
     assert rows["ddp_eval_max_diff"]["harness"] <= 1e-4
 
 
+@pytest.mark.slow
 def test_train_step_rows(tmp_path):
     """Every variant of both models trains a step (tiny batches here; the benchmark's own are larger)."""
     out = tmp_path / "rows.json"
@@ -135,6 +137,7 @@ def test_train_step_rows(tmp_path):
     assert rows["train_step_resnet10_fp32"]["ratio"] is None
 
 
+@pytest.mark.slow
 def test_train_step_compile_reports_its_compile_time():
     import bench_train_step
 

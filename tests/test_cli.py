@@ -1,9 +1,8 @@
-"""The CLI's own behaviour: reuse and ``--force``, ``harness evaluate``, and ``harness ui`` started, serving and
-ended by SIGTERM together with the MLflow server's workers."""
+"""The CLI's own behaviour: reuse and ``--force``, and ``harness ui`` started, serving and ended by SIGTERM together
+with the MLflow server's workers (``harness evaluate``: tests/test_tracking.py)."""
 
 import contextlib
 import os
-import re
 import shlex
 import signal
 import socket
@@ -14,10 +13,12 @@ import urllib.request
 
 import pytest
 from mlflow.tracking import MlflowClient
+from quick import SHORT_TRAINING, as_sets
+from workdirs import copy_workdir
 
 from harness.cli import main
 
-QUICK = ["--set", "train.epochs=2", "--set", "train.curriculum_epochs=1", "--quiet"]
+QUICK = [*as_sets(SHORT_TRAINING), "--quiet"]
 
 
 def plain_runs(workdir):
@@ -27,9 +28,9 @@ def plain_runs(workdir):
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """One finished `plain` run of digits_lt_tiny (seed 0, 2 epochs)."""
-    wd = tmp_path_factory.mktemp("cli")
+def workdir(tiny_prepared, warm_workdir, tmp_path_factory):
+    """One finished `plain` run of digits_lt_tiny (seed 0, 2 epochs), on a copy of the warm caches."""
+    wd = copy_workdir(warm_workdir, tmp_path_factory.mktemp("cli"))
     assert main(["run", "-e", "digits_lt_tiny", "-m", "plain", "-s", "0", "--workdir", str(wd), *QUICK]) == 0
     return wd
 
@@ -58,26 +59,6 @@ def test_force_reruns_in_a_new_run(workdir, capsys):
     assert forced.data.metrics["test/acc"] == pytest.approx(before.data.metrics["test/acc"])  # same config, same run
     assert main(argv) == 0  # without --force: reused again (the newest finished one)
     assert len(plain_runs(workdir)) == 2
-
-
-@pytest.mark.slow  # trains a tiny run (module fixture)
-def test_evaluate_reproduces_the_logged_test_metrics(workdir, capsys):
-    run = plain_runs(workdir)[0]
-    capsys.readouterr()
-    assert main(["evaluate", "--run", run.info.run_id, "--workdir", str(workdir)]) == 0
-    out = capsys.readouterr().out
-    found = re.findall(r"^\s+(test/\S+)\s+(\S+)\s+logged (\S+)$", out, flags=re.M)
-    rows = {k: (float(a), float(b)) for k, a, b in found}
-    assert {"test/acc", "test/acc_few"} <= set(rows)
-    for now, logged in rows.values():
-        assert now == pytest.approx(logged, abs=1e-4)
-
-
-@pytest.mark.slow  # trains a tiny run (module fixture)
-def test_evaluate_an_unknown_run_is_one_line(workdir, capsys):
-    assert main(["evaluate", "--run", "0" * 32, "--workdir", str(workdir)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("harness: error: run 000") and "\n" not in err
 
 
 def free_port() -> int:

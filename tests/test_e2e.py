@@ -28,6 +28,7 @@ def store(tiny_runs):
     return client, runs, argv
 
 
+@pytest.mark.slow  # a whole run (or several) for one check; the fast lane keeps unit tests
 def test_one_finished_run_per_method_and_seed(store):
     _, runs, _ = store
     assert sorted(r.info.run_name for r in runs) == sorted(f"{m}-seed{s}" for m in METHODS for s in (0, 1))
@@ -39,6 +40,7 @@ def test_one_finished_run_per_method_and_seed(store):
         )
 
 
+@pytest.mark.slow  # a whole run (or several) for one check; the fast lane keeps unit tests
 def test_contract_metrics_and_artifacts(store):
     client, runs, _ = store
     for r in runs:
@@ -52,6 +54,7 @@ def test_contract_metrics_and_artifacts(store):
             assert {a.path for a in client.list_artifacts(r.info.run_id, "spectrum")} >= {"spectrum/grid.png"}
 
 
+@pytest.mark.slow  # a whole run (or several) for one check; the fast lane keeps unit tests
 def test_logged_accuracy_recomputes_from_predictions(store, tmp_path):
     client, runs, _ = store
     for r in runs:
@@ -62,6 +65,7 @@ def test_logged_accuracy_recomputes_from_predictions(store, tmp_path):
         assert len(preds) == 400
 
 
+@pytest.mark.slow  # a whole run (or several) for one check; the fast lane keeps unit tests
 def test_rerun_reuses_finished_runs(store, tiny_runs, tmp_path, capsys):
     _, runs, argv = store
     wd = copy_workdir(tiny_runs, tmp_path / "wd")

@@ -42,6 +42,7 @@ def initial_weights(monkeypatch) -> list[dict]:
     return seen
 
 
+@pytest.mark.slow  # a whole run (or several) for one check; the fast lane keeps unit tests
 def test_iwildcam_fine_tunes_pretrained_clip_not_the_base_model(tmp_path, monkeypatch):
     root = write_fake_iwildcam(tmp_path / "wilds")
     cfg = load_config(
@@ -134,6 +135,7 @@ def test_a_restored_schedule_continues_mid_stage_without_asking_again(three_leve
 @pytest.mark.parametrize(
     "method", ["plain", "discl_diverse_to_specific", "discl_random", "plain_rebalanced", "all_levels"]
 )
+@pytest.mark.slow  # a whole run (or several) for one check; the fast lane keeps unit tests
 def test_plan_and_fine_tune_agree_epoch_by_epoch(tiny_prepared, method):
     """digits_lt_tiny's methods (and the random and real-only controls): the plan's stages, levels and epoch
     compositions are the run's."""

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from processes import finish, harness
 
+from harness.cli import main
 from harness.config import ConfigError, OptimConfig, load_config
 from harness.data.base import TensorImages
 from harness.engine import preempt
@@ -27,20 +28,6 @@ from harness.runs.paths import run_config_hash
 TINY = ["--experiment", "digits_lt_tiny", "--quiet"]
 RUNS = ["-m", "plain", "-m", "discl_diverse_to_specific", "--seed", "0", "--seed", "1"]
 PAIRS = [(m, s) for m in ("plain", "discl_diverse_to_specific") for s in (0, 1)]
-
-
-def harness(*args, env=None, **kw) -> subprocess.Popen:
-    """``harness`` in a process with one torch thread (runs repeat exactly at a fixed thread count)."""
-    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw
-    )
-
-
-def finish(proc: subprocess.Popen, timeout: float = 1500) -> tuple[int, str]:
-    out, _ = proc.communicate(timeout=timeout)
-    return proc.returncode, out.decode()
 
 
 def store(wd: Path) -> MlflowClient:
@@ -107,16 +94,17 @@ def test_a_signal_during_training_stops_at_the_next_step_boundary(handlers):
     assert trainer.step == 2
 
 
-def test_status_of_an_experiment_nothing_ran_yet(tmp_path):
-    code, out = finish(harness("status", *TINY, *RUNS, "--workdir", str(tmp_path)), timeout=900)
+def test_status_of_an_experiment_nothing_ran_yet(tmp_path, capsys):
+    code = main(["status", *TINY, *RUNS, "--workdir", str(tmp_path)])
+    out = capsys.readouterr().out
     assert code == 0, out
     assert "4 not started" in out
     assert out.count("not started") == 5  # the count line and one row per (method, seed)
 
 
-def test_jobs_and_no_wait_need_a_launcher(tmp_path):
-    code, out = finish(harness("run", *TINY, "--jobs", "2", "--workdir", str(tmp_path)), timeout=900)
-    assert code == 2 and "--launcher" in out
+def test_jobs_and_no_wait_need_a_launcher(tmp_path, capsys):
+    code = main(["run", *TINY, "--jobs", "2", "--workdir", str(tmp_path)])
+    assert code == 2 and "--launcher" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- real runs (slow)
@@ -149,7 +137,7 @@ def same_metrics(runs: dict, expected: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # several runs in processes; a loaded 2-core machine takes minutes
+@pytest.mark.timeout(300)  # several runs in processes
 def test_local_launcher_two_jobs_equals_sequential(reference, tmp_path):
     expected, seq_wd = reference
     warm(seq_wd, tmp_path)
@@ -161,18 +149,18 @@ def test_local_launcher_two_jobs_equals_sequential(reference, tmp_path):
     assert {r.data.tags["launcher"] for r in runs.values()} == {"local"}
     assert len({r.data.tags["launcher.job_id"] for r in runs.values()}) == 4, "one process per run"
     same_metrics(runs, expected)
-    code, out = finish(harness("status", *TINY, *RUNS, "--workdir", str(tmp_path)), timeout=900)
+    code, out = finish(harness("status", *TINY, *RUNS, "--workdir", str(tmp_path)))
     assert code == 0 and "4 finished" in out, out
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # several runs in processes; a loaded 2-core machine takes minutes
+@pytest.mark.timeout(300)  # several runs in processes
 def test_sigterm_mid_training_leaves_a_resumable_run_that_ends_as_uninterrupted(reference, tmp_path):
     expected, seq_wd = reference
     warm(seq_wd, tmp_path)
     args = ["run", *TINY, "-m", "discl_diverse_to_specific", "--seed", "1", "--workdir", str(tmp_path)]
     proc = harness(*args)
-    deadline = time.time() + 400
+    deadline = time.time() + 240
     while not any((tmp_path / "cache" / "runs").glob("*/checkpoint.pt")):  # after the first epoch's checkpoint
         assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
         time.sleep(0.05)
@@ -196,7 +184,7 @@ FAST_POLL = {"HARNESS_LAUNCHER_POLL_S": "0.5"}  # squeue twice a second: a test 
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # several runs in processes; a loaded 2-core machine takes minutes
+@pytest.mark.timeout(300)  # several runs in processes
 def test_slurm_job_array_runs_each_method_and_seed_as_its_own_job(slurm, reference, tmp_path):
     expected, seq_wd = reference
     warm(seq_wd, tmp_path)
@@ -212,12 +200,12 @@ def test_slurm_job_array_runs_each_method_and_seed_as_its_own_job(slurm, referen
     ids = {r.data.tags["launcher.job_id"] for r in runs.values()}
     assert len(ids) == 2 and all("_" in i for i in ids), f"one array task each: {ids}"
     same_metrics(runs, {k: expected[k] for k in pairs})
-    code, out = finish(harness("status", *TINY, *runs2, "--workdir", str(tmp_path)), timeout=900)
+    code, out = finish(harness("status", *TINY, *runs2, "--workdir", str(tmp_path)))
     assert code == 0 and "2 finished" in out and all(i in out for i in ids), out
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # several runs in processes; a loaded 2-core machine takes minutes
+@pytest.mark.timeout(300)  # several runs in processes
 def test_slurm_requeue_of_a_running_job_resumes_to_the_same_metrics(slurm, reference, tmp_path):
     """``scontrol requeue`` on the running job: the run stops at a step boundary (SIGTERM), SLURM starts the job
     again, and it resumes the same MLflow run from its last epoch checkpoint to the uninterrupted result (a
@@ -226,7 +214,7 @@ def test_slurm_requeue_of_a_running_job_resumes_to_the_same_metrics(slurm, refer
     wd = warm(seq_wd, tmp_path / "wd")
     # 15 epochs (~0.15 s each): the requeue lands around epoch 3, so a dozen epochs are left to resume
     longer = ["--set", "train.epochs=15", "-m", "discl_diverse_to_specific", "--seed", "0", "--workdir", str(wd)]
-    code, out = finish(harness("run", *TINY, *longer, "--launcher", "slurm", "--no-wait"), timeout=300)
+    code, out = finish(harness("run", *TINY, *longer, "--launcher", "slurm", "--no-wait"), timeout=240)
     assert code == 0, out
     job = out.split("runs as ")[1].split(";")[0].strip()
     c, deadline = store(wd), time.time() + 400
@@ -271,7 +259,7 @@ def runs_of_all(wd: Path) -> list:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # several runs in processes; a loaded 2-core machine takes minutes
+@pytest.mark.timeout(300)  # several runs in processes
 def test_slurm_sweep_workers_run_as_an_array(slurm, reference, tmp_path):
     _, seq_wd = reference
     wd = warm(seq_wd, tmp_path / "wd")

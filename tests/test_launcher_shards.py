@@ -16,8 +16,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from fakes import QUICK_GENERATION
 from PIL import Image
+from quick import DIGITS_GENERATION, as_sets
 
 from harness.config import load_config
 from harness.data.base import TensorImages
@@ -147,14 +147,14 @@ def test_an_in_process_run_restores_the_signal_handlers(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(300)  # a SLURM submission: base, generate array, merge, runs
 def test_slurm_generate_array_builds_the_same_pool_as_one_process(slurm, tmp_path):
     import submitit
 
     from harness.cli import main
 
     local, remote = tmp_path / "local", tmp_path / "slurm"
-    quick = [*QUICK_GENERATION, "--set", "train.epochs=1", "--set", "train.curriculum_epochs=1"]
+    quick = as_sets([*DIGITS_GENERATION, "train.epochs=1", "train.curriculum_epochs=1"])
     assert main(["generate", "--experiment", "digits_lt_tiny", "--workdir", str(local), "--quiet", *quick]) == 0
     for shared in ("base", "generator", "scorer"):  # reuse the trained models; the pool itself is generated again
         shutil.copytree(local / "cache" / shared, remote / "cache" / shared)
@@ -167,7 +167,7 @@ def test_slurm_generate_array_builds_the_same_pool_as_one_process(slurm, tmp_pat
         env=env,
         capture_output=True,
         text=True,
-        timeout=1700,
+        timeout=270,
     )
     log = out.stdout + out.stderr
     assert out.returncode == 0, log
@@ -199,7 +199,7 @@ def test_slurm_generate_array_builds_the_same_pool_as_one_process(slurm, tmp_pat
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=60,
     )
     assert status.returncode == 0 and "generate 3 of 3 done" in status.stdout, status.stdout + status.stderr
     assert all(j in status.stdout for j in writers.values()), status.stdout

@@ -139,6 +139,7 @@ def test_flyp_loss_uses_each_samples_template():
             two.loss(x, y)
 
 
+@pytest.mark.slow  # a whole run (or several) for one check; the fast lane keeps unit tests
 def test_trainer_uses_the_model_loss_and_flyp_learns(flyp, tmp_path):
     torch.manual_seed(0)
     images = torch.rand(8, 3, 32, 32)

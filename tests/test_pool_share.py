@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from fakes import IMAGENET_TINY_QUICK, QUICK_GENERATION
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from quick import DIGITS_GENERATION, IMAGENET_LT, as_sets
 
 from harness.cli import main
 from harness.config import ConfigError, load_config
@@ -22,7 +22,7 @@ from harness.phases.spectrum import RETRIES, SELECTED, read_all_tries, read_mani
 from harness.runs.runner import run_experiment
 
 METHOD = "discl_diverse_to_specific"
-QUICK = [*QUICK_GENERATION, "--set", "train.epochs=2", "--set", "train.curriculum_epochs=2"]
+QUICK = as_sets([*DIGITS_GENERATION, "train.epochs=2", "train.curriculum_epochs=2"])
 SETS = QUICK[1::2]
 COLUMNS = {
     "image": "Image",
@@ -409,7 +409,7 @@ def test_round_trip_imagenet_lt_tiny_sdxl_with_retries(tmp_path, monkeypatch):
     from harness.pool.export import export_pool
 
     data = write_fake_imagenet_lt(tmp_path / "imagenet", counts=(25, 22, 12, 10, 6, 3), image_size=32)
-    sets = [f"data.root={data}", *IMAGENET_TINY_QUICK]
+    sets = [f"data.root={data}", *IMAGENET_LT]
     cfg = load_config("imagenet_lt_discl_tiny", sets)
     assert cfg.spectrum.max_tries == 5  # the experiment's own (the paper's)
     first = run_experiment(cfg, tmp_path / "wd", [METHOD], [0], progress=False)

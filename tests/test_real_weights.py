@@ -59,6 +59,7 @@ def generator_from(params: str, steps=3):
     return SDImg2Img.from_config(cfg, data=None, cache=None, device="cpu")
 
 
+@pytest.mark.slow  # a whole run (or several) for one check; the fast lane keeps unit tests
 def test_saved_pipeline_loads_from_a_folder_and_generates_what_the_in_process_one_does(saved):
     from harness.weights.tiny import tiny_sdxl_img2img
 

@@ -128,6 +128,7 @@ def test_table_cells_match_the_runs(store, report):
         assert table.loc[method, "seeds"] == group.seed.nunique()
 
 
+@pytest.mark.slow  # a whole run (or several) for one check; the fast lane keeps unit tests
 def test_best_mean_is_bold_and_paper_columns_are_labelled(report):
     _, out = report
     table = pd.read_csv(out / "tables" / "results.csv", index_col="method")
@@ -148,6 +149,7 @@ def test_best_mean_is_bold_and_paper_columns_are_labelled(report):
     assert "\\textbf{" in (out / "tables" / "results.tex").read_text()
 
 
+@pytest.mark.slow  # a whole run (or several) for one check; the fast lane keeps unit tests
 def test_paired_differences_per_seed(store, report):
     workdir, cfg = store
     _, out = report
@@ -164,6 +166,7 @@ def test_paired_differences_per_seed(store, report):
     assert (out / "tables" / "vs_plain_rebalanced.md").exists()
 
 
+@pytest.mark.slow  # a whole run (or several) for one check; the fast lane keeps unit tests
 def test_figures_exist_and_are_not_blank(report):
     from harness.runs.plots import is_blank
 
@@ -174,6 +177,7 @@ def test_figures_exist_and_are_not_blank(report):
         assert not is_blank(path), name
 
 
+@pytest.mark.slow  # a whole run (or several) for one check; the fast lane keeps unit tests
 def test_page_references_every_table_and_figure(report):
     index, out = report
     page = index.read_text()
@@ -188,6 +192,7 @@ def test_page_references_every_table_and_figure(report):
     assert "<script" not in page and "stylesheet" not in page
 
 
+@pytest.mark.slow  # a whole run (or several) for one check; the fast lane keeps unit tests
 def test_report_run_is_logged_and_never_taken_for_a_method_run(store, report):
     from mlflow.tracking import MlflowClient
 

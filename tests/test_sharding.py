@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from fakes import QUICK_GENERATION
 from PIL import Image
+from quick import DIGITS_GENERATION, as_sets
 
 from harness.cli import main
 from harness.config import load_config
@@ -18,9 +18,7 @@ from harness.core.registry import get_dataset
 from harness.phases.filter import read_scores, score_pool
 from harness.phases.spectrum import read_manifest
 
-pytestmark = pytest.mark.slow  # the fast lane (-m "not slow") skips this file
-
-QUICK = QUICK_GENERATION
+QUICK = as_sets(DIGITS_GENERATION)
 
 
 def pool_of(workdir):
@@ -28,6 +26,7 @@ def pool_of(workdir):
     return pool
 
 
+@pytest.mark.slow
 def test_two_ranks_equal_one_process(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["generate", "--experiment", "digits_lt_tiny", "--workdir", str(one), "--quiet", *QUICK]) == 0
@@ -109,6 +108,7 @@ class CountingScorer:
         return means, [1 - m for m in means]
 
 
+@pytest.mark.slow
 def test_scoring_shards_are_contiguous_blocks_and_merge_to_one_process(tmp_path):
     """Under DDP each rank scores a contiguous block of the sources into its own file; together they hold every
     image once, with the scores one process gives, and a rerun (any world size) scores nothing again."""
@@ -148,6 +148,7 @@ class PidRecordingImages:
         return self.images.raw(i)
 
 
+@pytest.mark.slow
 def test_scoring_decodes_images_in_dataloader_workers(tmp_path):
     """With data.params.num_workers > 0 the images are decoded in worker processes, not in the scoring process,
     and the scores are the same as without workers."""
