@@ -217,6 +217,7 @@ def test_max_train_is_a_random_subset(fake_root):
     assert set(data.train.ids) < set(train_ids) and data.train.ids != train_ids.tolist()[:7]
 
 
+@pytest.mark.slow  # a whole run (or several) for one check; the fast lane keeps unit tests
 def test_tiny_experiment_end_to_end_matches_wilds_eval(tmp_path):
     """`harness run --experiment iwildcam_discl_tiny` on a fake copy, through the real loader, the tiny random SDXL
     img2img and FLYP-CLIP: discl_adaptive starts on a level, then real data only; the logged F1 and accuracy equal

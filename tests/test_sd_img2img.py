@@ -58,6 +58,7 @@ def test_batch_equals_one_at_a_time_and_seeds_matter(gen):
     assert np.array_equal(again, alone[0])
 
 
+@pytest.mark.slow  # a whole run (or several) for one check; the fast lane keeps unit tests
 def test_same_images_as_one_pipeline_call_per_item_and_each_source_encoded_once():
     """The harness encodes each distinct source once and draws each item's posterior sample from the item's own
     generator, so its images are the ones diffusers gives for one call per (image, λ, seed)."""

@@ -35,11 +35,13 @@ def store(tiny_runs):
     return client, exp, runs
 
 
+@pytest.mark.slow  # reads the session's finished runs (conftest's tiny_runs)
 def test_experiment_opens_on_training_runs(store):
     _, exp, _ = store
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
+@pytest.mark.slow  # reads the session's finished runs (conftest's tiny_runs)
 def test_dataset_inputs_with_contexts(store):
     _, _, runs = store
     seen = {}
@@ -63,6 +65,7 @@ def test_dataset_inputs_with_contexts(store):
     assert profile["levels"] == [0.0, 0.1, 0.3, 0.5, 0.7, 0.9] and pool.digest.startswith(profile["cache_key"])
 
 
+@pytest.mark.slow  # reads the session's finished runs (conftest's tiny_runs)
 def test_source_tags_and_description(store):
     _, _, runs = store
     for r in runs.values():
@@ -78,6 +81,7 @@ def test_source_tags_and_description(store):
     assert "real images only, 5 epochs" in runs["plain"].data.tags["mlflow.note.content"]
 
 
+@pytest.mark.slow  # reads the session's finished runs (conftest's tiny_runs)
 def test_logged_model_reloads_and_reproduces_the_logged_test_metrics(store, tiny_runs, tmp_path, capsys):
     """Each run's logged model is READY with its weights and card; `harness evaluate` reloads it from MLflow and
     prints the test metrics it gives now beside the logged ones: the same numbers. An unknown run is one line."""
@@ -125,6 +129,7 @@ def test_model_over_the_size_limit_is_not_logged(tiny_cfg, tmp_path):
     assert tags["model_logged"].startswith("no:")
 
 
+@pytest.mark.slow  # reads the session's finished runs (conftest's tiny_runs)
 def test_system_metrics(store):
     _, _, runs = store
     for r in runs.values():
