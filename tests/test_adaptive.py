@@ -8,10 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from recording import recorded_parts
 
 import harness.phases.fine_tune as phase5
 from harness.core.registry import get_method
-from harness.engine.train import Part, Trainer
+from harness.engine.train import Trainer
 from harness.models.base import build_model
 from harness.phases.curriculum import (
     REAL,
@@ -34,17 +35,6 @@ def with_adaptive(prep, **changes):
     adaptive = cur.adaptive.model_copy(update=changes)
     cfg = prep.cfg.model_copy(update={"curriculum": cur.model_copy(update={"adaptive": adaptive})})
     return dataclasses.replace(prep, cfg=cfg)
-
-
-def recorded_parts(monkeypatch) -> list[list[Part]]:
-    seen, original = [], Trainer.train_epoch
-
-    def recording(self, parts, epoch, max_steps=None):
-        seen.append(parts)
-        return original(self, parts, epoch, max_steps)
-
-    monkeypatch.setattr(Trainer, "train_epoch", recording)
-    return seen
 
 
 # --------------------------------------------------------------------------- the hold-out

@@ -5,9 +5,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+from recording import recorded_parts
 
 from harness.core.registry import get_method
-from harness.engine.train import Part
 from harness.phases.curriculum import epoch_parts, tail_share
 from harness.phases.pipeline import fine_tune
 
@@ -20,20 +20,6 @@ def with_train(prep, **changes):
     """The prepared experiment with other ``train`` settings (the pool and base model stay)."""
     cfg = prep.cfg.model_copy(update={"train": prep.cfg.train.model_copy(update=changes)})
     return dataclasses.replace(prep, cfg=cfg)
-
-
-def recorded_parts(monkeypatch) -> list[list[Part]]:
-    """Every epoch's parts, as the trainer is handed them."""
-    from harness.engine.train import Trainer
-
-    seen, original = [], Trainer.train_epoch
-
-    def recording(self, parts, epoch, max_steps=None):
-        seen.append(parts)
-        return original(self, parts, epoch, max_steps)
-
-    monkeypatch.setattr(Trainer, "train_epoch", recording)
-    return seen
 
 
 # --------------------------------------------------------------------------- the tail share (ImageNet-LT)
