@@ -36,12 +36,6 @@ def warm_workdir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_workdir(warm_workdir) -> Path:
-    """The old name of ``warm_workdir``."""
-    return warm_workdir
-
-
-@pytest.fixture(scope="session")
 def tiny_prepared(tiny_cfg, warm_workdir):
     """The shared phases of the tiny digits experiment (base model, generator, judge, pool, scores), built once per
     session in the warm workdir."""

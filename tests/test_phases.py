@@ -138,15 +138,15 @@ def one_error_line(capsys) -> str:
     return errors[0]
 
 
-def test_a_missing_description_names_file_is_one_line_and_exit_2(tiny_workdir, tmp_path, capsys):
+def test_a_missing_description_names_file_is_one_line_and_exit_2(cached_workdir, tmp_path, capsys):
     from harness.cli import main
 
     descriptions = tmp_path / "descriptions.json"
     descriptions.write_text('{"0": ["a handwritten zero"]}')
     absent = tmp_path / "absent.txt"
     sets = ["--set", f"spectrum.descriptions={descriptions}", "--set", f"spectrum.description_names={absent}"]
-    # the names are read when the spectrum is planned, after the base model (shared with ``tiny_prepared``)
-    code = main(["generate", "-e", "digits_lt_tiny", *sets, "--workdir", str(tiny_workdir), "--quiet"])
+    # the names are read when the spectrum is planned, after the base model (a copy of the warm one)
+    code = main(["generate", "-e", "digits_lt_tiny", *sets, "--workdir", str(cached_workdir), "--quiet"])
     line = one_error_line(capsys)
     assert code == 2 and f"spectrum.description_names: no file {absent}; give a file" in line
 
