@@ -25,6 +25,7 @@ from harness.config import flatten
 from harness.core.errors import NotFoundError
 from harness.core.io import git_commit, lock
 from harness.core.workdir import artifact_root, tracking_uri
+from harness.runs.store import seed_store
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no "Creating initial MLflow database tables" chatter
@@ -32,13 +33,14 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def client(workdir: Path):
-    """An MlflowClient on the workdir's store; the first use creates the SQLite schema under a lock."""
+    """An MlflowClient on the workdir's store; the first use creates it (``runs.store``) under a lock."""
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(workdir)  # never mlflow.set_tracking_uri: it exports MLFLOW_TRACKING_URI to later workdirs
     with lock(workdir / "mlflow.db"):
+        seed_store(workdir, uri)
         c = MlflowClient(uri)
-        c.search_experiments(max_results=1)  # runs the schema migrations once, serialized
+        c.search_experiments(max_results=1)  # runs the schema migrations once, serialized, where nothing was seeded
     return c
 
 
