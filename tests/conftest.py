@@ -11,8 +11,9 @@ from workdirs import TINY_RUNS, copy_workdir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
-# one thread per pytest-xdist worker (`-n 2` on 2 cores), else at most 2
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
+# one torch thread, as in the processes tests start (tests/processes.py): runs in this process and in those repeat
+# each other exactly, and two pytest-xdist workers (`-n 2`) share 2 cores
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -158,9 +158,9 @@ def test_slurm_generate_array_builds_the_same_pool_as_one_process(slurm, tmp_pat
     assert main(["generate", "--experiment", "digits_lt_tiny", "--workdir", str(local), "--quiet", *quick]) == 0
     for shared in ("base", "generator", "scorer"):  # reuse the trained models; the pool itself is generated again
         shutil.copytree(local / "cache" / shared, remote / "cache" / shared)
-    sets = ["--set", "launcher.generate_shards=3", "--set", "launcher.array_parallelism=1"]
+    sets = ["--set", "launcher.generate_shards=3"]  # three array tasks, two at a time on the node's 2 CPUs
     args = ["run", "--experiment", "digits_lt_tiny", "-m", "discl_diverse_to_specific", "--seed", "0", "--quiet"]
-    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "HARNESS_LAUNCHER_POLL_S": "2"}
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "HARNESS_LAUNCHER_POLL_S": "0.5"}
     env.pop("MLFLOW_TRACKING_URI", None)
     out = subprocess.run(
         [sys.executable, "-m", "harness.cli", *args, *quick, *sets, "--workdir", str(remote), "--launcher", "slurm"],
