@@ -81,6 +81,8 @@ def summary_lines(rs, paper: bool) -> list[str]:
     ]
     if "dataset" in rs.tags:
         lines.append("dataset: " + ", ".join(rs.tags.dataset.dropna().unique()))
+    if "recipe" in rs.tags:  # which column of `harness recipe` the runs followed: the paper's text or the released code
+        lines.append("recipe followed: " + ", ".join(rs.tags.recipe.dropna().unique()))
     if "git_commit" in rs.tags:
         commits = rs.tags.git_commit.dropna().unique()
         lines.append(f"code: {len(commits)} git commit(s): " + ", ".join(c[:10] for c in commits))

@@ -15,13 +15,17 @@ def add_parser(sub) -> None:
 
 
 def cmd_recipe(args) -> int:
-    from harness.plan.recipe import build_recipe, markdown, unexplained, write_json
+    from harness.plan.recipe import build_recipe, column, markdown, sources_line, unexplained, write_json
 
     cfg = load_config(args.experiment, args.overrides)
     table = build_recipe(cfg)
     print(markdown(table))
-    deviations = table[table.status == "deviation"]
-    print(f"\n{cfg.name}: {len(table)} settings, {len(table) - len(deviations)} same, {len(deviations)} deviations")
+    counts = table.status.value_counts()
+    print(f"\n{sources_line()}")
+    print(
+        f"{cfg.name} (follows the {column(cfg)} column): {len(table)} settings, {counts.get('same', 0)} same, "
+        f"{counts.get('deviation', 0)} deviations, {counts.get('cannot reproduce', 0)} cannot reproduce"
+    )
     missing = unexplained(table)
     if missing:
         print(f"deviations without a reason: {', '.join(missing)}")

@@ -7,7 +7,7 @@ one section (or of the whole config, such as curriculum levels that must be gene
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -318,6 +318,9 @@ class LauncherConfig(Section):
 class Config(Section):
     name: str = ""
     description: str = ""
+    # which column of `harness recipe` this experiment follows: the paper's text (the released code where the text is
+    # silent) or the released code as minimally patched; a label (logged on every run), in no cache key
+    recipe: Literal["paper", "code"] = "paper"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     base: BaseConfig = Field(default_factory=BaseConfig)

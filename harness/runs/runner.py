@@ -145,6 +145,7 @@ def run_one(
             "scorer": cfg.scorer.name,
             "config_hash": config_hash,
             "experiment": cfg.name,
+            "recipe": cfg.recipe,
             **(tags or {}),
         },
     )
