@@ -69,6 +69,17 @@ def test_shot_groups_equal_an_independent_count(bundle, fake_root):
     assert bundle.shot_group().tolist() == ["many", "many", "medium", "medium", "few", "few"]
 
 
+def test_many_inclusive_makes_a_class_of_exactly_many_images_many_shot(fake_root):
+    """The authors' get_mmf_idx counts ≥ 100 as many-shot; the fake's third class has exactly 100 images."""
+    cfg = config(fake_root).model_copy(deep=True)
+    cfg.data.shot_groups.many_inclusive = True
+    data = load_dataset(cfg)
+    assert data.shot_group().tolist() == ["many", "many", "many", "medium", "few", "few"]
+    from harness.data.metadata import load_metadata
+
+    assert load_metadata(cfg)[0].shot_group().tolist() == data.shot_group().tolist()
+
+
 def test_metrics_by_shot_group(bundle):
     y_true = bundle.splits["test"].labels
     y_pred = np.where(np.arange(len(y_true)) % 3 == 0, (y_true + 1) % bundle.num_classes, y_true)

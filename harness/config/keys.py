@@ -49,6 +49,25 @@ FILE_PARAMS: dict[tuple[str, str], frozenset[str]] = {
 }
 
 
+# settings added after the key they enter existed: each enters only when set to other than its default, so the
+# keys of an experiment that leaves them alone stay what they were (no base model retrained, no pool regenerated)
+LATER_SETTINGS: dict[str, frozenset[str]] = {
+    "shot_groups": frozenset({"many_inclusive"}),
+    "base": frozenset({"momentum", "nesterov", "milestones", "gamma", "warmup_epochs", "mixup_alpha"}),
+    "spectrum": frozenset({"zero_guidance"}),
+}
+
+
+def unless_default(section: str, model) -> dict[str, Any]:
+    """``model.model_dump()`` less the ``LATER_SETTINGS`` of ``section`` that hold their default."""
+    later, fields = LATER_SETTINGS.get(section, frozenset()), type(model).model_fields
+    return {
+        k: v
+        for k, v in model.model_dump().items()
+        if not (k in later and v == fields[k].get_default(call_default_factory=True))
+    }
+
+
 @lru_cache(maxsize=64)
 def _digest(path: str, mtime_ns: int, size: int) -> str:
     h = hashlib.sha256()
@@ -123,13 +142,13 @@ def model_identity(cfg: Config) -> dict[str, Any]:
 
 
 def base_key(cfg: Config, world: int | None = None) -> str:
-    base = global_batch(cfg.base.model_dump(), world)
+    base = global_batch(unless_default("base", cfg.base), world)
     base["checkpoint"] = file_digest(cfg.base.checkpoint)
     return stable_hash({"data": training_data_identity(cfg), "model": model_identity(cfg), "base": base})
 
 
 def pool_key(cfg: Config, world: int | None = None) -> str:
-    spectrum = cfg.spectrum.model_dump()
+    spectrum = unless_default("spectrum", cfg.spectrum)
     spectrum.pop("batch_size")  # how it is batched does not change what is generated
     spectrum.pop("pool")  # an imported pool holds what generating would (checked when it is imported)
     spectrum["descriptions"] = file_digest(cfg.spectrum.descriptions)
@@ -139,7 +158,7 @@ def pool_key(cfg: Config, world: int | None = None) -> str:
         base = stable_hash(
             {
                 "data": {**data_identity(cfg), "max_train": cfg.data.max_train},
-                "shot_groups": cfg.data.shot_groups.model_dump(),
+                "shot_groups": unless_default("shot_groups", cfg.data.shot_groups),
             }
         )
     else:
@@ -189,7 +208,7 @@ def run_key(cfg: Config, method: str, world: int | None = None) -> str:
     (``methods``, ``seeds``), other methods' params, names and descriptions."""
     return stable_hash(
         {
-            "data": {**training_data_identity(cfg), "shot_groups": cfg.data.shot_groups.model_dump()},
+            "data": {**training_data_identity(cfg), "shot_groups": unless_default("shot_groups", cfg.data.shot_groups)},
             "base": base_key(cfg, world),
             "pool": pool_key(cfg, world),
             "scorer": scorer_key(cfg),

@@ -38,6 +38,9 @@ from harness.config.fields import (
 class ShotGroups(Section):
     many: NonNegInt = 100  # a class is "many-shot" if it has more than this many training images
     few: NonNegInt = 20  # ... and "few-shot" if it has fewer than this many
+    # true: a class with exactly ``many`` images is many-shot too (the authors' get_mmf_idx, model/metrics.py:50-57,
+    # counts ≥ 100 as many-shot)
+    many_inclusive: bool = False
 
     @model_validator(mode="after")
     def _ordered(self) -> ShotGroups:
