@@ -89,6 +89,20 @@ def file_digest(path: str | None) -> dict[str, str] | None:
     return {"sha256": _digest(str(p.resolve()), st.st_mtime_ns, st.st_size)}
 
 
+# a file param's keyword for a file shipped with the harness: keyed by its contents like a user's file
+SHIPPED_FILES = {("data", "class_names", "authors"): "resources/imagenet_lt_authors_class_names.txt"}
+
+
+def shipped_or_given(section: str, key: str, value: str) -> str:
+    """The path of the file a file param names: a shipped file for its keyword, else the value itself."""
+    shipped = SHIPPED_FILES.get((section, key, value))
+    if shipped is None:
+        return value
+    from importlib import resources
+
+    return str(resources.files("harness").joinpath(shipped))
+
+
 def _matching(table: dict[tuple[str, str], frozenset[str]], section: str, name: str) -> frozenset[str]:
     return table.get((section, ANY), frozenset()) | table.get((section, name), frozenset())
 
@@ -96,7 +110,11 @@ def _matching(table: dict[tuple[str, str], frozenset[str]], section: str, name: 
 def params_identity(section: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
     """A component's params less its speed-only keys, with user files replaced by their contents' digest."""
     drop, files = _matching(SPEED_ONLY_PARAMS, section, name), _matching(FILE_PARAMS, section, name)
-    return {k: (file_digest(v) if k in files and isinstance(v, str) else v) for k, v in params.items() if k not in drop}
+    return {
+        k: (file_digest(shipped_or_given(section, k, v)) if k in files and isinstance(v, str) else v)
+        for k, v in params.items()
+        if k not in drop
+    }
 
 
 def data_identity(cfg: Config) -> dict[str, Any]:
