@@ -13,7 +13,7 @@ from harness.generators.base import GenerationItem, denoising_steps
 from harness.generators.sd_img2img import SDImg2Img, SDImg2ImgParams, img2img_strength, load_pipeline
 
 
-def make_generator(scheduler="ddim", steps=4, size=32):
+def make_generator(scheduler="ddim", steps=4, size=32, extra=()):
     cfg = load_config(
         "digits_lt_tiny",
         [
@@ -22,6 +22,7 @@ def make_generator(scheduler="ddim", steps=4, size=32):
             f"spectrum.scheduler={scheduler}",
             f"spectrum.steps={steps}",
             "spectrum.guidance_scale=10",
+            *extra,
         ],
     )
     return SDImg2Img.from_config(cfg, data=None, cache=None, device="cpu")
@@ -104,6 +105,28 @@ def test_lambda_zero_ignores_the_source_and_high_lambda_stays_close(gen):
     assert np.abs(text_only[0] - text_only[1]).max() <= 1  # true text-only: the source plays no part
     guided = arrays(gen.generate(items([5, 5], [red, blue]), lam=0.9))
     assert np.abs(guided[0] - guided[1]).mean() > 5  # with image guidance the source shows through
+
+
+def test_zero_guidance_img2img_is_diffusers_img2img_at_strength_one():
+    """The authors' λ = 0 (strength 1.0 in gene_img.py): the source noised to the first timestep, so it shows
+    faintly; the images are the pipeline's own img2img at strength 1.0."""
+    import torch
+
+    gen = make_generator(extra=["spectrum.zero_guidance=img2img"])
+    red, blue = source((220, 30, 30)), source((30, 30, 220))
+    ours = arrays(gen.generate(items([5, 5], [red, blue]), lam=0.0))
+    assert np.abs(ours[0] - ours[1]).mean() > 0.5  # the source shows through, faintly
+    for src, image in zip((red, blue), ours):
+        ref = gen.pipe(
+            prompt="a photo of a cat",
+            image=src.resize(gen.size, Image.BICUBIC),
+            strength=1.0,
+            num_inference_steps=gen.steps,
+            guidance_scale=gen.guidance_scale,
+            generator=torch.Generator().manual_seed(5),
+        ).images[0]
+        assert np.abs(image - np.asarray(ref, dtype=np.int16)).max() <= 1
+    assert gen.describe()["zero_guidance"] == "img2img"
 
 
 def paper_steps(steps, lam):

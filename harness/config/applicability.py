@@ -53,6 +53,11 @@ RULES: list[Rule] = [
         lambda c: f"generator {c.generator.name!r} runs its own fixed scheduler (generator.takes_scheduler is false)",
     ),
     Rule(
+        "spectrum.zero_guidance",
+        lambda c: registry.get_generator(c.generator.name).zero_guidance_img2img,
+        lambda c: f"generator {c.generator.name!r} cannot run λ = 0 as img2img (zero_guidance_img2img is false)",
+    ),
+    Rule(
         "tracking.max_model_mb",
         lambda c: c.tracking.log_model == "auto",
         lambda c: f"read only by tracking.log_model: auto ({c.tracking.log_model})",

@@ -207,6 +207,8 @@ def image_store_key(cfg: Config) -> str:
     }
     s = cfg.spectrum
     settings = {"steps": s.steps, "guidance_scale": s.guidance_scale, "scheduler": s.scheduler}
+    if s.zero_guidance != "pure_noise":  # λ = 0 images differ; a setting added later enters only when set
+        settings["zero_guidance"] = s.zero_guidance
     return stable_hash(
         {"data": data_identity(cfg), "generator": generator, "spectrum": settings, "version": GENERATION_VERSION}
     )

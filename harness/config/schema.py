@@ -7,7 +7,7 @@ one section (or of the whole config, such as curriculum levels that must be gene
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -113,10 +113,14 @@ class SpectrumConfig(Section):
     # dataset's class names: e.g. the authors' ImageNet-LT list (imagenetlt_classes.py's CLASSES, one per line)
     description_names: str | None = None
     # tries per sample: a sample whose text score is ≤ filter.threshold is regenerated with the next description and
-    # its own seed, up to this many tries, and the best-scoring try is kept (the authors' ImageNet-LT: 5)
+    # its own seed, up to this many tries in all, and the best-scoring try is kept (the authors' ImageNet-LT: 6, their
+    # first generation and up to 5 more, ``while text_sim <= 0.3 and len(list_generated_img) <= 5``, gene_img.py:111)
     max_tries: PosInt = 1
     # an exported pool (a folder, or ORG/NAME in the local Hugging Face cache) used instead of generating
     pool: Annotated[str, Field(min_length=1)] | None = None
+    # λ = 0: pure_noise (text-only, from pure noise; the source fixes only the size) | img2img (the authors: img2img
+    # at strength 1.0, data_generation/ImageNet_LT/gene_img.py:193, which keeps a faint share of the source)
+    zero_guidance: Literal["pure_noise", "img2img"] = "pure_noise"
 
     @field_validator("levels")
     @classmethod

@@ -8,7 +8,8 @@ and has its own ``torch.Generator`` seeded from ``item.seed``, so an image does 
 λ = 0 is true text-only generation: instead of letting img2img noise the source to the first timestep (at
 strength 1.0 diffusers still keeps a faint √ᾱ_t share of the source latents, ᾱ ≈ 0.005 for 50 leading-spaced
 steps), we hand the pipeline pure-noise latents scaled by ``scheduler.init_noise_sigma``, as the text-to-image
-pipeline does; the source image then only fixes the output size.
+pipeline does; the source image then only fixes the output size. ``spectrum.zero_guidance: img2img`` runs it as
+the authors do instead: img2img from the source at strength 1.0.
 """
 
 from __future__ import annotations
@@ -112,9 +113,19 @@ def set_scheduler(pipe, name: str) -> None:
 class SDImg2Img(Generator):
     name = "sd_img2img"
     takes_scheduler = True  # any of SCHEDULERS, or the pipeline's own (default)
+    zero_guidance_img2img = True
 
-    def __init__(self, pipe, p: SDImg2ImgParams, steps: int, guidance_scale: float, device: torch.device):
+    def __init__(
+        self,
+        pipe,
+        p: SDImg2ImgParams,
+        steps: int,
+        guidance_scale: float,
+        device: torch.device,
+        zero_guidance: str = "pure_noise",
+    ):
         self.pipe, self.p, self.steps, self.guidance_scale = pipe, p, steps, guidance_scale
+        self.zero_guidance = zero_guidance  # λ = 0: pure_noise | img2img (strength 1.0)
         if p.compile and torch.device(device).type == "cuda":
             self.pipe.unet = torch.compile(self.pipe.unet)
         self.device = torch.device(device)
@@ -141,7 +152,7 @@ class SDImg2Img(Generator):
         pipe.to(device)  # a loaded pipeline already has its dtype; casting the tiny one only when asked
         if p.tiny and dtype != torch.float32:
             pipe.to(dtype=dtype)
-        return cls(pipe, p, sampling.steps, sampling.guidance_scale, device)
+        return cls(pipe, p, sampling.steps, sampling.guidance_scale, device, sampling.zero_guidance)
 
     def describe(self) -> dict:
         return {
@@ -155,6 +166,7 @@ class SDImg2Img(Generator):
             "requested_size": [self.p.width, self.p.height],
             "aesthetic_score": self.p.aesthetic_score,
             "negative_prompt": self.p.negative_prompt,
+            **({"zero_guidance": self.zero_guidance} if self.zero_guidance != "pure_noise" else {}),
         }
 
     def text_only_latents(self, generators: list[torch.Generator]) -> torch.Tensor:
@@ -233,7 +245,7 @@ class SDImg2Img(Generator):
             return []
         # CPU generators: the same seed gives the same noise on any device
         generators = [torch.Generator().manual_seed(it.seed) for it in items]
-        if lam == 0:  # text-only: the pipeline starts from our noise and never looks at the image
+        if lam == 0 and self.zero_guidance == "pure_noise":  # the pipeline starts from our noise, never the image
             latents = self.text_only_latents(generators)
             sources = torch.zeros_like(latents)
         else:  # a 4-channel image is taken as the encoded source
