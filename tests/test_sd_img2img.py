@@ -187,3 +187,32 @@ def test_missing_weights_is_one_line_error(tmp_path):
 def test_unknown_scheduler_is_an_error():
     with pytest.raises(ValueError, match="spectrum.scheduler"):
         make_generator(scheduler="warp")
+
+
+def test_aspect_keep_keeps_each_sources_shape_in_multiples_of_the_vae_scale_one_call_per_size():
+    """The authors pass each image as read; diffusers rounds its size down to multiples of the VAE's scale factor
+    (8 for SDXL, 2 for the tiny pipeline). Items of one size share a pipeline call, the images come back in the
+    items' order, and an image equals its own call's."""
+    gen = make_generator(steps=2, extra=["generator.params.aspect=keep"])
+    wide, tall = source((200, 40, 40), size=32).resize((43, 21)), source((40, 40, 200), size=32).resize((20, 35))
+    calls = []
+    pipe = gen.pipe.__class__.__call__
+    gen.pipe.__class__.__call__ = lambda self, *a, **k: calls.append(len(k["prompt"])) or pipe(self, *a, **k)
+    try:
+        images = gen.generate(items([1, 2, 3], [wide, tall, wide]), lam=0.5)
+    finally:
+        gen.pipe.__class__.__call__ = pipe
+    assert gen.pipe.vae_scale_factor == 2
+    assert [im.size for im in images] == [(42, 20), (20, 34), (42, 20)]
+    assert sorted(calls) == [1, 2]  # one call per size
+    alone = gen.generate(items([2], [tall]), lam=0.5)[0]
+    assert np.abs(arrays([alone])[0] - arrays([images[1]])[0]).max() <= 1
+    assert [im.size for im in make_generator(steps=2).generate(items([1], [wide]), 0.5)] == [(32, 32)]  # squash
+    assert gen.describe()["size"].startswith("source")
+
+
+def test_unknown_aspect_is_a_config_error():
+    from harness.config import ConfigError
+
+    with pytest.raises(ConfigError, match="generator.params.aspect"):
+        make_generator(extra=["generator.params.aspect=crop"])
