@@ -39,6 +39,23 @@ def _own_loss_why(key: str) -> Callable[[Config], str]:
 RULES: list[Rule] = [
     Rule("train.loss", lambda c: not own_loss(c), _own_loss_why("train.loss")),
     Rule("base.loss", lambda c: not own_loss(c), _own_loss_why("base.loss")),
+    Rule("base.mixup_alpha", lambda c: not own_loss(c), _own_loss_why("base.mixup_alpha")),
+    *(
+        Rule(
+            f"base.{key}",
+            lambda c: c.base.optimizer == "sgd",
+            lambda c: f"read only by base.optimizer: sgd ({c.base.optimizer})",
+        )
+        for key in ("momentum", "nesterov")
+    ),
+    *(
+        Rule(
+            f"base.{key}",
+            lambda c: c.base.schedule == "step",
+            lambda c: f"read only by base.schedule: step ({c.base.schedule})",
+        )
+        for key in ("milestones", "gamma", "warmup_epochs")
+    ),
     Rule(
         "hard.threshold",
         lambda c: c.hard.rule == "low_prob",

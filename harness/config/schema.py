@@ -85,6 +85,22 @@ class BaseConfig(OptimConfig):
 
     seed: int = 0
     checkpoint: str | None = None  # start from (or use) these weights instead of training
+    # the authors' ImageNet-LT base recipe sets these (config/ImageNet/ImageNet_LSC_Mixup.txt); defaults keep ours
+    schedule: Literal["cosine", "constant", "step"] = "cosine"  # step: per epoch, warm-up then ×gamma at milestones
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9  # optimizer: sgd
+    nesterov: bool = True  # optimizer: sgd
+    milestones: list[PosInt] = Field(default_factory=list)  # schedule: step; epochs counted from the start
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1  # schedule: step; the factor at each milestone
+    warmup_epochs: NonNegInt = 0  # schedule: step; lr × (e + 1) / warmup_epochs in epoch e of the warm-up
+    mixup_alpha: Annotated[float, Field(ge=0)] = 0.0  # mixup's Beta(α, α); 0: off
+
+    @model_validator(mode="after")
+    def _step_schedule(self) -> BaseConfig:
+        if self.schedule == "step" and self.warmup_steps:
+            raise ValueError("schedule: step warms up per epoch: give warmup_epochs, not warmup_steps")
+        if self.milestones != sorted(set(self.milestones)) or any(m < self.warmup_epochs for m in self.milestones):
+            raise ValueError(f"milestones must ascend, each ≥ warmup_epochs ({self.warmup_epochs}): {self.milestones}")
+        return self
 
 
 class HardConfig(Section):
