@@ -76,3 +76,12 @@ def test_harness_run_logs_the_base_row_like_any_method(declared_methods, cached_
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     metrics = runs[0].data.metrics
     assert {"test/acc", "test/acc_few", "best/val/acc"} <= set(metrics) and metrics["best/epoch"] == -1
+
+
+def test_the_plan_shows_no_epochs_for_base(declared_methods):
+    from harness.config import load_config
+    from harness.plan.epochs import format_plan, make_plan
+
+    plan = make_plan(load_config("digits_lt_tiny"), ["base", "plain"])
+    assert plan["methods"]["base"]["total_steps"] == 0 and plan["methods"]["plain"]["total_steps"] > 0
+    assert "base: 0 steps in all\n  no epochs: the base model, evaluated as trained" in format_plan(plan)
