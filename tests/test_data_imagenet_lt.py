@@ -225,3 +225,23 @@ def test_tiny_experiment_end_to_end_matches_an_independent_count(tmp_path):
         {"label": 4, "class_name": "hammerhead shark", "prompt": "a photo of a hammerhead shark"},
         {"label": 5, "class_name": "electric ray", "prompt": "a photo of a electric ray"},
     ]
+
+
+@pytest.mark.parametrize("inclusive, label", [(None, "many > 100"), ("False", "many > 100"), ("True", "many ≥ 100")])
+def test_the_accuracy_by_count_figure_labels_the_many_shot_bound_as_configured(inclusive, label):
+    from types import SimpleNamespace
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from reports.figures.results import add_shot_group_bounds
+
+    params = {"data.shot_groups.few": ["20"], "data.shot_groups.many": ["100"]}
+    if inclusive is not None:
+        params["data.shot_groups.many_inclusive"] = [inclusive]
+    fig, ax = plt.subplots()
+    add_shot_group_bounds(ax, SimpleNamespace(params=pd.DataFrame(params)))
+    assert label in [t.get_text().strip() for t in ax.texts]
+    plt.close(fig)
