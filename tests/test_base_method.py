@@ -51,9 +51,9 @@ def test_base_is_the_base_model_evaluated_with_no_epochs(declared_methods, tiny_
     from harness.phases.pipeline import evaluate_final, fine_tune
 
     result = fine_tune(tiny_prepared, "base", seed=0, progress=False)
-    plain = fine_tune(tiny_prepared, "plain", seed=0, progress=False)
     assert result.history == [] and result.stages == [] and result.best_epoch == -1
-    assert set(result.test_metrics) == set(plain.test_metrics)  # the same test metrics as a fine-tuned run
+    # the test metrics every fine-tuned run logs (tests/test_methods.py)
+    assert set(result.test_metrics) == {"test/acc", "test/acc_many", "test/acc_medium", "test/acc_few"}
     assert set(result.val_metrics) == {f"val/{k}" for k in ("acc", "acc_many", "acc_medium", "acc_few")}
     data = tiny_prepared.data
     model = build_model(tiny_prepared.cfg, data.num_classes, data.channels, data.class_names)
