@@ -44,3 +44,43 @@ def test_killed_base_training_resumes_to_the_same_weights(tiny_cfg, tiny_prepare
     assert calls == [2]  # only the epoch the kill interrupted
     assert all(torch.equal(full[k], resumed[k]) for k in full)
     assert not list((tmp_path / "killed" / "cache" / "base").glob("*/checkpoint.pt"))
+
+
+AUTHORS_RECIPE = [  # the shape of ImageNet_LSC_Mixup.txt at the tiny experiment's three epochs
+    "base.optimizer=sgd",
+    "base.lr=0.05",
+    "base.momentum=0.9",
+    "base.schedule=step",
+    "base.warmup_epochs=2",
+    "base.milestones=[2]",
+    "base.mixup_alpha=0.2",
+]
+
+
+def test_the_authors_recipe_trains_a_base_of_its_own_and_resumes_to_the_same_weights(tiny_prepared, tmp_path):
+    """The step schedule's state and mixup's draws (the global RNG) are in the checkpoint: a base killed after its
+    second epoch resumes to the weights of one trained through; the recipe keys a base model of its own."""
+    from harness.config import load_config
+    from harness.config.keys import base_key
+    from harness.engine.train import Trainer
+
+    cfg = load_config("digits_lt_tiny", AUTHORS_RECIPE)
+    assert base_key(cfg) != base_key(load_config("digits_lt_tiny"))
+    full = base_weights(cfg, tmp_path / "full")
+    assert any(not torch.equal(full[k], tiny_prepared.base_state[k]) for k in full)
+    original, calls = Trainer.train_epoch, []
+
+    def dies_at_third_epoch(self, parts, epoch, max_steps=None):
+        calls.append(epoch)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, parts, epoch, max_steps)
+
+    Trainer.train_epoch = dies_at_third_epoch
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            base_weights(cfg, tmp_path / "killed")
+    finally:
+        Trainer.train_epoch = original
+    resumed = base_weights(cfg, tmp_path / "killed")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)

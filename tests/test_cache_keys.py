@@ -67,6 +67,9 @@ def test_speed_only_settings_leave_every_key_unchanged(experiment, override):
         ("generator.params.batch_size=3", {"pool", "run"}),  # so is the tiny DDPM's
         ("base.batch_size=3", {"base", "run"}),  # few_shot: the pool does not depend on the base model
         ("data.shot_groups.few=3", {"pool", "run"}),  # ... but on which classes are few-shot
+        ("data.shot_groups.many_inclusive=true", {"pool", "run"}),
+        ("base.mixup_alpha=0.2", {"base", "run"}),
+        ("spectrum.zero_guidance=img2img", {"pool", "run"}),
         ("data.image_size=12", {"base", "pool", "data", "run"}),
         (
             "data.train_transform=[{Resize: {size: [16, 16]}}, RandomHorizontalFlip]",
@@ -153,3 +156,16 @@ def test_a_methods_own_params_change_its_run_key():
     assert run_key(other, "fixed_guidance") != run_key(cfg, "fixed_guidance")
     assert run_key(other, METHOD) == run_key(cfg, METHOD)
     assert run_key(cfg, "fixed_guidance") != run_key(cfg, METHOD)
+
+
+@pytest.mark.parametrize(
+    "experiment, base, pool",
+    [(None, "f820a074cf07", "3a2c4439c699"), ("digits_lt_tiny", "d28d6588ee3d", "19874bbde712")],
+)
+def test_settings_added_later_leave_the_keys_of_configs_that_do_not_set_them(experiment, base, pool):
+    """The keys computed before the base recipe, shot-group and λ = 0 settings existed: an experiment that
+    leaves them at their defaults keeps its cached base model and pool."""
+    from harness.config import Config
+
+    cfg = load_config(experiment) if experiment else Config()
+    assert (base_key(cfg, 1), pool_key(cfg, 1)) == (base, pool)

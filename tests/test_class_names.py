@@ -131,3 +131,26 @@ def test_the_names_file_enters_the_pool_key(tmp_path):
     assert key != pool_key(base)
     names.write_text("b\n")
     assert pool_key(load_config("imagenet_lt_discl", [f"spectrum.description_names={names}"])) != key
+
+
+def test_the_authors_names_are_their_list_in_label_order_with_its_repeats():
+    from harness.data.imagenet_lt import authors_names
+
+    theirs, ours = authors_names(), curated_names()
+    assert len(theirs) == 1000 and theirs[:3] == ["tench", "goldfish", "great white shark"]
+    assert theirs[8] == "hen" and ours[8] == "hen (chicken)"
+    assert theirs[657] == theirs[744] == "missile" and theirs[836] == theirs[837] == "sunglasses"
+    assert sum(a.casefold() != b.casefold() for a, b in zip(theirs, ours)) == 306
+    assert not any(name.startswith("#") for name in theirs)  # the file's header is not a name
+
+
+def test_class_names_authors_names_the_classes_and_enters_the_data_key(fake_root):
+    from harness.config.keys import data_identity
+
+    authors = imagenet_config(fake_root, num_classes=22, class_names="authors")
+    data = load_dataset(authors)
+    assert data.class_names[8] == "hen" and data.class_names[21] == "kite (bird of prey)"
+    ours = imagenet_config(fake_root, num_classes=22)
+    assert load_dataset(ours).class_names[8] == "hen (chicken)"  # ours stay the default
+    digest = data_identity(authors)["params"]["class_names"]
+    assert "sha256" in digest and digest != data_identity(ours)["params"].get("class_names")

@@ -93,3 +93,28 @@ def test_repeated_sources_score_against_their_own_image():
         t1, i1 = s.score(images[i : i + 1], prompts[i : i + 1], labels[i : i + 1], sources[i : i + 1])
         np.testing.assert_allclose([text[i], image[i]], [t1[0], i1[0]], atol=1e-5)
     assert len({round(v, 4) for v in image}) > 3
+
+
+def test_fp32_scores_in_float32_on_cuda_too_and_an_unknown_dtype_is_a_config_error():
+    from harness.config import ConfigError
+    from harness.scorers.clip import scorer_dtype
+
+    cuda = torch.device("cuda")
+    assert scorer_dtype("auto", cuda) == torch.float16  # today's default on a GPU
+    assert scorer_dtype("fp32", cuda) == scorer_dtype("float32", cuda) == torch.float32  # the authors'
+    assert scorer_dtype("auto", torch.device("cpu")) == torch.float32
+    with pytest.raises(ConfigError, match="scorer.params.dtype"):
+        scorer_dtype("half", cuda)
+
+
+def test_folder_prompt_names_keep_the_authors_underscores():
+    from harness.config import ConfigError
+    from harness.scorers.clip import folder_name
+
+    assert scorer(prompt="a photo of {name}").filter_prompts(["x"], [1]) == ["a photo of wild boar"]
+    assert scorer(prompt="a photo of {name}", prompt_names="folder").filter_prompts(["x"], [1]) == [
+        "a photo of wild_boar"
+    ]
+    assert folder_name("baluster / handrail") == "baluster_"  # their folder OUT/baluster_/_handrail/
+    with pytest.raises(ConfigError, match="prompt_names"):
+        scorer(prompt_names="underscores")

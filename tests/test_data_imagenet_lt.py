@@ -69,6 +69,17 @@ def test_shot_groups_equal_an_independent_count(bundle, fake_root):
     assert bundle.shot_group().tolist() == ["many", "many", "medium", "medium", "few", "few"]
 
 
+def test_many_inclusive_makes_a_class_of_exactly_many_images_many_shot(fake_root):
+    """The authors' get_mmf_idx counts ≥ 100 as many-shot; the fake's third class has exactly 100 images."""
+    cfg = config(fake_root).model_copy(deep=True)
+    cfg.data.shot_groups.many_inclusive = True
+    data = load_dataset(cfg)
+    assert data.shot_group().tolist() == ["many", "many", "many", "medium", "few", "few"]
+    from harness.data.metadata import load_metadata
+
+    assert load_metadata(cfg)[0].shot_group().tolist() == data.shot_group().tolist()
+
+
 def test_metrics_by_shot_group(bundle):
     y_true = bundle.splits["test"].labels
     y_pred = np.where(np.arange(len(y_true)) % 3 == 0, (y_true + 1) % bundle.num_classes, y_true)
@@ -214,3 +225,23 @@ def test_tiny_experiment_end_to_end_matches_an_independent_count(tmp_path):
         {"label": 4, "class_name": "hammerhead shark", "prompt": "a photo of a hammerhead shark"},
         {"label": 5, "class_name": "electric ray", "prompt": "a photo of a electric ray"},
     ]
+
+
+@pytest.mark.parametrize("inclusive, label", [(None, "many > 100"), ("False", "many > 100"), ("True", "many ≥ 100")])
+def test_the_accuracy_by_count_figure_labels_the_many_shot_bound_as_configured(inclusive, label):
+    from types import SimpleNamespace
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from reports.figures.results import add_shot_group_bounds
+
+    params = {"data.shot_groups.few": ["20"], "data.shot_groups.many": ["100"]}
+    if inclusive is not None:
+        params["data.shot_groups.many_inclusive"] = [inclusive]
+    fig, ax = plt.subplots()
+    add_shot_group_bounds(ax, SimpleNamespace(params=pd.DataFrame(params)))
+    assert label in [t.get_text().strip() for t in ax.texts]
+    plt.close(fig)

@@ -101,6 +101,17 @@ def test_val_split_and_subsampling(fake_root):
         load_dataset(config(fake_root, val_split="test"))
 
 
+def test_full_decode_reads_each_image_at_full_resolution(fake_root, bundle):
+    """The default decodes at a reduced JPEG DCT scale (64×48 → 32×24 for 20 px); ``decode: full`` reads the whole
+    file, as the authors' loaders do, and the transforms then crop and resize."""
+    assert tuple(bundle.splits["train"].decode(0).shape) == (3, 24, 32)
+    full = load_dataset(config(fake_root, decode="full"))
+    assert tuple(full.splits["train"].decode(0).shape) == (3, 48, 64)
+    assert tuple(full.splits["train"].load(0).shape) == (3, 20, 20)
+    with pytest.raises(DataError, match="data.params.decode must be reduced or full"):
+        load_dataset(config(fake_root, decode="draft"))
+
+
 def test_metrics_equal_wilds_eval(bundle, wilds_dataset):
     rng = np.random.default_rng(0)
     for split in ("id_test", "test"):

@@ -82,3 +82,24 @@ def test_max_tries_config_and_key():
     assert pool_key(load_config("digits_lt_tiny", ["filter.threshold=0.2"])) == pool_key(cfg)
     with pytest.raises(ConfigError, match="max_tries"):
         load_config("digits_lt_tiny", ["spectrum.max_tries=0"])
+
+
+def authors_generations(scores: list[float], threshold: float = 0.3) -> int:
+    """How many images gene_img.py's generate_img makes (lines 101-120): one, then another while the last text
+    similarity is ≤ 0.3 and fewer than six were made (``while text_sim <= 0.3 and len(list_generated_img) <= 5``)."""
+    made = [scores[0]]
+    while made[-1] <= threshold and len(made) <= 5:
+        made.append(scores[len(made)])
+    return len(made)
+
+
+def test_six_tries_make_as_many_images_as_the_authors_loop(setup, tmp_path):
+    """A sample that always fails gets six generations in their loop; ``max_tries: 6`` makes six, no more."""
+    assert authors_generations([0.1] * 10) == 6 and authors_generations([0.1, 0.4] + [0.1] * 8) == 2
+    data, spec, gen = setup
+    spec = spec.model_copy(update={"max_tries": 6, "descriptions": None})
+    plan = plan_spectrum(data, np.arange(1), spec)
+    pool = tmp_path / "pool"
+    generate_spectrum(gen, data, plan, pool, batch_size=4, progress=False)
+    retries = retry_low_scores(gen, data, plan, pool, spec, 0.3, lambda f: dict.fromkeys(f.key, 0.1), batch_size=4)
+    assert retries == 5 and sorted(read_all_tries(pool)["try"]) == [0, 1, 2, 3, 4, 5]

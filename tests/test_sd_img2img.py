@@ -13,7 +13,7 @@ from harness.generators.base import GenerationItem, denoising_steps
 from harness.generators.sd_img2img import SDImg2Img, SDImg2ImgParams, img2img_strength, load_pipeline
 
 
-def make_generator(scheduler="ddim", steps=4, size=32):
+def make_generator(scheduler="ddim", steps=4, size=32, extra=()):
     cfg = load_config(
         "digits_lt_tiny",
         [
@@ -22,6 +22,7 @@ def make_generator(scheduler="ddim", steps=4, size=32):
             f"spectrum.scheduler={scheduler}",
             f"spectrum.steps={steps}",
             "spectrum.guidance_scale=10",
+            *extra,
         ],
     )
     return SDImg2Img.from_config(cfg, data=None, cache=None, device="cpu")
@@ -106,6 +107,28 @@ def test_lambda_zero_ignores_the_source_and_high_lambda_stays_close(gen):
     assert np.abs(guided[0] - guided[1]).mean() > 5  # with image guidance the source shows through
 
 
+def test_zero_guidance_img2img_is_diffusers_img2img_at_strength_one():
+    """The authors' λ = 0 (strength 1.0 in gene_img.py): the source noised to the first timestep, so it shows
+    faintly; the images are the pipeline's own img2img at strength 1.0."""
+    import torch
+
+    gen = make_generator(extra=["spectrum.zero_guidance=img2img"])
+    red, blue = source((220, 30, 30)), source((30, 30, 220))
+    ours = arrays(gen.generate(items([5, 5], [red, blue]), lam=0.0))
+    assert np.abs(ours[0] - ours[1]).mean() > 0.5  # the source shows through, faintly
+    for src, image in zip((red, blue), ours):
+        ref = gen.pipe(
+            prompt="a photo of a cat",
+            image=src.resize(gen.size, Image.BICUBIC),
+            strength=1.0,
+            num_inference_steps=gen.steps,
+            guidance_scale=gen.guidance_scale,
+            generator=torch.Generator().manual_seed(5),
+        ).images[0]
+        assert np.abs(image - np.asarray(ref, dtype=np.int16)).max() <= 1
+    assert gen.describe()["zero_guidance"] == "img2img"
+
+
 def paper_steps(steps, lam):
     """⌊(1 − λ)·steps⌋ in exact arithmetic, at least 1: the step count a λ must run."""
     return max(1, math.floor(steps * (1 - Fraction(str(lam)))))
@@ -164,3 +187,32 @@ def test_missing_weights_is_one_line_error(tmp_path):
 def test_unknown_scheduler_is_an_error():
     with pytest.raises(ValueError, match="spectrum.scheduler"):
         make_generator(scheduler="warp")
+
+
+def test_aspect_keep_keeps_each_sources_shape_in_multiples_of_the_vae_scale_one_call_per_size():
+    """The authors pass each image as read; diffusers rounds its size down to multiples of the VAE's scale factor
+    (8 for SDXL, 2 for the tiny pipeline). Items of one size share a pipeline call, the images come back in the
+    items' order, and an image equals its own call's."""
+    gen = make_generator(steps=2, extra=["generator.params.aspect=keep"])
+    wide, tall = source((200, 40, 40), size=32).resize((43, 21)), source((40, 40, 200), size=32).resize((20, 35))
+    calls = []
+    pipe = gen.pipe.__class__.__call__
+    gen.pipe.__class__.__call__ = lambda self, *a, **k: calls.append(len(k["prompt"])) or pipe(self, *a, **k)
+    try:
+        images = gen.generate(items([1, 2, 3], [wide, tall, wide]), lam=0.5)
+    finally:
+        gen.pipe.__class__.__call__ = pipe
+    assert gen.pipe.vae_scale_factor == 2
+    assert [im.size for im in images] == [(42, 20), (20, 34), (42, 20)]
+    assert sorted(calls) == [1, 2]  # one call per size
+    alone = gen.generate(items([2], [tall]), lam=0.5)[0]
+    assert np.abs(arrays([alone])[0] - arrays([images[1]])[0]).max() <= 1
+    assert [im.size for im in make_generator(steps=2).generate(items([1], [wide]), 0.5)] == [(32, 32)]  # squash
+    assert gen.describe()["size"].startswith("source")
+
+
+def test_unknown_aspect_is_a_config_error():
+    from harness.config import ConfigError
+
+    with pytest.raises(ConfigError, match="generator.params.aspect"):
+        make_generator(extra=["generator.params.aspect=crop"])

@@ -39,6 +39,23 @@ def _own_loss_why(key: str) -> Callable[[Config], str]:
 RULES: list[Rule] = [
     Rule("train.loss", lambda c: not own_loss(c), _own_loss_why("train.loss")),
     Rule("base.loss", lambda c: not own_loss(c), _own_loss_why("base.loss")),
+    Rule("base.mixup_alpha", lambda c: not own_loss(c), _own_loss_why("base.mixup_alpha")),
+    *(
+        Rule(
+            f"base.{key}",
+            lambda c: c.base.optimizer == "sgd",
+            lambda c: f"read only by base.optimizer: sgd ({c.base.optimizer})",
+        )
+        for key in ("momentum", "nesterov")
+    ),
+    *(
+        Rule(
+            f"base.{key}",
+            lambda c: c.base.schedule == "step",
+            lambda c: f"read only by base.schedule: step ({c.base.schedule})",
+        )
+        for key in ("milestones", "gamma", "warmup_epochs")
+    ),
     Rule(
         "hard.threshold",
         lambda c: c.hard.rule == "low_prob",
@@ -51,6 +68,11 @@ RULES: list[Rule] = [
         "spectrum.scheduler",
         lambda c: registry.get_generator(c.generator.name).takes_scheduler,
         lambda c: f"generator {c.generator.name!r} runs its own fixed scheduler (generator.takes_scheduler is false)",
+    ),
+    Rule(
+        "spectrum.zero_guidance",
+        lambda c: registry.get_generator(c.generator.name).zero_guidance_img2img,
+        lambda c: f"generator {c.generator.name!r} cannot run λ = 0 as img2img (zero_guidance_img2img is false)",
     ),
     Rule(
         "tracking.max_model_mb",

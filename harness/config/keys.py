@@ -49,6 +49,25 @@ FILE_PARAMS: dict[tuple[str, str], frozenset[str]] = {
 }
 
 
+# settings added after the key they enter existed: each enters only when set to other than its default, so the
+# keys of an experiment that leaves them alone stay what they were (no base model retrained, no pool regenerated)
+LATER_SETTINGS: dict[str, frozenset[str]] = {
+    "shot_groups": frozenset({"many_inclusive"}),
+    "base": frozenset({"momentum", "nesterov", "milestones", "gamma", "warmup_epochs", "mixup_alpha"}),
+    "spectrum": frozenset({"zero_guidance"}),
+}
+
+
+def unless_default(section: str, model) -> dict[str, Any]:
+    """``model.model_dump()`` less the ``LATER_SETTINGS`` of ``section`` that hold their default."""
+    later, fields = LATER_SETTINGS.get(section, frozenset()), type(model).model_fields
+    return {
+        k: v
+        for k, v in model.model_dump().items()
+        if not (k in later and v == fields[k].get_default(call_default_factory=True))
+    }
+
+
 @lru_cache(maxsize=64)
 def _digest(path: str, mtime_ns: int, size: int) -> str:
     h = hashlib.sha256()
@@ -70,6 +89,20 @@ def file_digest(path: str | None) -> dict[str, str] | None:
     return {"sha256": _digest(str(p.resolve()), st.st_mtime_ns, st.st_size)}
 
 
+# a file param's keyword for a file shipped with the harness: keyed by its contents like a user's file
+SHIPPED_FILES = {("data", "class_names", "authors"): "resources/imagenet_lt_authors_class_names.txt"}
+
+
+def shipped_or_given(section: str, key: str, value: str) -> str:
+    """The path of the file a file param names: a shipped file for its keyword, else the value itself."""
+    shipped = SHIPPED_FILES.get((section, key, value))
+    if shipped is None:
+        return value
+    from importlib import resources
+
+    return str(resources.files("harness").joinpath(shipped))
+
+
 def _matching(table: dict[tuple[str, str], frozenset[str]], section: str, name: str) -> frozenset[str]:
     return table.get((section, ANY), frozenset()) | table.get((section, name), frozenset())
 
@@ -77,7 +110,11 @@ def _matching(table: dict[tuple[str, str], frozenset[str]], section: str, name: 
 def params_identity(section: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
     """A component's params less its speed-only keys, with user files replaced by their contents' digest."""
     drop, files = _matching(SPEED_ONLY_PARAMS, section, name), _matching(FILE_PARAMS, section, name)
-    return {k: (file_digest(v) if k in files and isinstance(v, str) else v) for k, v in params.items() if k not in drop}
+    return {
+        k: (file_digest(shipped_or_given(section, k, v)) if k in files and isinstance(v, str) else v)
+        for k, v in params.items()
+        if k not in drop
+    }
 
 
 def data_identity(cfg: Config) -> dict[str, Any]:
@@ -123,13 +160,13 @@ def model_identity(cfg: Config) -> dict[str, Any]:
 
 
 def base_key(cfg: Config, world: int | None = None) -> str:
-    base = global_batch(cfg.base.model_dump(), world)
+    base = global_batch(unless_default("base", cfg.base), world)
     base["checkpoint"] = file_digest(cfg.base.checkpoint)
     return stable_hash({"data": training_data_identity(cfg), "model": model_identity(cfg), "base": base})
 
 
 def pool_key(cfg: Config, world: int | None = None) -> str:
-    spectrum = cfg.spectrum.model_dump()
+    spectrum = unless_default("spectrum", cfg.spectrum)
     spectrum.pop("batch_size")  # how it is batched does not change what is generated
     spectrum.pop("pool")  # an imported pool holds what generating would (checked when it is imported)
     spectrum["descriptions"] = file_digest(cfg.spectrum.descriptions)
@@ -139,7 +176,7 @@ def pool_key(cfg: Config, world: int | None = None) -> str:
         base = stable_hash(
             {
                 "data": {**data_identity(cfg), "max_train": cfg.data.max_train},
-                "shot_groups": cfg.data.shot_groups.model_dump(),
+                "shot_groups": unless_default("shot_groups", cfg.data.shot_groups),
             }
         )
     else:
@@ -170,6 +207,8 @@ def image_store_key(cfg: Config) -> str:
     }
     s = cfg.spectrum
     settings = {"steps": s.steps, "guidance_scale": s.guidance_scale, "scheduler": s.scheduler}
+    if s.zero_guidance != "pure_noise":  # λ = 0 images differ; a setting added later enters only when set
+        settings["zero_guidance"] = s.zero_guidance
     return stable_hash(
         {"data": data_identity(cfg), "generator": generator, "spectrum": settings, "version": GENERATION_VERSION}
     )
@@ -189,7 +228,7 @@ def run_key(cfg: Config, method: str, world: int | None = None) -> str:
     (``methods``, ``seeds``), other methods' params, names and descriptions."""
     return stable_hash(
         {
-            "data": {**training_data_identity(cfg), "shot_groups": cfg.data.shot_groups.model_dump()},
+            "data": {**training_data_identity(cfg), "shot_groups": unless_default("shot_groups", cfg.data.shot_groups)},
             "base": base_key(cfg, world),
             "pool": pool_key(cfg, world),
             "scorer": scorer_key(cfg),

@@ -38,6 +38,9 @@ from harness.config.fields import (
 class ShotGroups(Section):
     many: NonNegInt = 100  # a class is "many-shot" if it has more than this many training images
     few: NonNegInt = 20  # ... and "few-shot" if it has fewer than this many
+    # true: a class with exactly ``many`` images is many-shot too (the authors' get_mmf_idx, model/metrics.py:50-57,
+    # counts ≥ 100 as many-shot)
+    many_inclusive: bool = False
 
     @model_validator(mode="after")
     def _ordered(self) -> ShotGroups:
@@ -82,6 +85,22 @@ class BaseConfig(OptimConfig):
 
     seed: int = 0
     checkpoint: str | None = None  # start from (or use) these weights instead of training
+    # the authors' ImageNet-LT base recipe sets these (config/ImageNet/ImageNet_LSC_Mixup.txt); defaults keep ours
+    schedule: Literal["cosine", "constant", "step"] = "cosine"  # step: per epoch, warm-up then ×gamma at milestones
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9  # optimizer: sgd
+    nesterov: bool = True  # optimizer: sgd
+    milestones: list[PosInt] = Field(default_factory=list)  # schedule: step; epochs counted from the start
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1  # schedule: step; the factor at each milestone
+    warmup_epochs: NonNegInt = 0  # schedule: step; lr × (e + 1) / warmup_epochs in epoch e of the warm-up
+    mixup_alpha: Annotated[float, Field(ge=0)] = 0.0  # mixup's Beta(α, α); 0: off
+
+    @model_validator(mode="after")
+    def _step_schedule(self) -> BaseConfig:
+        if self.schedule == "step" and self.warmup_steps:
+            raise ValueError("schedule: step warms up per epoch: give warmup_epochs, not warmup_steps")
+        if self.milestones != sorted(set(self.milestones)) or any(m < self.warmup_epochs for m in self.milestones):
+            raise ValueError(f"milestones must ascend, each ≥ warmup_epochs ({self.warmup_epochs}): {self.milestones}")
+        return self
 
 
 class HardConfig(Section):
@@ -110,10 +129,14 @@ class SpectrumConfig(Section):
     # dataset's class names: e.g. the authors' ImageNet-LT list (imagenetlt_classes.py's CLASSES, one per line)
     description_names: str | None = None
     # tries per sample: a sample whose text score is ≤ filter.threshold is regenerated with the next description and
-    # its own seed, up to this many tries, and the best-scoring try is kept (the authors' ImageNet-LT: 5)
+    # its own seed, up to this many tries in all, and the best-scoring try is kept (the authors' ImageNet-LT: 6, their
+    # first generation and up to 5 more, ``while text_sim <= 0.3 and len(list_generated_img) <= 5``, gene_img.py:111)
     max_tries: PosInt = 1
     # an exported pool (a folder, or ORG/NAME in the local Hugging Face cache) used instead of generating
     pool: Annotated[str, Field(min_length=1)] | None = None
+    # λ = 0: pure_noise (text-only, from pure noise; the source fixes only the size) | img2img (the authors: img2img
+    # at strength 1.0, data_generation/ImageNet_LT/gene_img.py:193, which keeps a faint share of the source)
+    zero_guidance: Literal["pure_noise", "img2img"] = "pure_noise"
 
     @field_validator("levels")
     @classmethod

@@ -180,6 +180,7 @@ class DatasetBundle:
     metrics: Callable[[np.ndarray, np.ndarray, DatasetBundle], dict[str, float]] | None = None
     many: int = 100
     few: int = 20
+    many_inclusive: bool = False  # many-shot: ≥ many (the authors' get_mmf_idx) instead of > many
     corrupt: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # split → skipped (path, reason)
     num_workers: int = 0  # DataLoader workers for datasets read from disk
     train_transform: Transform | None = None  # None: images as they are (squashed to S×S)
@@ -199,9 +200,11 @@ class DatasetBundle:
         return np.bincount(self.train.labels, minlength=self.num_classes)
 
     def shot_group(self) -> np.ndarray:
-        """Per class: 'many' (> many), 'few' (< few) or 'medium', from training counts."""
+        """Per class: 'many' (> many, or ≥ many with ``many_inclusive``), 'few' (< few) or 'medium', from training
+        counts."""
         counts = self.train_counts
-        return np.where(counts > self.many, "many", np.where(counts < self.few, "few", "medium"))
+        many = counts >= self.many if self.many_inclusive else counts > self.many
+        return np.where(many, "many", np.where(counts < self.few, "few", "medium"))
 
     def class_counts(self) -> pd.DataFrame:
         """Per class: its name, training images and shot group (logged as ``data/class_counts.csv``)."""

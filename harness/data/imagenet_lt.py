@@ -6,7 +6,8 @@ or a label out of range is a ``DataError`` naming the file and line. Shot groups
 (many > ``data.shot_groups.many``, few < ``data.shot_groups.few``); model selection on the 20-per-class val split.
 Labels are ImageNet-1k class ids, so class ``i`` is named by the harness's curated ImageNet-1k name ``i`` (unique
 and unambiguous, ``harness/resources/imagenet_class_names.json``) unless ``data.params.class_names`` gives a names
-file (more than 1000 classes need one).
+file (more than 1000 classes need one) or ``authors``: the authors' list (imagenetlt_classes.py, shipped as
+``harness/resources/imagenet_lt_authors_class_names.txt``; 306 of its names differ from ours beyond case).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from harness.core.registry import LONG_TAIL_METRICS, register_dataset
 from harness.data.base import DataError, DatasetBundle, FileImages, default_workers, long_tail_metrics
 
 SPLITS = ("train", "val", "test")
+AUTHORS = "authors"  # data.params.class_names: the authors' names, shipped with the harness
+AUTHORS_NAMES_FILE = "resources/imagenet_lt_authors_class_names.txt"
 HOW_TO_OBTAIN = (
     "expected an ImageNet (ILSVRC-2012) root with train/nXXXXXXXX/*.JPEG and val/nXXXXXXXX/*.JPEG (get it from "
     "https://image-net.org/download.php, val sorted into class folders) and ImageNet_LT_train.txt, "
@@ -34,8 +37,8 @@ HOW_TO_OBTAIN = (
 @dataclass
 class ImageNetLTParams:
     split_dir: str | None = None  # folder of ImageNet_LT_*.txt (default: data.root)
-    # a text file (one name per line, in label order) or JSON (list or {label: name}); default: the curated
-    # ImageNet-1k names of the label ids (harness/resources/imagenet_class_names.json)
+    # a text file (one name per line, in label order) or JSON (list or {label: name}); ``authors``: the authors'
+    # names (AUTHORS_NAMES_FILE); default: the curated ImageNet-1k names (harness/resources/imagenet_class_names.json)
     class_names: str | None = None
     num_classes: int | None = None  # default: the number of names, else the largest training label + 1
     max_per_split: int | None = None  # keep a random subset of each split (quick runs)
@@ -123,9 +126,18 @@ def curated_names() -> list[str]:
     return json.loads(resources.files("harness").joinpath("resources/imagenet_class_names.json").read_text())
 
 
-def imagenet_names(num_classes: int) -> list[str]:
-    """The curated ImageNet-1k names of ids 0..num_classes-1 (``curated_names``; no download)."""
-    categories = curated_names()
+def authors_names() -> list[str]:
+    """The authors' name of each ImageNet-1k id (CLASSES of data_generation/ImageNet_LT/imagenetlt_classes.py in
+    tianyi-lab/DisCL at 5d0eec6), repeats kept: "missile" and "sunglasses" name two ids each (the file's header)."""
+    from importlib import resources
+
+    text = resources.files("harness").joinpath(AUTHORS_NAMES_FILE).read_text()
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def imagenet_names(num_classes: int, authors: bool = False) -> list[str]:
+    """The curated (or with ``authors`` the authors') ImageNet-1k names of ids 0..num_classes-1 (no download)."""
+    categories = authors_names() if authors else curated_names()
     if num_classes > len(categories):
         raise DataError(
             f"imagenet_lt: {num_classes} classes but ImageNet-1k names only {len(categories)}; give "
@@ -169,11 +181,11 @@ def bundle_from_split_files(cfg, p: ImageNetLTParams, split_dir: Path, make_spli
     entries = {split: read_split(path) for split, path in files.items()}
     if not len(entries["train"][1]):
         raise DataError(f"imagenet_lt: {files['train']} lists no images; {HOW_TO_OBTAIN}")
-    names = read_class_names(p.class_names) if p.class_names else None
+    names = read_class_names(p.class_names) if p.class_names and p.class_names != AUTHORS else None
     num_classes = p.num_classes or (len(names) if names else int(entries["train"][1].max(initial=-1)) + 1)
     if names is not None and len(names) != num_classes:
         raise DataError(f"imagenet_lt: {p.class_names} has {len(names)} names for {num_classes} classes")
-    names = names if names is not None else imagenet_names(num_classes)
+    names = names if names is not None else imagenet_names(num_classes, authors=p.class_names == AUTHORS)
     rng = np.random.default_rng(cfg.data.split_seed)
     splits = {}
     for split, (rels, labels, numbers) in entries.items():

@@ -62,6 +62,12 @@ class IWildCamParams:
     common_names: str | None = None  # JSON mapping y → common name, overriding the shipped one
     max_per_split: int | None = None  # keep a random subset of each split (quick runs)
     num_workers: int | None = None  # DataLoader workers for these files (default: this process's share of the cores)
+    # reduced: each JPEG decoded at the smallest DCT scale ≥ data.image_size (ReducedJpegImages, fast); full: at full
+    # resolution, then the transforms crop and resize (the authors: src/datasets/iwildcam.py reads each file whole)
+    decode: str = "reduced"
+
+
+DECODES = ("reduced", "full")
 
 
 class ReducedJpegImages(FileImages):
@@ -259,6 +265,9 @@ def iwildcam(cfg) -> DatasetBundle:
     p = build(IWildCamParams, cfg.data.params, "data.params")
     if p.val_split not in ("id_val", "val"):
         raise DataError(f"iwildcam: data.params.val_split must be id_val or val, got {p.val_split!r}")
+    if p.decode not in DECODES:
+        raise DataError(f"iwildcam: data.params.decode must be reduced or full, got {p.decode!r}")
+    images = FileImages if p.decode == "full" else ReducedJpegImages
     folder = data_dir(cfg.data.root)
     metadata = read_csv(folder / "metadata.csv", METADATA_COLUMNS)
     check_metadata(metadata, folder / "metadata.csv")
@@ -283,7 +292,7 @@ def iwildcam(cfg) -> DatasetBundle:
         in_split = np.flatnonzero(dataset.split_array == dataset.split_dict[split])
         index = subsample(in_split, min(limits, default=None), rng)
         paths = [dataset.data_dir / "train" / name for name in dataset._input_array[index]]
-        splits[split] = ReducedJpegImages(
+        splits[split] = images(
             paths,
             labels[index],
             image_ids[index].tolist(),

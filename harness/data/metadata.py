@@ -86,10 +86,10 @@ def load_metadata(cfg) -> tuple[DatasetBundle, bool]:
     """The dataset's splits from metadata, and whether they are metadata-only (False: the dataset's own loader ran,
     for a dataset without a metadata reader)."""
     reader = READERS.get(cfg.data.name)
-    if reader is not None:
-        return reader(cfg), True
-    from harness.data import load_dataset
+    from harness.data import load_dataset, with_shot_groups
 
+    if reader is not None:
+        return with_shot_groups(reader(cfg), cfg), True
     return load_dataset(cfg), False
 
 

@@ -18,6 +18,7 @@ from harness.config.transforms import to_float01
 from harness.core import distributed as dist
 from harness.data.base import DataError, ImageView, LabeledImages, TensorImages
 from harness.engine import preempt
+from harness.engine.base_recipe import StepSchedule, make_mixup
 from harness.models.base import HarnessModel, classification_loss
 
 
@@ -65,8 +66,9 @@ def make_optimizer(model: torch.nn.Module, opt: OptimConfig) -> torch.optim.Opti
         return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
     if opt.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
-    if opt.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=opt.lr, momentum=0.9, weight_decay=opt.weight_decay, nesterov=True)
+    if opt.optimizer == "sgd":  # momentum and Nesterov are settings of ``base`` only; ``train`` keeps 0.9, Nesterov
+        momentum, nesterov = getattr(opt, "momentum", 0.9), getattr(opt, "nesterov", True)
+        return torch.optim.SGD(params, lr=opt.lr, momentum=momentum, weight_decay=opt.weight_decay, nesterov=nesterov)
     raise ValueError(f"optimizer must be adam, adamw or sgd, got {opt.optimizer!r}")
 
 
@@ -287,7 +289,13 @@ class Trainer:
         self.amp = amp_dtype(opt_cfg.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)  # fp16 needs loss scaling
         self.opt = make_optimizer(model, opt_cfg)
-        self.schedule = LRSchedule(self.opt, opt_cfg, total_epochs)
+        self.schedule = (
+            StepSchedule(self.opt, opt_cfg.milestones, opt_cfg.gamma, opt_cfg.warmup_epochs)
+            if opt_cfg.schedule == "step"
+            else LRSchedule(self.opt, opt_cfg, total_epochs)
+        )
+        alpha = getattr(opt_cfg, "mixup_alpha", 0.0)  # ``base.mixup_alpha``; log_prior holds one entry per class
+        self.mixup = make_mixup(alpha, len(log_prior)) if alpha else None
         self.log_prior, self.device, self.workers, self.transform = log_prior, device, workers, transform
         self.loader = EpochLoader(opt_cfg.batch_size, workers, device, transform)  # its workers live across epochs
         self.g = torch.Generator().manual_seed(seed)
@@ -327,6 +335,8 @@ class Trainer:
             preempt.check()  # a stop signal: leave at this step boundary (the run resumes from its last epoch)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            if self.mixup is not None:
+                x, y = self.mixup(x, y)
             with autocast(self.device, self.amp):
                 loss = (
                     self.net(x, y, t)

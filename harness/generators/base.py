@@ -24,10 +24,12 @@ class Sampling:
     steps: int  # denoising steps of a full (λ = 0) trajectory
     guidance_scale: float  # classifier-free text guidance
     scheduler: str = "default"  # read only by a generator that ``takes_scheduler``
+    zero_guidance: str = "pure_noise"  # λ = 0: pure_noise | img2img (strength 1.0), see ``spectrum.zero_guidance``
 
     @classmethod
     def from_config(cls, cfg) -> Sampling:
-        return cls(cfg.spectrum.steps, cfg.spectrum.guidance_scale, cfg.spectrum.scheduler)
+        s = cfg.spectrum
+        return cls(s.steps, s.guidance_scale, s.scheduler, s.zero_guidance)
 
 
 class Generator:
@@ -39,6 +41,9 @@ class Generator:
 
     name = "generator"
     takes_scheduler = False  # whether spectrum.scheduler applies (a generator that runs one fixed scheduler: no)
+    # whether it can run λ = 0 as img2img at strength 1.0 (``spectrum.zero_guidance: img2img``); the config refuses
+    # that setting for a generator that cannot, rather than it falling back to pure noise
+    zero_guidance_img2img = False
 
     @classmethod
     def from_config(cls, cfg, data, cache: Path | None, device="cpu") -> Generator:

@@ -8,7 +8,8 @@ and has its own ``torch.Generator`` seeded from ``item.seed``, so an image does 
 λ = 0 is true text-only generation: instead of letting img2img noise the source to the first timestep (at
 strength 1.0 diffusers still keeps a faint √ᾱ_t share of the source latents, ᾱ ≈ 0.005 for 50 leading-spaced
 steps), we hand the pipeline pure-noise latents scaled by ``scheduler.init_noise_sigma``, as the text-to-image
-pipeline does; the source image then only fixes the output size.
+pipeline does; the source image then only fixes the output size. ``spectrum.zero_guidance: img2img`` runs it as
+the authors do instead: img2img from the source at strength 1.0.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from harness.config import build
+from harness.config import ConfigError, build
 from harness.core.registry import register_generator
 from harness.generators.base import GenerationItem, Generator, Sampling, denoising_steps
 
@@ -44,6 +45,10 @@ class SDImg2ImgParams:
     model: str = DEFAULT_MODEL  # a hub id (found in the local HF cache) or a folder
     width: int = 480
     height: int = 270  # rounded down to a multiple of the VAE's scale factor (8): 270 → 264
+    # squash: every source resized to width × height | keep: each at its own size rounded down to multiples of the
+    # VAE's scale factor, aspect kept, as the authors' pipeline's image processor does with the image they pass
+    # as read (data_generation/ImageNet_LT/gene_img.py:247); one pipeline call per output size
+    aspect: str = "squash"
     dtype: str = "auto"  # auto (float16 on CUDA, float32 on CPU) | float16 | bfloat16 | float32
     variant: str | None = None  # "fp16" when the copy holds only the fp16 variant files (model.fp16.safetensors)
     negative_prompt: str | None = None
@@ -54,6 +59,9 @@ class SDImg2ImgParams:
     # torch.compile the UNet (CUDA only). Pays off for large spectra: 1.34x per denoising step measured on an H100
     # (SDXL-refiner shape, fp16, 480x264), after about 126 s of compilation and warm-up per process.
     compile: bool = False
+
+
+ASPECTS = ("squash", "keep")
 
 
 def torch_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -112,15 +120,26 @@ def set_scheduler(pipe, name: str) -> None:
 class SDImg2Img(Generator):
     name = "sd_img2img"
     takes_scheduler = True  # any of SCHEDULERS, or the pipeline's own (default)
+    zero_guidance_img2img = True
 
-    def __init__(self, pipe, p: SDImg2ImgParams, steps: int, guidance_scale: float, device: torch.device):
+    def __init__(
+        self,
+        pipe,
+        p: SDImg2ImgParams,
+        steps: int,
+        guidance_scale: float,
+        device: torch.device,
+        zero_guidance: str = "pure_noise",
+    ):
         self.pipe, self.p, self.steps, self.guidance_scale = pipe, p, steps, guidance_scale
+        self.zero_guidance = zero_guidance  # λ = 0: pure_noise | img2img (strength 1.0)
         if p.compile and torch.device(device).type == "cuda":
             self.pipe.unet = torch.compile(self.pipe.unet)
         self.device = torch.device(device)
         pipe.set_progress_bar_config(disable=True)
-        scale = pipe.vae_scale_factor
-        self.size = (p.width // scale * scale, p.height // scale * scale)  # what diffusers will produce
+        if p.aspect not in ASPECTS:
+            raise ConfigError(f"generator.params.aspect must be squash or keep, got {p.aspect!r}")
+        self.size = self.multiple_of_scale(p.width, p.height)  # what diffusers will produce
         self.posteriors: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # source → VAE (mean, std), CPU
         self.cached_bytes, self.cache_bytes = 0, 2 << 30  # ImageNet-LT's 1643 sources at 512×512: ≈ 215 MB
 
@@ -141,7 +160,7 @@ class SDImg2Img(Generator):
         pipe.to(device)  # a loaded pipeline already has its dtype; casting the tiny one only when asked
         if p.tiny and dtype != torch.float32:
             pipe.to(dtype=dtype)
-        return cls(pipe, p, sampling.steps, sampling.guidance_scale, device)
+        return cls(pipe, p, sampling.steps, sampling.guidance_scale, device, sampling.zero_guidance)
 
     def describe(self) -> dict:
         return {
@@ -151,19 +170,31 @@ class SDImg2Img(Generator):
             "steps": self.steps,
             "guidance_scale": self.guidance_scale,
             "dtype": str(self.pipe.unet.dtype),
-            "size": list(self.size),
+            "size": "source, rounded down to multiples of the VAE scale"
+            if self.p.aspect == "keep"
+            else list(self.size),
             "requested_size": [self.p.width, self.p.height],
             "aesthetic_score": self.p.aesthetic_score,
             "negative_prompt": self.p.negative_prompt,
+            **({"zero_guidance": self.zero_guidance} if self.zero_guidance != "pure_noise" else {}),
         }
 
-    def text_only_latents(self, generators: list[torch.Generator]) -> torch.Tensor:
+    def multiple_of_scale(self, width: int, height: int) -> tuple[int, int]:
+        """A size rounded down to multiples of the VAE's scale factor (8 for SDXL), as diffusers rounds it."""
+        scale = self.pipe.vae_scale_factor
+        return max(scale, width // scale * scale), max(scale, height // scale * scale)
+
+    def output_size(self, item: GenerationItem) -> tuple[int, int]:
+        """(width, height) of an item's image: ``width × height``, or with ``aspect: keep`` its source's own size."""
+        return self.multiple_of_scale(*item.source.size) if self.p.aspect == "keep" else self.size
+
+    def text_only_latents(self, generators: list[torch.Generator], size: tuple[int, int]) -> torch.Tensor:
         """Pure noise, one draw per item's generator, scaled as the text-to-image pipelines scale it."""
         from diffusers.utils.torch_utils import randn_tensor
 
         scale = self.pipe.vae_scale_factor
         channels = self.pipe.unet.config.in_channels
-        shape = (len(generators), channels, self.size[1] // scale, self.size[0] // scale)
+        shape = (len(generators), channels, size[1] // scale, size[0] // scale)
         self.pipe.scheduler.set_timesteps(self.steps, device=self.device)
         noise = randn_tensor(shape, generator=generators, device=self.device, dtype=self.pipe.unet.dtype)
         return noise * self.pipe.scheduler.init_noise_sigma
@@ -174,7 +205,9 @@ class SDImg2Img(Generator):
         im = item.source
         return item.source_id, im.mode, im.size, hashlib.blake2b(im.tobytes(), digest_size=16).digest()
 
-    def source_posteriors(self, items: list[GenerationItem]) -> tuple[torch.Tensor, torch.Tensor]:
+    def source_posteriors(
+        self, items: list[GenerationItem], size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) of the VAE posterior of each item's source, one row per item. A spectrum repeats each
         source seeds × levels times; diffusers would encode it once per item, one image at a time. Here each
         distinct source in a batch is encoded once, and kept (on the CPU, up to ``cache_bytes``) for the next λ."""
@@ -196,7 +229,7 @@ class SDImg2Img(Generator):
             for start in range(0, len(missing), 16):
                 batch = missing[start : start + 16]
                 pixels = self.pipe.image_processor.preprocess(
-                    [first[k].convert("RGB").resize(self.size, Image.BICUBIC) for k in batch]
+                    [first[k].convert("RGB").resize(size, Image.BICUBIC) for k in batch]
                 )
                 dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
                 for k, mean, std in zip(batch, dist.mean.cpu(), dist.std.cpu()):
@@ -210,12 +243,14 @@ class SDImg2Img(Generator):
         mean, std = zip(*(found[k] for k in keys))
         return torch.stack(mean).to(self.device), torch.stack(std).to(self.device)
 
-    def source_latents(self, items: list[GenerationItem], generators: list[torch.Generator]) -> torch.Tensor:
+    def source_latents(
+        self, items: list[GenerationItem], generators: list[torch.Generator], size: tuple[int, int]
+    ) -> torch.Tensor:
         """Exactly what the pipeline's ``prepare_latents`` would start from, item by item: a posterior sample
         drawn from the item's own generator (so the noise drawn after it is the same too), then scaled."""
         from diffusers.utils.torch_utils import randn_tensor
 
-        mean, std = self.source_posteriors(items)
+        mean, std = self.source_posteriors(items, size)
         draws = torch.cat(
             [randn_tensor((1, *mean.shape[1:]), generator=g, device=mean.device, dtype=mean.dtype) for g in generators]
         )
@@ -229,15 +264,24 @@ class SDImg2Img(Generator):
 
     @torch.no_grad()
     def generate(self, items: list[GenerationItem], lam: float) -> list[Image.Image]:
-        if not items:
-            return []
+        """One pipeline call per output size (one in all unless ``aspect: keep``), the images in the items' order."""
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, it in enumerate(items):
+            by_size.setdefault(self.output_size(it), []).append(i)
+        out: list[Image.Image | None] = [None] * len(items)
+        for size, rows in by_size.items():
+            for i, image in zip(rows, self.generate_sized([items[i] for i in rows], lam, size)):
+                out[i] = image
+        return out
+
+    def generate_sized(self, items: list[GenerationItem], lam: float, size: tuple[int, int]) -> list[Image.Image]:
         # CPU generators: the same seed gives the same noise on any device
         generators = [torch.Generator().manual_seed(it.seed) for it in items]
-        if lam == 0:  # text-only: the pipeline starts from our noise and never looks at the image
-            latents = self.text_only_latents(generators)
+        if lam == 0 and self.zero_guidance == "pure_noise":  # the pipeline starts from our noise, never the image
+            latents = self.text_only_latents(generators, size)
             sources = torch.zeros_like(latents)
         else:  # a 4-channel image is taken as the encoded source
-            latents, sources = None, self.source_latents(items, generators)
+            latents, sources = None, self.source_latents(items, generators, size)
         strength = img2img_strength(self.steps, lam)  # exactly denoising_steps(steps, λ) steps, at least 1
         negative = [self.p.negative_prompt] * len(items) if self.p.negative_prompt else None
         out = self.pipe(

@@ -128,6 +128,7 @@ def generator_key(cfg, pool, p: TinyDDPMParams) -> str:
 @register_generator("tiny_ddpm")
 class TinyDDPM(Generator):
     name = "tiny_ddpm"
+    zero_guidance_img2img = True  # λ = 0 as SDEdit from the first timestep, like img2img at strength 1.0
 
     def __init__(
         self,
@@ -137,8 +138,10 @@ class TinyDDPM(Generator):
         guidance_scale: float,
         device="cpu",
         params: TinyDDPMParams | None = None,
+        zero_guidance: str = "pure_noise",
     ):
         self.params = params or TinyDDPMParams()
+        self.zero_guidance = zero_guidance
         self.unet = unet.to(device).eval()
         self.num_classes = num_classes
         self.steps = steps
@@ -185,7 +188,8 @@ class TinyDDPM(Generator):
         p = cls.params(cfg)
         unet = build_unet(cfg.data.image_size, data.channels, data.num_classes, p.channels)
         unet.load_state_dict(load_file(str(path)))
-        return cls(unet, data.num_classes, cfg.spectrum.steps, cfg.spectrum.guidance_scale, device, p)
+        s = cfg.spectrum
+        return cls(unet, data.num_classes, s.steps, s.guidance_scale, device, p, s.zero_guidance)
 
     def describe(self) -> dict:
         p = self.params
@@ -197,6 +201,7 @@ class TinyDDPM(Generator):
             "beta_start": p.beta_start,
             "beta_end": p.beta_end,
             "snr_shift": p.snr_shift,
+            **({"zero_guidance": self.zero_guidance} if self.zero_guidance != "pure_noise" else {}),
         }
 
     @torch.no_grad()
@@ -210,7 +215,8 @@ class TinyDDPM(Generator):
         ).to(self.device)
         self.scheduler.set_timesteps(self.steps)
         timesteps = strength_timesteps(self.scheduler.timesteps, self.steps, lam)
-        x = noise if lam == 0 else self.scheduler.add_noise(x0, noise, timesteps[:1].repeat(len(items)))
+        from_noise = lam == 0 and self.zero_guidance == "pure_noise"  # img2img: the source noised to the first step
+        x = noise if from_noise else self.scheduler.add_noise(x0, noise, timesteps[:1].repeat(len(items)))
         y = torch.tensor([it.label for it in items], device=self.device)
         y_null = torch.full_like(y, self.num_classes)
         for t in timesteps:

@@ -3,8 +3,8 @@
 real data → base model → hard samples → spectrum → scores / filter → curriculum fine-tuning → evaluation.
 Methods and seeds of one experiment share the base model and the synthetic pool. This module only orchestrates;
 each phase has its own module (``base_model``, ``hard_samples``, ``spectrum``, ``filter``, ``curriculum``,
-``fine_tune``, ``train``, ``evaluate``): ``prepare`` composes phases 1–4, and phase 5 (``fine_tune``, ``RunResult``)
-is ``harness.phases.fine_tune``'s, importable from here too.
+``fine_tune``, ``train``, ``evaluate``): ``prepare`` composes phases 1–4, and ``fine_tune`` runs phase 5
+(``harness.phases.fine_tune``'s epochs, or the base model's evaluation for ``base``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,13 @@ from harness.core.registry import get_generator, get_method, get_scorer
 from harness.core.workdir import cache_dir
 from harness.data import DatasetBundle, load_dataset
 from harness.data.verify import drop_corrupt
-from harness.engine.train import log_prior  # noqa: F401 (benchmarks import it from here)
+from harness.engine.seeding import seed_everything
+from harness.engine.train import amp_dtype, log_prior  # noqa: F401 (benchmarks import log_prior from here)
+from harness.models.base import build_model
 from harness.phases.base_model import train_base
 from harness.phases.filter import apply_filter, cached_text_scores, read_scores, score_pool, with_scores
-from harness.phases.fine_tune import RunResult, evaluate_final, fine_tune, log_row  # noqa: F401 (phase 5, re-exported)
+from harness.phases.fine_tune import RunResult, evaluate_final, log_row  # noqa: F401 (phase 5, re-exported)
+from harness.phases.fine_tune import fine_tune as fine_tune_epochs
 from harness.phases.hard_samples import select_hard
 from harness.phases.prepared import Prepared
 from harness.phases.spectrum import (
@@ -209,6 +212,30 @@ def prepare(
         return base.prepared()
     dist.barrier()  # DDP: rank 0 has merged the shards; every rank scores a block of them
     return score_base(base, workdir, progress, pool_source)
+
+
+def fine_tune(
+    prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir=None, progress: bool = True, on_epoch=None
+) -> RunResult:
+    """Phase 5 for one (method, seed): ``harness.phases.fine_tune.fine_tune``'s epochs, or, for a method that does
+    not fine-tune (``fine_tunes = False``: ``base``), the base model evaluated as trained."""
+    if not getattr(get_method(method_name), "fine_tunes", True):
+        return evaluate_base(prep, method_name, seed)
+    return fine_tune_epochs(prep, method_name, seed, run, ckpt_dir, progress, on_epoch)
+
+
+def evaluate_base(prep: Prepared, method_name: str, seed: int) -> RunResult:
+    """The base model as trained, on the validation and test splits, as a run's result with no epochs (no history,
+    no stages, best epoch −1), evaluated as ``fine_tune`` evaluates its selection (``train.precision``)."""
+    cfg, data = prep.cfg, prep.data
+    seed_everything(seed)
+    model = build_model(cfg, data.num_classes, data.channels, data.class_names)
+    model.load_state_dict(prep.base_state)
+    model.to(prep.device)
+    test_metrics, predictions = evaluate_final(model, data, prep.device, amp_dtype(cfg.train.precision, prep.device))
+    val = predictions[data.val_split]
+    val_metrics = {f"val/{k}": v for k, v in data.evaluate(val.y_true.to_numpy(), val.y_pred.to_numpy()).items()}
+    return RunResult(method_name, seed, None, test_metrics, val_metrics, -1, [], predictions, [])
 
 
 def score_spectrum(

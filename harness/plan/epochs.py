@@ -170,7 +170,7 @@ def plan_method(prep: PlanPrep, name: str, seed: int, world: int = 1) -> pd.Data
         stages.ctx.probe = lambda lv: {lam: float(lam == lv[0]) for lam in lv}
     hard, per_row = np.unique(prep.hard), rows_per_image(cfg)
     rows = []
-    for epoch in range(cfg.train.epochs):
+    for epoch in range(cfg.train.epochs if getattr(method, "fine_tunes", True) else 0):  # ``base``: no epochs
         ep = stages.epoch(epoch)
         stage, stage_levels, parts, in_curriculum = ep.stage, ep.levels, ep.parts, ep.in_curriculum
         real = [p for p in parts if p.images is not prep.pool_images or prep.pool_images is None]
@@ -211,7 +211,7 @@ def compact(frame: pd.DataFrame) -> pd.DataFrame:
     for _, group in frame.groupby(run, sort=False):
         first = group.iloc[0].drop(["epoch", "stage"])
         rows.append({"epochs": span(list(group.epoch)), "stages": span(list(group.stage)), **first})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["epochs", "stages", *EPOCH_COLUMNS[2:]])
 
 
 # --------------------------------------------------------------------------- spectrum and GPU-hours
@@ -344,7 +344,8 @@ def format_plan(plan: dict) -> str:
                 (str(lv) + ("?" if not known else "")) for lv, known in zip(frame.levels, frame.levels_known)
             ]
             lines += ["", f"{name}: {m['total_steps']} steps in all"]
-            lines.append(frame.drop(columns=["levels_known"]).to_string(index=False))
+            table = frame.drop(columns=["levels_known"]).to_string(index=False)
+            lines.append(table if len(frame) else "  no epochs: the base model, evaluated as trained")
             if unknown:
                 lines.append("  ?: chosen during training (adaptive); the first candidate level is shown")
     g = plan["gpu_hours"]

@@ -23,7 +23,9 @@ def method_description(cfg: Config, method: str) -> str:
     params = cfg.method_params.get(method, {})
     head = f"{method}" + (f" ({', '.join(f'{k}={v}' for k, v in params.items())})" if params else "")
     epochs, cur = cfg.train.epochs, cfg.train.curriculum_epochs
-    if cls.synthetic:
+    if not getattr(cls, "fine_tunes", True):
+        what = f"no fine-tuning, the base model after its {cfg.base.epochs} epochs"
+    elif cls.synthetic:
         levels = (
             cfg.curriculum.adaptive_levels if cls.adaptive and cfg.curriculum.adaptive_levels else cfg.curriculum_levels
         )

@@ -41,6 +41,9 @@ def spectrum_grid(pool: pd.DataFrame, pool_dir, train, n_sources: int = 8, seed_
 def training_curves(history: list[dict], title: str):
     frame = pd.DataFrame(history)
     fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+    if frame.empty:  # a method with no epochs (``base``: the base model as trained)
+        fig.suptitle(f"{title}: no fine-tuning epochs", fontsize=9)
+        return fig
     axes[0].plot(frame.epoch, frame["train/loss"])
     axes[0].set(title="training loss", xlabel="epoch")
     for col in [c for c in frame.columns if c.startswith("val/")]:

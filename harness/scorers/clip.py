@@ -14,12 +14,32 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.config import build
+from harness.config import ConfigError, build
 from harness.core.registry import register_scorer
 from harness.scorers.base import Scorer
 from harness.weights.clip import load_clip, pooled
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+DTYPES = {
+    "auto": None,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+}
+PROMPT_NAMES = ("ours", "folder")
+
+
+def folder_name(name: str) -> str:
+    """The authors' output folder of a class (gene_img.py:229-232 writes to OUT/name-with-underscores/): the prompt
+    of their CLIP filter names the folder, so a "/" in a name leaves only what precedes it."""
+    return name.replace(" ", "_").split("/")[0]
+
+
+def scorer_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name not in DTYPES:
+        raise ConfigError(f"scorer.params.dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name] or (torch.float16 if device.type == "cuda" else torch.float32)
 
 
 @dataclass
@@ -28,7 +48,12 @@ class ClipParams:
     variant: str | None = None  # "fp16" when the copy holds only the fp16 variant files (model.fp16.safetensors)
     prompt: str | None = None  # filter prompt template over {name}; None: the generation prompt
     batch_size: int = 64
-    dtype: str = "auto"  # auto (float16 on CUDA, float32 on CPU) | float16 | float32
+    # auto (float16 on CUDA, float32 on CPU) | float16 (fp16) | float32 (fp32: the authors, whose CLIPModel loads in
+    # float32, data_generation/ImageNet_LT/comp_clip_scores.py:18)
+    dtype: str = "auto"
+    # the class names in the filter prompt: ours (the dataset's) | folder (the authors' ImageNet-LT: the name of the
+    # class's output folder, spaces as underscores, cut at a "/" that made a subfolder; comp_clip_scores.py:58-63)
+    prompt_names: str = "ours"
     tiny: bool = False  # a tiny random CLIP built in-process (tests, *_tiny experiments)
     tiny_seed: int = 0
 
@@ -39,12 +64,9 @@ class ClipScorer(Scorer):
 
     def __init__(self, model, processor, class_names: list[str], p: ClipParams, device="cpu"):
         self.device = torch.device(device)
-        dtype = (
-            torch.float16
-            if p.dtype == "float16" or (p.dtype == "auto" and self.device.type == "cuda")
-            else torch.float32
-        )
-        self.model = model.to(self.device, dtype).eval()
+        if p.prompt_names not in PROMPT_NAMES:
+            raise ConfigError(f"scorer.params.prompt_names must be ours or folder, got {p.prompt_names!r}")
+        self.model = model.to(self.device, scorer_dtype(p.dtype, self.device)).eval()
         self.processor, self.class_names, self.p = processor, class_names, p
 
     @classmethod
@@ -61,7 +83,8 @@ class ClipScorer(Scorer):
     def filter_prompts(self, prompts: list[str], labels: list[int]) -> list[str]:
         if self.p.prompt is None:
             return list(prompts)
-        return [self.p.prompt.format(name=self.class_names[int(y)]) for y in labels]
+        named = folder_name if self.p.prompt_names == "folder" else str
+        return [self.p.prompt.format(name=named(self.class_names[int(y)])) for y in labels]
 
     def embed_unique_images(self, images) -> torch.Tensor:
         """Each distinct image object embedded once: the sources repeat, one per synthetic image of a real one

@@ -125,7 +125,9 @@ def log_ticks(ax, values: pd.Series) -> None:
 
 
 def add_shot_group_bounds(ax, rs: RunSet) -> None:
-    for key, text in (("data.shot_groups.few", "few <"), ("data.shot_groups.many", "many >")):
+    inclusive = rs.params.get("data.shot_groups.many_inclusive", pd.Series(dtype=str)).astype(str)
+    many = "many ≥" if len(inclusive) and inclusive.str.lower().eq("true").all() else "many >"
+    for key, text in (("data.shot_groups.few", "few <"), ("data.shot_groups.many", many)):
         values = rs.params.get(key, pd.Series(dtype=str)).dropna().unique()
         if len(values) == 1:
             ax.axvline(float(values[0]), color="grey", ls=":", lw=1)
