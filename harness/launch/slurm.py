@@ -4,6 +4,7 @@ wait for them, with their progress."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -138,6 +139,20 @@ def wait_slurm(sub: Submission, say=print, poll_s: float = POLL_S) -> bool:
         time.sleep(poll_s)
 
 
+@contextlib.contextmanager
+def environment(name: str, value: str):
+    """``name=value`` in this process's environment (which sbatch hands its jobs) while submitting."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
 def launch_sweep_slurm(sweep, trials: int, workers: int, wait: bool = True, say=print) -> bool:
     """``harness sweep --launcher slurm --workers K``: the shared phases' jobs, then K workers as a job array
     on a storage every node reaches (``journal:PATH`` on a shared file system, or ``postgresql://...``)."""
@@ -154,9 +169,12 @@ def launch_sweep_slurm(sweep, trials: int, workers: int, wait: bool = True, say=
     tasks = [Task("worker", i, "") for i in range(workers)]
     sub = Submission("slurm", cfg.name, tasks, folder=str(folder))
     sub.phases = submit_phases(cfg, folder, sweep.experiment, sweep.overrides, workdir, sw.sweep_methods(cfg))
-    args = (sweep.experiment, sweep.overrides, str(workdir), sweep.storage_url, sweep.study_name, trials)
+    # a URL with a password goes to the jobs through sbatch's environment, not in their pickles in the workdir
+    storage = None if sw.has_password(sweep.storage_url) else sweep.storage_url
+    args = (sweep.experiment, sweep.overrides, str(workdir), storage, sweep.study_name, trials)
     jobs = [SweepWorkerJob(*args, i) for i in range(workers)]
-    submit_array(cfg, folder, f"harness-{sweep.study_name}", sub.phases[-1], jobs, tasks)
+    with environment(sw.STORAGE_ENV, sweep.storage_url):
+        submit_array(cfg, folder, f"harness-{sweep.study_name}", sub.phases[-1], jobs, tasks)
     say(
         f"submitted the shared phases as {phases_line(sub.phases)} and {workers} sweep workers as "
         f"{', '.join(t.job_id for t in tasks)}; logs in {folder}"
