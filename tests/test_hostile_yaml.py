@@ -110,3 +110,20 @@ def test_the_cli_prints_each_as_one_line(tmp_path, capsys):
     assert main(["plan", "-e", path]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"harness: error: {path} line 3: duplicate key 'seeds'") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "section, key, suggestion",
+    [
+        ("generator", "train_stesp", "train_steps"),
+        ("scorer", "epohcs", "epochs"),
+        ("model", "widht", "width"),
+        ("data", "max_per_clas", "max_per_class"),
+    ],
+)
+def test_an_unknown_component_param_is_refused_at_load(tmp_path, section, key, suggestion):
+    path = write(tmp_path, "typo.yaml", f"extends: digits_lt_tiny\n{section}: {{params: {{{key}: 3}}}}\n")
+    with pytest.raises(ConfigError, match=rf"typo.yaml: unknown key '{section}.params.{key}' \(did you mean "):
+        load_config(path)
+    with pytest.raises(ConfigError, match=rf"digits_lt_tiny.yaml: {section}.params.{suggestion}: expected "):
+        load_config("digits_lt_tiny", [f"{section}.params.{suggestion}=[wrong type]"])

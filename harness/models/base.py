@@ -79,7 +79,7 @@ class SmallCNNParams:
     dropout: float = 0.2
 
 
-@register_model("small_cnn")
+@register_model("small_cnn", params_class=SmallCNNParams)
 class SmallCNN(Classifier):
     """Three conv blocks and a linear head: the embedded stand-in for ResNet-10."""
 
