@@ -64,7 +64,7 @@ def test_deep_nesting_is_one_line(tmp_path):
     start = time.monotonic()
     with pytest.raises(ConfigError, match=r"deep.yaml line 2: nested deeper than 32 levels"):
         load_config(path)
-    assert time.monotonic() - start < 1
+    assert time.monotonic() - start < 5, "PyYAML looks at most 1024 characters ahead; nothing walks the nesting"
 
 
 def test_a_duplicate_key_is_refused_with_both_lines(tmp_path):
