@@ -91,3 +91,39 @@ def test_a_record_pointing_at_a_result_file_never_runs_it(tmp_path, monkeypatch)
     assert queue_states(list(submitted_jobs(tmp_path, cfg).values())) == {"22_0": "ended"}
     assert shared_phases_line(tmp_path, cfg) == "base 21: ended"
     assert not ran.exists(), "a crafted result file ran code in harness status"
+
+
+def test_waiting_on_jobs_reads_their_outcome_without_unpickling(tmp_path, monkeypatch):
+    from harness.launch.job_state import job_states
+
+    bin_dir, folder, ran = tmp_path / "bin", tmp_path / "logs", tmp_path / "ran"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    folder.mkdir()
+    (folder / "31_0_result.pkl").write_bytes(pickle.dumps(("success", Crafted(ran))))
+    (folder / "32_0_result.pkl").write_bytes(pickle.dumps(("error", Crafted(ran))))
+    (folder / "33_0_result.pkl").write_bytes(pickle.dumps(("success", {"x": 1}))[:5])  # being written
+    jobs = dict.fromkeys(["31", "32", "33"], folder)
+    assert job_states(jobs, read_results=True) == {"31": "done", "32": "failed"}
+    assert not ran.exists(), "a result file planted in the jobs' folder ran code in the waiting launcher"
+
+
+def test_the_jobs_folder_is_private_and_a_writable_one_is_refused(tmp_path):
+    from harness.core.errors import FileSystemError
+    from harness.launch.slurm import private_folder
+
+    made = private_folder(tmp_path / "a" / "logs")
+    assert made.is_dir() and made.stat().st_mode & 0o777 == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(FileSystemError, match=r"shared: SLURM jobs would run the pickles .* others can write to it"):
+        private_folder(shared)
+    if os.getuid() == 0:
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o755)
+        os.chown(theirs, 65534, 65534)
+        with pytest.raises(FileSystemError, match="another user owns it"):
+            private_folder(theirs)
