@@ -41,7 +41,6 @@ def test_the_runner_reuses_runs_by_the_run_key():
         ("iwildcam_discl_tiny", "data.params.num_workers=7"),  # hard.rule low_prob: the pool hangs on the base key
         ("iwildcam_discl_tiny", "scorer.params.batch_size=3"),
         ("digits_lt_tiny", "spectrum.batch_size=64"),  # retrained a finished run before the run key (issue 21)
-        ("digits_lt_tiny", "data.params.num_workers=3"),
         ("digits_lt_tiny", "device=cpu"),
         ("digits_lt_tiny", "tracking.system_metrics=false"),
         ("digits_lt_tiny", "tracking.log_model=never"),

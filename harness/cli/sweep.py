@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     s.add_argument(
         "--storage",
         help="Optuna storage: an RDB URL (default sqlite:///WORKDIR/optuna.db, or "
-        "postgresql://...) or journal:PATH for a journal file",
+        "postgresql://...) or journal:PATH for a journal file; one with a password is better given as the "
+        "environment variable HARNESS_SWEEP_STORAGE (a command line is visible to every user of the machine)",
     )
     s.add_argument("--study", help="study name (default: sweep.study or <experiment>-sweep); resume by name")
     s.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
@@ -46,7 +47,7 @@ def cmd_sweep(args) -> int:
     try:
         if args.action == "init":
             parent = sw.init_study(sweep).user_attrs[sw.PARENT_ATTR]
-            print(f"study {sweep.study_name} in {sweep.storage_url}; MLflow parent run {parent}")
+            print(f"study {sweep.study_name} in {sw.public_url(sweep.storage_url)}; MLflow parent run {parent}")
             return 0
         if args.trials is None:
             raise UserError("harness sweep: give --trials N")

@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from harness.config.applicability import inapplicable
-from harness.config.errors import ConfigError, explain
+from harness.config.errors import ConfigError, build, explain
 from harness.config.fields import is_among
 from harness.config.schema import Config
 from harness.core import registry
@@ -39,6 +39,7 @@ def validate(cfg: Config, path: Path | str = "config", methods: list[str] | tupl
             registry.get_method(m)
     except registry.UnknownNameError as e:
         bad(str(e))
+    check_component_params(cfg, bad)
     if cfg.train.init == "pretrained" and not registry.get_model(cfg.model.name).has_pretrained(cfg):
         bad(
             f"train.init: pretrained, but model {cfg.model.name!r} has no pretrained weights (give "
@@ -48,6 +49,28 @@ def validate(cfg: Config, path: Path | str = "config", methods: list[str] | tupl
     check_methods(cfg, methods, bad)
     for key, why in inapplicable(cfg)[:1]:  # a setting no code path reads for the chosen components
         bad(f"{key}: {why}")
+
+
+COMPONENTS = (
+    ("data", registry.get_dataset),
+    ("generator", registry.get_generator),
+    ("scorer", registry.get_scorer),
+    ("model", registry.get_model),
+)
+
+
+def check_component_params(cfg: Config, bad) -> None:
+    """Each component's ``params`` builds its declared dataclass (``params_class`` at registration): an unknown or
+    misspelt key is refused at load, not when the phase that reads it starts, hours later or never."""
+    for key, get in COMPONENTS:
+        section = getattr(cfg, key)
+        params_class = getattr(get(section.name), "params_class", None)
+        if params_class is None:  # a plugin that declares none: its own code checks its params
+            continue
+        try:
+            build(params_class, section.params, f"{key}.params")
+        except ConfigError as e:
+            bad(str(e))
 
 
 def fmt_lambda(levels: typing.Iterable[float]) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from harness.core.errors import FileSystemError
+from harness.core.errors import DataError, FileSystemError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -44,6 +44,24 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def load_torch(path: str | Path, fix: str) -> Any:
+    """``torch.load`` of a checkpoint or weights file: tensors and plain types only (``weights_only``, no pickled
+    code), on the CPU. One that cannot be read (cut short by a kill or a full disk, another format, objects that are
+    not plain) is a one-line ``DataError`` naming the file and saying what to do (``fix``)."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DataError(f"{path}: not a readable torch checkpoint ({why}); {fix}") from None
 
 
 @contextlib.contextmanager

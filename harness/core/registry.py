@@ -61,7 +61,8 @@ class Registry:
             )
 
     def register(self, name: str, **attrs: Any) -> Callable[[T], T]:
-        """``attrs`` become attributes of the registered object (e.g. a dataset's ``val_metrics``)."""
+        """``attrs`` become attributes of the registered object (e.g. a dataset's ``val_metrics``, a component's
+        ``params_class``: the dataclass its ``params`` section builds, checked when a config is loaded)."""
 
         def decorate(obj: T) -> T:
             self.check_base(name, obj)
@@ -141,11 +142,14 @@ register_model, get_model, list_models = MODELS.register, MODELS.get, MODELS.lis
 LONG_TAIL_METRICS = ("acc", "acc_many", "acc_medium", "acc_few")
 
 
-def register_dataset(name: str, val_metrics: tuple[str, ...] | list[str] = LONG_TAIL_METRICS) -> Callable[[T], T]:
+def register_dataset(
+    name: str, val_metrics: tuple[str, ...] | list[str] = LONG_TAIL_METRICS, params_class: type | None = None
+) -> Callable[[T], T]:
     """Register a dataset loader. ``val_metrics``: the names its metrics function returns (logged as ``val/NAME``),
     declared here so that ``train.select_on`` and sweep objectives are checked at config load, before any data is
-    read (default: the long-tail metrics, what a bundle without its own ``metrics`` computes)."""
-    return DATASETS.register(name, val_metrics=tuple(val_metrics))
+    read (default: the long-tail metrics, what a bundle without its own ``metrics`` computes). ``params_class``: the
+    dataclass ``data.params`` builds (as for every kind: ``register(name, params_class=...)``), checked at load."""
+    return DATASETS.register(name, val_metrics=tuple(val_metrics), params_class=params_class)
 
 
 def validation_metrics(dataset: str) -> list[str]:

@@ -142,7 +142,7 @@ def field_rng(split_seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([split_seed, index, 0xF1E1D])
 
 
-@register_dataset("digits_field")
+@register_dataset("digits_field", params_class=FieldParams)
 def digits_field(cfg) -> DatasetBundle:
     p = build(FieldParams, cfg.data.params, "data.params")
     if not 0 <= p.gap <= 1:

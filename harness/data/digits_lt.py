@@ -34,7 +34,7 @@ def long_tail_counts(num_classes: int, max_per_class: int, ratio: float) -> list
     return [max(1, round(max_per_class * ratio ** (c / (num_classes - 1)))) for c in range(num_classes)]
 
 
-@register_dataset("digits_lt")
+@register_dataset("digits_lt", params_class=DigitsParams)
 def digits_lt(cfg) -> DatasetBundle:
     p = build(DigitsParams, cfg.data.params, "data.params")
     digits = load_digits()

@@ -206,7 +206,7 @@ def bundle_from_split_files(cfg, p: ImageNetLTParams, split_dir: Path, make_spli
     )
 
 
-@register_dataset("imagenet_lt", val_metrics=LONG_TAIL_METRICS)
+@register_dataset("imagenet_lt", val_metrics=LONG_TAIL_METRICS, params_class=ImageNetLTParams)
 def imagenet_lt(cfg) -> DatasetBundle:
     p = build(ImageNetLTParams, cfg.data.params, "data.params")
     if not cfg.data.root:

@@ -260,7 +260,9 @@ def subsample(index: np.ndarray, size: int | None, rng: np.random.Generator) -> 
     return np.sort(rng.choice(index, size=size, replace=False))
 
 
-@register_dataset("iwildcam", val_metrics=("f1_macro", "acc"))  # what wilds_metrics returns
+@register_dataset(
+    "iwildcam", val_metrics=("f1_macro", "acc"), params_class=IWildCamParams
+)  # what wilds_metrics returns
 def iwildcam(cfg) -> DatasetBundle:
     p = build(IWildCamParams, cfg.data.params, "data.params")
     if p.val_split not in ("id_val", "val"):

@@ -116,7 +116,7 @@ def set_scheduler(pipe, name: str) -> None:
     pipe.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(pipe.scheduler.config)
 
 
-@register_generator("sd_img2img")
+@register_generator("sd_img2img", params_class=SDImg2ImgParams)
 class SDImg2Img(Generator):
     name = "sd_img2img"
     takes_scheduler = True  # any of SCHEDULERS, or the pipeline's own (default)

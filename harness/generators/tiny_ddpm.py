@@ -125,7 +125,7 @@ def generator_key(cfg, pool, p: TinyDDPMParams) -> str:
     return stable_hash({"data": pool_identity(cfg, pool), "params": p.__dict__})
 
 
-@register_generator("tiny_ddpm")
+@register_generator("tiny_ddpm", params_class=TinyDDPMParams)
 class TinyDDPM(Generator):
     name = "tiny_ddpm"
     zero_guidance_img2img = True  # λ = 0 as SDEdit from the first timestep, like img2img at strength 1.0

@@ -6,6 +6,7 @@ there."""
 
 from __future__ import annotations
 
+import pickletools
 import shutil
 from pathlib import Path
 
@@ -62,8 +63,8 @@ def queued_jobs(jobs: dict[str, Path | str]) -> list[QueuedJob]:
 def job_states(jobs: dict[str, Path | str], read_results: bool = False) -> dict[str, str]:
     """pending / running / done / failed of each job squeue lists (``jobs``: job id → its submitit folder). A job
     it no longer lists is ``ended`` once submitit's result file is there; with ``read_results`` that file says
-    ``done`` or ``failed`` (only for jobs this process submitted, never for a record read from a workdir: reading a
-    result unpickles it). Jobs with neither are left out."""
+    ``done`` or ``failed`` (only for jobs this process submitted; read without unpickling it, see ``outcome``).
+    Jobs with neither are left out."""
     if not jobs or shutil.which("squeue") is None:  # no SLURM client here
         return {}
     states = {}
@@ -77,8 +78,15 @@ def job_states(jobs: dict[str, Path | str], read_results: bool = False) -> dict[
 
 
 def outcome(job: QueuedJob) -> str | None:
-    """done / failed from submitit's result file of an ended job; None while it is being written."""
+    """done / failed from submitit's result file of an ended job; None while it is being written. Read without
+    unpickling: submitit writes ``("success", result)`` or ``("error", traceback)``, so the first string the pickle
+    pushes says which (``pickletools`` lists the opcodes, running none), and a result file planted in the folder
+    runs nothing here."""
     try:
-        return "done" if job.exception() is None else "failed"
-    except Exception:  # noqa: BLE001 (a result file being written)
+        data = job.paths.result_pickle.read_bytes()
+        tag = next(
+            (arg for op, arg, _ in pickletools.genops(data) if isinstance(arg, str) and "UNICODE" in op.name), None
+        )
+    except (OSError, ValueError):  # not there yet, or cut short while it is written
         return None
+    return {"success": "done", "error": "failed"}.get(tag)

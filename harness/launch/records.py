@@ -4,11 +4,19 @@ under ``WORKDIR/launcher/EXPERIMENT/`` (read back by ``harness status``), and th
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
+from pydantic import BaseModel, Field, ValidationError
+
+from harness.config import explain
 from harness.core.io import read_json, write_json
+
+log = logging.getLogger("harness")
 
 
 @dataclass
@@ -80,10 +88,53 @@ def run_entries(sub: Submission) -> list[dict]:
     return [{"method": t.method, "seed": t.seed, "config_hash": t.config_hash, "job_id": t.job_id} for t in sub.tasks]
 
 
+# a SLURM job (12), an array task (12_3) or a local run's process id; "" before it is submitted
+JobId = Annotated[str, Field(pattern=r"^(\d+(_\d+)?)?$", max_length=40)]
+
+
+class RecordedRun(BaseModel):
+    method: str
+    seed: int
+    config_hash: str
+    job_id: JobId = ""
+
+
+class RecordedPhase(BaseModel):
+    name: Literal["base", "generate", "merge"]
+    job_id: JobId
+    rank: int = 0
+    world: int = 1
+
+
+class Record(BaseModel):
+    """A launcher record as ``write_record`` writes it; any other file in the folder is not one."""
+
+    launcher: Literal["local", "slurm"]
+    experiment: str = ""
+    submitted_at: str = ""
+    phases: list[RecordedPhase] = []
+    folder: str = ""
+    runs: list[RecordedRun] = []
+
+
 def read_records(workdir: Path, experiment: str) -> list[dict]:
-    """Every submission recorded for ``experiment``, oldest first."""
+    """Every submission recorded for ``experiment``, oldest first. The workdir may be shared: a file that is not a
+    record as ``write_record`` writes it (invalid JSON, wrong fields, a job id that is not one) is left out, with a
+    warning naming it."""
     folder = records_dir(workdir, experiment)
-    return [read_json(p) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
+    records = []
+    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+        try:
+            records.append(Record.model_validate(read_json(path)).model_dump())
+        except ValidationError as e:
+            left_out(path, explain(e, Record))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            left_out(path, str(e))
+    return records
+
+
+def left_out(path: Path, why: str) -> None:
+    log.warning("%s: not a launcher record, left out (%s); delete it if nothing of yours wrote it", path, why)
 
 
 def recorded_phases(record: dict) -> list[Phase]:

@@ -4,6 +4,7 @@ wait for them, with their progress."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import submitit
 
 from harness.config import Config
+from harness.core.errors import FileSystemError
 from harness.core.workdir import cache_dir
 from harness.launch.job_state import job_states
 from harness.launch.records import Phase, Submission, Task, phases_line, progress_line, records_dir, write_record
@@ -20,6 +22,23 @@ from harness.launch.slurm_jobs import PhaseJob, RunJob, SweepWorkerJob
 from harness.runs.paths import run_dir
 
 POLL_S = float(os.environ.get("HARNESS_LAUNCHER_POLL_S", 10))  # how often a waiting launcher looks at its jobs
+
+
+def private_folder(folder: Path) -> Path:
+    """The folder of submitit's files, which hold the pickles each job unpickles and runs as this user: made
+    readable and writable by this user only; an existing one that another user owns or others may write to is
+    refused (anyone who could write there could run code as this user on the nodes)."""
+    if not folder.exists():
+        folder.mkdir(parents=True, mode=0o700)
+        return folder
+    st = folder.stat()
+    who = "another user owns it" if st.st_uid != os.getuid() else "others can write to it" if st.st_mode & 0o022 else ""
+    if who:
+        raise FileSystemError(
+            f"{folder}: SLURM jobs would run the pickles submitit leaves there, but {who}; use a folder of your own "
+            f"(launcher.folder), or chmod go-w {folder} if it is yours"
+        )
+    return folder
 
 
 def slurm_executor(cfg: Config, folder: Path, name: str, dependency: str | None = None) -> submitit.SlurmExecutor:
@@ -89,7 +108,7 @@ def launch_slurm(
     """Submit the shared phases (``submit_phases``) and ``tasks`` as a job array that starts after they succeed."""
     workdir = workdir.resolve()
     folder = Path(cfg.launcher.folder) if cfg.launcher.folder else records_dir(workdir, cfg.name) / "logs"
-    folder = folder.resolve()
+    folder = private_folder(folder.resolve())
     sub = Submission("slurm", cfg.name, tasks, folder=str(folder))
     if not tasks:
         return sub
@@ -138,6 +157,20 @@ def wait_slurm(sub: Submission, say=print, poll_s: float = POLL_S) -> bool:
         time.sleep(poll_s)
 
 
+@contextlib.contextmanager
+def environment(name: str, value: str):
+    """``name=value`` in this process's environment (which sbatch hands its jobs) while submitting."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
 def launch_sweep_slurm(sweep, trials: int, workers: int, wait: bool = True, say=print) -> bool:
     """``harness sweep --launcher slurm --workers K``: the shared phases' jobs, then K workers as a job array
     on a storage every node reaches (``journal:PATH`` on a shared file system, or ``postgresql://...``)."""
@@ -150,13 +183,18 @@ def launch_sweep_slurm(sweep, trials: int, workers: int, wait: bool = True, say=
         )
     sw.init_study(sweep)
     cfg, workdir = sweep.cfg, Path(sweep.workdir).resolve()
-    folder = (Path(cfg.launcher.folder) if cfg.launcher.folder else workdir / "sweeps" / sweep.study_name).resolve()
+    folder = private_folder(
+        (Path(cfg.launcher.folder) if cfg.launcher.folder else workdir / "sweeps" / sweep.study_name).resolve()
+    )
     tasks = [Task("worker", i, "") for i in range(workers)]
     sub = Submission("slurm", cfg.name, tasks, folder=str(folder))
     sub.phases = submit_phases(cfg, folder, sweep.experiment, sweep.overrides, workdir, sw.sweep_methods(cfg))
-    args = (sweep.experiment, sweep.overrides, str(workdir), sweep.storage_url, sweep.study_name, trials)
+    # a URL with a password goes to the jobs through sbatch's environment, not in their pickles in the workdir
+    storage = None if sw.has_password(sweep.storage_url) else sweep.storage_url
+    args = (sweep.experiment, sweep.overrides, str(workdir), storage, sweep.study_name, trials)
     jobs = [SweepWorkerJob(*args, i) for i in range(workers)]
-    submit_array(cfg, folder, f"harness-{sweep.study_name}", sub.phases[-1], jobs, tasks)
+    with environment(sw.STORAGE_ENV, sweep.storage_url):
+        submit_array(cfg, folder, f"harness-{sweep.study_name}", sub.phases[-1], jobs, tasks)
     say(
         f"submitted the shared phases as {phases_line(sub.phases)} and {workers} sweep workers as "
         f"{', '.join(t.job_id for t in tasks)}; logs in {folder}"

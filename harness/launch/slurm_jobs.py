@@ -113,7 +113,8 @@ class RunJob(HarnessJob):
 
 
 class SweepWorkerJob(HarnessJob):
-    """A SLURM array task: one ``harness sweep worker`` (trials until the study holds ``trials`` finished ones)."""
+    """A SLURM array task: one ``harness sweep worker`` (trials until the study holds ``trials`` finished ones).
+    ``storage``: None when the URL holds a password; the job then reads it from its environment."""
 
     def __init__(self, experiment, overrides, workdir, storage, study, trials: int, index: int):
         self.experiment, self.overrides, self.workdir = experiment, overrides, workdir
@@ -122,6 +123,11 @@ class SweepWorkerJob(HarnessJob):
     def work(self) -> int:
         from harness import sweep as sw
 
+        if self.storage is None and not os.environ.get(sw.STORAGE_ENV):
+            raise sw.SweepError(
+                f"sweep worker: the storage URL comes through the environment variable {sw.STORAGE_ENV}, which "
+                "this job did not get (does the cluster run sbatch with --export=NONE? give it --export=ALL)"
+            )
         sweep = sw.make_sweep(self.experiment, self.overrides, self.workdir, self.storage, self.study)
         counts = sw.work(sweep, self.trials, self.index, say=log.info)
         if counts.finished >= self.trials:

@@ -13,6 +13,7 @@ from harness.launch.job_state import job_states
 from harness.launch.records import phases_line, read_records, recorded_phases
 from harness.runs.cleanup import folder_bytes
 from harness.runs.paths import run_config_hash, run_dir
+from harness.runs.search import search_tagged
 from harness.runs.tracking import client
 
 MLFLOW_STATES = {"FINISHED": "finished", "RUNNING": "running", "FAILED": "failed", "KILLED": "preempted"}
@@ -51,9 +52,10 @@ def status_frame(cfg: Config, workdir: Path, methods: list[str] | None = None, s
         h = run_config_hash(cfg, m)
         for s in seeds or cfg.seeds:
             runs = (
-                c.search_runs(
+                search_tagged(
+                    c,
                     [exp.experiment_id],
-                    filter_string=f"tags.method = '{m}' and tags.seed = '{s}' and tags.config_hash = '{h}'",
+                    {"method": m, "seed": s, "config_hash": h},
                     order_by=["attributes.start_time DESC"],
                 )
                 if exp is not None

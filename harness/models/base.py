@@ -12,6 +12,7 @@ from torch import nn
 
 from harness.config import build
 from harness.core.errors import MissingFileError
+from harness.core.io import load_torch
 from harness.core.registry import get_model, register_model
 
 CAPABILITY_FLAGS = ("channels_last", "own_loss", "needs_class_names")
@@ -79,7 +80,7 @@ class SmallCNNParams:
     dropout: float = 0.2
 
 
-@register_model("small_cnn")
+@register_model("small_cnn", params_class=SmallCNNParams)
 class SmallCNN(Classifier):
     """Three conv blocks and a linear head: the embedded stand-in for ResNet-10."""
 
@@ -133,5 +134,5 @@ def load_weights(path: str | Path) -> dict:
         raise MissingFileError(f"no weights file {p}")
     if p.suffix == ".safetensors":
         return load_file(str(p))
-    state = torch.load(p, map_location="cpu", weights_only=True)
+    state = load_torch(p, "give a state dict saved with torch.save, or a .safetensors file")
     return state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state

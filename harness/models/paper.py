@@ -86,7 +86,7 @@ def load_backbone_weights(net: ResNet, path: str) -> None:
     net.load_state_dict(state, strict=False)
 
 
-@register_model("resnet10")
+@register_model("resnet10", params_class=ResNetParams)
 class ResNet10(TorchvisionResNet):
     """ResNet-10: basic blocks, one per stage (torchvision's ResNet with layers [1, 1, 1, 1]). Trained from scratch,
     or started from ``base.checkpoint`` (the pipeline loads it) or ``model.params.weights``."""
@@ -94,7 +94,7 @@ class ResNet10(TorchvisionResNet):
     block, layers = BasicBlock, (1, 1, 1, 1)
 
 
-@register_model("resnet50")
+@register_model("resnet50", params_class=ResNetParams)
 class ResNet50(TorchvisionResNet):
     """torchvision ResNet-50 for ERM; ImageNet weights only from a local file (``model.params.weights``)."""
 
@@ -125,7 +125,7 @@ def scaled_cosines(scale: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tor
         return scale.float() * a.float() @ b.float().T
 
 
-@register_model("clip_flyp")
+@register_model("clip_flyp", params_class=FlypParams)
 class ClipFlyp(Classifier):
     """FLYP (Goyal et al. 2023): fine-tune CLIP with its own contrastive loss between images and their class-prompt
     texts. Logits are the scaled cosines between the image embedding and each class's zero-shot text embedding

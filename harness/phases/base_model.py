@@ -19,7 +19,7 @@ from harness.config import Config
 from harness.config.keys import base_key
 from harness.core import distributed as dist
 from harness.core.errors import MissingFileError
-from harness.core.io import atomic_path, lock
+from harness.core.io import atomic_path, load_torch, lock
 from harness.data import DatasetBundle
 from harness.engine.evaluate import class_probs
 from harness.engine.seeding import seed_everything
@@ -74,7 +74,7 @@ def train_base_epochs(cfg: Config, data: DatasetBundle, model, ckpt: Path, devic
     )
     start = 0
     if ckpt.exists():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+        saved = load_torch(ckpt, "delete it to train the base model from its first epoch")
         trainer.load_state(saved["trainer"])
         start = saved["epoch"]
         log.info("base model: resuming at epoch %d of %d", start, cfg.base.epochs)

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from harness.core import distributed as dist
-from harness.core.io import atomic_path
+from harness.core.io import atomic_path, load_torch
 from harness.core.registry import get_method
 from harness.data.base import DataError
 from harness.engine.evaluate import evaluate_split
@@ -202,7 +202,7 @@ class Checkpointer:
         the epochs it does not have yet. Returns (epochs done, their metrics rows)."""
         if self.path is None or not self.path.exists():
             return 0, []
-        saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        saved = load_torch(self.path, "delete it to retrain this run from its first epoch")
         state = saved.get("state", {})
         if set(state) != CHECKPOINT_STATE:
             raise DataError(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from harness.core.io import atomic_path, read_json
+from harness.core.io import atomic_path, load_torch, read_json
 from harness.runs.paths import RUN_IDS, run_config_hash, run_dir
 
 log = logging.getLogger("harness")
@@ -45,7 +45,7 @@ def prune_finished_run(ckpt_dir: Path, model_logged: bool) -> dict[str, int]:
     ckpt = ckpt_dir / CHECKPOINT
     if ckpt.exists():
         if not model_logged:
-            saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+            saved = load_torch(ckpt, "delete it: its run is finished (the selected weights it held are lost)")
             state = saved["state"].get("best_state") or saved["trainer"]["model"]
             with atomic_path(ckpt_dir / SELECTED) as tmp:
                 torch.save(state, tmp)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from harness.config import Config
 from harness.runs.paths import run_config_hash
+from harness.runs.search import search_tagged
 from harness.runs.tracking import client
 
 
@@ -19,12 +20,11 @@ def finished_run(workdir: Path, cfg: Config, method: str, seed: int, config_hash
     exp = c.get_experiment_by_name(cfg.name)
     if exp is None:
         return None
-    runs = c.search_runs(
+    runs = search_tagged(
+        c,
         [exp.experiment_id],
-        filter_string=(
-            f"tags.method = '{method}' and tags.seed = '{seed}' and tags.config_hash = '{config_hash}' "
-            "and attributes.status = 'FINISHED'"
-        ),
+        {"method": method, "seed": seed, "config_hash": config_hash},
+        "attributes.status = 'FINISHED'",
         max_results=1,
     )
     return runs[0] if runs else None

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from harness.config import Config
+from harness.core.io import load_torch
 from harness.core.workdir import cache_dir
 from harness.phases.pipeline import Prepared, RunResult
 from harness.runs.tracking import Run, log_model, state_mb
@@ -17,14 +18,13 @@ log = logging.getLogger("harness")
 def log_selected_model(run: Run, cfg: Config, workdir: Path, prep: Prepared, result: RunResult, ckpt_dir: Path) -> bool:
     """The validation-selected weights (from the run's last checkpoint) as the run's logged model, when
     ``tracking.log_model`` says so: ``auto`` logs models up to ``tracking.max_model_mb``. True if logged."""
-    import torch
 
     from harness.models.base import build_model
 
     mode, ckpt = cfg.tracking.log_model, ckpt_dir / "checkpoint.pt"
     if mode == "never" or not ckpt.exists():
         return False
-    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    saved = load_torch(ckpt, "delete it and rerun with --force to retrain this run")
     state = saved["state"].get("best_state") or saved["trainer"]["model"]
     mb = state_mb(state)
     if mode == "auto" and mb > cfg.tracking.max_model_mb:

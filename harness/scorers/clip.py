@@ -58,7 +58,7 @@ class ClipParams:
     tiny_seed: int = 0
 
 
-@register_scorer("clip")
+@register_scorer("clip", params_class=ClipParams)
 class ClipScorer(Scorer):
     name = "clip"
 

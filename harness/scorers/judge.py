@@ -125,7 +125,7 @@ def judge_key(cfg, pool, p: JudgeParams) -> str:
     return stable_hash({"data": pool_identity(cfg, pool), "params": p.__dict__})
 
 
-@register_scorer("judge")
+@register_scorer("judge", params_class=JudgeParams)
 class Judge(Scorer):
     name = "judge"
 

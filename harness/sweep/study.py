@@ -4,6 +4,8 @@ config it was made with, and its MLflow parent run."""
 from __future__ import annotations
 
 import logging
+import os
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,9 @@ from .space import objective_names, paper_params
 
 log = logging.getLogger("harness.sweep")
 PARENT_ATTR = "mlflow_parent_run_id"
+# the storage URL when --storage is not given: how workers get one that holds a password (a command line is
+# world-readable in ps and /proc, and a SLURM job's pickle sits in the workdir)
+STORAGE_ENV = "HARNESS_SWEEP_STORAGE"
 
 
 class SweepError(HarnessError, RuntimeError):
@@ -54,13 +59,16 @@ def make_sweep(
 ) -> Sweep:
     cfg = load_config(experiment, list(overrides))
     wd = resolve_workdir(workdir)
+    name = study or cfg.sweep.study or f"{cfg.name}-sweep"
+    if "/" in name or "\0" in name or name in (".", ".."):  # it names folders under WORKDIR/sweeps
+        raise SweepError(f"study name {name!r}: no '/' and not '.' or '..' (it names a folder in the workdir)")
     return Sweep(
         cfg,
         experiment,
         list(overrides),
         wd,
-        storage or f"sqlite:///{wd / 'optuna.db'}",
-        study or cfg.sweep.study or f"{cfg.name}-sweep",
+        storage or os.environ.get(STORAGE_ENV) or f"sqlite:///{wd / 'optuna.db'}",
+        name,
     )
 
 
@@ -124,7 +132,7 @@ def load_study(sweep: Sweep, worker_index: int = 0) -> optuna.Study:
         )
     except KeyError:
         raise SweepError(
-            f"no study {sweep.study_name!r} in {sweep.storage_url}: run `harness sweep init` first"
+            f"no study {sweep.study_name!r} in {public_url(sweep.storage_url)}: run `harness sweep init` first"
         ) from None
     check_same_config(sweep, study)
     return study
@@ -176,17 +184,26 @@ def init_study(sweep: Sweep) -> optuna.Study:
         study.set_user_attr("config_hash", config_fingerprint(sweep.cfg))
         study.set_user_attr("objectives", sweep.objectives)
         study.set_user_attr(PARENT_ATTR, parent.id)  # last: its presence marks a complete init
-        log.info("study %s created in %s; MLflow parent run %s", sweep.study_name, sweep.storage_url, parent.id)
+        log.info(
+            "study %s created in %s; MLflow parent run %s", sweep.study_name, public_url(sweep.storage_url), parent.id
+        )
         return study
 
 
 def public_url(url: str) -> str:
-    """A storage URL fit for a tag: any password masked."""
+    """A storage URL fit to print, log or tag: any password masked."""
     if url.startswith("journal:") or "@" not in url:
         return url
     from sqlalchemy.engine import make_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 (a URL SQLAlchemy cannot parse: mask whatever stands between ':' and '@')
+        return re.sub(r"^([^:/]+://[^:/@]*:).*@", r"\1***@", url)
+
+
+def has_password(url: str) -> bool:
+    return public_url(url) != url
 
 
 def dashboard_command(storage_url: str) -> str:

@@ -16,6 +16,7 @@ from harness.config import Config, ConfigError
 from harness.engine.preempt import launcher_tags
 from harness.phases.filter import apply_filter
 from harness.phases.pipeline import Prepared, fine_tune
+from harness.runs.search import search_tagged
 from harness.runs.tracking import Run, client
 
 from .space import candidate_levels, level_param, suggest, trial_config
@@ -34,9 +35,7 @@ def retire_predecessor_runs(sweep: Sweep, study: optuna.Study, trial: optuna.Tri
     c = client(sweep.workdir)
     exp = c.get_experiment_by_name(sweep.cfg.name)
     for number in numbers:
-        for r in c.search_runs(
-            [exp.experiment_id], filter_string=(f"tags.sweep = '{sweep.study_name}' and tags.sweep_trial = '{number}'")
-        ):
+        for r in search_tagged(c, [exp.experiment_id], {"sweep": sweep.study_name, "sweep_trial": number}):
             if r.info.status != "FINISHED":
                 c.set_tag(r.info.run_id, "retried_as", str(trial.number))
                 c.set_terminated(r.info.run_id, "KILLED")

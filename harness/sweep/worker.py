@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.phases.pipeline import prepare
 
 from .space import sweep_methods
-from .study import Sweep, SweepError, load_study, retry_callback
+from .study import STORAGE_ENV, Sweep, SweepError, has_password, load_study, retry_callback
 from .trial import frozen_trial, run_trial
 
 log = logging.getLogger("harness.sweep")
@@ -213,8 +213,6 @@ def worker_command(sweep: Sweep, n_trials: int, index: int) -> list[str]:
         sweep.experiment,
         "--trials",
         str(n_trials),
-        "--storage",
-        sweep.storage_url,
         "--study",
         sweep.study_name,
         "--workdir",
@@ -223,15 +221,20 @@ def worker_command(sweep: Sweep, n_trials: int, index: int) -> list[str]:
         str(index),
         "--quiet",
     ]
+    if not has_password(sweep.storage_url):  # one with a password goes by environment only (worker_env)
+        cmd += ["--storage", sweep.storage_url]
     for text in sweep.overrides:
         cmd += ["--set", text]
     return cmd
 
 
-def worker_env(n_workers: int) -> dict[str, str]:
+def worker_env(n_workers: int, storage_url: str | None = None) -> dict[str, str]:
     """Local workers share this machine's cores: each gets its share as torch's thread count (unless
-    OMP_NUM_THREADS is set), rather than every worker starting a thread per core and all of them thrashing."""
+    OMP_NUM_THREADS is set), rather than every worker starting a thread per core and all of them thrashing. The
+    storage URL goes here, not on the command line."""
     env = dict(os.environ)
+    if storage_url is not None:
+        env[STORAGE_ENV] = storage_url
     if "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // n_workers))
     return env
@@ -251,7 +254,10 @@ def run_workers(
     def start(i: int) -> None:
         out = open(log_dir / f"worker-{i}.log", "ab")
         procs[i] = subprocess.Popen(
-            worker_command(sweep, n_trials, i), stdout=out, stderr=subprocess.STDOUT, env=worker_env(n_workers)
+            worker_command(sweep, n_trials, i),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=worker_env(n_workers, sweep.storage_url),
         )
         out.close()
 
