@@ -306,7 +306,11 @@ def probe_sets(
 
 
 def guidance_val_probe(
-    prep: Prepared, model, held: np.ndarray, memory: dict[str, list[float]], natural_pass: Callable[[], None] | None
+    prep: Prepared,
+    model,
+    held: np.ndarray,
+    memory: dict[str, list[float]],
+    natural_pass: Callable[[], None] | None = None,
 ) -> Callable[[tuple[float, ...]], dict[float, float] | None]:
     """The adaptive rule's measurement, as the authors' ``progress_eval`` (``src/models/training.py``): evaluate the
     normally trained model on the guidance-validation set; per image, true-class probability now minus at the
