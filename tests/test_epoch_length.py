@@ -46,8 +46,9 @@ def test_discl_epoch_is_the_natural_rows_less_the_holdout_in_the_curriculum_and_
     assert discl.steps(10, in_curriculum=True) == discl.steps(10**6, in_curriculum=True) == 998
     assert discl.steps(rows, in_curriculum=False) == 999
     assert discl.restarts(stage=1, previous=0, first=False) and not discl.restarts(stage=1, previous=1, first=False)
-    matched = dataclasses.replace(discl, every_epoch=True)
-    assert matched.steps(2 * IWILDCAM_TRAIN, in_curriculum=False) == 998
+    matched = dataclasses.replace(discl, every_epoch=True)  # plain_matched: DisCL's steps whatever its own rows
+    assert matched.steps(2 * IWILDCAM_TRAIN, in_curriculum=True) == 998
+    assert matched.steps(2 * IWILDCAM_TRAIN, in_curriculum=False) == 999
     assert not matched.restarts(stage=None, previous=0, first=False)
 
 
@@ -142,7 +143,8 @@ def test_iwildcam_plain_matched_trains_discls_budget(iwildcam, iwildcam_root):
     import baselines.plain_matched  # noqa: F401 (registers the method)
 
     matched = planned(iwildcam, iwildcam_root, "plain_matched")
-    assert (matched.steps == 998).all() and matched.steps.sum() == 19_960  # ≈ DisCL's 15 × 998 + 5 × 999 = 19,965
+    assert list(matched.steps) == [998] * 15 + [999] * 5  # DisCL's 15 × 998 + 5 × 999 = 19,965 steps
+    assert matched.steps.sum() == 19_965
     assert (matched.images == IWILDCAM_TRAIN).all() and (matched.synthetic == 0).all()
 
 

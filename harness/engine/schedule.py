@@ -30,8 +30,9 @@ def steps_per_epoch(rows: int, batch_size: int, world: int = 1) -> int:
 @dataclass(frozen=True)
 class EpochLength:
     """One run's ``train.epoch_length`` with the counts it needs. ``natural_images``: the real training images;
-    ``natural_rows``: the real training rows (images × rows per image) less the hold-out's. ``every_epoch``: the
-    curriculum's step count after the curriculum too (``plain_matched``: every epoch at DisCL's length)."""
+    ``natural_rows``: the real training rows (images × rows per image) less the hold-out's. ``every_epoch``: every
+    epoch at DisCL's length whatever its own rows (``plain_matched``): the curriculum's count during the
+    curriculum, a pass over the natural rows less the hold-out after it."""
 
     mode: str = "pass"
     batch_size: int = 1
@@ -45,8 +46,10 @@ class EpochLength:
         """The optimizer steps of an epoch of ``rows`` rows (in the curriculum or after it)."""
         if self.mode == "real_images":
             return steps_per_epoch(self.natural_images, self.batch_size, self.world)
-        if self.mode == "real_rows" and (in_curriculum or self.every_epoch):
+        if self.mode == "real_rows" and in_curriculum:
             return max(1, self.natural_rows // (self.batch_size * self.world))
+        if self.every_epoch:  # after the curriculum, a pass over the natural rows: DisCL's "all real data"
+            return steps_per_epoch(self.natural_rows, self.batch_size, self.world)
         return steps_per_epoch(rows, self.batch_size, self.world)
 
     @property
