@@ -275,3 +275,19 @@ def test_a_run_under_discls_loop_takes_its_steps_and_the_cosine_its_span(tiny_pr
     post = steps_per_epoch(result.history[2]["curriculum/images"], batch)
     assert trainers[0].step == 2 * (n // batch) + post
     assert result.history[-1]["lr"] > 0 and trainers[0].schedule.cosine.T_max == 4 * 1000
+
+
+def test_deciding_when_the_stage_runs_out_compares_first_against_zeros(tiny_prepared):
+    """training.py:190-195: the first progress_eval compares with zeros; nothing is evaluated before it."""
+    from harness.core.registry import get_method
+    from harness.phases.curriculum import guidance_val_probe, split_guidance_val
+    from harness.phases.fine_tune import make_trainer
+
+    prep = with_settings(tiny_prepared, adaptive={"decide": "stage_exhausted", "drop_outliers": False})
+    _, held = split_guidance_val(prep, get_method("discl_adaptive")(), 0)
+    memory = {}
+    probe = guidance_val_probe(prep, make_trainer(prep, 0).model, held, memory)
+    levels = tuple(prep.cfg.curriculum.adaptive_levels)
+    assert probe(levels) is None and not memory
+    gains = probe(levels)
+    assert gains is not None and all(gains[lam] == pytest.approx(np.mean(memory[str(lam)])) for lam in gains)

@@ -319,18 +319,25 @@ def guidance_val_probe(
     evaluation (str(level) → probabilities) and lives in the run's checkpoint, so a resumed run measures alike.
 
     With ``natural_pass`` (``curriculum.adaptive.measure: natural_pass``, the ImageNet-LT code): evaluate, train
-    that pass, evaluate again; the gains are over the pass, so every call (the first too) returns them."""
+    that pass, evaluate again; the gains are over the pass, so every call (the first too) returns them. With
+    ``decide: stage_exhausted`` (the iWildCam code, training.py:190-195): no evaluation before the first stage, and
+    the first comparison is against zeros (the probabilities themselves)."""
     acfg = prep.cfg.curriculum.adaptive
     sets_of: dict[tuple[float, ...], dict[float, LabeledImages]] = {}  # the same images (and loaders) every stage
+    against_zeros = acfg.decide == "stage_exhausted"
+    calls = []
 
     def probe(levels: tuple[float, ...]) -> dict[float, float] | None:
+        calls.append(levels)
+        if against_zeros and len(calls) == 1 and not memory:
+            return None  # the first stage: the lowest level, unevaluated
         if levels not in sets_of:
             sets_of[levels] = probe_sets(prep, held, levels, acfg.include_real)
         if natural_pass is not None:
             memory.update({str(lam): true_class_prob(model, s, prep).tolist() for lam, s in sets_of[levels].items()})
             natural_pass()
         now = {lam: true_class_prob(model, s, prep) for lam, s in sets_of[levels].items()}
-        last = {lam: memory.get(str(lam)) for lam in now}
+        last = {lam: memory.get(str(lam), np.zeros(len(p)) if against_zeros else None) for lam, p in now.items()}
         memory.clear()
         memory.update({str(lam): p.tolist() for lam, p in now.items()})
         if any(v is None for v in last.values()):
