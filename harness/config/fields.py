@@ -66,3 +66,10 @@ def refuse_repeats(values: list, what: str) -> list:
     if repeated:
         raise ValueError(f"{what} {', '.join(map(str, repeated))} given twice")
     return values
+
+
+def per_method(value, method: str, fallback):
+    """A setting given once or per method (``{NAME: value, default: value}``)."""
+    if isinstance(value, dict):
+        return value.get(method, value.get("default", fallback))
+    return value

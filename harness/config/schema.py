@@ -165,25 +165,12 @@ class TrainConfig(OptimConfig):
     # count, synthetic images drawn with replacement when too few were kept (the authors' ImageNet-LT: 0.136);
     # null: ``synthetic_scale`` decides the synthetic count
     tail_share: Annotated[float, Field(gt=0, lt=1)] | None = None
-    # how walking the data is cut into epochs; a value, or per method {NAME: value, default: value} (FLYP's loop for
-    # plain, DisCL's for the curriculum methods, in one experiment): ``pass`` (one pass over the epoch's own rows,
-    # the last partial batch trained) | ``real_images`` (ceil(natural images / batch) steps, FLYP's
-    # len(train_loader), the batch stream continuing across epochs) | ``real_rows`` (in the curriculum,
-    # floor(natural rows, hold-out removed / batch) steps whatever the stage holds, the stage's stream cycling;
-    # after it, a pass: DisCL's iWildCam training.py)
+    # steps per epoch, once or per method ({NAME: value, default: value}): pass (a pass over the epoch's rows) |
+    # real_images (ceil(natural images / batch), the stream running on: FLYP) | real_rows (in the curriculum
+    # floor(natural rows less the hold-out / batch), the stage's stream cycling, then a pass: DisCL's iWildCam code)
     epoch_length: EpochLength | dict[str, EpochLength] = "pass"
-    # the epochs (of that length) the cosine spans; null: train.epochs (DisCL's iWildCam code: epochs + 1); a value
-    # or per method, as epoch_length
-    schedule_epochs: PosInt | None | dict[str, PosInt | None] = None
+    schedule_epochs: PosInt | None | dict[str, PosInt | None] = None  # epochs the cosine spans (null: epochs), alike
     include_nonhard_real: bool = True  # false: a curriculum stage leaves the real non-hard images out (S_λ alone)
-
-    def epoch_length_of(self, method: str) -> str:
-        """``epoch_length`` for ``method`` (its own entry, else ``default``, else ``pass``)."""
-        return per_method(self.epoch_length, method, "pass")
-
-    def schedule_epochs_of(self, method: str) -> int:
-        """The epochs ``method``'s cosine spans (``schedule_epochs``, else ``epochs``)."""
-        return per_method(self.schedule_epochs, method, None) or self.epochs
 
     @field_validator("curriculum_epochs")
     @classmethod
@@ -211,27 +198,17 @@ class TrainConfig(OptimConfig):
         return value
 
 
-def per_method(value, method: str, fallback):
-    """A setting given once or per method (``{NAME: value, default: value}``)."""
-    if isinstance(value, dict):
-        return value.get(method, value.get("default", fallback))
-    return value
-
-
 class AdaptiveConfig(Section):
     # hard sources held out as the guidance-validation set: a count (int ≥ 1) or a fraction (0 < float < 1)
     holdout: int | float = 0.25
     include_real: bool = True  # the real images (the authors' guidance 100) are a candidate: a real-only stage
     statistic: Statistic = "mean"
     drop_outliers: bool = True  # drop 1.5×IQR outliers of the per-image gains first
-    # when a choice is made: at each stage's first epoch (``epoch``) | when the stage's stream of batches runs out
-    # (``stage_exhausted``: the iWildCam code; with train.epoch_length real_rows or real_images)
+    # choose at a stage's first epoch | when its stream of batches runs out (stage_exhausted: the iWildCam code)
     decide: AdaptiveDecide = "epoch"
-    # the gains: since the previous evaluation (``between_evaluations``) | over one extra pass over the natural
-    # training data trained just before the choice (``natural_pass``: the ImageNet-LT code)
+    # gains since the previous evaluation | over a pass over natural data trained between two (the ImageNet-LT code)
     measure: AdaptiveMeasure = "between_evaluations"
-    # a stage trains on the chosen level (``chosen``) | on every level mixed, the choice only logged (``all_levels``:
-    # the ImageNet-LT code's guid_values=None)
+    # train on the chosen level | on every level mixed, the choice only logged (the ImageNet-LT code)
     train_on: AdaptiveTrainOn = "chosen"
 
     @field_validator("holdout")
@@ -246,21 +223,12 @@ class CurriculumConfig(Section):
     levels: list[float] | None = None  # λ levels the curricula use (default: every generated level)
     adaptive_levels: list[float] | None = None  # for discl_adaptive (default: ``levels``)
     adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
-    # which methods leave the hold-out sources (curriculum.adaptive.holdout; real images included) out of training:
-    # ``adaptive`` (discl_adaptive only) | ``synthetic`` (every method that trains on synthetic data or stands in for
-    # it, as the authors' training files)
+    # who leaves the hold-out sources (real images too) out: adaptive (discl_adaptive) | synthetic (every method
+    # drawing on the pool or standing in for it, as the authors' training files)
     holdout_scope: HoldoutScope = "adaptive"
-    # epochs per curriculum stage, in order (the ImageNet-LT code's list_loop); null: an equal split. Used by the
-    # methods with that many stages (one per level, plus the real stage); the others split their epochs equally
+    # epochs per stage (the ImageNet-LT code's list_loop), for methods with that many stages; null: an equal split
     stage_epochs: list[PosInt] | None = None
-    # the last ``stage_epochs`` entry is a curriculum stage of real re-balanced data (the code's guidance 100)
-    real_stage: bool = False
-
-    @model_validator(mode="after")
-    def _real_stage_has_epochs(self) -> CurriculumConfig:
-        if self.real_stage and not self.stage_epochs:
-            raise ValueError("curriculum.real_stage needs curriculum.stage_epochs (its last entry is the real stage)")
-        return self
+    real_stage: bool = False  # the last stage_epochs entry is a stage of real re-balanced data (guidance 100)
 
     @field_validator("levels", "adaptive_levels")
     @classmethod

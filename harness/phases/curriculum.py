@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.config import ConfigError
+from harness.config.fields import per_method
 from harness.core.errors import HarnessError
 from harness.data.base import LabeledImages, take
 from harness.engine.evaluate import class_probs
@@ -88,7 +89,9 @@ def stage_of_epoch(
 
 
 def check_stage_epochs(curriculum, curriculum_epochs: int) -> None:
-    """``curriculum.stage_epochs`` must cover the curriculum's epochs exactly."""
+    """``curriculum.stage_epochs`` must cover the curriculum's epochs exactly (and ``real_stage`` names its last)."""
+    if curriculum.real_stage and not curriculum.stage_epochs:
+        raise ConfigError("curriculum.real_stage needs curriculum.stage_epochs (its last entry is the real stage)")
     if curriculum.stage_epochs is not None and sum(curriculum.stage_epochs) != curriculum_epochs:
         raise ConfigError(
             f"curriculum.stage_epochs {curriculum.stage_epochs} sums to {sum(curriculum.stage_epochs)}, not "
@@ -105,7 +108,7 @@ def epoch_length(prep: Prepared, method: Curriculum, n_held: int, rows_per_image
         n_sources = len(np.unique(prep.hard))
         scope = cfg.curriculum.holdout_scope == "synthetic" and n_sources
         n_held = holdout_count(cfg.curriculum.adaptive.holdout, n_sources) if scope else 0
-    mode = "real_rows" if method.matches_curriculum_steps else cfg.train.epoch_length_of(name)
+    mode = "real_rows" if method.matches_curriculum_steps else per_method(cfg.train.epoch_length, name, "pass")
     return EpochLength(
         mode,
         cfg.train.batch_size,

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from harness.config import ConfigError
+from harness.config.fields import per_method
 from harness.core import distributed as dist
 from harness.core.io import atomic_path
 from harness.core.registry import get_method
@@ -71,9 +72,8 @@ def make_method(cfg, name: str) -> Curriculum:
 
 @dataclass
 class Epoch:
-    """What one epoch trains on: its stage (None after the curriculum), the stage's λ levels (() after the
-    curriculum or in a real-only stage), its parts, its optimizer steps (``train.epoch_length``) and whether it
-    starts a new stream of batches (``fresh``) or continues the previous epoch's pass."""
+    """What one epoch trains on: its stage (None after the curriculum), the stage's λ levels (() after it or in a
+    real-only stage), its parts, its steps and whether it starts a new stream of batches (``fresh``)."""
 
     epoch: int
     stage: int | None
@@ -295,7 +295,7 @@ def make_trainer(prep: Prepared, seed: int, method_name: str = "") -> Trainer:
     return Trainer(
         model,
         cfg.train,
-        cfg.train.schedule_epochs_of(method_name),  # the epochs the cosine spans
+        per_method(cfg.train.schedule_epochs, method_name, None) or cfg.train.epochs,  # the epochs the cosine spans
         log_prior(data),
         seed,
         prep.device,
@@ -306,8 +306,7 @@ def make_trainer(prep: Prepared, seed: int, method_name: str = "") -> Trainer:
 
 
 def train_epoch(trainer: Trainer, stages: Stages, ep: Epoch) -> float:
-    """Train one epoch: a pass over its parts, or (``train.epoch_length`` real_images/real_rows) its steps from the
-    run's stream of batches, which asks the schedule for the next stage when a stage lasts until its data runs out."""
+    """One epoch: a pass over its parts, or its steps from the run's stream of batches (``train.epoch_length``)."""
     if not stages.length.continues:
         return trainer.train_epoch(ep.parts, ep.epoch)
     refill = stages.refill if stages.exhausts and ep.in_curriculum else None
