@@ -291,3 +291,38 @@ def test_deciding_when_the_stage_runs_out_compares_first_against_zeros(tiny_prep
     assert probe(levels) is None and not memory
     gains = probe(levels)
     assert gains is not None and all(gains[lam] == pytest.approx(np.mean(memory[str(lam)])) for lam in gains)
+
+
+def test_plan_replays_a_run_whose_stages_end_when_their_data_does(tiny_prepared, monkeypatch):
+    """decide: stage_exhausted under real_rows: the plan's replay of the stream begins the stages at the epochs the
+    run does, and counts the run's steps (both choose alike: the plan's stand-in choice)."""
+    import harness.phases.fine_tune as phase5
+
+    trainers = []
+
+    class Recording(Trainer):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            trainers.append(self)
+
+    monkeypatch.setattr(phase5, "Trainer", Recording)
+    monkeypatch.setattr(
+        phase5, "guidance_val_probe", lambda *a, **k: lambda lv: {lam: float(lam == lv[0]) for lam in lv}
+    )
+    train = {"epochs": 4, "curriculum_epochs": 3, "epoch_length": "real_rows", "include_nonhard_real": False}
+    prep = with_settings(tiny_prepared, train=train, adaptive={"decide": "stage_exhausted"})
+    result = phase5.fine_tune(prep, "discl_adaptive", seed=0, progress=False)
+    plan = plan_method(prep, "discl_adaptive", 0)
+    assert trainers[0].step == plan.steps.sum()
+    from harness.phases.fine_tune import Stages, make_method
+    from harness.plan.epochs import StreamReplay
+
+    stages = Stages.start(prep, make_method(prep.cfg, "discl_adaptive"), 0)
+    stages.ctx.probe = lambda lv: {lam: float(lam == lv[0]) for lam in lv}
+    replay = StreamReplay(stages, 1, 1)
+    for epoch in range(4):
+        replay.epoch(stages.epoch(epoch))
+    assert len(result.stages) > 3  # more stages than curriculum epochs: S_λ alone is shorter than an epoch
+    assert [(s["stage"], s["first_epoch"]) for s in stages.record] == [
+        (s["stage"], s["first_epoch"]) for s in result.stages
+    ]
