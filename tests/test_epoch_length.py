@@ -326,3 +326,17 @@ def test_plan_replays_a_run_whose_stages_end_when_their_data_does(tiny_prepared,
     assert [(s["stage"], s["first_epoch"]) for s in stages.record] == [
         (s["stage"], s["first_epoch"]) for s in result.stages
     ]
+
+
+@pytest.mark.slow
+def test_imagenet_lt_code_adaptive_trains_a_natural_pass_per_choice_and_every_level(tmp_path):
+    """fine_tune_tr.py:338-418: a pass over the natural data (the uniform set: every non-tail image, as many tail
+    draws as tail images; here less the 100 held-out sources) before each choice, then every level mixed."""
+    root = write_imagenet_lt_metadata(tmp_path)
+    settings = [f"data.root={root}", "curriculum.levels=[0.1, 0.3, 0.5]", "train.epochs=3", "train.curriculum_epochs=2"]
+    adaptive = ["curriculum.adaptive.measure=natural_pass", "curriculum.adaptive.train_on=all_levels"]
+    cfg = load_config("imagenet_lt_discl", [*settings, *adaptive])
+    frame = plan_method(plan_prep(cfg, ["discl_adaptive"]), "discl_adaptive", 0)
+    natural = steps_per_epoch(115_846 - 100, 128)  # 905
+    assert list(frame.probe_steps) == [natural, natural, 0] and list(frame.steps) == [310 + natural] * 2 + [310]
+    assert frame.levels_known.all() and list(frame.levels[:2]) == [[0.1, 0.3, 0.5]] * 2

@@ -172,6 +172,7 @@ def plan_method(prep: PlanPrep, name: str, seed: int, world: int = 1) -> pd.Data
     if method.adaptive:  # chosen during training from the guidance-validation gains: show the first candidate
         stages.ctx.probe = lambda lv: {lam: float(lam == lv[0]) for lam in lv}
     natural = natural_pass_steps(prep, stages, per_row, world) if method.adaptive else 0
+    mixed = cfg.curriculum.adaptive.train_on == "all_levels"  # every level whatever the choice: known
     stream = StreamReplay(stages, per_row, world)
     rows = []
     for epoch in range(cfg.train.epochs):
@@ -189,7 +190,7 @@ def plan_method(prep: PlanPrep, name: str, seed: int, world: int = 1) -> pd.Data
                 "epoch": epoch,
                 "stage": ep.stage,
                 "levels": [float(x) for x in ep.levels] if method.synthetic else [],
-                "levels_known": not (method.adaptive and in_curriculum),
+                "levels_known": not (method.adaptive and in_curriculum and not mixed),
                 "images": images,
                 "steps": ep.steps + probe_steps,
                 "probe_steps": probe_steps,
