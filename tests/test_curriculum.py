@@ -47,7 +47,7 @@ def test_after_the_curriculum_rebalanced_keeps_undersampling_and_upsamples_the_r
     rng = np.random.default_rng(0)
     prep = with_train(tiny_prepared, **LT, post_curriculum="rebalanced")
     parts = epoch_parts(prep, get_method("discl_diverse_to_specific")(), (), False, sources, rng)
-    assert len(parts[0].indices) == round(0.6 * n_non_hard) and len(parts) == 2
+    assert len(parts[0].indices) == int(0.6 * n_non_hard) and len(parts) == 2
     assert len(parts[1].indices) == int(0.2 / 0.8 * len(parts[0].indices)) > len(sources)
     assert set(parts[1].indices) <= set(sources)
     assert tail_share(parts) == pytest.approx(0.2, abs=1 / len(parts[0].indices))

@@ -12,9 +12,15 @@ Optimizer = Literal["adam", "adamw", "sgd"]
 Schedule = Literal["cosine", "constant"]
 Loss = Literal["ce", "balanced_softmax"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]  # auto: bf16 on CUDA, fp32 on CPU (autocast, training and eval)
-PostCurriculum = Literal["rebalanced", "natural"]  # the epochs after the curriculum: still re-balanced | natural data
+# the epochs after the curriculum: still re-balanced | natural data | the real hard images alone (the iWildCam code)
+PostCurriculum = Literal["rebalanced", "natural", "hard_real"]
 Init = Literal["base", "pretrained"]  # fine-tune from the base model | from the model's pretrained weights
 HardRule = Literal["few_shot", "low_prob", "k_hardest", "misclassified"]
+EpochLength = Literal["pass", "real_images", "real_rows"]  # train.epoch_length
+HoldoutScope = Literal["adaptive", "synthetic"]  # curriculum.holdout_scope
+AdaptiveDecide = Literal["epoch", "stage_exhausted"]
+AdaptiveMeasure = Literal["between_evaluations", "natural_pass"]
+AdaptiveTrainOn = Literal["chosen", "all_levels"]
 Statistic = Literal["mean", "trimmed_mean", "median"]  # the adaptive rule's summary of per-image gains
 Ordering = Literal["diverse_to_specific", "specific_to_diverse", "random", "adaptive"]  # sweep orderings
 Pruner = Literal["median", "hyperband", "none"]
@@ -60,3 +66,10 @@ def refuse_repeats(values: list, what: str) -> list:
     if repeated:
         raise ValueError(f"{what} {', '.join(map(str, repeated))} given twice")
     return values
+
+
+def per_method(value, method: str, fallback):
+    """A setting given once or per method (``{NAME: value, default: value}``)."""
+    if isinstance(value, dict):
+        return value.get(method, value.get("default", fallback))
+    return value

@@ -13,8 +13,13 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from harness.config.fields import (
     SWEEP_ORDERINGS,
+    AdaptiveDecide,
+    AdaptiveMeasure,
+    AdaptiveTrainOn,
+    EpochLength,
     Fraction,
     HardRule,
+    HoldoutScope,
     Init,
     LogModel,
     Loss,
@@ -183,6 +188,12 @@ class TrainConfig(OptimConfig):
     # count, synthetic images drawn with replacement when too few were kept (the authors' ImageNet-LT: 0.136);
     # null: ``synthetic_scale`` decides the synthetic count
     tail_share: Annotated[float, Field(gt=0, lt=1)] | None = None
+    # steps per epoch, once or per method ({NAME: value, default: value}): pass (a pass over the epoch's rows) |
+    # real_images (ceil(natural images / batch), the stream running on: FLYP) | real_rows (in the curriculum
+    # floor(natural rows less the hold-out / batch), the stage's stream cycling, then a pass: DisCL's iWildCam code)
+    epoch_length: EpochLength | dict[str, EpochLength] = "pass"
+    schedule_epochs: PosInt | None | dict[str, PosInt | None] = None  # epochs the cosine spans (null: epochs), alike
+    include_nonhard_real: bool = True  # false: a curriculum stage leaves the real non-hard images out (S_λ alone)
 
     @field_validator("curriculum_epochs")
     @classmethod
@@ -216,6 +227,12 @@ class AdaptiveConfig(Section):
     include_real: bool = True  # the real images (the authors' guidance 100) are a candidate: a real-only stage
     statistic: Statistic = "mean"
     drop_outliers: bool = True  # drop 1.5×IQR outliers of the per-image gains first
+    # choose at a stage's first epoch | when its stream of batches runs out (stage_exhausted: the iWildCam code)
+    decide: AdaptiveDecide = "epoch"
+    # gains since the previous evaluation | over a pass over natural data trained between two (the ImageNet-LT code)
+    measure: AdaptiveMeasure = "between_evaluations"
+    # train on the chosen level | on every level mixed, the choice only logged (the ImageNet-LT code)
+    train_on: AdaptiveTrainOn = "chosen"
 
     @field_validator("holdout")
     @classmethod
@@ -229,6 +246,12 @@ class CurriculumConfig(Section):
     levels: list[float] | None = None  # λ levels the curricula use (default: every generated level)
     adaptive_levels: list[float] | None = None  # for discl_adaptive (default: ``levels``)
     adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
+    # who leaves the hold-out sources (real images too) out: adaptive (discl_adaptive) | synthetic (every method
+    # drawing on the pool or standing in for it, as the authors' training files)
+    holdout_scope: HoldoutScope = "adaptive"
+    # epochs per stage (the ImageNet-LT code's list_loop), for methods with that many stages; null: an equal split
+    stage_epochs: list[PosInt] | None = None
+    real_stage: bool = False  # the last stage_epochs entry is a stage of real re-balanced data (guidance 100)
 
     @field_validator("levels", "adaptive_levels")
     @classmethod

@@ -6,7 +6,9 @@ import contextlib
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 import torch
@@ -19,6 +21,7 @@ from harness.core import distributed as dist
 from harness.data.base import DataError, ImageView, LabeledImages, TensorImages
 from harness.engine import preempt
 from harness.engine.base_recipe import StepSchedule, make_mixup
+from harness.engine.schedule import TICKS_PER_EPOCH, LRSchedule, steps_per_epoch  # noqa: F401 (re-exported)
 from harness.models.base import HarnessModel, classification_loss
 
 
@@ -29,12 +32,6 @@ class Part:
     images: LabeledImages
     indices: np.ndarray
     templates: np.ndarray | None = None  # per index: the text template it trains with (FLYP); None: template 0
-
-
-def steps_per_epoch(rows: int, batch_size: int, world: int = 1) -> int:
-    """Optimizer steps of an epoch of ``rows``: each of ``world`` ranks takes ceil(rows / world) at ``batch_size``,
-    the last partial batch included."""
-    return max(1, math.ceil(math.ceil(rows / world) / batch_size))
 
 
 def per_template(parts: list[Part], n_templates: int) -> list[Part]:
@@ -70,48 +67,6 @@ def make_optimizer(model: torch.nn.Module, opt: OptimConfig) -> torch.optim.Opti
         momentum, nesterov = getattr(opt, "momentum", 0.9), getattr(opt, "nesterov", True)
         return torch.optim.SGD(params, lr=opt.lr, momentum=momentum, weight_decay=opt.weight_decay, nesterov=nesterov)
     raise ValueError(f"optimizer must be adam, adamw or sgd, got {opt.optimizer!r}")
-
-
-# The cosine runs over training progress in epochs (epoch sizes change with the curriculum, so the run's number of
-# steps is not known up front): its scheduler counts progress in ticks of 1/TICKS_PER_EPOCH epoch.
-TICKS_PER_EPOCH = 1000
-
-
-class LRSchedule:
-    """The learning rate of step ``k`` at training progress ``p`` in [0, 1]: ``lr · min(1, (k + 1) / warmup_steps) ·
-    (1 + cos(π p)) / 2`` (the cosine factor is 1 for ``schedule: constant``), that is a linear warm-up from
-    ``lr / warmup_steps`` to ``lr`` over the first ``warmup_steps`` steps times a cosine from ``lr`` to 0 over the run.
-    Both factors are ``torch.optim.lr_scheduler`` schedulers on the same optimizer (each scales the learning rate
-    by its own ratio, as ``ChainedScheduler`` composes them): ``LinearLR`` steps once per optimizer step,
-    ``CosineAnnealingLR`` once per tick of progress (1/``TICKS_PER_EPOCH`` of an epoch)."""
-
-    def __init__(self, opt: torch.optim.Optimizer, cfg: OptimConfig, total_epochs: int):
-        from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR
-
-        w = cfg.warmup_steps
-        self.warmup = LinearLR(opt, start_factor=1 / w, end_factor=1.0, total_iters=w - 1) if w > 1 else None
-        self.cosine = (
-            CosineAnnealingLR(opt, T_max=total_epochs * TICKS_PER_EPOCH, eta_min=0.0)
-            if cfg.schedule == "cosine"
-            else None
-        )
-
-    def after_step(self, epoch: float) -> None:
-        """Called after each optimizer step with the progress (in epochs) of the next step."""
-        if self.warmup is not None:
-            self.warmup.step()
-        if self.cosine is not None:
-            target = min(int(math.floor(epoch * TICKS_PER_EPOCH + 1e-6)), self.cosine.T_max)
-            while self.cosine.last_epoch < target:
-                self.cosine.step()
-
-    def state_dict(self) -> dict:
-        return {k: s.state_dict() for k, s in (("warmup", self.warmup), ("cosine", self.cosine)) if s is not None}
-
-    def load_state_dict(self, state: dict) -> None:
-        for k, s in (("warmup", self.warmup), ("cosine", self.cosine)):
-            if s is not None:
-                s.load_state_dict(state[k])
 
 
 def rank_shard(perm: torch.Tensor, rank: int, world: int) -> torch.Tensor:
@@ -300,6 +255,8 @@ class Trainer:
         self.loader = EpochLoader(opt_cfg.batch_size, workers, device, transform)  # its workers live across epochs
         self.g = torch.Generator().manual_seed(seed)
         self.step = 0
+        self.pending = None  # the pass under way of a stream that continues across epochs (train.epoch_length)
+        self.extra_loader: EpochLoader | None = None  # the adaptive rule's natural pass, apart from the stream
         self.rank, self.world = (dist.rank(), dist.world()) if distributed else (0, 1)
         self.own_loss = model.own_loss  # a model may train with its own objective (FLYP)
         self.net = OwnLoss(self.model) if self.own_loss else self.model
@@ -308,54 +265,96 @@ class Trainer:
                 self.net, device_ids=[device.index or torch.cuda.current_device()] if device.type == "cuda" else None
             )
 
-    def train_epoch(self, parts: list[Part], epoch: int, max_steps: int | None = None) -> float:
+    def train_epoch(
+        self,
+        parts: list[Part],
+        epoch: int,
+        max_steps: int | None = None,
+        steps: int | None = None,
+        fresh: bool = True,
+        refill: Callable[[], list[Part]] | None = None,
+    ) -> float:
         """One pass over ``parts`` (or ``max_steps`` optimizer steps); returns the mean training loss. A model that
         trains on (image, template) pairs (``templates_per_image``, FLYP) sees every image once per template, and
-        its ``loss`` gets each sample's template index."""
+        its ``loss`` gets each sample's template index.
+
+        ``steps``: the epoch takes that many steps from the run's stream of batches instead (``train.epoch_length``
+        ``real_images``/``real_rows``), continuing the previous epoch's pass unless ``fresh``; when a pass runs
+        out, the next is over ``refill()`` (a stage that ends when its data does) or else ``parts``."""
         self.model.train()
-        parts = per_template(parts, self.model.templates_per_image)
-        n_steps = steps_per_epoch(sum(len(p.indices) for p in parts), self.cfg.batch_size, self.world)
+        if steps is None:
+            rows = sum(len(p.indices) for p in per_template(parts, self.model.templates_per_image))
+            n_steps, stream = steps_per_epoch(rows, self.cfg.batch_size, self.world), self.one_pass(parts)
+        else:
+            n_steps, stream = steps, islice(self.stream(parts, fresh, refill), steps)
         losses = []
-        for i, (x, y, t) in enumerate(
-            batches(
-                parts,
-                self.cfg.batch_size,
-                self.g,
-                self.device,
-                self.workers,
-                self.rank,
-                self.world,
-                self.transform,
-                self.loader,
-                with_templates=True,
-            )
-        ):
+        for i, (x, y, t) in enumerate(stream):
             if max_steps is not None and i >= max_steps:
                 break
-            preempt.check()  # a stop signal: leave at this step boundary (the run resumes from its last epoch)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if self.mixup is not None:
-                x, y = self.mixup(x, y)
-            with autocast(self.device, self.amp):
-                loss = (
-                    self.net(x, y, t)
-                    if self.own_loss
-                    else classification_loss(self.net(x).float(), y, self.cfg.loss, self.log_prior)
-                )
-            self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
+            losses.append(self.train_step(x, y, t))
             self.schedule.after_step(epoch + (i + 1) / n_steps)
-            self.step += 1
-            losses.append(loss.item())
         mean = float(np.mean(losses)) if losses else float("nan")
         if self.world > 1:  # the loss over every rank's shard, as one process would report it
             total = torch.tensor(mean, dtype=torch.float64, device=self.device)
             torch.distributed.all_reduce(total)
             mean = total.item() / self.world
         return mean
+
+    def one_pass(self, parts: list[Part], loader: EpochLoader | None = None):
+        """Shuffled (x, y, template) batches of one pass over ``parts``, each image once per template."""
+        parts = per_template(parts, self.model.templates_per_image)
+        batch, rank, world = self.cfg.batch_size, self.rank, self.world
+        return batches(
+            parts, batch, self.g, self.device, self.workers, rank, world, self.transform, loader or self.loader, True
+        )
+
+    def stream(self, parts: list[Part], fresh: bool, refill: Callable[[], list[Part]] | None):
+        """The run's batches across epochs: the pass under way (unless ``fresh``), then pass after pass."""
+        new = fresh or self.pending is None
+        if new:
+            self.pending = self.one_pass(parts)
+        while True:
+            yielded = False
+            for batch in self.pending:
+                yielded = True
+                yield batch
+            if new and not yielded:  # no rows at all: the epoch ends short rather than spinning
+                return
+            next_parts = refill() if refill is not None else parts
+            self.model.train()  # a refill may have evaluated the model
+            self.pending, new = self.one_pass(next_parts), True
+
+    def train_pass(self, parts: list[Part]) -> int:
+        """Train one pass over ``parts`` outside the epochs' stream and learning-rate schedule (the adaptive rule's
+        natural pass): on its own loader, so the stream's pass under way is left as it is. Returns its steps."""
+        self.model.train()
+        self.extra_loader = self.extra_loader or EpochLoader(
+            self.cfg.batch_size, self.workers, self.device, self.transform
+        )
+        done = 0
+        for x, y, t in self.one_pass(parts, self.extra_loader):
+            self.train_step(x, y, t)
+            done += 1
+        return done
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> float:
+        preempt.check()  # a stop signal: leave at this step boundary (the run resumes from its last epoch)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)
+        with autocast(self.device, self.amp):
+            loss = (
+                self.net(x, y, t)
+                if self.own_loss
+                else classification_loss(self.net(x).float(), y, self.cfg.loss, self.log_prior)
+            )
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.step += 1
+        return loss.item()
 
     def state(self) -> dict:
         return {

@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harness.config import ConfigError
+from harness.config.fields import per_method
 from harness.core.errors import HarnessError
 from harness.data.base import LabeledImages, take
 from harness.engine.evaluate import class_probs
+from harness.engine.schedule import EpochLength
 from harness.engine.train import Part, amp_dtype
 from harness.phases.prepared import Prepared
 
@@ -40,6 +43,9 @@ class Curriculum:
     rebalance = True  # undersamples non-hard real images during the curriculum
     adaptive = False  # needs a guidance-validation set and a probe
     real_stand_in = False  # no synthetic images: as many real hard images (drawn with replacement) take their place
+    # every epoch takes the steps of a curriculum epoch under train.epoch_length real_rows (plain_matched: DisCL's
+    # step budget on the natural data)
+    matches_curriculum_steps = False
 
     def __init__(self, **params):
         if params:
@@ -62,11 +68,56 @@ class Curriculum:
         return tuple(levels) if self.synthetic or self.real_stand_in else ()
 
 
-def stage_of_epoch(epoch: int, curriculum_epochs: int, n_stages: int) -> int | None:
-    """The stage an epoch belongs to, or None once the curriculum is over (epoch ≥ curriculum_epochs)."""
+def stage_of_epoch(
+    epoch: int, curriculum_epochs: int, n_stages: int, stage_epochs: list[int] | None = None, real_stage: bool = False
+) -> int | None:
+    """The stage an epoch belongs to, or None once the curriculum is over (epoch ≥ curriculum_epochs).
+
+    ``stage_epochs`` (``curriculum.stage_epochs``, summing to ``curriculum_epochs``): the epochs of each stage in
+    order; with ``real_stage`` its last entry is a real-data stage, numbered ``n_stages`` after the method's own.
+    The method's stages take that list when it has one entry per stage, else split their epochs equally."""
     if epoch >= curriculum_epochs:
         return None
-    return epoch * n_stages // curriculum_epochs
+    real_epochs = stage_epochs[-1] if real_stage and stage_epochs else 0
+    own_epochs = curriculum_epochs - real_epochs
+    if epoch >= own_epochs:
+        return n_stages
+    own = stage_epochs[:-1] if real_epochs else stage_epochs
+    if own is not None and len(own) == n_stages:
+        return int(np.searchsorted(np.cumsum(own), epoch, side="right"))
+    return epoch * n_stages // own_epochs
+
+
+def check_stage_epochs(curriculum, curriculum_epochs: int) -> None:
+    """``curriculum.stage_epochs`` must cover the curriculum's epochs exactly (and ``real_stage`` names its last)."""
+    if curriculum.real_stage and not curriculum.stage_epochs:
+        raise ConfigError("curriculum.real_stage needs curriculum.stage_epochs (its last entry is the real stage)")
+    if curriculum.stage_epochs is not None and sum(curriculum.stage_epochs) != curriculum_epochs:
+        raise ConfigError(
+            f"curriculum.stage_epochs {curriculum.stage_epochs} sums to {sum(curriculum.stage_epochs)}, not "
+            f"train.curriculum_epochs ({curriculum_epochs}): make them agree"
+        )
+
+
+def epoch_length(prep: Prepared, method: Curriculum, n_held: int, rows_per_image: int, world: int) -> EpochLength:
+    """``train.epoch_length`` of ``method`` with its counts: the natural training images, and the natural rows less
+    the hold-out's (its own, or for ``matches_curriculum_steps`` the one a synthetic method leaves out)."""
+    cfg, name = prep.cfg, getattr(method, "registry_name", "")
+    n_train = len(prep.data.train)
+    if method.matches_curriculum_steps:
+        n_sources = len(np.unique(prep.hard))
+        scope = cfg.curriculum.holdout_scope == "synthetic" and n_sources
+        n_held = holdout_count(cfg.curriculum.adaptive.holdout, n_sources) if scope else 0
+    mode = "real_rows" if method.matches_curriculum_steps else per_method(cfg.train.epoch_length, name, "pass")
+    return EpochLength(
+        mode,
+        cfg.train.batch_size,
+        world,
+        natural_images=n_train,
+        natural_rows=(n_train - n_held) * rows_per_image,
+        every_epoch=method.matches_curriculum_steps,
+        rows_per_image=rows_per_image,
+    )
 
 
 def drop_iqr_outliers(values: np.ndarray, k: float = 1.5) -> np.ndarray:
@@ -95,12 +146,19 @@ def split_guidance_val(prep: Prepared, method: Curriculum, seed: int) -> tuple[n
     """Hard sources that train, and those held out to guide the adaptive choice (never trained on: neither their
     real images nor their synthetic ones)."""
     sources = np.unique(prep.hard)
-    if not method.adaptive:
+    if not holds_out(prep.cfg, method) or (len(sources) == 0 and not method.adaptive):
         return sources, np.array([], dtype=int)
     rng = np.random.default_rng(seed + 7919)
     n_hold = holdout_count(prep.cfg.curriculum.adaptive.holdout, len(sources))
     held = rng.choice(sources, size=n_hold, replace=False)
     return np.setdiff1d(sources, held), np.sort(held)
+
+
+def holds_out(cfg, method: Curriculum) -> bool:
+    """Whether ``method`` leaves the hold-out sources out of its training data (``curriculum.holdout_scope``): the
+    adaptive method always; with ``synthetic`` every method that trains on synthetic images or stands in for them."""
+    uses_pool = method.synthetic or method.real_stand_in
+    return method.adaptive or (cfg.curriculum.holdout_scope == "synthetic" and uses_pool)
 
 
 def holdout_count(holdout: int | float, n_sources: int) -> int:
@@ -140,14 +198,20 @@ def epoch_parts(
     synthetic images drawn with replacement when too few were kept, and an epoch without synthetic images upsamples
     the real hard ones (with replacement) to it; else ``synthetic_scale`` per hard source (at most every kept one);
     else (null) the volume of one level's kept images: all of them for a single-level stage, their mean count per
-    level for a stage mixing several (``all_levels``; the authors' mixed mode)."""
+    level for a stage mixing several (``all_levels``; the authors' mixed mode).
+
+    ``train.include_nonhard_real: false``: a re-balancing method's curriculum epochs leave the real non-hard images
+    out (S_λ alone, the iWildCam code); ``train.post_curriculum: hard_real``: its epochs after the curriculum hold
+    the real hard images alone (the iWildCam code's guidance-100 loader keeps ``img_id ≥ 0``)."""
     cfg, train = prep.cfg, prep.data.train
     hard = np.unique(prep.hard)
     non_hard = np.setdiff1d(np.arange(len(train)), hard)
-    rebalanced = method.rebalance and (in_curriculum or cfg.train.post_curriculum == "rebalanced")
-    if rebalanced and cfg.train.undersample < 1:
-        non_hard = np.sort(rng.choice(non_hard, size=int(round(len(non_hard) * cfg.train.undersample)), replace=False))
     hard_real = hard[np.isin(hard, train_sources)]
+    if method.rebalance and not in_curriculum and cfg.train.post_curriculum == "hard_real":
+        return [Part(train, non_hard[:0]), Part(train, hard_real)]  # the iWildCam code's guidance-100 loader
+    rebalanced = method.rebalance and (in_curriculum or cfg.train.post_curriculum == "rebalanced")
+    if rebalanced and cfg.train.undersample < 1:  # truncated, as the authors' int(ratio × n)
+        non_hard = np.sort(rng.choice(non_hard, size=int(len(non_hard) * cfg.train.undersample), replace=False))
     share = cfg.train.tail_share if rebalanced else None
     n_tail = None if share is None else int(share / (1 - share) * len(non_hard))
     tail = []
@@ -159,12 +223,37 @@ def epoch_parts(
             tail.append(Part(prep.pool_images, np.sort(draw)))
         elif method.real_stand_in and len(hard_real):
             tail.append(Part(train, np.sort(rng.choice(hard_real, size=n, replace=True))))
+    if in_curriculum and method.rebalance and not cfg.train.include_nonhard_real:  # S_λ alone: no real non-hard
+        non_hard = non_hard[:0]
     parts = [Part(train, non_hard)]
     if n_tail is not None and not tail and len(hard_real):  # a re-balanced real-only epoch: the real tail upsampled
         parts.append(Part(train, np.sort(rng.choice(hard_real, size=n_tail, replace=True))))
     elif cfg.train.include_hard_real or not tail:
         parts.append(Part(train, hard_real))
     return parts + tail
+
+
+def natural_pass_parts(prep: Prepared, train_sources: np.ndarray, rng: np.random.Generator) -> list[Part]:
+    """The adaptive rule's natural pass (``curriculum.adaptive.measure: natural_pass``; the ImageNet-LT code's
+    uniform set): every real non-hard image, and as many real hard images (of the training sources) drawn with
+    replacement as there are."""
+    train, hard = prep.data.train, np.unique(prep.hard)
+    hard_real = hard[np.isin(hard, train_sources)]
+    drawn = np.sort(rng.choice(hard_real, size=len(hard_real), replace=True)) if len(hard_real) else hard_real
+    return [Part(train, np.setdiff1d(np.arange(len(train)), hard)), Part(train, drawn)]
+
+
+def natural_pass_of(prep: Prepared, train_pass, train_sources: np.ndarray, decisions: Callable[[], int], seed: int):
+    """``curriculum.adaptive.measure: natural_pass``: a callable that trains (``train_pass``) one pass over the natural
+    data, drawn from a stream of its own per decision (``decisions()`` so far), so that the run's draws, the plan's
+    and a resumed run's agree; None for ``between_evaluations``."""
+    if prep.cfg.curriculum.adaptive.measure != "natural_pass":
+        return None
+
+    def natural_pass() -> None:
+        train_pass(natural_pass_parts(prep, train_sources, np.random.default_rng([seed, 104_729, decisions()])))
+
+    return natural_pass
 
 
 def synthetic_count(train_cfg, n_tail: int | None, n_hard: int, n_sources: int, n_kept: int, n_levels: int) -> int:
@@ -220,21 +309,38 @@ def probe_sets(
 
 
 def guidance_val_probe(
-    prep: Prepared, model, held: np.ndarray, memory: dict[str, list[float]]
+    prep: Prepared,
+    model,
+    held: np.ndarray,
+    memory: dict[str, list[float]],
+    natural_pass: Callable[[], None] | None = None,
 ) -> Callable[[tuple[float, ...]], dict[float, float] | None]:
     """The adaptive rule's measurement, as the authors' ``progress_eval`` (``src/models/training.py``): evaluate the
     normally trained model on the guidance-validation set; per image, true-class probability now minus at the
     previous evaluation; 1.5×IQR outliers dropped; summarized per level (mean). No training of its own: the model
     only takes its epochs' steps. The first call (no previous evaluation) returns None. ``memory`` holds the last
-    evaluation (str(level) → probabilities) and lives in the run's checkpoint, so a resumed run measures alike."""
+    evaluation (str(level) → probabilities) and lives in the run's checkpoint, so a resumed run measures alike.
+
+    With ``natural_pass`` (``curriculum.adaptive.measure: natural_pass``, the ImageNet-LT code): evaluate, train
+    that pass, evaluate again; the gains are over the pass, so every call (the first too) returns them. With
+    ``decide: stage_exhausted`` (the iWildCam code, training.py:190-195): no evaluation before the first stage, and
+    the first comparison is against zeros (the probabilities themselves)."""
     acfg = prep.cfg.curriculum.adaptive
     sets_of: dict[tuple[float, ...], dict[float, LabeledImages]] = {}  # the same images (and loaders) every stage
+    against_zeros = acfg.decide == "stage_exhausted"
+    calls = []
 
     def probe(levels: tuple[float, ...]) -> dict[float, float] | None:
+        calls.append(levels)
+        if against_zeros and len(calls) == 1 and not memory:
+            return None  # the first stage: the lowest level, unevaluated
         if levels not in sets_of:
             sets_of[levels] = probe_sets(prep, held, levels, acfg.include_real)
+        if natural_pass is not None:
+            memory.update({str(lam): true_class_prob(model, s, prep).tolist() for lam, s in sets_of[levels].items()})
+            natural_pass()
         now = {lam: true_class_prob(model, s, prep) for lam, s in sets_of[levels].items()}
-        last = {lam: memory.get(str(lam)) for lam in now}
+        last = {lam: memory.get(str(lam), np.zeros(len(p)) if against_zeros else None) for lam, p in now.items()}
         memory.clear()
         memory.update({str(lam): p.tolist() for lam, p in now.items()})
         if any(v is None for v in last.values()):

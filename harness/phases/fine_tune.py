@@ -21,19 +21,25 @@ import numpy as np
 import pandas as pd
 import torch
 
+from harness.config import ConfigError
+from harness.config.fields import per_method
 from harness.core import distributed as dist
 from harness.core.io import atomic_path, load_torch
 from harness.core.registry import get_method
 from harness.data.base import DataError
 from harness.engine.evaluate import evaluate_split
+from harness.engine.schedule import EpochLength
 from harness.engine.seeding import seed_everything
 from harness.engine.train import Part, Trainer, log_prior
 from harness.models.base import build_model
 from harness.phases.curriculum import (
     Curriculum,
     StageContext,
+    check_stage_epochs,
+    epoch_length,
     epoch_parts,
     guidance_val_probe,
+    natural_pass_of,
     split_guidance_val,
     stage_of_epoch,
     tail_share,
@@ -66,13 +72,15 @@ def make_method(cfg, name: str) -> Curriculum:
 
 @dataclass
 class Epoch:
-    """What one epoch trains on: its stage (None after the curriculum), the stage's λ levels (() after the
-    curriculum or in a real-only stage) and its parts."""
+    """What one epoch trains on: its stage (None after the curriculum), the stage's λ levels (() after it or in a
+    real-only stage), its parts, its steps and whether it starts a new stream of batches (``fresh``)."""
 
     epoch: int
     stage: int | None
     levels: tuple[float, ...]
     parts: list[Part]
+    steps: int = 0
+    fresh: bool = True
 
     @property
     def in_curriculum(self) -> bool:
@@ -81,10 +89,10 @@ class Epoch:
 
 @dataclass
 class Stages:
-    """The curriculum's schedule over the epochs of one run (method, seed). The first ``train.curriculum_epochs``
-    epochs are split evenly into the method's stages; on the first epoch of each stage the method chooses its λ
-    levels (under DDP rank 0's choice is taken); every epoch draws its images from a stream seeded by the run seed.
-    Works on ``Prepared`` or on ``plan.epochs.PlanPrep`` (no model: an adaptive method needs ``ctx.probe`` set)."""
+    """The curriculum's schedule over one run's epochs: the first ``train.curriculum_epochs`` split into the method's
+    stages (``stage_of_epoch``); on a stage's first epoch the method chooses its λ levels (rank 0's under DDP); every
+    epoch draws from a stream seeded by the run seed. ``decide: stage_exhausted``: an adaptive stage lasts until its
+    data runs out (the trainer's stream calls ``refill``). Works on ``Prepared`` or ``plan.epochs.PlanPrep``."""
 
     prep: Prepared
     method: Curriculum
@@ -92,45 +100,87 @@ class Stages:
     ctx: StageContext
     rng: np.random.Generator  # the run's stream: random levels and every epoch's draws
     train_sources: np.ndarray  # hard sources that train
-    held: np.ndarray  # hard sources held out to guide the adaptive choice
+    held: np.ndarray  # hard sources held out (the adaptive rule's guidance-validation set)
+    length: EpochLength = field(default_factory=EpochLength)  # the steps of each epoch
     stage: int | None = None  # the current stage
-    levels: tuple[float, ...] = ()  # the current stage's λ levels
+    levels: tuple[float, ...] = ()  # the current stage's λ levels (what it trains on)
+    parts: list[Part] = field(default_factory=list)  # the current stage's draw (stage_exhausted)
     record: list[dict] = field(default_factory=list)  # one row per stage begun: stage, first_epoch, levels
     probe_memory: dict = field(default_factory=dict)  # adaptive: the guidance-validation set's last evaluation
+    current: int = -1  # the epoch under way
 
     @classmethod
-    def start(cls, prep: Prepared, method: Curriculum, seed: int) -> Stages:
+    def start(cls, prep: Prepared, method: Curriculum, seed: int, rows_per_image: int = 1, world: int = 1) -> Stages:
         cfg = prep.cfg
         rng = np.random.default_rng(seed)
         levels = cfg.method_levels(method)
         train_sources, held = split_guidance_val(prep, method, seed)
         curriculum_epochs = cfg.train.curriculum_epochs
         n_stages = method.n_stages(levels, curriculum_epochs) if curriculum_epochs else 0
-        return cls(prep, method, curriculum_epochs, StageContext(levels, n_stages, rng), rng, train_sources, held)
+        check_stage_epochs(cfg.curriculum, curriculum_epochs)
+        length = epoch_length(prep, method, len(held), rows_per_image, world)
+        if method.adaptive and cfg.curriculum.adaptive.decide == "stage_exhausted" and not length.continues:
+            raise ConfigError(
+                "curriculum.adaptive.decide: stage_exhausted needs batches that run on across epochs: set "
+                "train.epoch_length to real_rows or real_images"
+            )
+        ctx = StageContext(levels, n_stages, rng)
+        return cls(prep, method, curriculum_epochs, ctx, rng, train_sources, held, length)
+
+    @property
+    def exhausts(self) -> bool:
+        """Whether a stage lasts until its data runs out (an adaptive method, ``decide: stage_exhausted``)."""
+        return self.method.adaptive and self.prep.cfg.curriculum.adaptive.decide == "stage_exhausted"
 
     def stage_of(self, epoch: int) -> int | None:
-        return stage_of_epoch(epoch, self.curriculum_epochs, self.ctx.n_stages)
+        c = self.prep.cfg.curriculum
+        return stage_of_epoch(epoch, self.curriculum_epochs, self.ctx.n_stages, c.stage_epochs, c.real_stage)
 
     def epoch(self, epoch: int) -> Epoch:
         """Epoch ``epoch``'s stage, levels and images; call it for consecutive epochs (it draws from the run's
         stream, and asks the method for a stage's levels on the stage's first epoch)."""
+        previous, first = self.stage, self.current < 0
+        self.current = epoch
         stage = self.stage_of(epoch)
-        if stage is not None and stage != self.stage:
-            self.begin(stage, epoch)
-        levels = self.levels if stage is not None else ()
-        parts = epoch_parts(self.prep, self.method, levels, stage is not None, self.train_sources, self.rng)
-        return Epoch(epoch, stage, levels, parts)
+        if stage is not None and self.exhausts:  # the stage runs on until the trainer's stream runs out
+            if self.stage is None:
+                self.begin(0, epoch)
+            stage, parts = self.stage, self.parts or self.draw(True)
+            first = first or previous is None
+        else:
+            if stage is not None and stage != self.stage:
+                self.begin(stage, epoch)
+            self.stage = stage
+            parts = self.draw(stage is not None)
+        steps = self.length.steps(sum(len(p.indices) for p in parts) * self.length.rows_per_image, stage is not None)
+        fresh = first or (self.length.restarts(stage, previous, first) and not (self.exhausts and stage is not None))
+        return Epoch(epoch, stage, self.levels if stage is not None else (), parts, steps, fresh)
+
+    def draw(self, in_curriculum: bool) -> list[Part]:
+        levels = self.levels if in_curriculum else ()
+        self.parts = epoch_parts(self.prep, self.method, levels, in_curriculum, self.train_sources, self.rng)
+        return self.parts
+
+    def refill(self) -> list[Part]:
+        """The next stage, begun when the current stage's data runs out (``decide: stage_exhausted``)."""
+        self.begin(self.stage + 1, self.current)
+        return self.draw(True)
 
     def begin(self, stage: int, epoch: int) -> None:
+        real = stage >= self.ctx.n_stages  # curriculum.real_stage: the stage after the method's own
         # every rank computes the choice (the adaptive probe evaluates in lockstep); rank 0's is the one taken
-        chosen = dist.share(tuple(self.method.stage_levels(stage, self.ctx))) if self.ctx.levels else ()
-        self.stage, self.levels = stage, chosen
+        ask = self.ctx.levels and not real
+        chosen = dist.share(tuple(self.method.stage_levels(stage, self.ctx))) if ask else ()
+        all_levels = self.method.adaptive and self.prep.cfg.curriculum.adaptive.train_on == "all_levels"
+        self.stage, self.levels = stage, (self.ctx.levels if all_levels else chosen)
         self.ctx.history.append(chosen)
         self.record.append(
             {
                 "stage": stage,
                 "first_epoch": epoch,
-                "levels": list(chosen),
+                "levels": list(self.levels),
+                **({"chosen": list(chosen)} if all_levels else {}),
+                **({"real_stage": True} if real else {}),
                 **({"real_stand_in": True} if self.method.real_stand_in else {}),
             }
         )
@@ -141,7 +191,7 @@ class Stages:
 
     def load_state(self, state: dict) -> None:
         self.record, self.stage, self.levels = list(state["stages"]), state["stage"], tuple(state["levels"])
-        self.ctx.history[:] = [tuple(s["levels"]) for s in self.record]
+        self.ctx.history[:] = [tuple(s.get("chosen", s["levels"])) for s in self.record]
         self.probe_memory.clear()  # in place: an attached probe keeps this dict
         self.probe_memory.update(state["probe_last"])
 
@@ -235,7 +285,7 @@ def log_row(run, row: dict) -> None:
 # --------------------------------------------------------------------------- the loop
 
 
-def make_trainer(prep: Prepared, seed: int) -> Trainer:
+def make_trainer(prep: Prepared, seed: int, method_name: str = "") -> Trainer:
     """The model to fine-tune, from the base model or the pretrained weights (``train.init``), in its trainer
     (one DDP rank under torchrun)."""
     cfg, data = prep.cfg, prep.data
@@ -245,7 +295,7 @@ def make_trainer(prep: Prepared, seed: int) -> Trainer:
     return Trainer(
         model,
         cfg.train,
-        cfg.train.epochs,
+        per_method(cfg.train.schedule_epochs, method_name, None) or cfg.train.epochs,  # the epochs the cosine spans
         log_prior(data),
         seed,
         prep.device,
@@ -253,6 +303,14 @@ def make_trainer(prep: Prepared, seed: int) -> Trainer:
         distributed=True,
         transform=data.train_transform,
     )
+
+
+def train_epoch(trainer: Trainer, stages: Stages, ep: Epoch) -> float:
+    """One epoch: a pass over its parts, or its steps from the run's stream of batches (``train.epoch_length``)."""
+    if not stages.length.continues:
+        return trainer.train_epoch(ep.parts, ep.epoch)
+    refill = stages.refill if stages.exhausts and ep.in_curriculum else None
+    return trainer.train_epoch(ep.parts, ep.epoch, steps=ep.steps, fresh=ep.fresh, refill=refill)
 
 
 def epoch_row(prep: Prepared, method: Curriculum, trainer: Trainer, ep: Epoch, loss: float) -> dict:
@@ -290,20 +348,21 @@ def fine_tune(
     cfg = prep.cfg
     method = make_method(cfg, method_name)
     seed_everything(seed)
-    trainer = make_trainer(prep, seed)
-    stages = Stages.start(prep, method, seed)
+    trainer = make_trainer(prep, seed, method_name)
+    stages = Stages.start(prep, method, seed, trainer.model.templates_per_image, trainer.world)
     best = BestEpoch(cfg.train.select_on)
     checkpoints = Checkpointer(ckpt_dir, run)
     start, history = checkpoints.resume(trainer, stages, best)
     if start:
         log.info("resuming %s seed %d at epoch %d", method_name, seed, start)
-    if method.adaptive:  # evaluates the trained model only; its last evaluation lives in the checkpoint
-        stages.ctx.probe = guidance_val_probe(prep, trainer.model, stages.held, stages.probe_memory)
+    natural_pass = natural_pass_of(prep, trainer.train_pass, stages.train_sources, lambda: len(stages.record), seed)
+    if method.adaptive:  # its last evaluation lives in the checkpoint
+        stages.ctx.probe = guidance_val_probe(prep, trainer.model, stages.held, stages.probe_memory, natural_pass)
 
     bar = epoch_bar(range(start, cfg.train.epochs), f"{method_name} seed {seed}", progress)
     for epoch in bar:
         ep = stages.epoch(epoch)
-        loss = trainer.train_epoch(ep.parts, epoch)
+        loss = train_epoch(trainer, stages, ep)
         row = epoch_row(prep, method, trainer, ep, loss)
         history.append(row)
         score = best.offer(epoch, row, trainer.model)

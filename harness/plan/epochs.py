@@ -24,7 +24,7 @@ from harness.core.registry import get_model
 from harness.data.base import DatasetBundle, LabeledImages
 from harness.data.metadata import LabelsOnly, load_metadata
 from harness.engine.train import steps_per_epoch
-from harness.phases.curriculum import tail_share
+from harness.phases.curriculum import natural_pass_parts, tail_share
 from harness.phases.fine_tune import Stages, make_method
 from harness.phases.hard_samples import excluded_labels, select_hard
 from harness.plan import costs
@@ -43,6 +43,7 @@ EPOCH_COLUMNS = [
     "levels_known",
     "images",
     "steps",
+    "probe_steps",
     "real_nonhard",
     "real_hard",
     "synthetic",
@@ -162,29 +163,37 @@ def rows_per_image(cfg: Config) -> int:
 def plan_method(prep: PlanPrep, name: str, seed: int, world: int = 1) -> pd.DataFrame:
     """One row per epoch, replaying ``fine_tune``'s schedule with the same ``Stages`` object: the
     same seeded stream draws the stages' levels and the epochs' images in the same order, so a non-adaptive plan on
-    an existing pool is what the run trains on."""
+    an existing pool is what the run trains on. ``steps``: the epoch's optimizer steps (``train.epoch_length``),
+    plus the adaptive rule's natural passes (``probe_steps``) where it trains them."""
     cfg = prep.cfg
     method = make_method(cfg, name)
-    stages = Stages.start(prep, method, seed)
+    hard, per_row = np.unique(prep.hard), rows_per_image(cfg)
+    stages = Stages.start(prep, method, seed, per_row, world)
     if method.adaptive:  # chosen during training from the guidance-validation gains: show the first candidate
         stages.ctx.probe = lambda lv: {lam: float(lam == lv[0]) for lam in lv}
-    hard, per_row = np.unique(prep.hard), rows_per_image(cfg)
+    natural = natural_pass_steps(prep, stages, per_row, world) if method.adaptive else 0
+    mixed = cfg.curriculum.adaptive.train_on == "all_levels"  # every level whatever the choice: known
+    stream = StreamReplay(stages, per_row, world)
     rows = []
     for epoch in range(cfg.train.epochs if getattr(method, "fine_tunes", True) else 0):  # ``base``: no epochs
+        decided = len(stages.record)
         ep = stages.epoch(epoch)
-        stage, stage_levels, parts, in_curriculum = ep.stage, ep.levels, ep.parts, ep.in_curriculum
+        stream.epoch(ep)
+        parts, in_curriculum = ep.parts, ep.in_curriculum
         real = [p for p in parts if p.images is not prep.pool_images or prep.pool_images is None]
         n_hard = sum(int(np.isin(p.indices, hard).sum()) for p in real)
         n_real = sum(len(p.indices) for p in real)
         images = sum(len(p.indices) for p in parts)
+        probe_steps = natural * (len(stages.record) - decided)
         rows.append(
             {
                 "epoch": epoch,
-                "stage": stage,
-                "levels": [float(x) for x in stage_levels] if method.synthetic else [],
-                "levels_known": not (method.adaptive and in_curriculum),
+                "stage": ep.stage,
+                "levels": [float(x) for x in ep.levels] if method.synthetic else [],
+                "levels_known": not (method.adaptive and in_curriculum and not mixed),
                 "images": images,
-                "steps": steps_per_epoch(images * per_row, cfg.train.batch_size, world),
+                "steps": ep.steps + probe_steps,
+                "probe_steps": probe_steps,
                 "real_nonhard": n_real - n_hard,
                 "real_hard": n_hard,
                 "synthetic": images - n_real,
@@ -194,6 +203,40 @@ def plan_method(prep: PlanPrep, name: str, seed: int, world: int = 1) -> pd.Data
     frame = pd.DataFrame(rows, columns=EPOCH_COLUMNS)
     frame["stage"] = frame.stage.astype("Int64")
     return frame
+
+
+def natural_pass_steps(prep: PlanPrep, stages: Stages, per_row: int, world: int) -> int:
+    """The steps of one natural pass of the adaptive rule (``measure: natural_pass``; 0 otherwise)."""
+    if prep.cfg.curriculum.adaptive.measure != "natural_pass":
+        return 0
+    parts = natural_pass_parts(prep, stages.train_sources, np.random.default_rng(0))
+    return steps_per_epoch(sum(len(p.indices) for p in parts) * per_row, prep.cfg.train.batch_size, world)
+
+
+class StreamReplay:
+    """The trainer's stream of batches, counted: with ``decide: stage_exhausted`` a stage's data runs out within
+    an epoch, and the schedule begins the next stage then (``Stages.refill``), as it does in training."""
+
+    def __init__(self, stages: Stages, per_row: int, world: int):
+        self.stages, self.per_row, self.world, self.left = stages, per_row, world, 0
+
+    def batches(self, parts) -> int:
+        rows = sum(len(p.indices) for p in parts) * self.per_row
+        return steps_per_epoch(rows, self.stages.prep.cfg.train.batch_size, self.world) if rows else 0
+
+    def epoch(self, ep) -> None:
+        if not (self.stages.exhausts and ep.in_curriculum and self.stages.length.continues):
+            return
+        if ep.fresh:
+            self.left = self.batches(ep.parts)
+        need = ep.steps
+        while need > 0:
+            if self.left == 0:
+                self.left = self.batches(self.stages.refill())
+                if self.left == 0:
+                    return
+            take = min(need, self.left)
+            need, self.left = need - take, self.left - take
 
 
 def compact(frame: pd.DataFrame) -> pd.DataFrame:
