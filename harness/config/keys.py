@@ -55,6 +55,9 @@ LATER_SETTINGS: dict[str, frozenset[str]] = {
     "shot_groups": frozenset({"many_inclusive"}),
     "base": frozenset({"momentum", "nesterov", "milestones", "gamma", "warmup_epochs", "mixup_alpha"}),
     "spectrum": frozenset({"zero_guidance"}),
+    "train": frozenset({"epoch_length", "schedule_epochs", "include_nonhard_real"}),
+    "curriculum": frozenset({"holdout_scope", "stage_epochs", "real_stage"}),
+    "adaptive": frozenset({"decide", "measure", "train_on"}),
 }
 
 
@@ -220,6 +223,13 @@ def scorer_key(cfg: Config) -> str:
     )
 
 
+def train_identity(cfg: Config, world: int | None) -> dict[str, Any]:
+    """The ``train`` section as it decides a run. Undersampling has truncated ``int(ratio × n)`` (the authors')
+    since it rounded: a re-balancing run's images changed, so its key says so and no rounded run is reused."""
+    train = global_batch(unless_default("train", cfg.train), world)
+    return {**train, "undersample_count": "truncated"} if cfg.train.undersample < 1 else train
+
+
 def run_key(cfg: Config, method: str, world: int | None = None) -> str:
     """What decides one (method, seed) run besides its seed: the data it trains and is evaluated on (with the
     shot groups, which decide the reported groups), the base model, the scored pool and its filter, the training
@@ -233,8 +243,11 @@ def run_key(cfg: Config, method: str, world: int | None = None) -> str:
             "pool": pool_key(cfg, world),
             "scorer": scorer_key(cfg),
             "filter": cfg.filter.model_dump(),
-            "train": global_batch(cfg.train.model_dump(), world),
-            "curriculum": cfg.curriculum.model_dump(),
+            "train": train_identity(cfg, world),
+            "curriculum": {
+                **unless_default("curriculum", cfg.curriculum),
+                "adaptive": unless_default("adaptive", cfg.curriculum.adaptive),
+            },
             "method": {"name": method, "params": cfg.method_params.get(method, {})},
         }
     )
