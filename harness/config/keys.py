@@ -21,6 +21,7 @@ hold the global batch, ``batch_size × world``: one process with batch 128 and t
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from harness.config.hashing import stable_hash
 from harness.config.schema import Config
 
 ANY = "*"
+POOL_META = "harness_pool.json"  # an exported pool's metadata, beside its data/ folder
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")  # a Hub repo id, ORG/NAME
 # Bumped when the generators' code makes other images from the same settings, so older pools are not reused
 # (2: each λ runs ⌊(1 − λ)·steps⌋ denoising steps in sd_img2img; before, λ = 0.9 at 50 steps ran 4;
 # 3: pools link their images from the content-addressed image store and record each image's ``try``;
@@ -131,7 +134,9 @@ def base_key(cfg: Config, world: int | None = None) -> str:
 def pool_key(cfg: Config, world: int | None = None) -> str:
     spectrum = cfg.spectrum.model_dump()
     spectrum.pop("batch_size")  # how it is batched does not change what is generated
-    spectrum.pop("pool")  # an imported pool holds what generating would (checked when it is imported)
+    # an imported pool holds what generating would (checked when it is imported), but it is other data: its digest
+    # (and whether its scores are trusted) enter the key, so two pools, or a pool and a generation, never share a folder
+    imported, pool_scores = spectrum.pop("pool"), spectrum.pop("pool_scores")
     spectrum["descriptions"] = file_digest(cfg.spectrum.descriptions)
     spectrum["description_names"] = file_digest(cfg.spectrum.description_names)
     # few-shot hard samples do not depend on the base model: other base settings (e.g. its loss) share the pool
@@ -155,9 +160,48 @@ def pool_key(cfg: Config, world: int | None = None) -> str:
         "spectrum": spectrum,
         "version": GENERATION_VERSION,
     }
+    if imported:
+        key["imported"] = {"digest": imported_pool_digest(imported), "pool_scores": pool_scores}
     if cfg.spectrum.max_tries > 1:  # which try is kept depends on the scorer and the threshold
         key["retry_scorer"] = {"scorer": scorer_key(cfg), "threshold": cfg.filter.threshold}
     return stable_hash(key)
+
+
+def imported_pool_folder(spec: str) -> tuple[Path, str | None] | None:
+    """The folder ``spectrum.pool`` names and its Hub revision: a folder, or ``ORG/NAME`` already in the local
+    Hugging Face cache (never downloaded); None when there is none here."""
+    try:
+        folder = Path(spec).expanduser()
+    except RuntimeError:  # ~user of no user here
+        return None
+    if folder.is_dir():
+        return folder, None
+    if not REPO_ID.fullmatch(spec):
+        return None
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        snapshot = Path(snapshot_download(repo_id=spec, repo_type="dataset", local_files_only=True))
+    except LocalEntryNotFoundError:
+        return None
+    return snapshot, snapshot.name
+
+
+def pool_files(folder: Path) -> list[Path]:
+    """What an exported pool's contents are: ``harness_pool.json`` and every file under ``data/``."""
+    data = sorted(p for p in (folder / "data").rglob("*") if p.is_file()) if (folder / "data").is_dir() else []
+    return [folder / POOL_META, *data]
+
+
+def imported_pool_digest(spec: str) -> str:
+    """sha256 over an exported pool's ``pool_files`` (names and contents), as found now (the import checks that the
+    bytes it reads have this digest); ``missing:SPEC`` when there is no such pool here (the import names it)."""
+    found = imported_pool_folder(spec)
+    if found is None or not (found[0] / POOL_META).is_file():
+        return f"missing:{spec}"
+    folder = found[0]
+    return stable_hash([[p.relative_to(folder).as_posix(), file_digest(str(p))] for p in pool_files(folder)], 16)
 
 
 def image_store_key(cfg: Config) -> str:

@@ -7,7 +7,7 @@ one section (or of the whole config, such as curriculum levels that must be gene
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -114,6 +114,9 @@ class SpectrumConfig(Section):
     max_tries: PosInt = 1
     # an exported pool (a folder, or ORG/NAME in the local Hugging Face cache) used instead of generating
     pool: Annotated[str, Field(min_length=1)] | None = None
+    # with ``pool``: ``rescore`` (this experiment's scorer scores every imported image and filter.threshold decides;
+    # the pool's own scores are kept beside them) or ``trust`` (the pool's scores are used when its scorer is ours)
+    pool_scores: Literal["rescore", "trust"] = "rescore"
 
     @field_validator("levels")
     @classmethod

@@ -132,6 +132,12 @@ class SDImg2Img(Generator):
         )
 
     @classmethod
+    def output_size(cls, cfg) -> tuple[int, int]:
+        p = build(SDImg2ImgParams, cfg.generator.params, "generator.params")
+        scale = 2 if p.tiny else 8  # the pipeline's vae_scale_factor: the tiny VAE has 2 blocks, SD's and SDXL's 4
+        return (p.width // scale * scale, p.height // scale * scale)
+
+    @classmethod
     def load(cls, p: SDImg2ImgParams, sampling: Sampling, device="cpu") -> SDImg2Img:
         """The pipeline of ``p`` (local files only) with ``sampling``'s scheduler, on ``device``."""
         device = torch.device(device)

@@ -47,6 +47,7 @@ from harness.phases.spectrum import (
     shard_lock,
     wait_for_shards,
 )
+from harness.pool.scores import with_pool_scores
 
 log = logging.getLogger("harness")
 
@@ -183,7 +184,7 @@ def score_base(base: Base, workdir: Path, progress: bool = True, pool_source: di
         cfg, base.data, read_manifest(pool_dir), pool_dir, cache_dir(workdir), base.device, progress
     )
     base.timings["score_s"] = time.perf_counter() - t
-    pool = apply_filter(scored, cfg.filter.threshold)
+    pool = with_pool_scores(apply_filter(scored, cfg.filter.threshold), pool_dir, cfg.filter.threshold)
     images = load_pool_images(pool, pool_dir, cfg, base.data)
     return base.prepared(pool, images, pool_source)
 
