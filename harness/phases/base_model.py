@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from harness.config import Config
 from harness.config.keys import base_key
 from harness.core import distributed as dist
-from harness.core.errors import MissingFileError
+from harness.core.errors import DataError, MissingFileError
 from harness.core.io import atomic_path, lock
 from harness.data import DatasetBundle
 from harness.engine.evaluate import class_probs
@@ -74,7 +74,7 @@ def train_base_epochs(cfg: Config, data: DatasetBundle, model, ckpt: Path, devic
     )
     start = 0
     if ckpt.exists():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+        saved = read_checkpoint(ckpt)
         trainer.load_state(saved["trainer"])
         start = saved["epoch"]
         log.info("base model: resuming at epoch %d of %d", start, cfg.base.epochs)
@@ -109,3 +109,19 @@ def base_checkpoint(path: str) -> dict:
         return load_weights(Path(path).expanduser())
     except FileNotFoundError:
         raise MissingFileError(f"base.checkpoint: no file {path}") from None
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A training checkpoint (plain types only: no pickle runs); a truncated or corrupt one is one line naming it."""
+    import pickle
+
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise DataError(
+            f"{path} is no readable checkpoint ({type(e).__name__}: {first}); delete it to train from the start"
+        ) from None
+    if not isinstance(saved, dict):
+        raise DataError(f"{path} holds a {type(saved).__name__}, not a checkpoint; delete it to train from the start")
+    return saved

@@ -29,6 +29,7 @@ from harness.engine.evaluate import evaluate_split
 from harness.engine.seeding import seed_everything
 from harness.engine.train import Part, Trainer, log_prior
 from harness.models.base import build_model
+from harness.phases.base_model import read_checkpoint
 from harness.phases.curriculum import (
     Curriculum,
     StageContext,
@@ -202,7 +203,7 @@ class Checkpointer:
         the epochs it does not have yet. Returns (epochs done, their metrics rows)."""
         if self.path is None or not self.path.exists():
             return 0, []
-        saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        saved = read_checkpoint(self.path)
         state = saved.get("state", {})
         if set(state) != CHECKPOINT_STATE:
             raise DataError(

@@ -132,9 +132,7 @@ def generate_shard(base: Base, workdir: Path, rank: int = 0, world: int = 1, pro
     t = time.perf_counter()
     pool_dir.mkdir(parents=True, exist_ok=True)
     with shard_lock(pool_dir, rank):
-        if (pool_dir / "complete.json").exists():
-            return 0
-        done = set(read_all_tries(pool_dir).key)
+        done = set(read_all_tries(pool_dir).key)  # a complete pool too: a torn manifest line's image is made again
         if all(p.key in done for p in shard(base.plan, rank, world)):
             return 0  # a finished shard (another process's, or an earlier attempt's): no generator is loaded
         train_generator(base, cache)
