@@ -266,8 +266,6 @@ def test_a_shard_that_is_no_pool_shard_is_refused(export, workdir, tmp_path, cap
 
 
 METAS = {  # harness_pool.json → what the one line says
-    "invalid JSON": ("{not json", "is not JSON"),
-    "a list": ("[]", "holds a list, not a JSON object"),
     "a string class list": ("CLASS_NAMES", "class_names: Input should be a valid list"),
     "a string max_tries": ("MAX_TRIES", "max_tries: Input should be a valid integer"),
 }
@@ -346,3 +344,26 @@ def test_the_imported_data_is_in_the_pool_key(export, tmp_path):
     keys = [key(), key(f"spectrum.pool={export}"), key(f"spectrum.pool={other}")]
     keys.append(key(f"spectrum.pool={export}", "spectrum.pool_scores=trust"))
     assert len(set(keys)) == 4
+
+
+def test_a_run_on_an_imported_pool_logs_where_it_came_from_without_the_setting(cached_workdir, monkeypatch):
+    """A pool folder imported before the digest was in the key (or copied in): a run whose config does not name
+    spectrum.pool still records the import it trains on."""
+    from harness.core.io import read_json, write_json
+    from harness.runs import runner
+
+    (pool_dir,) = (cached_workdir / "cache" / "pool").iterdir()
+    complete = read_json(pool_dir / "complete.json")
+    origin = {"source": "someone/pool", "path": "/pools/x", "revision": "abc", "digest": "d1g35t"}
+    write_json(pool_dir / "complete.json", complete | {"generator": {**complete["generator"], "imported_from": origin}})
+    seen = []
+
+    def run_one(cfg, workdir, prep, method, seed, *rest):
+        seen.append(prep.pool_source)
+        return {"method": method, "seed": seed, "run_id": None, "cached": False}
+
+    monkeypatch.setattr(runner, "run_one", run_one)
+    monkeypatch.setattr(runner, "finished_runs", lambda cfg, wd, methods, seeds, force: [("discl_diverse_to_specific", 0, "h", None)])
+    monkeypatch.setattr(runner, "spectrum_grid_file", lambda prep, folder: None)
+    runner.run_experiment(load_config("digits_lt_tiny"), cached_workdir, ["discl_diverse_to_specific"], [0], False)
+    assert seen == [origin]
