@@ -184,6 +184,7 @@ def test_a_fifo_among_the_data_files_is_refused_without_opening_it(export, workd
 def test_a_small_shard_of_huge_rows_is_refused_before_it_is_read(export, workdir, tmp_path, capsys):
     """348 prompts of 3 MB each compress to a few hundred KB (one dictionary entry): refused at the first rows read,
     neither written out nor held in memory."""
+
     def huge_prompts(table):
         prompts = pa.DictionaryArray.from_arrays(pa.array([0] * table.num_rows, pa.int32()), ["a" * 3 * 10**6])
         return table.set_column(table.schema.get_field_index("prompt"), "prompt", prompts)
@@ -363,7 +364,44 @@ def test_a_run_on_an_imported_pool_logs_where_it_came_from_without_the_setting(c
         return {"method": method, "seed": seed, "run_id": None, "cached": False}
 
     monkeypatch.setattr(runner, "run_one", run_one)
-    monkeypatch.setattr(runner, "finished_runs", lambda cfg, wd, methods, seeds, force: [("discl_diverse_to_specific", 0, "h", None)])
+    todo = [("discl_diverse_to_specific", 0, "h", None)]  # (method, seed, config hash, no finished run)
+    monkeypatch.setattr(runner, "finished_runs", lambda cfg, wd, methods, seeds, force: todo)
     monkeypatch.setattr(runner, "spectrum_grid_file", lambda prep, folder: None)
     runner.run_experiment(load_config("digits_lt_tiny"), cached_workdir, ["discl_diverse_to_specific"], [0], False)
     assert seen == [origin]
+
+
+def test_an_image_folder_export_imports_through_the_same_checks(tiny_prepared, workdir, tmp_path):
+    from harness.pool.export import export_pool
+
+    export_pool(tiny_prepared, tmp_path / "folder", fmt="imagefolder")
+    prep = imported(workdir, tmp_path / "folder")
+    assert sorted(prep.pool.key) == sorted(tiny_prepared.pool.key)
+    first = read_manifest(prep.pool_dir).file.iloc[0]
+    ours, theirs = Image.open(prep.pool_dir / first), Image.open(tiny_prepared.pool_dir / first)
+    assert np.array_equal(np.asarray(ours), np.asarray(theirs))
+
+
+def hub_snapshot(export: Path, hub: Path, outside: Path | None = None) -> str:
+    """``export`` as the local Hugging Face cache holds a dataset repo: snapshot files that link into blobs/."""
+    repo, revision = hub / "datasets--someone--pool", "0" * 39 + "1"
+    for n, path in enumerate(p for p in sorted(export.rglob("*")) if p.is_file()):
+        blob, link = repo / "blobs" / f"blob{n}", repo / "snapshots" / revision / path.relative_to(export)
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, blob)
+        link.symlink_to(os.path.relpath(outside if outside and path.suffix == ".parquet" else blob, link.parent))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    return "someone/pool"
+
+
+def test_a_hub_snapshot_imports_and_its_links_must_stay_in_the_repo(export, workdir, tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    prep = imported(workdir, hub_snapshot(export, tmp_path / "hub"))
+    assert prep.pool_source["revision"] == "0" * 39 + "1" and prep.pool.keep.any()
+    black = black_pool(export, tmp_path / "black") / SHARD
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub2"))
+    refused(workdir, hub_snapshot(export, tmp_path / "hub2", outside=black), capsys, "outside the pool's folder")
