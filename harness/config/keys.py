@@ -7,9 +7,10 @@ decide the output (class names, descriptions, a base checkpoint, model weights) 
 contents, not their path: editing such a file in place changes the key, moving it does not.
 
 ``base_key``: the base model (and its training-set probabilities). ``pool_key``: the generated spectrum (its level
-and seed lists, hard samples and tries). ``image_store_key``: the image store its pixels live in, shared by pools.
-``scorer_key``: one scoring of a pool (a file inside the pool's folder). ``data_identity``: the data alone (the
-embedded generator's and judge's caches are keyed by their pool's pixels when it is in memory, else by this).
+and seed lists, hard samples and tries), or an imported one (``spectrum.pool``: plus the digest of its files).
+``image_store_key``: the image store its pixels live in, shared by pools. ``scorer_key``: one scoring of a pool
+(a file inside the pool's folder). ``data_identity``: the data alone (the embedded generator's and judge's caches
+are keyed by their pool's pixels when it is in memory, else by this).
 ``run_key``: one (method, seed) fine-tuning run (its cache folder and the ``config_hash`` tag that lets
 ``harness run`` reuse a finished run), built from the same identities.
 

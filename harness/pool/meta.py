@@ -33,7 +33,7 @@ class PoolMeta(BaseModel):
     images: int = Field(ge=0)
 
 
-def read_text(path, what: str, source) -> str:
+def read_text(path, what: str) -> str:
     """A small regular file of the pool, as text; refused in one line when it is not."""
     if not path.is_file() or path.stat().st_size > MAX_META_BYTES:
         raise ConfigError(f"spectrum.pool: {path} is not a file of at most {MAX_META_BYTES} bytes ({what}); {AGAIN}")
@@ -46,7 +46,7 @@ def read_text(path, what: str, source) -> str:
 def read_meta(folder) -> PoolMeta:
     """``folder/harness_pool.json`` validated, or one line naming what is wrong with it."""
     path = folder / META_FILE
-    text = read_text(path, "the pool's metadata", folder)
+    text = read_text(path, "the pool's metadata")
     try:
         raw = json.loads(text)
     except ValueError as e:
@@ -67,7 +67,7 @@ def card_header(folder) -> dict:
     path = folder / "README.md"
     if not path.exists():
         return {}
-    text = read_text(path, "the dataset card", folder)
+    text = read_text(path, "the dataset card")
     if not text.startswith("---"):
         return {}
     header = text.split("\n---", 1)[0].removeprefix("---")
@@ -127,7 +127,7 @@ def card_generator(folder) -> str | None:
     path = folder / "README.md"
     if not path.exists():
         return None
-    text = read_text(path, "the dataset card", folder)
+    text = read_text(path, "the dataset card")
     block = text.rsplit("```yaml\n", 1)
     if len(block) < 2:
         return None
