@@ -189,10 +189,13 @@ def imported_pool_folder(spec: str) -> tuple[Path, str | None] | None:
     return snapshot, snapshot.name
 
 
-def pool_files(folder: Path) -> list[Path]:
-    """What an exported pool's contents are: ``harness_pool.json`` and every file under ``data/``."""
-    data = sorted(p for p in (folder / "data").rglob("*") if p.is_file()) if (folder / "data").is_dir() else []
-    return [folder / POOL_META, *data]
+def pool_files(folder: Path, revision: str | None = None) -> list[Path]:
+    """What an exported pool's contents are: ``harness_pool.json`` and every regular file under ``data/``, less
+    links out of the pool's folder (a Hub snapshot's: out of its repo), which are never read (the import refuses
+    them)."""
+    root = folder.resolve().parent.parent if revision else folder.resolve()
+    data = sorted((folder / "data").rglob("*")) if (folder / "data").is_dir() else []
+    return [p for p in [folder / POOL_META, *data] if p.is_file() and p.resolve().is_relative_to(root)]
 
 
 def imported_pool_digest(spec: str) -> str:
@@ -201,8 +204,18 @@ def imported_pool_digest(spec: str) -> str:
     found = imported_pool_folder(spec)
     if found is None or not (found[0] / POOL_META).is_file():
         return f"missing:{spec}"
-    folder = found[0]
-    return stable_hash([[p.relative_to(folder).as_posix(), file_digest(str(p))] for p in pool_files(folder)], 16)
+    folder, stats = found[0], []
+    for p in pool_files(folder, found[1]):
+        st = p.stat()
+        stats.append((p.relative_to(folder).as_posix(), str(p.resolve()), st.st_mtime_ns, st.st_size))
+    return _pool_digest(tuple(stats))
+
+
+@lru_cache(maxsize=16)
+def _pool_digest(stats: tuple) -> str:
+    """Cached by every file's path, mtime and size: a pool of many shards is hashed once per process, not once per
+    key computed."""
+    return stable_hash([[name, {"sha256": _digest(real, mtime, size)}] for name, real, mtime, size in stats], 16)
 
 
 def image_store_key(cfg: Config) -> str:

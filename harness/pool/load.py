@@ -37,7 +37,7 @@ from harness.pool.meta import check_card, check_generator, read_meta
 from harness.pool.reader import Limits, PoolData, read_pool
 from harness.pool.schema import lookup_key
 from harness.pool.scores import copy_scores, keep_pool_scores, planned_lookups
-from harness.pool.source import inside, resolve_source
+from harness.pool.source import data_files, inside, resolve_source
 
 log = logging.getLogger("harness")
 
@@ -102,15 +102,16 @@ def import_pool(
     with the pool's images for the tries they ask for: a try the pool lacks stops the import in one line."""
     source = resolve_source(cfg.spectrum.pool)
     described = source.describe()
+    for name in ("harness_pool.json", "README.md"):
+        if (source.path / name).exists() or (source.path / name).is_symlink():
+            inside(source, source.path / name)
+    data_files(source)  # no link out of the folder, no FIFO
+    meta = read_meta(source.path)
+    check_card(source.path)
     done = set(read_all_tries(pool_dir).key)
     recorded = imported_from(pool_dir)
     if recorded and recorded.get("digest") == source.digest and all(p.key in done for p in plan):
         return recorded | {"source": source.spec, "path": str(source.path), "revision": source.revision}
-    for name in ("harness_pool.json", "README.md"):
-        if (source.path / name).exists() or (source.path / name).is_symlink():
-            inside(source, source.path / name)
-    meta = read_meta(source.path)
-    check_card(source.path)
     stage = Path(tempfile.mkdtemp(prefix="import-", dir=mkdirs(cache / "pool-imports")))
     try:
         pool = read_pool(source, meta.class_names, meta.format, Limits.of(cfg, data.channels), stage)
