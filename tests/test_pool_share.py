@@ -125,12 +125,12 @@ def test_round_trip_digits_same_pool_key_pixels_and_metrics_without_a_generator(
     no_generator(monkeypatch, TinyDDPM)
     # score_pool writes the score rows it makes: none, when the pool's scores are used
     monkeypatch.setattr("harness.phases.filter.append_jsonl", lambda *a: pytest.fail("the pool's scores were not used"))
-    cfg = load_config("digits_lt_tiny", [*SETS, f"spectrum.pool={digits.out}"])
-    assert pool_key(cfg) == pool_key(digits.cfg) == digits.pool.name
+    cfg = load_config("digits_lt_tiny", [*SETS, f"spectrum.pool={digits.out}", "spectrum.pool_scores=trust"])
+    assert pool_key(cfg) != pool_key(digits.cfg) == digits.pool.name  # the imported files' digest is in the key
     results = run_experiment(cfg, tmp_path / "fresh", [METHOD], [0], progress=False)
     assert metrics_of(results) == metrics_of(digits.results)
     imported = pool_of(tmp_path / "fresh")
-    assert imported.name == digits.pool.name
+    assert imported.name == pool_key(cfg)
     ours, theirs = pixels(imported), pixels(digits.pool)
     assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
     assert not (tmp_path / "fresh" / "cache" / "generator").exists()
@@ -228,9 +228,9 @@ def test_imagefolder_export_imports_through_the_same_reader(digits, tmp_path, mo
     assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
 
 
-def test_spectrum_pool_is_not_in_the_pool_key_and_must_name_something():
+def test_spectrum_pool_is_in_the_pool_key_and_must_name_something():
     plain = load_config("digits_lt_tiny")
-    assert pool_key(load_config("digits_lt_tiny", ["spectrum.pool=org/pool"])) == pool_key(plain)
+    assert pool_key(load_config("digits_lt_tiny", ["spectrum.pool=org/pool"])) != pool_key(plain)
     with pytest.raises(ConfigError, match="spectrum.pool"):
         load_config("digits_lt_tiny", ["spectrum.pool="])
 
@@ -289,30 +289,36 @@ def test_export_to_an_out_that_holds_something_is_one_line_in_the_cli(tmp_path, 
     assert export_pool(prep, tmp_path / "new").rows == 4  # a new folder is fine
 
 
+META = {"format": "parquet", "pool_key": "k", "scorer_key": "s", "filter_threshold": 0.5, "max_tries": 1,
+        "class_names": ["0"], "identity": {}, "generator_settings": {}, "images": 1}  # fmt: skip
 NOT_AN_EXPORT = {  # what a folder holds besides harness_pool.json → what the one-line error says
     "no data files": ({}, "has no data files under data/"),
     "meta not JSON": ({"harness_pool.json": "{not json", "data/x.parquet": "rows"}, "harness_pool.json is not JSON"),
     "meta not an object": ({"harness_pool.json": "[]", "data/x.parquet": "rows"}, "holds a list, not a JSON object"),
-    "corrupt shard": ({"data/train-00000-of-00001.parquet": "junk"}, "is no readable dataset (ArrowInvalid"),
-    "missing columns": ({"data/train-00000-of-00001.parquet": "rows"}, "lacks the column(s) label, seed_index"),
+    "corrupt shard": ({"data/train-00000-of-00001.parquet": "junk"}, "is no readable parquet file (ArrowInvalid"),
+    "missing columns": ({"data/train-00000-of-00001.parquet": "rows"}, "lacks the column(s) image, label,"),
 }
 
 
 @pytest.mark.parametrize("case", list(NOT_AN_EXPORT))
 def test_a_pool_folder_that_is_no_export_is_one_line(tmp_path, case):
-    from harness.pool.source import open_pool, resolve_source
+    from harness.pool.meta import read_meta
+    from harness.pool.reader import Limits, read_pool
+    from harness.pool.source import resolve_source
 
     files, says = NOT_AN_EXPORT[case]
     folder = tmp_path / "pool"
     (folder / "data").mkdir(parents=True)
-    (folder / "harness_pool.json").write_text("{}")
+    (folder / "harness_pool.json").write_text(json.dumps(META))
     for name, text in files.items():
         if text == "rows":  # a parquet dataset, though not a pool's
             pd.DataFrame({"source_id": ["s0"], "lam": [0.5], "seed": [1]}).to_parquet(folder / name)
         else:
             (folder / name).write_text(text)
     with pytest.raises(ConfigError) as err:
-        open_pool(resolve_source(str(folder)), tmp_path / "cache", progress=False)
+        meta = read_meta(resolve_source(str(folder)).path)
+        read_pool(resolve_source(str(folder)), meta.class_names, "parquet", Limits((16, 16), "L", 10**6, 10**9),
+                  tmp_path / "stage")  # fmt: skip
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("spectrum.pool: ") and says in msg, msg
     assert msg.endswith("export it again with `harness pool export` (or fetch it again)")
@@ -435,19 +441,20 @@ def test_round_trip_imagenet_lt_tiny_sdxl_with_retries(tmp_path, monkeypatch):
     assert (row["try"], row.seed, row.prompt) == (retried["try"], retried.seed, retried.prompt)
 
     no_generator(monkeypatch, SDImg2Img)
-    imported = load_config("imagenet_lt_discl_tiny", [*sets, f"spectrum.pool={tmp_path / 'export'}"])
-    assert pool_key(imported) == prep.pool_dir.name
+    trust = "spectrum.pool_scores=trust"  # the pool's scores decide its retries, as they did where it was made
+    imported = load_config("imagenet_lt_discl_tiny", [*sets, f"spectrum.pool={tmp_path / 'export'}", trust])
+    assert pool_key(imported) != prep.pool_dir.name  # the imported files' digest is in the key
     second = run_experiment(imported, tmp_path / "fresh", [METHOD], [0], progress=False)
     assert metrics_of(second) == metrics_of(first)
     pool = pool_of(tmp_path / "fresh")
-    assert pool.name == prep.pool_dir.name
+    assert pool.name == pool_key(imported)
     assert pool_files(pool) == pool_files(prep.pool_dir)
     ours, theirs = pixels(pool), pixels(prep.pool_dir)
     assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)
     assert ours.keys() == kept
 
     def refused(export: Path, *more: str) -> str:
-        cfg = load_config("imagenet_lt_discl_tiny", [*sets, *more, f"spectrum.pool={export}"])
+        cfg = load_config("imagenet_lt_discl_tiny", [*sets, *more, f"spectrum.pool={export}", trust])
         with pytest.raises(ConfigError) as err:
             prepare(cfg, tmp_path / "refused", [METHOD], progress=False)
         msg = str(err.value)
@@ -475,7 +482,7 @@ def test_round_trip_imagenet_lt_tiny_sdxl_with_retries(tmp_path, monkeypatch):
     assert "needs try" in lacking and "the pool lacks it" in lacking and "max_tries 5" in lacking
     # a lower threshold asks for fewer tries: the pool's try 0 of every sample, no retries
     lower = load_config(
-        "imagenet_lt_discl_tiny", [*sets, "filter.threshold=-1", f"spectrum.pool={tmp_path / 'export'}"]
+        "imagenet_lt_discl_tiny", [*sets, "filter.threshold=-1", f"spectrum.pool={tmp_path / 'export'}", trust]
     )
     fewer = prepare(lower, tmp_path / "refused", [METHOD], progress=False)
     assert sorted(fewer.pool.key) == sorted(tries.key[tries["try"] == 0]) and fewer.pool.keep.all()

@@ -24,8 +24,9 @@ def add_parser(sub) -> None:
 
 def cmd_pool_export(args) -> int:
     from harness.phases.pipeline import prepare
-    from harness.pool.export import export_pool
+    from harness.pool.export import check_out, export_pool
 
+    check_out(Path(args.out))  # before the pool is prepared: an --out that cannot be used is one line at once
     cfg = load_config(args.experiment, args.overrides)
     workdir = resolve_workdir(args.workdir)
     prep = prepare(cfg, workdir, methods=list(cfg.methods), progress=not args.quiet)

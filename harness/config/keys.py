@@ -7,9 +7,10 @@ decide the output (class names, descriptions, a base checkpoint, model weights) 
 contents, not their path: editing such a file in place changes the key, moving it does not.
 
 ``base_key``: the base model (and its training-set probabilities). ``pool_key``: the generated spectrum (its level
-and seed lists, hard samples and tries). ``image_store_key``: the image store its pixels live in, shared by pools.
-``scorer_key``: one scoring of a pool (a file inside the pool's folder). ``data_identity``: the data alone (the
-embedded generator's and judge's caches are keyed by their pool's pixels when it is in memory, else by this).
+and seed lists, hard samples and tries), or an imported one (``spectrum.pool``: plus the digest of its files).
+``image_store_key``: the image store its pixels live in, shared by pools. ``scorer_key``: one scoring of a pool
+(a file inside the pool's folder). ``data_identity``: the data alone (the embedded generator's and judge's caches
+are keyed by their pool's pixels when it is in memory, else by this).
 ``run_key``: one (method, seed) fine-tuning run (its cache folder and the ``config_hash`` tag that lets
 ``harness run`` reuse a finished run), built from the same identities.
 
@@ -21,6 +22,7 @@ hold the global batch, ``batch_size × world``: one process with batch 128 and t
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ from harness.config.hashing import stable_hash
 from harness.config.schema import Config
 
 ANY = "*"
+POOL_META = "harness_pool.json"  # an exported pool's metadata, beside its data/ folder
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")  # a Hub repo id, ORG/NAME
 # Bumped when the generators' code makes other images from the same settings, so older pools are not reused
 # (2: each λ runs ⌊(1 − λ)·steps⌋ denoising steps in sd_img2img; before, λ = 0.9 at 50 steps ran 4;
 # 3: pools link their images from the content-addressed image store and record each image's ``try``;
@@ -171,7 +175,9 @@ def base_key(cfg: Config, world: int | None = None) -> str:
 def pool_key(cfg: Config, world: int | None = None) -> str:
     spectrum = unless_default("spectrum", cfg.spectrum)
     spectrum.pop("batch_size")  # how it is batched does not change what is generated
-    spectrum.pop("pool")  # an imported pool holds what generating would (checked when it is imported)
+    # an imported pool holds what generating would (checked when it is imported), but it is other data: its digest
+    # (and whether its scores are trusted) enter the key, so two pools, or a pool and a generation, never share a folder
+    imported, pool_scores = spectrum.pop("pool"), spectrum.pop("pool_scores")
     spectrum["descriptions"] = file_digest(cfg.spectrum.descriptions)
     spectrum["description_names"] = file_digest(cfg.spectrum.description_names)
     # few-shot hard samples do not depend on the base model: other base settings (e.g. its loss) share the pool
@@ -195,9 +201,61 @@ def pool_key(cfg: Config, world: int | None = None) -> str:
         "spectrum": spectrum,
         "version": GENERATION_VERSION,
     }
+    if imported:
+        key["imported"] = {"digest": imported_pool_digest(imported), "pool_scores": pool_scores}
     if cfg.spectrum.max_tries > 1:  # which try is kept depends on the scorer and the threshold
         key["retry_scorer"] = {"scorer": scorer_key(cfg), "threshold": cfg.filter.threshold}
     return stable_hash(key)
+
+
+def imported_pool_folder(spec: str) -> tuple[Path, str | None] | None:
+    """The folder ``spectrum.pool`` names and its Hub revision: a folder, or ``ORG/NAME`` already in the local
+    Hugging Face cache (never downloaded); None when there is none here."""
+    try:
+        folder = Path(spec).expanduser()
+    except RuntimeError:  # ~user of no user here
+        return None
+    if folder.is_dir():
+        return folder, None
+    if not REPO_ID.fullmatch(spec):
+        return None
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        snapshot = Path(snapshot_download(repo_id=spec, repo_type="dataset", local_files_only=True))
+    except LocalEntryNotFoundError:
+        return None
+    return snapshot, snapshot.name
+
+
+def pool_files(folder: Path, revision: str | None = None) -> list[Path]:
+    """What an exported pool's contents are: ``harness_pool.json`` and every regular file under ``data/``, less
+    links out of the pool's folder (a Hub snapshot's: out of its repo), which are never read (the import refuses
+    them)."""
+    root = folder.resolve().parent.parent if revision else folder.resolve()
+    data = sorted((folder / "data").rglob("*")) if (folder / "data").is_dir() else []
+    return [p for p in [folder / POOL_META, *data] if p.is_file() and p.resolve().is_relative_to(root)]
+
+
+def imported_pool_digest(spec: str) -> str:
+    """sha256 over an exported pool's ``pool_files`` (names and contents), as found now (the import checks that the
+    bytes it reads have this digest); ``missing:SPEC`` when there is no such pool here (the import names it)."""
+    found = imported_pool_folder(spec)
+    if found is None or not (found[0] / POOL_META).is_file():
+        return f"missing:{spec}"
+    folder, stats = found[0], []
+    for p in pool_files(folder, found[1]):
+        st = p.stat()
+        stats.append((p.relative_to(folder).as_posix(), str(p.resolve()), st.st_mtime_ns, st.st_size))
+    return _pool_digest(tuple(stats))
+
+
+@lru_cache(maxsize=16)
+def _pool_digest(stats: tuple) -> str:
+    """Cached by every file's path, mtime and size: a pool of many shards is hashed once per process, not once per
+    key computed."""
+    return stable_hash([[name, {"sha256": _digest(real, mtime, size)}] for name, real, mtime, size in stats], 16)
 
 
 def image_store_key(cfg: Config) -> str:

@@ -142,6 +142,9 @@ class SpectrumConfig(Section):
     # λ = 0: pure_noise (text-only, from pure noise; the source fixes only the size) | img2img (the authors: img2img
     # at strength 1.0, data_generation/ImageNet_LT/gene_img.py:193, which keeps a faint share of the source)
     zero_guidance: Literal["pure_noise", "img2img"] = "pure_noise"
+    # with ``pool``: ``rescore`` (this experiment's scorer scores every imported image and filter.threshold decides;
+    # the pool's own scores are kept beside them) or ``trust`` (the pool's scores are used when its scorer is ours)
+    pool_scores: Literal["rescore", "trust"] = "rescore"
 
     @field_validator("levels")
     @classmethod

@@ -56,6 +56,12 @@ class Generator:
         once per cache key under a lock; ``from_config`` then only loads. Default: nothing to train."""
         return None
 
+    @classmethod
+    def output_size(cls, cfg) -> tuple[int, int]:
+        """The (width, height) of the images it makes from ``cfg`` (an imported pool's images must have it).
+        Default: the dataset's image size."""
+        return (cfg.data.image_size, cfg.data.image_size)
+
     def generate(self, items: list[GenerationItem], lam: float) -> list[Image.Image]:
         raise NotImplementedError
 

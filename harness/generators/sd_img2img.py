@@ -151,6 +151,17 @@ class SDImg2Img(Generator):
         )
 
     @classmethod
+    def output_size(cls, cfg) -> tuple[int, int]:
+        p = build(SDImg2ImgParams, cfg.generator.params, "generator.params")
+        if p.aspect == "keep":  # each image its source's size: no one size an import could check
+            raise ConfigError(
+                "spectrum.pool with generator.params.aspect: keep is not supported (its images have each source's "
+                "own size, which an import cannot check); generate the pool here, or use aspect: squash"
+            )
+        scale = 2 if p.tiny else 8  # the pipeline's vae_scale_factor: the tiny VAE has 2 blocks, SD's and SDXL's 4
+        return (p.width // scale * scale, p.height // scale * scale)
+
+    @classmethod
     def load(cls, p: SDImg2ImgParams, sampling: Sampling, device="cpu") -> SDImg2Img:
         """The pipeline of ``p`` (local files only) with ``sampling``'s scheduler, on ``device``."""
         device = torch.device(device)
@@ -184,7 +195,7 @@ class SDImg2Img(Generator):
         scale = self.pipe.vae_scale_factor
         return max(scale, width // scale * scale), max(scale, height // scale * scale)
 
-    def output_size(self, item: GenerationItem) -> tuple[int, int]:
+    def item_size(self, item: GenerationItem) -> tuple[int, int]:
         """(width, height) of an item's image: ``width × height``, or with ``aspect: keep`` its source's own size."""
         return self.multiple_of_scale(*item.source.size) if self.p.aspect == "keep" else self.size
 
@@ -267,7 +278,7 @@ class SDImg2Img(Generator):
         """One pipeline call per output size (one in all unless ``aspect: keep``), the images in the items' order."""
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, it in enumerate(items):
-            by_size.setdefault(self.output_size(it), []).append(i)
+            by_size.setdefault(self.item_size(it), []).append(i)
         out: list[Image.Image | None] = [None] * len(items)
         for size, rows in by_size.items():
             for i, image in zip(rows, self.generate_sized([items[i] for i in rows], lam, size)):

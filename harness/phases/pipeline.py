@@ -50,6 +50,7 @@ from harness.phases.spectrum import (
     shard_lock,
     wait_for_shards,
 )
+from harness.pool.scores import with_pool_scores
 
 log = logging.getLogger("harness")
 
@@ -134,9 +135,7 @@ def generate_shard(base: Base, workdir: Path, rank: int = 0, world: int = 1, pro
     t = time.perf_counter()
     pool_dir.mkdir(parents=True, exist_ok=True)
     with shard_lock(pool_dir, rank):
-        if (pool_dir / "complete.json").exists():
-            return 0
-        done = set(read_all_tries(pool_dir).key)
+        done = set(read_all_tries(pool_dir).key)  # a complete pool too: a torn manifest line's image is made again
         if all(p.key in done for p in shard(base.plan, rank, world)):
             return 0  # a finished shard (another process's, or an earlier attempt's): no generator is loaded
         train_generator(base, cache)
@@ -186,7 +185,7 @@ def score_base(base: Base, workdir: Path, progress: bool = True, pool_source: di
         cfg, base.data, read_manifest(pool_dir), pool_dir, cache_dir(workdir), base.device, progress
     )
     base.timings["score_s"] = time.perf_counter() - t
-    pool = apply_filter(scored, cfg.filter.threshold)
+    pool = with_pool_scores(apply_filter(scored, cfg.filter.threshold), pool_dir, cfg.filter.threshold)
     images = load_pool_images(pool, pool_dir, cfg, base.data)
     return base.prepared(pool, images, pool_source)
 

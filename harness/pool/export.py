@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -24,8 +26,8 @@ from PIL import Image
 
 from harness.config import ConfigError
 from harness.config.keys import params_identity, scorer_key
-from harness.core.errors import HarnessError
-from harness.core.io import git_commit, read_json, write_json
+from harness.core.errors import FileSystemError, HarnessError
+from harness.core.io import git_commit, lock, read_json, write_json
 from harness.phases.filter import read_scores, with_scores
 from harness.phases.spectrum import SELECTED, read_all_tries
 from harness.pool.card import write_card
@@ -199,18 +201,56 @@ def pool_meta(prep, fmt: str, frame: pd.DataFrame, generator_settings: dict, com
     }
 
 
+def check_out(out: Path) -> None:
+    """Refuse, in one line, an ``--out`` that cannot become the export: one that names no new folder (``.``,
+    ``..``), a symbolic link, a file, a folder that is not empty, or one whose parent is no folder."""
+    out = Path(out)
+    if out.name in ("", ".", ".."):
+        raise ExportExistsError(f"pool export --out: {out} names no new folder; give one, e.g. {out / 'pool'}")
+    if out.is_symlink():
+        raise ExportExistsError(f"pool export --out: {out} is a symbolic link; give a new folder (or remove the link)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportExistsError(
+            f"pool export --out: {out} exists and is not an empty folder; give a new folder (or remove {out})"
+        )
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ExportExistsError(f"pool export --out: {parent} is a file, not a folder; give another --out")
+
+
 def check_export(prep, out: Path, fmt: str) -> None:
-    """Refuse, in one line, an unknown format, an experiment without a pool, or an ``out`` that holds something."""
+    """Refuse, in one line, an unknown format, an experiment without a pool, or an ``out`` that cannot be used."""
     if fmt not in FORMATS:
         raise ConfigError(f"pool export --format: {fmt!r} is not one of {', '.join(FORMATS)}")
     if prep.pool_dir is None or not len(prep.pool):
         raise ConfigError(
             f"experiment {prep.cfg.name}: no synthetic pool to export (no hard samples, or no method uses one)"
         )
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ExportExistsError(
-            f"pool export --out: {out} exists and is not an empty folder; give a new folder (or remove {out})"
-        )
+    check_out(out)
+
+
+def private_folder(out: Path) -> Path:
+    """A new folder of this process only, beside ``out`` (so the final rename stays on one file system)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as e:
+        raise FileSystemError(f"pool export --out: cannot write beside {out} ({e.strerror}); give another --out") from e
+    folder.chmod(0o755)  # a folder to publish (mkdtemp's is private)
+    return folder
+
+
+def publish(staged: Path, out: Path) -> None:
+    """Rename ``staged`` to ``out`` under a lock on ``out``, checking again that ``out`` is free: of two exports to
+    one ``out``, one wins and the other says so in one line; nothing but ``staged`` is ever removed."""
+    with lock(out.parent / f".{out.name}.export"):
+        check_out(out)
+        try:
+            os.rename(staged, out)  # atomic; onto an empty folder too
+        except OSError as e:
+            raise ExportExistsError(
+                f"pool export --out: {out} could not be written ({e.strerror}); give a new folder"
+            ) from e
 
 
 def export_pool(
@@ -221,33 +261,29 @@ def export_pool(
     max_shard_bytes: int = MAX_SHARD_BYTES,
     rows_per_group: int = ROWS_PER_GROUP,
 ) -> Exported:
-    """Write ``prep``'s pool to ``out`` (which must not exist or be empty), atomically: into a sibling folder
-    renamed at the end."""
+    """Write ``prep``'s pool to ``out`` (which must not exist or be empty), atomically: into a private folder of
+    this process beside it, renamed at the end under a lock."""
     out = Path(out)
     check_export(prep, out, fmt)
     complete = prep.pool_dir / "complete.json"
     generator_settings = json.loads(complete.read_text()).get("generator", {}) if complete.exists() else {}
     frame = export_frame(prep)
     features = pool_features(prep.data.class_names, "try" in frame.columns)
-    partial = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    (partial / "data").mkdir(parents=True)
-    rows = export_rows(prep, generator_settings, frame)
+    staged = private_folder(out)
     try:
+        (staged / "data").mkdir()
+        rows = export_rows(prep, generator_settings, frame)
         if fmt == "parquet":
-            files = write_parquet(rows, features, partial / "data", max_shard_bytes, rows_per_group)
+            files = write_parquet(rows, features, staged / "data", max_shard_bytes, rows_per_group)
             data_files = "data/train-*.parquet"
         else:
-            files = write_imagefolder(rows, partial / "data")
+            files = write_imagefolder(rows, staged / "data")
             data_files = "data/train/**"
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    meta = pool_meta(prep, fmt, frame, generator_settings, command)
-    write_json(partial / META_FILE, meta)
-    (partial / META_FILE).chmod(0o644)  # a file to publish (write_json's temp file is private)
-    write_card(partial / "README.md", prep, meta, features, files, data_files)
-    if out.exists():
-        out.rmdir()  # empty (checked above)
-    partial.rename(out)
-    return Exported(out, len(frame), [out / f.relative_to(partial) for f in files])
+        meta = pool_meta(prep, fmt, frame, generator_settings, command)
+        write_json(staged / META_FILE, meta)
+        (staged / META_FILE).chmod(0o644)  # a file to publish (write_json's temp file is private)
+        write_card(staged / "README.md", prep, meta, features, files, data_files)
+        publish(staged, out)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)  # this process's own folder (gone once published)
+    return Exported(out, len(frame), [out / f.relative_to(staged) for f in files])

@@ -18,6 +18,7 @@ from harness.engine import preempt
 from harness.phases.domain import domain_frame
 from harness.phases.filter import acceptance_by_level
 from harness.phases.pipeline import Prepared, RunResult, fine_tune, prepare
+from harness.pool.load import imported_from
 from harness.runs import plots
 from harness.runs.cleanup import prune_finished_run, release_loaders
 from harness.runs.describe import dataset_inputs, method_description
@@ -29,7 +30,8 @@ from harness.runs.tracking import Run, client, run_in_store
 log = logging.getLogger("harness")
 
 
-POOL_SCORE_COLUMNS = ["key", "source_index", "label", "lam", "seed_index", "text_score", "image_score", "keep"]
+POOL_SCORE_COLUMNS = ["key", "source_index", "label", "lam", "seed_index", "text_score", "image_score", "keep",
+                      "pool_text_score", "pool_image_score"]  # fmt: skip
 
 
 def log_run_outputs(run: Run, cfg: Config, prep: Prepared, result: RunResult, grid_path: Path | None) -> None:
@@ -84,6 +86,7 @@ def run_experiment(
     todo = dist.share(todo)
     if todo:
         prep = prepare_all_ranks(cfg, workdir, sorted({m for m, _, _ in todo}), progress)
+        prep.pool_source = prep.pool_source or imported_from(prep.pool_dir)  # spectrum.pool set or not
         with tempfile.TemporaryDirectory(prefix="harness-grid-") as tmp:  # the spectrum grid, logged by each run
             grid_path = spectrum_grid_file(prep, Path(tmp))
             for m, s, h in todo:

@@ -12,6 +12,8 @@ from harness.core.io import read_json, read_jsonl
 from harness.phases.spectrum.plan import PlannedImage
 
 MANIFEST_COLUMNS = [f if f != "try_index" else "try" for f in PlannedImage.__dataclass_fields__]
+ROW_TYPES = {"key": str, "source_index": int, "source_id": str, "label": int, "lam": (int, float),
+             "seed_index": int, "seed": int, "prompt": str, "file": str, "try": int}  # fmt: skip
 RETRIES = "retries.jsonl"
 SELECTED = "selected.json"
 
@@ -32,10 +34,17 @@ def read_manifest(pool_dir: Path) -> pd.DataFrame:
 
 
 def read_all_tries(pool_dir: Path) -> pd.DataFrame:
-    """Every image of the pool's folder, retries included, one row per key."""
+    """Every image of the pool's folder, retries included, one row per key. A line that is no manifest row (torn
+    by a killed writer, garbage, ``{}``) is skipped, so its image counts as not made and is made again."""
     files = [*manifest_files(pool_dir), pool_dir / RETRIES]
-    rows = [{"try": 0, **r} for path in files for r in read_jsonl(path)]  # pools before retries had no ``try``
+    rows = [{"try": 0, **r} for path in files for r in read_jsonl(path) if isinstance(r, dict)]  # (``try``: later)
+    rows = [r for r in rows if is_row(r)]
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS).drop_duplicates("key").reset_index(drop=True)
+
+
+def is_row(row: dict) -> bool:
+    """Whether ``row`` has every manifest column, of its type."""
+    return all(isinstance(row.get(name), kind) for name, kind in ROW_TYPES.items())
 
 
 class ManifestTail:
