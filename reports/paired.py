@@ -265,6 +265,7 @@ def image_table(name: str, title: str, rows: pd.DataFrame, decimals: int):
         "blank with fewer than two seeds.",
         "McNemar p per seed (seed:p): exact two-sided binomial test on the images exactly one of A and B classifies "
         "correctly; it tests accuracy, whatever the row's metric. No correction for multiple comparisons.",
+        "images: the test images of the row's group, summed over the paired seeds.",
     ]
     return Table(name, title, cells, rows.set_index("comparison"), bold, notes)
 
