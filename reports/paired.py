@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import sparse, stats
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # with each row's name, the RNG seed of its bootstrap: a report is the same every time it is built
@@ -39,30 +39,40 @@ def metric_of(kind: str, weights: np.ndarray, triples: np.ndarray, column: int) 
     if kind == "acc":
         return weights @ (y == pred) / np.maximum(n, 1)
     classes = np.unique(np.concatenate([y, pred]))
-    truth = (y[:, None] == classes).astype(float)
-    said = (pred[:, None] == classes).astype(float)
-    true_c, said_c, hit_c = weights @ truth, weights @ said, weights @ (truth * said)
+    truth, said = indicator(y, classes), indicator(pred, classes)
+    true_c, said_c, hit_c = (np.asarray((m.T @ weights.T).T) for m in (truth, said, truth.multiply(said)))
     present = true_c > 0  # macro F1 over the labels present in the (resampled) truth, as wilds scores it
     with np.errstate(divide="ignore", invalid="ignore"):
         f1 = np.where(present, 2 * hit_c / (true_c + said_c), 0.0)
     return f1.sum(1) / np.maximum(present.sum(1), 1)
 
 
-def distinct(seed: Triples) -> tuple[np.ndarray, np.ndarray]:
-    """A seed's distinct (y, a, b) triples and how many images each holds."""
-    stacked = np.stack([np.asarray(v) for v in seed], axis=1)
-    return np.unique(stacked, axis=0, return_counts=True)
+def indicator(values: np.ndarray, classes: np.ndarray) -> sparse.csr_matrix:
+    """Sparse one-hot (rows × classes): a weighted count per class costs one product per row, not per class."""
+    rows = np.arange(len(values))
+    return sparse.csr_matrix(
+        (np.ones(len(values)), (rows, np.searchsorted(classes, values))), (len(values), len(classes))
+    )
+
+
+def distinct(kind: str, seed: Triples) -> tuple[np.ndarray, np.ndarray]:
+    """A seed's distinct (y, a, b) triples and how many images each holds; for accuracy only whether A and B are
+    right matters, so at most four (0, A wrong, B wrong) triples."""
+    y, a, b = (np.asarray(v) for v in seed)
+    if kind == "acc":
+        y, a, b = np.zeros_like(y), (a != y).astype(y.dtype), (b != y).astype(y.dtype)
+    return np.unique(np.stack([y, a, b], axis=1), axis=0, return_counts=True)
 
 
 def seed_difference(kind: str, seed: Triples) -> float:
-    triples, counts = distinct(seed)
+    triples, counts = distinct(kind, seed)
     w = counts[None, :].astype(float)
     return float(metric_of(kind, w, triples, 1)[0] - metric_of(kind, w, triples, 2)[0])
 
 
 def resampled_differences(kind: str, seed: Triples, m: int, rng: np.random.Generator) -> np.ndarray:
     """metric(A) − metric(B) on ``m`` resamples of the seed's images (with replacement, the same images for both)."""
-    triples, counts = distinct(seed)
+    triples, counts = distinct(kind, seed)
     n = int(counts.sum())
     out = []
     for start in range(0, m, CHUNK):

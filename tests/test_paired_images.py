@@ -102,6 +102,8 @@ def fake_runs(tmp_path, locations=False):
             files[(run_id, "predictions/test.csv")] = tmp_path / run_id / "test.csv"
             files[(run_id, "data/class_counts.csv")] = tmp_path / run_id / "counts.csv"
             metrics = {"test/acc": np.mean(pred == y), "test/acc_few": np.mean((pred == y)[y >= 2])}
+            if locations:  # iWildCam's: macro F1 of the OOD test split, whose predictions are predictions/test.csv
+                metrics = {"test_ood/f1_macro": f1_score(y, pred, average="macro", labels=np.unique(y))}
             rows.append({"run_id": run_id, "label": label, "method": label, "loss": "ce", "seed": seed, **metrics})
     return pd.DataFrame(rows), lambda run_id, path: files.get((run_id, path))
 
@@ -119,9 +121,14 @@ def test_rows_from_predictions_match_the_logged_metrics_and_group_by_shot(tmp_pa
 
 def test_locations_get_their_own_table(tmp_path):
     runs, artifact = fake_runs(tmp_path, locations=True)
-    tables = image_paired_tables(runs.drop(columns="test/acc_few"), artifact, [("a", "b")])
+    tables = image_paired_tables(runs, artifact, [("a", "b")])
     assert [t.name for t in tables] == ["contrasts_images", "contrasts_locations"]
     assert len(tables[1].cells) == 3 and all("@" in label for label in tables[1].cells.index)
+    logged = runs.pivot(index="seed", columns="label", values="test_ood/f1_macro")
+    (overall,) = tables[0].numeric.itertuples()
+    assert overall.metric == "test_ood/f1_macro" and overall.kind == "f1_macro"
+    assert overall.mean_diff == pytest.approx((logged.a - logged.b).mean() * 100)
+    assert (tables[1].numeric.images == 200).all()  # 100 images per location and seed
     assert any("bootstrap" in n for n in tables[0].notes) and any("t-interval" in n for n in tables[0].notes)
 
 
