@@ -90,3 +90,13 @@ def test_a_tiny_confirmation_reports_the_three_schedules_on_a_fresh_seed(tiny_pr
     assert (contrasts.seeds.astype(str) == "1").all()
     images = pd.read_csv(tables / "contrasts_images.csv")
     assert (images.seeds == 1).all() and images.boot_low.notna().all()  # one seed: the images still give an interval
+
+
+def test_the_printed_confirm_command_names_the_study_workdir_and_overrides(tmp_path):
+    from harness.cli.app import parser
+    from harness.cli.sweep import confirm_command
+
+    sweep = sw.make_sweep("digits_lt_tiny", ["train.epochs=6"], tmp_path, None, "s")
+    args = parser().parse_args(shlex.split(confirm_command(sweep))[1:])
+    assert (args.action, args.experiment, args.study) == ("confirm", "digits_lt_tiny", "s")
+    assert args.workdir == str(tmp_path) and args.overrides == ["train.epochs=6"]

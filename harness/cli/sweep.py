@@ -117,7 +117,18 @@ def print_outcome(sweep, out: dict, trials: int) -> None:
     paper = out["paper"]
     if paper is not None and paper.values:
         print(f"paper's diverse→specific (trial {paper.number}): {', '.join(f'{v:.4f}' for v in paper.values)}")
+    if out["best"]:
+        print("  or rerun it beside the paper's schedule and plain, paired: " + confirm_command(sweep))
     print(f"browse them with: harness ui --workdir {sweep.workdir}")
+
+
+def confirm_command(sweep) -> str:
+    """The ``harness sweep confirm`` line for this sweep (its study, workdir and overrides)."""
+    import shlex
+
+    sets = [a for text in sweep.overrides for a in ("--set", text)]
+    words = ["harness", "sweep", "confirm", "--experiment", sweep.experiment, "--study", sweep.study_name]
+    return shlex.join([*words, "--workdir", str(sweep.workdir), *sets])
 
 
 def run_confirm(args, sweep) -> int:
