@@ -155,7 +155,8 @@ def test_rerun_command_rebuilds_each_trials_config(tmp_path):
     sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
     rerun = load_config(words[words.index("--experiment") + 1], sets)
     expected, _ = sw.trial_config(sweep.cfg, sw.suggest(optuna.trial.FixedTrial(study.trials[1].params), sweep.cfg))
-    assert rerun.seeds == [0, 1, 2] and rerun.name == "digits_lt_discl_best" and rerun.train.epochs == 10
+    assert sweep.seed == 0 and rerun.seeds == [1, 2, 3]  # fresh seeds: never the one the sweep tuned on
+    assert rerun.name == "digits_lt_discl_best" and rerun.train.epochs == 10
     assert words[words.index("--workdir") + 1] == str(sweep.workdir)  # the same caches and MLflow store
     assert {**rerun.to_dict(), "seeds": None, "name": None} == {**expected.to_dict(), "seeds": None, "name": None}
 

@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
         "--contrast",
         action="append",
         metavar="A:B",
-        help="a named comparison A − B, paired by seed with its 95%% interval (repeatable; e.g. a pre-registered one)",
+        help="a named comparison A − B: paired by seed with its 95%% t-interval, and over (seed, test image) with a "
+        "bootstrap interval and per-seed McNemar tests (repeatable; e.g. a pre-registered one)",
     )
     add_common(s)
     s.set_defaults(fn=cmd_report)

@@ -1,5 +1,6 @@
 """``harness sweep``: an Optuna study over curriculum schedules: ``init`` creates it, ``run`` (the default) runs
-trials with local workers or a SLURM job array and prints the best, ``worker`` is one such worker."""
+trials with local workers or a SLURM job array and prints the best, ``worker`` is one such worker, ``confirm``
+reruns the best schedule, the paper's and ``plain`` on seeds the sweep never tuned on and compares them."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ def add_parser(sub) -> None:
         "action",
         nargs="?",
         default="run",
-        choices=["run", "init", "worker"],
-        help="init: create the study and its MLflow parent run only",
+        choices=["run", "init", "worker", "confirm"],
+        help="init: create the study and its MLflow parent run only; confirm: rerun the best trial's schedule, the "
+        "paper's and plain on fresh seeds and report their paired contrasts on test",
     )
     add_experiment(s)
     s.add_argument("--trials", "-n", type=int, help="run until the study holds N finished (complete or pruned) trials")
@@ -28,6 +30,12 @@ def add_parser(sub) -> None:
         "environment variable HARNESS_SWEEP_STORAGE (a command line is visible to every user of the machine)",
     )
     s.add_argument("--study", help="study name (default: sweep.study or <experiment>-sweep); resume by name")
+    s.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        help="confirm: the seeds to rerun on, never the tuning seed sweep.seed (default: three fresh seeds)",
+    )
     s.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     s.add_argument(
         "--launcher",
@@ -49,6 +57,8 @@ def cmd_sweep(args) -> int:
             parent = sw.init_study(sweep).user_attrs[sw.PARENT_ATTR]
             print(f"study {sweep.study_name} in {sw.public_url(sweep.storage_url)}; MLflow parent run {parent}")
             return 0
+        if args.action == "confirm":
+            return run_confirm(args, sweep)
         if args.trials is None:
             raise UserError("harness sweep: give --trials N")
         if args.action == "worker":
@@ -108,4 +118,31 @@ def print_outcome(sweep, out: dict, trials: int) -> None:
     paper = out["paper"]
     if paper is not None and paper.values:
         print(f"paper's diverse→specific (trial {paper.number}): {', '.join(f'{v:.4f}' for v in paper.values)}")
+    if out["best"]:
+        print("  or rerun it beside the paper's schedule and plain, paired: " + confirm_command(sweep))
     print(f"browse them with: harness ui --workdir {sweep.workdir}")
+
+
+def confirm_command(sweep) -> str:
+    """The ``harness sweep confirm`` line for this sweep (its study, workdir and overrides)."""
+    import shlex
+
+    sets = [a for text in sweep.overrides for a in ("--set", text)]
+    words = ["harness", "sweep", "confirm", "--experiment", sweep.experiment, "--study", sweep.study_name]
+    return shlex.join([*words, "--workdir", str(sweep.workdir), *sets])
+
+
+def run_confirm(args, sweep) -> int:
+    """The three schedules on fresh seeds, then their paired contrasts printed and written as tables."""
+    from harness import sweep as sw
+    from reports.confirm import confirm_report
+    from reports.tables import to_markdown
+
+    seeds = sw.confirm_seeds(sweep, args.seeds)  # refuses the tuning seed before anything runs
+    print(f"confirming study {sweep.study_name} on seeds {seeds} (it tuned on seed {sweep.seed})", flush=True)
+    arms = sw.run_confirm(sweep, seeds, progress=not args.quiet)
+    out = sweep.workdir / "reports" / f"{sweep.study_name}-confirm"
+    for table in confirm_report(sweep.workdir, arms, out):
+        print(f"\n### {table.title}\n\n{to_markdown(table)}")
+    print(f"tables: {out}")
+    return 0

@@ -8,7 +8,8 @@ re-queued once (``sweep.max_retry``) as a WAITING trial with the same parameters
 - ``study``: storage (RDB with Optuna's heartbeats, or a journal file), sampler, pruner, the MLflow parent run;
 - ``trial``: one trial (the objective): its child run, training, reports to the pruner;
 - ``worker``: ``study.optimize`` until N finished, exactly N with several workers, dead local workers;
-- ``results``: the best trial, plots, ``best.yaml``.
+- ``results``: the best trial, plots, ``best.yaml``;
+- ``confirm``: the best schedule, the paper's and ``plain`` rerun on seeds disjoint from the tuning seed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import optuna
 
 from harness.phases.pipeline import prepare
 
-from .results import finalize, rerun_command
+from .confirm import Arm, confirm_arms, confirm_seeds, paper_method, run_confirm
+from .results import finalize, fresh_seeds, rerun_command
 from .space import (
     NO_SYNTHETIC_METHOD,
     ORDERING_METHODS,
@@ -48,6 +50,7 @@ from .worker import FINISHED, Counts, count_trials, progress_line, run_workers, 
 
 __all__ = [  # what harness/cli/app.py and the tests use, by its old name
     "FINISHED",
+    "Arm",
     "NO_SYNTHETIC_METHOD",
     "ORDERING_METHODS",
     "PARENT_ATTR",
@@ -55,20 +58,25 @@ __all__ = [  # what harness/cli/app.py and the tests use, by its old name
     "Counts",
     "Sweep",
     "SweepError",
+    "confirm_arms",
+    "confirm_seeds",
     "count_trials",
     "dashboard_command",
     "finalize",
+    "fresh_seeds",
     "has_password",
     "init_study",
     "load_study",
     "make_sweep",
     "objective_names",
+    "paper_method",
     "paper_params",
     "prepare",
     "progress_line",
     "public_url",
     "rdb_url",
     "rerun_command",
+    "run_confirm",
     "run_sweep",
     "run_trial",
     "run_workers",

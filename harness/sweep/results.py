@@ -60,12 +60,22 @@ def paper_trial(study: optuna.Study) -> FrozenTrial | None:
     return done[0] if done else None
 
 
-def rerun_command(sweep: Sweep, trial_params: dict[str, Any], seeds: str = "[0, 1, 2]") -> str:
+RERUN_SEEDS = 3  # fresh seeds the printed rerun command (and ``harness sweep confirm`` by default) runs on
+
+
+def fresh_seeds(tuning_seed: int, count: int = RERUN_SEEDS) -> list[int]:
+    """The first ``count`` non-negative seeds other than the sweep's tuning seed: a schedule validation picked on
+    that seed is judged on seeds it never saw."""
+    return [s for s in range(count + 1) if s != tuning_seed][:count]
+
+
+def rerun_command(sweep: Sweep, trial_params: dict[str, Any], seeds: list[int] | None = None) -> str:
+    """``harness run`` of a trial's schedule on ``seeds`` (default: fresh seeds, never ``sweep.seed``)."""
     sets = [
         *sweep.overrides,
         *trial_overrides(sweep.cfg, trial_params),
         f"name={sweep.cfg.name}_best",
-        f"seeds={seeds}",
+        f"seeds={seeds if seeds is not None else fresh_seeds(sweep.seed)}",
     ]
     return shlex.join(
         [
