@@ -80,7 +80,8 @@ def test_harness_run_logs_the_base_row_like_any_method(declared_methods, cached_
 
 def test_the_plan_shows_no_epochs_for_base(declared_methods):
     from harness.config import load_config
-    from harness.plan.epochs import format_plan, make_plan
+    from harness.plan.epochs import make_plan
+    from harness.plan.output import format_plan
 
     plan = make_plan(load_config("digits_lt_tiny"), ["base", "plain"])
     assert plan["methods"]["base"]["total_steps"] == 0 and plan["methods"]["plain"]["total_steps"] > 0

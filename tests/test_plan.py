@@ -23,7 +23,6 @@ from harness.engine.train import steps_per_epoch
 from harness.phases.curriculum import split_guidance_val
 from harness.plan.epochs import (
     EPOCH_COLUMNS,
-    compact,
     make_plan,
     plan_hard,
     plan_method,
@@ -31,6 +30,7 @@ from harness.plan.epochs import (
     plan_spectrum_counts,
     planned_pool,
 )
+from harness.plan.output import compact
 
 # the curriculum's composition per epoch does not depend on how many epochs a stage lasts: the fast tests plan one
 # epoch per stage and two after the curriculum (the full 65- and 20-epoch schedules: the slow CLI test below)

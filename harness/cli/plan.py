@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
 
 def cmd_plan(args) -> int:
     from harness.core.io import atomic_path
-    from harness.plan.epochs import format_plan, make_plan, to_json
+    from harness.plan.epochs import make_plan
+    from harness.plan.output import format_plan, to_json
 
     cfg = load_config(args.experiment, args.overrides, methods=args.method)
     workdir = resolve_workdir(args.workdir) if args.workdir else None
