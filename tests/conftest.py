@@ -16,6 +16,17 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (`-n 2 --dist loadgroup`), tests that would fight over one resource take turns on one
+    worker: the SLURM tests over the one-node cluster's 2 CPUs (two array rounds at once would each wait for the
+    other), the sweeps of four worker processes over the machine's cores."""
+    for item in items:
+        if "slurm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif item.name.startswith("test_four_workers"):
+            item.add_marker(pytest.mark.xdist_group("four-workers"))
+
+
 @pytest.fixture(autouse=True)
 def own_tracking_store(monkeypatch):
     """A user's MLFLOW_TRACKING_URI would win over each test's --workdir store; tests use their own."""

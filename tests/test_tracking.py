@@ -5,6 +5,8 @@ crashing."""
 
 import re
 import shutil
+import sys
+from unittest.mock import patch
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -70,12 +72,14 @@ def test_source_tags_and_description(store):
     _, _, runs = store
     for r in runs.values():
         tags = r.data.tags
-        assert tags["mlflow.source.name"].split()[0].endswith(("harness", "pytest", "py.test", "__main__.py"))
+        assert tags["mlflow.source.name"].split()[0].endswith(("harness", "pytest", "py.test", "__main__.py", "python"))
         assert tags["mlflow.source.git.commit"] == tags["git_commit"]
         assert "/" not in tags["mlflow.source.name"] and tags["command"].startswith(tags["mlflow.source.name"])
-    from harness.runs.tracking import short_source
+    from harness.runs.tracking import command_line, short_source
 
     assert short_source("harness run -e digits_lt_tiny --workdir /tmp/w --quiet") == "harness run -e digits_lt_tiny"
+    with patch.object(sys, "argv", ["-c"]):  # a pytest-xdist worker, `python -c CODE`
+        assert command_line() == "python -c"
     desc = runs["discl_diverse_to_specific"].data.tags["mlflow.note.content"]
     assert "diverse" in desc and "λ 0, .1, .3, .5 over the first 4 of 5 epochs" in desc, desc
     assert "real images only, 5 epochs" in runs["plain"].data.tags["mlflow.note.content"]

@@ -75,6 +75,8 @@ def run_in_store(c, run_id: str | None) -> bool:
 def command_line() -> str:
     """The command that started this process, as a user would type it (``harness run -e ...``)."""
     argv = list(sys.argv)
+    if argv and argv[0] == "-c":  # python -c CODE (a pytest-xdist worker, a one-line script)
+        return "python -c"
     if argv:
         argv[0] = "harness" if Path(argv[0]).name in ("harness", "cli.py") else Path(argv[0]).name
     return shlex.join(argv) if argv else "python"
