@@ -1,4 +1,4 @@
-"""Cache keys (issue 11, item 8): speed-only settings leave every key unchanged; the contents of user files that
+"""Cache keys: speed-only settings leave every key unchanged; the contents of user files that
 decide the output change the keys they decide. Pure functions of the config: no data is read."""
 
 import json
@@ -40,7 +40,7 @@ def test_the_runner_reuses_runs_by_the_run_key():
         ("imagenet_lt_discl_tiny", "data.max_corrupt_fraction=0.2"),
         ("iwildcam_discl_tiny", "data.params.num_workers=7"),  # hard.rule low_prob: the pool hangs on the base key
         ("iwildcam_discl_tiny", "scorer.params.batch_size=3"),
-        ("digits_lt_tiny", "spectrum.batch_size=64"),  # retrained a finished run before the run key (issue 21)
+        ("digits_lt_tiny", "spectrum.batch_size=64"),  # retrained a finished run before the run key
         ("digits_lt_tiny", "device=cpu"),
         ("digits_lt_tiny", "tracking.system_metrics=false"),
         ("digits_lt_tiny", "tracking.log_model=never"),

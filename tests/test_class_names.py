@@ -1,4 +1,4 @@
-"""Issue 19 item 11: one unique, unambiguous name per ImageNet-1k id by default (prompts and the CLIP filter), and a
+"""One unique, unambiguous name per ImageNet-1k id by default (prompts and the CLIP filter), and a
 descriptions JSON keyed by other names (the authors' list) mapped to label ids by ``spectrum.description_names``."""
 
 import json

@@ -1,4 +1,4 @@
-"""The embedded generator's noise schedule (SDXL's, SNR-shifted) and the judge's broad augmentation (issue 23)."""
+"""The embedded generator's noise schedule (SDXL's, SNR-shifted) and the judge's broad augmentation."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Model selection names a metric the dataset logs on validation (issue 11, item 7), checked at config load."""
+"""Model selection names a metric the dataset logs on validation, checked at config load."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Issue 20 item 6: a pool for a superset of levels (or seeds) generates only the images no pool has made yet,
+"""A pool for a superset of levels (or seeds) generates only the images no pool has made yet,
 linking the rest from the content-addressed image store (same pixels)."""
 
 import numpy as np

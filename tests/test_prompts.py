@@ -1,4 +1,4 @@
-"""Class names and prompts (issue 11, item 1): ImageNet-1k names by label id, the descriptions prefix, placeholder
+"""Class names and prompts: ImageNet-1k names by label id, the descriptions prefix, placeholder
 names refused before generation, spectrum/prompts.csv, and iWildCam's hard set without `empty`."""
 
 import json

@@ -1,4 +1,4 @@
-"""Issue 19 item 8: ``spectrum.max_tries``: a sample whose text score is ≤ the threshold is regenerated with the
+"""``spectrum.max_tries``: a sample whose text score is ≤ the threshold is regenerated with the
 next description and its own seed, and the best try is kept (the authors' ImageNet-LT gene_img.py)."""
 
 import json
