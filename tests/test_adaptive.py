@@ -8,11 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from recording import recorded_parts
+from recording import recorded_parts, recorded_trainers
 
 import harness.phases.fine_tune as phase5
 from harness.core.registry import get_method
-from harness.engine.train import Trainer
 from harness.models.base import build_model
 from harness.phases.curriculum import (
     REAL,
@@ -145,14 +144,7 @@ def test_rank_zeros_choice_is_taken(tiny_prepared, monkeypatch):
 
 
 def test_adaptive_run_takes_only_its_epochs_steps(tiny_prepared, monkeypatch):
-    trainers = []
-
-    class Recording(Trainer):
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
-            trainers.append(self)
-
-    monkeypatch.setattr(phase5, "Trainer", Recording)
+    trainers = recorded_trainers(monkeypatch)
     result = fine_tune(tiny_prepared, "discl_adaptive", seed=0, progress=False)
     batch = tiny_prepared.cfg.train.batch_size
     assert trainers[0].step == sum(math.ceil(r["curriculum/images"] / batch) for r in result.history)

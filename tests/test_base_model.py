@@ -23,19 +23,25 @@ def test_base_model_does_not_depend_on_the_global_rng_before_it(tiny_cfg, tiny_p
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_killed_base_training_resumes_to_the_same_weights(tiny_cfg, tiny_prepared, tmp_path, monkeypatch):
+def dies_at_third_epoch(monkeypatch) -> list[int]:
+    """Training raises KeyboardInterrupt (a kill) as its third epoch starts; returns the epochs started."""
     from harness.engine.train import Trainer
 
-    full = tiny_prepared.base_state  # trained without a break
     original, calls = Trainer.train_epoch, []
 
-    def dies_at_third_epoch(self, parts, epoch, max_steps=None):
+    def dying(self, parts, epoch, *args, **kwargs):
         calls.append(epoch)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return original(self, parts, epoch, max_steps)
+        return original(self, parts, epoch, *args, **kwargs)
 
-    monkeypatch.setattr(Trainer, "train_epoch", dies_at_third_epoch)
+    monkeypatch.setattr(Trainer, "train_epoch", dying)
+    return calls
+
+
+def test_killed_base_training_resumes_to_the_same_weights(tiny_cfg, tiny_prepared, tmp_path, monkeypatch):
+    full = tiny_prepared.base_state  # trained without a break
+    calls = dies_at_third_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         base_weights(tiny_cfg, tmp_path / "killed")
     assert list((tmp_path / "killed" / "cache" / "base").glob("*/checkpoint.pt"))
@@ -57,30 +63,21 @@ AUTHORS_RECIPE = [  # the shape of ImageNet_LSC_Mixup.txt at the tiny experiment
 ]
 
 
-def test_the_authors_recipe_trains_a_base_of_its_own_and_resumes_to_the_same_weights(tiny_prepared, tmp_path):
+def test_the_authors_recipe_trains_a_base_of_its_own_and_resumes_to_the_same_weights(
+    tiny_prepared, tmp_path, monkeypatch
+):
     """The step schedule's state and mixup's draws (the global RNG) are in the checkpoint: a base killed after its
     second epoch resumes to the weights of one trained through; the recipe keys a base model of its own."""
     from harness.config import load_config
     from harness.config.keys import base_key
-    from harness.engine.train import Trainer
 
     cfg = load_config("digits_lt_tiny", AUTHORS_RECIPE)
     assert base_key(cfg) != base_key(load_config("digits_lt_tiny"))
     full = base_weights(cfg, tmp_path / "full")
     assert any(not torch.equal(full[k], tiny_prepared.base_state[k]) for k in full)
-    original, calls = Trainer.train_epoch, []
-
-    def dies_at_third_epoch(self, parts, epoch, max_steps=None):
-        calls.append(epoch)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return original(self, parts, epoch, max_steps)
-
-    Trainer.train_epoch = dies_at_third_epoch
-    try:
+    with monkeypatch.context() as m:
+        dies_at_third_epoch(m)
         with pytest.raises(KeyboardInterrupt):
             base_weights(cfg, tmp_path / "killed")
-    finally:
-        Trainer.train_epoch = original
     resumed = base_weights(cfg, tmp_path / "killed")
     assert all(torch.equal(full[k], resumed[k]) for k in full)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from fakes_metadata import IWILDCAM_SIZES, write_imagenet_lt_metadata, write_iwildcam_metadata
+from recording import recorded_trainers
 
 from harness.config import OptimConfig, load_config
 from harness.data.base import TensorImages
@@ -260,14 +261,7 @@ def test_a_run_under_discls_loop_takes_its_steps_and_the_cosine_its_span(tiny_pr
     within a stage; the cosine over schedule_epochs leaves the last step's learning rate above 0."""
     import harness.phases.fine_tune as phase5
 
-    trainers = []
-
-    class Recording(Trainer):
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
-            trainers.append(self)
-
-    monkeypatch.setattr(phase5, "Trainer", Recording)
+    trainers = recorded_trainers(monkeypatch)
     train = {"epochs": 3, "curriculum_epochs": 2, "epoch_length": "real_rows", "schedule_epochs": 4}
     prep = with_settings(tiny_prepared, train=train)
     result = phase5.fine_tune(prep, "discl_diverse_to_specific", seed=0, progress=False)
@@ -298,14 +292,7 @@ def test_plan_replays_a_run_whose_stages_end_when_their_data_does(tiny_prepared,
     run does, and counts the run's steps (both choose alike: the plan's stand-in choice)."""
     import harness.phases.fine_tune as phase5
 
-    trainers = []
-
-    class Recording(Trainer):
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
-            trainers.append(self)
-
-    monkeypatch.setattr(phase5, "Trainer", Recording)
+    trainers = recorded_trainers(monkeypatch)
     monkeypatch.setattr(
         phase5, "guidance_val_probe", lambda *a, **k: lambda lv: {lam: float(lam == lv[0]) for lam in lv}
     )
