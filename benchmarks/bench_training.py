@@ -136,9 +136,10 @@ def measure(quick: bool, repeats: int | None = None) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeats", type=int, help="interleaved repeats per figure (default 15 with --quick, else 25)")
     ap.add_argument("--json")
     args = ap.parse_args()
-    rows = measure(args.quick)
+    rows = measure(args.quick, args.repeats)
     print_table(rows)
     write_json(rows, args.json)
 

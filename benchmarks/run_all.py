@@ -36,6 +36,9 @@ def subprocess_rows(script: str, args: list[str]) -> list[dict]:
         return json.loads(out.read_text())
 
 
+TAKE_REPEATS = {"bench_training.py", "bench_ddp_eval.py", "bench_train_step.py"}  # the scripts with --repeats
+
+
 def benchmarks(quick: bool) -> list[tuple[str, list[str]]]:
     import torch
 
@@ -58,6 +61,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--gpu-json", help="rows measured on a GPU machine, shown with a (GPU file) label")
+    ap.add_argument("--repeats", type=int, help=f"repeats per figure for {', '.join(sorted(TAKE_REPEATS))}")
     ap.add_argument("--only", nargs="+", help="run only these benchmark scripts (e.g. bench_scoring.py)")
     ap.add_argument("--compare", help="an earlier --json file: print each ratio's change against it (goal: ≤ 5%%)")
     args = ap.parse_args()
@@ -68,6 +72,8 @@ def main() -> None:
             continue
         start = time.perf_counter()
         print(f"running {script} {' '.join(script_args)}", file=sys.stderr, flush=True)
+        if args.repeats and script in TAKE_REPEATS:
+            script_args = [*script_args, "--repeats", str(args.repeats)]
         rows += subprocess_rows(script, script_args)
         print(f"  {script}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     if args.gpu_json:

@@ -2,22 +2,24 @@
 copies of it for the tests that write, and the SLURM cluster check."""
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 from workdirs import TINY_RUNS, copy_workdir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 # one torch thread, as in the processes tests start (tests/processes.py): runs in this process and in those repeat
-# each other exactly, and two pytest-xdist workers (`-n 2`) share 2 cores
+# each other exactly, and pytest-xdist workers share the cores
 torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (`-n 2 --dist loadgroup`), tests that would fight over one resource take turns on one
+    """Under pytest-xdist (`-n 3 --dist loadgroup`), tests that would fight over one resource take turns on one
     worker: the SLURM tests over the one-node cluster's 2 CPUs (two array rounds at once would each wait for the
     other), the sweeps of four worker processes over the machine's cores."""
     for item in items:
@@ -40,20 +42,33 @@ def tiny_cfg():
     return load_config("digits_lt_tiny")
 
 
+def shared(tmp_path_factory, name: str) -> tuple[Path, FileLock]:
+    """A folder every pytest-xdist worker of this session shares (the session's own under a single process), and
+    the lock under which the first worker to get there builds it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # pytest-of-USER/pytest-N: the workers' base temp folders sit in it
+    return root / name, FileLock(str(root / f"{name}.lock"))
+
+
 @pytest.fixture(scope="session")
 def warm_workdir(tmp_path_factory) -> Path:
-    """The session's warm workdir: ``tiny_prepared`` builds digits_lt_tiny's shared phases here. Read only: a test
-    that writes takes a copy (``cached_workdir``)."""
-    return tmp_path_factory.mktemp("warm")
+    """The session's warm workdir: ``tiny_prepared`` builds digits_lt_tiny's shared phases here, once for all
+    pytest-xdist workers. Read only: a test that writes takes a copy (``cached_workdir``)."""
+    path, _ = shared(tmp_path_factory, "warm")
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")
-def tiny_prepared(tiny_cfg, warm_workdir):
+def tiny_prepared(tiny_cfg, warm_workdir, tmp_path_factory):
     """The shared phases of the tiny digits experiment (base model, generator, judge, pool, scores), built once per
-    session in the warm workdir."""
+    session in the warm workdir (a second worker loads them from its caches)."""
     from harness.phases.pipeline import prepare
 
-    return prepare(tiny_cfg, warm_workdir, methods=["discl_diverse_to_specific"], progress=False)
+    _, building = shared(tmp_path_factory, "warm")
+    with building:
+        return prepare(tiny_cfg, warm_workdir, methods=["discl_diverse_to_specific"], progress=False)
 
 
 @pytest.fixture
@@ -66,11 +81,17 @@ def cached_workdir(tiny_prepared, warm_workdir, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_runs(tiny_prepared, warm_workdir, tmp_path_factory) -> Path:
     """A copy of the warm workdir in which `harness run` finished plain and discl_diverse_to_specific on seeds 0 and 1
-    of digits_lt_tiny (one MLflow store). Read only: a test that writes copies it with ``copy_workdir``."""
+    of digits_lt_tiny (one MLflow store), once for all pytest-xdist workers. Read only: a test that writes copies it
+    with ``copy_workdir``."""
     from harness.cli import main
 
-    wd = copy_workdir(warm_workdir, tmp_path_factory.mktemp("runs"))
-    assert main(["run", "-e", "digits_lt_tiny", "--workdir", str(wd), "--quiet", *TINY_RUNS]) == 0
+    wd, building = shared(tmp_path_factory, "runs")
+    with building:
+        if not (wd / "finished").exists():
+            shutil.rmtree(wd, ignore_errors=True)  # a worker that died while building it
+            copy_workdir(warm_workdir, wd)
+            assert main(["run", "-e", "digits_lt_tiny", "--workdir", str(wd), "--quiet", *TINY_RUNS]) == 0
+            (wd / "finished").touch()
     return wd
 
 

@@ -66,6 +66,8 @@ def test_run_all_writes_schema_rows(tmp_path):
     done = run_script(
         "run_all.py",
         "--quick",
+        "--repeats",
+        "3",
         "--only",
         "bench_training.py",
         "--json",

@@ -4,6 +4,8 @@ sequential run, and (slow) a real one-node SLURM cluster: a job array through su
 ``scontrol requeue``. The SLURM tests need HARNESS_TEST_SLURM=1 (``.ci/slurm-up.sh`` starts the cluster and CI sets
 it); they fail, not skip, when it is set and SLURM does not answer."""
 
+import contextlib
+import io
 import os
 import shutil
 import signal
@@ -126,6 +128,14 @@ def warm(seq_wd: Path, wd: Path) -> Path:
     return wd
 
 
+def in_process(*argv: str) -> tuple[int, str]:
+    """``harness ARGV`` in this process (one torch thread, as the processes above): exit status and stdout."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(list(argv))
+    return code, out.getvalue()
+
+
 def same_metrics(runs: dict, expected: dict) -> None:
     for key, metrics in expected.items():
         assert metrics, key
@@ -150,7 +160,7 @@ def test_local_launcher_two_jobs_equals_sequential(reference, tmp_path):
     assert {r.data.tags["launcher"] for r in runs.values()} == {"local"}
     assert len({r.data.tags["launcher.job_id"] for r in runs.values()}) == 2, "one process per run"
     same_metrics(runs, {k: expected[k] for k in pairs})
-    code, out = finish(harness("status", *TINY, *runs2, "--workdir", str(tmp_path)))
+    code, out = in_process("status", *TINY, *runs2, "--workdir", str(tmp_path))
     assert code == 0 and "2 finished" in out, out
 
 
@@ -201,7 +211,7 @@ def test_slurm_job_array_runs_each_method_and_seed_as_its_own_job(slurm, referen
     ids = {r.data.tags["launcher.job_id"] for r in runs.values()}
     assert len(ids) == 2 and all("_" in i for i in ids), f"one array task each: {ids}"
     same_metrics(runs, {k: expected[k] for k in pairs})
-    code, out = finish(harness("status", *TINY, *runs2, "--workdir", str(tmp_path)))
+    code, out = in_process("status", *TINY, *runs2, "--workdir", str(tmp_path))
     assert code == 0 and "2 finished" in out and all(i in out for i in ids), out
 
 
@@ -241,7 +251,7 @@ def test_slurm_requeue_of_a_running_job_resumes_to_the_same_metrics(slurm, refer
     assert requeued.info.run_id == run.info.run_id, "the requeued job continues the same MLflow run"
     steps = sorted(m.step for m in c.get_metric_history(run.info.run_id, "train/loss"))
     assert steps == list(range(15)), "each epoch logged once"
-    code, out = finish(harness("run", *TINY, *longer, "--force"))  # the same run uninterrupted, in this process
+    code, out = in_process("run", *TINY, *longer, "--force")  # the same run uninterrupted, in this process
     assert code == 0, out
     fresh = [r for r in runs_of_all(wd) if r.info.run_id != run.info.run_id]
     assert len(fresh) == 1

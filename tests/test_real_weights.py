@@ -149,7 +149,7 @@ QUICK = [*IMAGENET_LT, "generator.params.tiny=false", "scorer.params.tiny=false"
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
-    """Runs ``harness run`` in a subprocess on one fake ImageNet-LT and one workdir (the base model is trained
+    """Runs ``harness generate`` in a subprocess on one fake ImageNet-LT and one workdir (the base model is trained
     once and reused); returns (completed process, the pool's complete.json and scores for the generator)."""
     root = tmp_path_factory.mktemp("real")
     data = write_fake_imagenet_lt(root / "imagenet", counts=(25, 22, 12, 10, 6, 3), image_size=32)
@@ -160,11 +160,9 @@ def real_run(tmp_path_factory):
             sys.executable,
             "-m",
             "harness.cli",
-            "run",
+            "generate",  # the phases that load the weights: base, spectrum, scores (no fine-tuning)
             "--experiment",
             "imagenet_lt_discl_tiny",
-            "--method",
-            "discl_diverse_to_specific",
             "--workdir",
             str(workdir),
             "--quiet",
