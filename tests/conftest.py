@@ -19,9 +19,11 @@ torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (`-n 3 --dist loadgroup`), tests that would fight over one resource take turns on one
-    worker: the SLURM tests over the one-node cluster's 2 CPUs (two array rounds at once would each wait for the
-    other), the sweeps of four worker processes over the machine's cores."""
+    """The slow tests first, so that under pytest-xdist (`-n 2 --dist loadgroup`) the quick ones fill the workers'
+    last minutes instead of one long test running alone at the end. Tests that would fight over one resource take
+    turns on one worker: the SLURM tests over the one-node cluster's 2 CPUs (two array rounds at once would each wait
+    for the other), the sweeps of four worker processes over the machine's cores."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order within each part
     for item in items:
         if "slurm" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("slurm"))
