@@ -72,12 +72,17 @@ def test_status_reads_what_is_left(records, monkeypatch, tmp_path):
     assert shared_phases_line(records, cfg) == "base 21: running"
 
 
-def test_a_record_pointing_at_a_result_file_never_runs_it(tmp_path, monkeypatch):
-    bin_dir, folder, ran = tmp_path / "bin", tmp_path / "elsewhere", tmp_path / "ran"
+def empty_queue(bin_dir, monkeypatch) -> None:
+    """An ``squeue`` on the PATH that lists no job (every job has left the queue)."""
     bin_dir.mkdir()
     (bin_dir / "squeue").write_text("#!/bin/sh\nexit 0\n")
     (bin_dir / "squeue").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_a_record_pointing_at_a_result_file_never_runs_it(tmp_path, monkeypatch):
+    bin_dir, folder, ran = tmp_path / "bin", tmp_path / "elsewhere", tmp_path / "ran"
+    empty_queue(bin_dir, monkeypatch)
     folder.mkdir()
     for job in ("21", "22_0"):
         (folder / f"{job}_0_result.pkl").write_bytes(pickle.dumps(("success", Crafted(ran))))
@@ -97,10 +102,7 @@ def test_waiting_on_jobs_reads_their_outcome_without_unpickling(tmp_path, monkey
     from harness.launch.job_state import job_states
 
     bin_dir, folder, ran = tmp_path / "bin", tmp_path / "logs", tmp_path / "ran"
-    bin_dir.mkdir()
-    (bin_dir / "squeue").write_text("#!/bin/sh\nexit 0\n")
-    (bin_dir / "squeue").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    empty_queue(bin_dir, monkeypatch)
     folder.mkdir()
     (folder / "31_0_result.pkl").write_bytes(pickle.dumps(("success", Crafted(ran))))
     (folder / "32_0_result.pkl").write_bytes(pickle.dumps(("error", Crafted(ran))))
