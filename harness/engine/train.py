@@ -249,8 +249,8 @@ class Trainer:
             if opt_cfg.schedule == "step"
             else LRSchedule(self.opt, opt_cfg, total_epochs)
         )
-        alpha = getattr(opt_cfg, "mixup_alpha", 0.0)  # ``base.mixup_alpha``; log_prior holds one entry per class
-        self.mixup = make_mixup(alpha, len(log_prior)) if alpha else None
+        # ``base.mixup_alpha`` (None when 0 or absent, as in ``train``); log_prior holds one entry per class
+        self.mixup = make_mixup(getattr(opt_cfg, "mixup_alpha", 0.0), len(log_prior))
         self.log_prior, self.device, self.workers, self.transform = log_prior, device, workers, transform
         self.loader = EpochLoader(opt_cfg.batch_size, workers, device, transform)  # its workers live across epochs
         self.g = torch.Generator().manual_seed(seed)

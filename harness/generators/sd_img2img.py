@@ -40,6 +40,11 @@ SCHEDULERS = {
 }
 
 
+def rounded_to_scale(width: int, height: int, scale: int) -> tuple[int, int]:
+    """A size rounded down to multiples of the VAE's scale factor (8 for SDXL), as diffusers rounds it."""
+    return max(scale, width // scale * scale), max(scale, height // scale * scale)
+
+
 @dataclass
 class SDImg2ImgParams:
     model: str = DEFAULT_MODEL  # a hub id (found in the local HF cache) or a folder
@@ -159,7 +164,7 @@ class SDImg2Img(Generator):
                 "own size, which an import cannot check); generate the pool here, or use aspect: squash"
             )
         scale = 2 if p.tiny else 8  # the pipeline's vae_scale_factor: the tiny VAE has 2 blocks, SD's and SDXL's 4
-        return (p.width // scale * scale, p.height // scale * scale)
+        return rounded_to_scale(p.width, p.height, scale)
 
     @classmethod
     def load(cls, p: SDImg2ImgParams, sampling: Sampling, device="cpu") -> SDImg2Img:
@@ -191,9 +196,7 @@ class SDImg2Img(Generator):
         }
 
     def multiple_of_scale(self, width: int, height: int) -> tuple[int, int]:
-        """A size rounded down to multiples of the VAE's scale factor (8 for SDXL), as diffusers rounds it."""
-        scale = self.pipe.vae_scale_factor
-        return max(scale, width // scale * scale), max(scale, height // scale * scale)
+        return rounded_to_scale(width, height, self.pipe.vae_scale_factor)
 
     def item_size(self, item: GenerationItem) -> tuple[int, int]:
         """(width, height) of an item's image: ``width × height``, or with ``aspect: keep`` its source's own size."""
