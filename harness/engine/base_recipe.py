@@ -40,12 +40,14 @@ class StepSchedule:
         self.scheduler.load_state_dict(state["step"])
 
 
-def make_mixup(alpha: float, num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], tuple] | None:
+def make_mixup(alpha: float, num_classes: int | None) -> Callable[[torch.Tensor, torch.Tensor], tuple] | None:
     """Mixup (Zhang et al. 2018) with a mixing weight from Beta(α, α) per batch, each image mixed with its
     neighbour in the shuffled batch; targets become the mixed one-hot labels, which cross-entropy takes as class
     probabilities. None when α is 0 (off). Draws from the global RNG, which checkpoints save."""
     if alpha <= 0:
         return None
+    if num_classes is None:
+        raise ValueError("base.mixup_alpha > 0 needs the class count (the trainer's log_prior), which was not given")
     from torchvision.transforms import v2
 
     return v2.MixUp(alpha=alpha, num_classes=num_classes)

@@ -250,7 +250,8 @@ class Trainer:
             else LRSchedule(self.opt, opt_cfg, total_epochs)
         )
         # ``base.mixup_alpha`` (None when 0 or absent, as in ``train``); log_prior holds one entry per class
-        self.mixup = make_mixup(getattr(opt_cfg, "mixup_alpha", 0.0), len(log_prior))
+        num_classes = None if log_prior is None else len(log_prior)
+        self.mixup = make_mixup(getattr(opt_cfg, "mixup_alpha", 0.0), num_classes)
         self.log_prior, self.device, self.workers, self.transform = log_prior, device, workers, transform
         self.loader = EpochLoader(opt_cfg.batch_size, workers, device, transform)  # its workers live across epochs
         self.g = torch.Generator().manual_seed(seed)
