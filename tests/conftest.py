@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from filelock import FileLock
-from workdirs import TINY_RUNS, copy_workdir
+from workdirs import INLT_COUNTS, TINY_RUNS, copy_workdir, inlt_overrides
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -95,6 +95,27 @@ def tiny_runs(tiny_prepared, warm_workdir, tmp_path_factory) -> Path:
             assert main(["run", "-e", "digits_lt_tiny", "--workdir", str(wd), "--quiet", *TINY_RUNS]) == 0
             (wd / "finished").touch()
     return wd
+
+
+@pytest.fixture(scope="session")
+def imagenet_lt_tiny_runs(tmp_path_factory) -> tuple[Path, Path]:
+    """``imagenet_lt_discl_tiny`` on a fake ImageNet-LT tree (tests/fakes.py, counts ``INLT_COUNTS``) run cold in this
+    process, plain and discl_diverse_to_specific (``INLT_RUNS``), once for all pytest-xdist workers: the tiny random
+    SDXL img2img, the CLIP filter and ResNet-10 through the real loaders. Returns (data root, workdir); read only."""
+    from fakes import write_fake_imagenet_lt
+
+    from harness.config import load_config
+    from harness.runs.runner import run_experiment
+
+    folder, building = shared(tmp_path_factory, "imagenet_lt")
+    root, wd = folder / "data", folder / "work"
+    with building:
+        if not (folder / "finished").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that died while building it
+            write_fake_imagenet_lt(root, counts=INLT_COUNTS)
+            run_experiment(load_config("imagenet_lt_discl_tiny", inlt_overrides(root)), wd, progress=False)
+            (folder / "finished").touch()
+    return root, wd
 
 
 @pytest.fixture(scope="session")

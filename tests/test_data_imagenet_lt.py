@@ -8,14 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from fakes import IMAGENET_LT_COUNTS, write_fake_imagenet_lt
-from quick import IMAGENET_LT, as_sets
 
 from harness.config import Config, build
 from harness.data import load_dataset
 from harness.data.base import DataError
-
-# many > 20, medium 8–20, few < 8 (quick.IMAGENET_LT's shot groups)
-E2E_COUNTS = (25, 22, 12, 10, 6, 3)
 
 
 @pytest.fixture(scope="module")
@@ -182,21 +178,17 @@ def test_subsampling_keeps_shot_groups_of_the_full_file(fake_root, bundle):
 
 
 @pytest.mark.slow  # an end-to-end run through the tiny SDXL and CLIP
-def test_tiny_experiment_end_to_end_matches_an_independent_count(tmp_path):
-    """`harness run --experiment imagenet_lt_discl_tiny` on a fake tree, through the real loader, the tiny random
-    SDXL img2img (DDIM) and CLIP filter: the pool holds every few-shot image × level × seed, every image scored; the
-    logged accuracies overall and by shot group equal a count over the logged predictions with the groups counted
-    from the split file; the prompts name the hard classes by their ImageNet-1k names."""
+def test_tiny_experiment_end_to_end_matches_an_independent_count(imagenet_lt_tiny_runs, tmp_path):
+    """The tiny ImageNet-LT experiment on a fake tree (the session's ``imagenet_lt_tiny_runs``), through the real
+    loader, the tiny random SDXL img2img (DDIM) and CLIP filter: the pool holds every few-shot image × level × seed,
+    every image scored; the logged accuracies overall and by shot group equal a count over the logged predictions
+    with the groups counted from the split file; the prompts name the hard classes by their ImageNet-1k names."""
     from mlflow.tracking import MlflowClient
 
-    from harness.cli import main
     from harness.core.io import read_json
     from harness.phases.spectrum import read_manifest
 
-    root = write_fake_imagenet_lt(tmp_path / "data", counts=E2E_COUNTS)
-    workdir = tmp_path / "work"
-    argv = ["run", "-e", "imagenet_lt_discl_tiny", "-m", "discl_diverse_to_specific", "--workdir", str(workdir)]
-    assert main([*argv, "--set", f"data.root={root}", *as_sets(IMAGENET_LT), "--quiet"]) == 0
+    root, workdir = imagenet_lt_tiny_runs  # workdirs.INLT_COUNTS; many > 20, medium 8–20, few < 8
 
     (pool,) = (workdir / "cache" / "pool").iterdir()
     settings = read_json(pool / "complete.json")["generator"]

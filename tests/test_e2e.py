@@ -5,13 +5,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
-from fakes import write_fake_imagenet_lt
+from histories import metric_histories
 from mlflow.tracking import MlflowClient
-from quick import IMAGENET_LT
-from workdirs import TINY_RUNS, copy_workdir
+from workdirs import TINY_RUNS, copy_workdir, inlt_overrides
 
 from harness.cli import main
 
@@ -80,30 +80,21 @@ def test_rerun_reuses_finished_runs(store, tiny_runs, tmp_path, capsys):
 # --------------------------------------------------------------------------- the same numbers in every process
 
 
-def cold_run(root, workdir) -> subprocess.Popen:
-    """A fresh process that runs the tiny ImageNet-LT experiment into ``workdir`` and prints each run's metric
-    histories as JSON (read them with ``cold_run_metrics``)."""
+def cold_run(workdir, overrides) -> subprocess.Popen:
+    """A fresh process (one torch thread, as this one) that runs the tiny ImageNet-LT experiment into ``workdir`` and
+    prints each run's metric histories as JSON (read them with ``cold_run_metrics``)."""
     code = (
-        "import json, sys; from harness.config import load_config; from harness.runs.runner import run_experiment; "
-        "from harness.runs.tracking import client; "
+        "import json, sys; from pathlib import Path; from harness.config import load_config; "
+        "from harness.runs.runner import run_experiment; "
         "cfg = load_config('imagenet_lt_discl_tiny', sys.argv[2:]); "
-        "res = run_experiment(cfg, __import__('pathlib').Path(sys.argv[1]), progress=False); "
-        "c = client(__import__('pathlib').Path(sys.argv[1])); "
-        "print(json.dumps({r.method: {k: [(m.step, m.value) for m in c.get_metric_history(r.run_id, k)] "
-        "for k in c.get_run(r.run_id).data.metrics} for r in res.itertuples()}))"
+        "run_experiment(cfg, Path(sys.argv[1]), progress=False); "
+        "from histories import metric_histories; print(json.dumps(metric_histories(Path(sys.argv[1]))))"
     )
-    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONHASHSEED": "random"}
+    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONHASHSEED": "random", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).parent), env.get("PYTHONPATH", "")) if p)
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            code,
-            str(workdir),
-            f"data.root={root}",
-            *IMAGENET_LT,
-            "methods=[plain, discl_diverse_to_specific]",
-        ],
+        [sys.executable, "-c", code, str(workdir), *overrides],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -114,7 +105,11 @@ def cold_run(root, workdir) -> subprocess.Popen:
 def cold_run_metrics(proc: subprocess.Popen) -> dict:
     out, err = proc.communicate(timeout=280)
     assert proc.returncode == 0, err[-3000:]
-    metrics = json.loads(out.strip().splitlines()[-1])
+    return comparable(json.loads(out.strip().splitlines()[-1]))
+
+
+def comparable(metrics: dict) -> dict:
+    """The metric histories less the timings and system metrics, which differ between any two processes."""
     for run in metrics.values():
         run.pop("system/cpu_utilization_percentage", None)
         for name in [k for k in run if k.startswith("time/") or k.startswith("system/")]:
@@ -123,11 +118,12 @@ def cold_run_metrics(proc: subprocess.Popen) -> dict:
 
 
 @pytest.mark.slow
-def test_same_config_same_metrics_in_fresh_processes(tmp_path):
-    root = write_fake_imagenet_lt(tmp_path / "imagenet", counts=(25, 22, 12, 10, 6, 3), image_size=32)
-    # one after the other: at once, two processes on 2 cores took 132 s on CI against 44 s in turn
-    first = cold_run_metrics(cold_run(root, tmp_path / "one"))
-    second = cold_run_metrics(cold_run(root, tmp_path / "two"))
+def test_same_config_same_metrics_in_a_fresh_process(imagenet_lt_tiny_runs, tmp_path):
+    """The session's cold ImageNet-LT runs (made in a pytest process) and the same config run cold again in a fresh
+    process, with another hash seed and another import order, give the same metric histories."""
+    root, workdir = imagenet_lt_tiny_runs
+    first = comparable(metric_histories(workdir))
+    second = cold_run_metrics(cold_run(tmp_path / "fresh", inlt_overrides(root)))
     assert set(first) == {"plain", "discl_diverse_to_specific"}
     assert "test/acc" in first["plain"] and "curriculum/tail_share" in first["plain"]
     assert first == second

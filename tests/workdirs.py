@@ -5,11 +5,21 @@ import os
 import shutil
 from pathlib import Path
 
+from quick import IMAGENET_LT
+
 # files the phases append to (manifests, scores) and the lock files: copied, never linked
 APPENDED = (".jsonl", ".lock")
 
 # the runs of conftest's ``tiny_runs``: two methods on two seeds
 TINY_RUNS = ["-m", "plain", "-m", "discl_diverse_to_specific", "-s", "0", "-s", "1"]
+
+# conftest's ``imagenet_lt_tiny_runs``: the fake tree's training images per class (two many-shot, two medium, two
+# few-shot at quick.IMAGENET_LT's shot groups 20 / 8), and the runs' settings
+INLT_COUNTS = (25, 22, 12, 10, 6, 3)
+
+
+def inlt_overrides(root: Path) -> list[str]:
+    return [f"data.root={root}", *IMAGENET_LT, "methods=[plain, discl_diverse_to_specific]"]
 
 
 def copy_workdir(src: Path, dst: Path) -> Path:
