@@ -14,6 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from quick import DIGITS_GENERATION, IMAGENET_LT, as_sets
+from workdirs import copy_workdir
 
 from harness.cli import main
 from harness.config import ConfigError, load_config
@@ -404,21 +405,19 @@ def pool_files(pool_dir: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_round_trip_imagenet_lt_tiny_sdxl_with_retries(tmp_path, monkeypatch):
+def test_round_trip_imagenet_lt_tiny_sdxl_with_retries(imagenet_lt_tiny_runs, tmp_path, monkeypatch):
     """imagenet_lt_discl_tiny on fake ImageNet-LT with the tiny SDXL img2img and tiny CLIP, with its own
     spectrum.max_tries (5, the authors' regeneration): export every try, then a run on the imported pool in a fresh
     workdir loads no pipeline and rebuilds the same retries, kept tries, pool key, pixels and test metrics. A retry
     whose prompt or seed differs, and a threshold that asks for a try the pool lacks, are refused in one line."""
-    from fakes import write_fake_imagenet_lt
-
     from harness.generators.sd_img2img import SDImg2Img
     from harness.pool.export import export_pool
 
-    data = write_fake_imagenet_lt(tmp_path / "imagenet", counts=(25, 22, 12, 10, 6, 3), image_size=32)
+    data, made = imagenet_lt_tiny_runs  # the session's cold run of this config: its run is reused, its pool loaded
     sets = [f"data.root={data}", *IMAGENET_LT]
     cfg = load_config("imagenet_lt_discl_tiny", sets)
     assert cfg.spectrum.max_tries == 5  # the experiment's own (the paper's)
-    first = run_experiment(cfg, tmp_path / "wd", [METHOD], [0], progress=False)
+    first = run_experiment(cfg, copy_workdir(made, tmp_path / "wd"), [METHOD], [0], progress=False)
     prep = prepare(cfg, tmp_path / "wd", [METHOD], progress=False)
     tries = read_all_tries(prep.pool_dir)
     assert (prep.pool_dir / RETRIES).read_text().strip() and (tries["try"] > 0).any()  # some samples were retried
