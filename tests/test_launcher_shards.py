@@ -233,7 +233,7 @@ class FakeExecutor:
         return array()
 
 
-def test_the_phases_are_base_then_a_generate_array_then_merge(tmp_path, monkeypatch):
+def test_the_phases_are_base_then_a_generate_array_then_merge_or_one_shared_job(tmp_path, monkeypatch):
     from harness.config.keys import pool_key
     from harness.launch import slurm
     from harness.launch.records import phases_line
@@ -261,19 +261,14 @@ def test_the_phases_are_base_then_a_generate_array_then_merge(tmp_path, monkeypa
         f"merge {phases[-1].job_id}: pending"
     )
 
-    FakeExecutor.submitted = []  # a complete pool: no generate array; real-only methods: none either
+    FakeExecutor.submitted = []  # a complete pool: no generate array, and one job for base and merge
     done = tmp_path / "cache" / "pool" / pool_key(cfg) / "complete.json"
     done.parent.mkdir(parents=True)
     done.write_text("{}")
-    assert [p.name for p in slurm.submit_phases(cfg, tmp_path, "digits_lt_tiny", [], tmp_path, methods)] == [
-        "base",
-        "merge",
-    ]
-    done.unlink()
-    assert [p.name for p in slurm.submit_phases(cfg, tmp_path, "digits_lt_tiny", [], tmp_path, ["plain"])] == [
-        "base",
-        "merge",
-    ]
+    (shared,) = slurm.submit_phases(cfg, tmp_path, "digits_lt_tiny", [], tmp_path, methods)
+    assert (shared.name, FakeExecutor.submitted[0][1], FakeExecutor.submitted[0][2].phase) == ("shared", None, "shared")
+    done.unlink()  # real-only methods: nothing to generate either
+    assert [p.name for p in slurm.submit_phases(cfg, tmp_path, "digits_lt_tiny", [], tmp_path, ["plain"])] == ["shared"]
 
 
 def test_a_failed_generate_job_cancels_the_jobs_after_it_and_names_its_log(monkeypatch):

@@ -100,7 +100,7 @@ class RecordedRun(BaseModel):
 
 
 class RecordedPhase(BaseModel):
-    name: Literal["base", "generate", "merge"]
+    name: Literal["base", "generate", "merge", "shared"]
     job_id: JobId
     rank: int = 0
     world: int = 1

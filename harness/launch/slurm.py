@@ -71,26 +71,28 @@ def submit_phases(
     cfg: Config, folder: Path, experiment: str, overrides: list[str], workdir: Path, methods: list[str]
 ) -> list[Phase]:
     """Submit the shared phases: the base job; then, when the methods need a generated pool, a job array of
-    ``launcher.generate_shards`` generation shards (after the base job; ``launcher.array_parallelism`` at once; none
-    when the pool is complete already); then the merge job (after every shard). Returns them in that order; the runs
-    depend on the last one."""
+    ``launcher.generate_shards`` generation shards (after the base job; ``launcher.array_parallelism`` at once) and the
+    merge job (after every shard). With nothing to generate (a complete pool, an imported one, real-only methods) one
+    ``shared`` job does the base job's and the merge job's work, a job start less. Returns them in that order; the
+    runs depend on the last one."""
     from harness.config.keys import pool_key
     from harness.phases.pipeline import needs_pool
 
     name, world = f"harness-{cfg.name}", cfg.launcher.generate_shards
     args = (experiment, overrides, str(workdir), methods)
+    complete = (cache_dir(workdir) / "pool" / pool_key(cfg) / "complete.json").exists()
+    if not needs_pool(cfg, methods) or cfg.spectrum.pool or complete:
+        shared = slurm_executor(cfg, folder, f"{name}-shared").submit(PhaseJob("shared", *args))
+        return [Phase("shared", str(shared.job_id))]
     base = slurm_executor(cfg, folder, f"{name}-base").submit(PhaseJob("base", *args))
     phases, last = [Phase("base", str(base.job_id))], f"afterok:{base.job_id}"
-    complete = (cache_dir(workdir) / "pool" / pool_key(cfg) / "complete.json").exists()
-    if needs_pool(cfg, methods) and not cfg.spectrum.pool and not complete:
-        ex = slurm_executor(cfg, folder, f"{name}-generate", dependency=last)
-        with ex.batch():
-            shards = [ex.submit(PhaseJob("generate", *args, rank=r, world=world)) for r in range(world)]
-        phases += [Phase("generate", str(j.job_id), r, world) for r, j in enumerate(shards)]
-        last = "afterok:" + ":".join(sorted({str(j.job_id).split("_")[0] for j in shards}))
+    ex = slurm_executor(cfg, folder, f"{name}-generate", dependency=last)
+    with ex.batch():
+        shards = [ex.submit(PhaseJob("generate", *args, rank=r, world=world)) for r in range(world)]
+    phases += [Phase("generate", str(j.job_id), r, world) for r, j in enumerate(shards)]
+    last = "afterok:" + ":".join(sorted({str(j.job_id).split("_")[0] for j in shards}))
     merge = slurm_executor(cfg, folder, f"{name}-merge", dependency=last).submit(PhaseJob("merge", *args, world=world))
-    phases.append(Phase("merge", str(merge.job_id), 0, world))
-    return phases
+    return [*phases, Phase("merge", str(merge.job_id), 0, world)]
 
 
 def submit_array(cfg: Config, folder: Path, name: str, after: Phase, jobs: list, tasks: list[Task]) -> None:

@@ -45,8 +45,9 @@ class HarnessJob(submitit.helpers.Checkpointable):
 
 class PhaseJob(HarnessJob):
     """A SLURM job of the shared phases, before the runs' array: ``base`` (data, base model, hard samples),
-    ``generate`` (shard ``rank`` of ``world`` of the spectrum, one array task each, independent of the others) or
-    ``merge`` (check every shard's images are in, retries, mark the pool complete, score and filter it)."""
+    ``generate`` (shard ``rank`` of ``world`` of the spectrum, one array task each, independent of the others),
+    ``merge`` (check every shard's images are in, retries, mark the pool complete, score and filter it) or, with
+    nothing to generate, ``shared`` (the base job's work, then the merge job's)."""
 
     def __init__(
         self, phase: str, experiment: str, overrides: list[str], workdir: str, methods: list[str], rank=0, world=1
@@ -69,7 +70,7 @@ class PhaseJob(HarnessJob):
             added = generate_shard(base, workdir, self.rank, self.world, progress=False)
             out |= {"rank": self.rank, "world": self.world, "added": added}
             log.info("generate shard %d of %d: %d images added", self.rank, self.world, added)
-        elif self.phase == "merge" and base.pool_dir is not None:
+        elif self.phase in ("merge", "shared") and base.pool_dir is not None:
             source = finish_pool(base, workdir, progress=False, world=self.world)
             out["images"] = len(score_base(base, workdir, progress=False, pool_source=source).pool)
         gc.collect()
