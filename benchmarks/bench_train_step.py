@@ -2,7 +2,7 @@
 torch.compile, each against fp32 eager, measured side by side in one process.
 
     python benchmarks/bench_train_step.py [--quick] [--resnet-batch B] [--clip-batch B] [--repeats R]
-                                          [--no-compile] [--json FILE]
+                                          [--no-compile] [--smoke] [--json FILE]
 
 A step is what ``Trainer.train_epoch`` does per batch: forward under ``autocast``, the
 loss (cross-entropy through ``classification_loss`` for ResNet-10; FLYP's own contrastive ``ClipFlyp.loss`` for
@@ -24,6 +24,9 @@ in --quick too. torch.compile is timed on the ResNet and, on CUDA, on CLIP; its 
 with a fresh inductor cache, what a first run pays (about a minute for the ResNet on 2 cores), except on a CPU with
 --quick, which uses the machine's cache as found (cold on its first run, ~7 s warm) and says which it was.
 Target on a GPU: bf16 ≥ 2× fp32. On a CPU there is no target: the rows say what bf16 does there.
+
+--smoke (for the test suite, never for a measurement): the same models and variants at 32 px with CLIP over 4
+classes, so that every row is made in seconds; each row's detail says the shape it ran.
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ def resnet10() -> torch.nn.Module:
     return ResNet10(ResNet(BasicBlock, [1, 1, 1, 1], num_classes=1000))
 
 
-def clip_vitb16() -> torch.nn.Module:
+def clip_vitb16(image_size: int = 224, classes: int | None = None) -> torch.nn.Module:
     from transformers import CLIPConfig, CLIPModel
 
     from harness.data.iwildcam import shipped_names
@@ -119,10 +122,11 @@ def clip_vitb16() -> torch.nn.Module:
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
         },
-        vision_config={"patch_size": 16, "image_size": 224},
+        vision_config={"patch_size": 16, "image_size": image_size},
         projection_dim=512,
     )
     names = [c["common_name"] for c in sorted(shipped_names().values(), key=lambda c: c["y"]) if c["y"] < 99999]
+    names = names[:classes] if classes else names
     torch.manual_seed(0)
     return ClipFlyp(CLIPModel(config), tokenizer, names, IWILDCAM_TEMPLATES)
 
@@ -137,11 +141,12 @@ def run_model(
     variants: list[str],
     repeats: int,
     warmup: int,
+    image_size: int = 224,
 ) -> tuple[list[dict], dict]:
     """Every variant of one model, interleaved; rows against fp32 eager, and the compile time when compiled."""
     base = build()
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, 3, 224, 224, generator=g).to(device)
+    x = torch.rand(batch, 3, image_size, image_size, generator=g).to(device)
     y = torch.randint(classes, (batch,), generator=g).to(device)
     runners, extra = {}, {}
     for name in variants:
@@ -260,6 +265,7 @@ def measure(
     repeats: int | None = None,
     compile: bool = True,
     models: tuple[str, ...] = ("resnet10", "clip_vitb16"),
+    smoke: bool = False,
 ) -> list[dict]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
@@ -270,14 +276,15 @@ def measure(
         fresh = tempfile.TemporaryDirectory(prefix="inductor-bench-")
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = fresh.name  # read at every compile (cache_dir_utils.cache_dir)
     try:
-        return measure_models(quick, cuda, device, resnet_batch, clip_batch, repeats, compile, models)
+        return measure_models(quick, cuda, device, resnet_batch, clip_batch, repeats, compile, models, smoke)
     finally:
         if fresh is not None:
             fresh.cleanup()
 
 
-def measure_models(quick, cuda, device, resnet_batch, clip_batch, repeats, compile, models) -> list[dict]:
+def measure_models(quick, cuda, device, resnet_batch, clip_batch, repeats, compile, models, smoke) -> list[dict]:
     rows = []
+    size, clip_classes = (32, 4) if smoke else (224, 182)
     if "resnet10" in models:
         batch = resnet_batch or (128 if cuda or not quick else 8)
         variants = (
@@ -295,9 +302,10 @@ def measure_models(quick, cuda, device, resnet_batch, clip_batch, repeats, compi
             variants,
             repeats or (15 if cuda else 7),
             3 if cuda else 1,
+            size,
         )
         note = "" if batch == 128 else " (paper: 128; per image)"
-        rows += rows_for("resnet10", "ResNet-10, 224 px, 1000 classes, Adam", times, extra, batch, device, note)
+        rows += rows_for("resnet10", f"ResNet-10, {size} px, 1000 classes, Adam", times, extra, batch, device, note)
     if "clip_vitb16" in models:
         batch = clip_batch or (256 if cuda else 1 if quick else 8)
         variants = ["fp32", "bf16"] + (["tf32"] + (["compile"] if compile else []) if cuda else [])
@@ -305,14 +313,15 @@ def measure_models(quick, cuda, device, resnet_batch, clip_batch, repeats, compi
             try:
                 times, extra = run_model(
                     "clip_vitb16",
-                    clip_vitb16,
+                    lambda: clip_vitb16(size, clip_classes),
                     OptimConfig(optimizer="adamw", lr=1e-5, weight_decay=0.2, batch_size=batch),
                     batch,
-                    182,
+                    clip_classes,
                     device,
                     variants,
                     repeats or (9 if cuda else 5),
                     2 if cuda else 1,
+                    size,
                 )
                 break
             except torch.OutOfMemoryError:  # fp32 at 256 needs ~45 GB of activations: say so and halve
@@ -325,7 +334,7 @@ def measure_models(quick, cuda, device, resnet_batch, clip_batch, repeats, compi
         note = "" if batch == 256 else " (paper: 256; per image)"
         rows += rows_for(
             "clip_vitb16",
-            "FLYP CLIP ViT-B/16 shape, 224 px, 182 iWildCam classes × 2 templates, AdamW",
+            f"FLYP CLIP ViT-B/16 shape, {size} px, {clip_classes} iWildCam classes × 2 templates, AdamW",
             times,
             extra,
             batch,
@@ -347,10 +356,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int)
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--models", nargs="+", default=["resnet10", "clip_vitb16"])
+    ap.add_argument("--smoke", action="store_true", help="32 px, CLIP over 4 classes: checks the script, times nothing")
     ap.add_argument("--json")
     args = ap.parse_args()
     rows = measure(
-        args.quick, args.resnet_batch, args.clip_batch, args.repeats, not args.no_compile, tuple(args.models)
+        args.quick,
+        args.resnet_batch,
+        args.clip_batch,
+        args.repeats,
+        not args.no_compile,
+        tuple(args.models),
+        args.smoke,
     )
     print_table(rows)
     write_json(rows, args.json)

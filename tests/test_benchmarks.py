@@ -108,11 +108,13 @@ def test_ddp_eval_shards_half_per_rank_and_gathers_one_process_predictions(tmp_p
 
 @pytest.mark.slow
 def test_train_step_rows(tmp_path):
-    """Every variant of both models trains a step (tiny batches here; the benchmark's own are larger)."""
+    """Every variant of both models trains a step (tiny batches and --smoke shapes here; the benchmark's own are
+    larger)."""
     out = tmp_path / "rows.json"
     run_script(
         "bench_train_step.py",
         "--quick",
+        "--smoke",
         "--resnet-batch",
         "2",
         "--clip-batch",
@@ -135,7 +137,11 @@ def test_train_step_rows(tmp_path):
     ):
         assert f"train_step_{name}" in rows
     assert rows["train_step_resnet10_bf16"]["reference"] == rows["train_step_resnet10_fp32"]["harness"]
-    assert "batch 2" in rows["train_step_resnet10_bf16"]["detail"]
+    assert (
+        "batch 2" in rows["train_step_resnet10_bf16"]["detail"]
+        and "32 px" in rows["train_step_resnet10_bf16"]["detail"]
+    )
+    assert "4 iWildCam classes" in rows["train_step_clip_vitb16_bf16"]["detail"]
     assert rows["train_step_resnet10_fp32"]["ratio"] is None
 
 
