@@ -166,6 +166,21 @@ class Judge(Scorer):
         return cls(model, cfg.data.image_size, data.channels)
 
     @torch.no_grad()
+    def embed_images(self, images, batch_size: int = 256) -> torch.Tensor:
+        """The judge's penultimate features, L2-normalised (what its image–image cosine compares)."""
+        out = []
+        for start in range(0, len(images), batch_size):
+            x = torch.stack([to_tensor01(im, self.size, self.channels) for im in images[start : start + batch_size]])
+            out.append(F.normalize(self.model.features(x), dim=-1))
+        return torch.cat(out) if out else torch.zeros(0, self.model.head.in_features)
+
+    @torch.no_grad()
+    def embed_classes(self, class_names: list[str]) -> torch.Tensor:
+        """The judge reads no text: its head's weight vector of each class, in the space of its features, stands in
+        for the class prompt's embedding (the nearest one is its bias-free prediction)."""
+        return F.normalize(self.model.head.weight.detach()[: len(class_names)], dim=-1)
+
+    @torch.no_grad()
     def score(self, images, prompts, labels, sources):
         x = torch.stack([to_tensor01(im, self.size, self.channels) for im in images])
         s = torch.stack([to_tensor01(im, self.size, self.channels) for im in sources])
