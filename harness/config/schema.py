@@ -178,10 +178,9 @@ class RetrievalConfig(Section):
     image_column: str = "image"  # hf: the image column
     label_column: str | None = "label"  # hf: the class column (index or name); null: classes by the class prompt
     split: str = "train"  # hf: the split of a dataset with several
-    # cosine above which a reference (or synthetic) image is a near duplicate of a validation or test image. 0.95:
-    # distinct photos of one class rarely pass 0.9 in CLIP's image space, while re-encodes, resizes and crops of one
-    # image stay above 0.95; the judge's features on the digits are coarser, so it is a floor to raise, not lower
-    near_duplicate: Annotated[float, Field(gt=0, le=1)] = 0.95
+    # cosine of the scorer's image embeddings above which a reference (or synthetic) image is a near duplicate of a
+    # validation or test image; null: the scorer's own (``Scorer.near_duplicate``: CLIP 0.95, the judge 0.995)
+    near_duplicate: Annotated[float, Field(gt=0, le=1)] | None = None
 
     @field_validator("source")
     @classmethod

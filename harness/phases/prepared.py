@@ -17,12 +17,12 @@ from harness.data.base import LabeledImages
 @dataclass
 class RetrievedPool:
     """Real images retrieved for the hard sources (``retrieved_real``): row i of ``images`` was retrieved for the
-    hard source ``source_index[i]`` (a training-split index); ``near_duplicates``: reference images dropped as near
-    duplicates of a validation or test image."""
+    hard source ``source_index[i]`` (a training-split index); ``metrics``: the counts a run logs (images retrieved,
+    near duplicates of validation or test images dropped, and per λ those among the kept synthetic images)."""
 
     images: LabeledImages
     source_index: np.ndarray
-    near_duplicates: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def rows_for(self, sources: np.ndarray) -> np.ndarray:
         """The rows retrieved for ``sources`` (those that train)."""

@@ -10,7 +10,7 @@ Every embedding (reference set, validation and test images, hard sources, the ke
 once and cached by content and scorer (``cache/retrieval/emb-KEY.npy``), in batches with a progress bar.
 
 The near-duplicate check: a reference image whose cosine to any validation or test image exceeds
-``retrieval.near_duplicate`` is dropped before retrieval and counted (``retrieval/test_near_duplicates``); the kept
+``retrieval.near_duplicate`` (the scorer's own by default) is dropped before retrieval and counted (``retrieval/test_near_duplicates``); the kept
 synthetic images are checked the same way and counted per λ (``spectrum/test_near_duplicates/<λ>``: a generator
 that memorised its training data shows there).
 """
@@ -156,7 +156,8 @@ def build_retrieved(prep: Prepared, levels: tuple[float, ...], cache: Path) -> R
             f"retrieval.source: {rcfg.source} has no image of the hard sources' class(es) {names}; add them"
         )
     eval_emb = eval_embeddings(prep, scorer, cache)
-    near = max_cosine(ref_emb, eval_emb) > rcfg.near_duplicate
+    threshold = rcfg.near_duplicate if rcfg.near_duplicate is not None else scorer.near_duplicate
+    near = max_cosine(ref_emb, eval_emb) > threshold
     source_id = {**split_identity(data_identity(cfg), data.train, sources, "hard"), "scorer": skey}
     source_emb = embed_cached(scorer, data.train, sources, source_id, cache, "hard sources")
     counts = per_source_counts(prep.pool, sources, levels)
@@ -164,7 +165,7 @@ def build_retrieved(prep: Prepared, levels: tuple[float, ...], cache: Path) -> R
     images = subset(ref.images, rows)
     images.labels = labels[rows]  # the class retrieval assigned (an unlabelled set's from its prompt)
     metrics = {"retrieval/images": len(rows), "retrieval/test_near_duplicates": int(near.sum())}
-    metrics |= synthetic_near_duplicates(prep, scorer, cache, eval_emb, rcfg.near_duplicate)
+    metrics |= synthetic_near_duplicates(prep, scorer, cache, eval_emb, threshold)
     log.info("retrieved %d real images for %d hard sources (%s)", len(rows), len(sources), rcfg.source)
     return RetrievedPool(images, sources[owners], metrics)
 

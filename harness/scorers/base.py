@@ -16,6 +16,10 @@ class Scorer:
     names), to a constructor or loader that never sees ``cfg``."""
 
     name = "scorer"
+    # cosine of ``embed_images`` above which two images are near duplicates (``retrieval.near_duplicate: null``).
+    # 0.95: in CLIP's image space distinct photos of one class rarely pass 0.9, while re-encodes, resizes and small
+    # crops of one photo stay above 0.95
+    near_duplicate = 0.95
 
     @classmethod
     def from_config(cls, cfg, data, cache: Path | None, device="cpu") -> Scorer:
