@@ -10,9 +10,9 @@ Every embedding (reference set, validation and test images, hard sources, the ke
 once and cached by content and scorer (``cache/retrieval/emb-KEY.npy``), in batches with a progress bar.
 
 The near-duplicate check: a reference image whose cosine to any validation or test image exceeds
-``retrieval.near_duplicate`` (the scorer's own by default) is dropped before retrieval and counted (``retrieval/test_near_duplicates``); the kept
-synthetic images are checked the same way and counted per λ (``spectrum/test_near_duplicates/<λ>``: a generator
-that memorised its training data shows there).
+``retrieval.near_duplicate`` (the scorer's own by default) is dropped before retrieval and counted
+(``retrieval/test_near_duplicates``); the kept synthetic images are checked the same way and counted per λ
+(``spectrum/test_near_duplicates/<λ>``: a generator that memorised its training data shows there).
 """
 
 from __future__ import annotations
