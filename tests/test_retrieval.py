@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_base_method import declared_methods  # noqa: F401 (the methods this checkout declares)
 
 import baselines.retrieved_real  # noqa: F401 (registers the method)
 from harness.core.errors import HarnessError
@@ -126,3 +127,14 @@ def test_retrieved_real_trains_on_retrieved_images_as_many_as_the_synthetic_meth
     assert not any(p.images is prep.pool_images for p in parts)
     # each retrieved image is of its source's class
     assert np.array_equal(prep.retrieved.images.labels, prep.data.train.labels[prep.retrieved.source_index])
+
+
+def test_harness_list_shows_retrieved_real_and_plan_replays_it(declared_methods, capsys):  # noqa: F811
+    from harness.cli import main
+
+    assert declared_methods["retrieved_real"] == "baselines.retrieved_real:RetrievedReal"
+    assert main(["list"]) == 0
+    methods = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("methods:"))
+    assert "retrieved_real" in methods.split(":", 1)[1].replace(",", " ").split()
+    assert main(["plan", "-e", "digits_lt_tiny", "--method", "retrieved_real"]) == 0
+    assert "retrieved_real" in capsys.readouterr().out
