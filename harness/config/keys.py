@@ -62,6 +62,7 @@ LATER_SETTINGS: dict[str, frozenset[str]] = {
     "train": frozenset({"epoch_length", "schedule_epochs", "include_nonhard_real"}),
     "curriculum": frozenset({"holdout_scope", "stage_epochs", "real_stage"}),
     "adaptive": frozenset({"decide", "measure", "train_on"}),
+    "retrieval": frozenset({"source", "image_column", "label_column", "split", "near_duplicate"}),
 }
 
 
@@ -307,5 +308,6 @@ def run_key(cfg: Config, method: str, world: int | None = None) -> str:
                 "adaptive": unless_default("adaptive", cfg.curriculum.adaptive),
             },
             "method": {"name": method, "params": cfg.method_params.get(method, {})},
+            **({"retrieval": retrieval} if (retrieval := unless_default("retrieval", cfg.retrieval)) else {}),
         }
     )

@@ -169,6 +169,28 @@ class FilterConfig(Section):
     threshold: float = 0.3  # keep a synthetic image if its image–text score is at least this
 
 
+class RetrievalConfig(Section):
+    """``retrieved_real``'s reference set: where the real images it retrieves for the hard sources come from."""
+
+    # pool (the dataset's generator-training pool) | folder:PATH (class sub-folders named by class name or index)
+    # | hf:NAME (a Hugging Face dataset saved to disk or in the local cache; never fetched)
+    source: str = "pool"
+    image_column: str = "image"  # hf: the image column
+    label_column: str | None = "label"  # hf: the class column (index or name); null: classes by the class prompt
+    split: str = "train"  # hf: the split of a dataset with several
+    # cosine of the scorer's image embeddings above which a reference (or synthetic) image is a near duplicate of a
+    # validation or test image; null: the scorer's own (``Scorer.near_duplicate``: CLIP 0.95, the judge 0.995)
+    near_duplicate: Annotated[float, Field(gt=0, le=1)] | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, source: str) -> str:
+        kind, _, rest = source.partition(":")
+        if source != "pool" and not (kind in ("folder", "hf") and rest):
+            raise ValueError(f"{source!r} is none of pool, folder:PATH, hf:NAME")
+        return source
+
+
 class TrainConfig(OptimConfig):
     """Fine-tuning from the base model, where the methods differ (the ``train`` section)."""
 
@@ -275,6 +297,7 @@ class Config(Section):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)  # retrieved_real's reference set
     methods: list[str] = Field(default_factory=lambda: ["plain", "discl_diverse_to_specific"])
     method_params: dict[str, Params] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=lambda: [0])

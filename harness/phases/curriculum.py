@@ -43,6 +43,8 @@ class Curriculum:
     rebalance = True  # undersamples non-hard real images during the curriculum
     adaptive = False  # needs a guidance-validation set and a probe
     real_stand_in = False  # no synthetic images: as many real hard images (drawn with replacement) take their place
+    # with real_stand_in: the stand-ins are real images retrieved for the hard sources (``Prepared.retrieved``)
+    retrieves = False
     # every epoch takes the steps of a curriculum epoch under train.epoch_length real_rows (plain_matched: DisCL's
     # step budget on the natural data)
     matches_curriculum_steps = False
@@ -190,7 +192,9 @@ def epoch_parts(
 ) -> list[Part]:
     """The images of one epoch: real non-hard (a fresh undersample while re-balancing), real hard, and during the
     curriculum the stage's synthetic images. The real-only control draws as many real hard images, with
-    replacement, in their place. Held-out guidance-validation sources (not in ``train_sources``) never join.
+    replacement, in their place; a retrieving method as many of the real images retrieved for the training sources
+    (``Prepared.retrieved``; without them, as ``harness plan`` replays a run, the real hard images). Held-out
+    guidance-validation sources (not in ``train_sources``) never join.
 
     A re-balancing method re-balances during the curriculum, and after it too with ``train.post_curriculum:
     rebalanced`` (the authors' ImageNet-LT loader). The synthetic count: with ``train.tail_share`` the tail (real
@@ -221,6 +225,10 @@ def epoch_parts(
         if method.synthetic:
             draw = rng.choice(candidates, size=n, replace=n > len(candidates)) if len(candidates) else candidates
             tail.append(Part(prep.pool_images, np.sort(draw)))
+        elif method.retrieves and getattr(prep, "retrieved", None) is not None:
+            rows = prep.retrieved.rows_for(train_sources)
+            if len(rows):
+                tail.append(Part(prep.retrieved.images, np.sort(rng.choice(rows, size=n, replace=n > len(rows)))))
         elif method.real_stand_in and len(hard_real):
             tail.append(Part(train, np.sort(rng.choice(hard_real, size=n, replace=True))))
     if in_curriculum and method.rebalance and not cfg.train.include_nonhard_real:  # S_λ alone: no real non-hard

@@ -36,6 +36,7 @@ from harness.phases.fine_tune import RunResult, evaluate_final, log_row  # noqa:
 from harness.phases.fine_tune import fine_tune as fine_tune_epochs
 from harness.phases.hard_samples import select_hard
 from harness.phases.prepared import Prepared
+from harness.phases.retrieval import attach_retrieved
 from harness.phases.spectrum import (
     check_shards,
     generate_spectrum,
@@ -218,8 +219,10 @@ def fine_tune(
 ) -> RunResult:
     """Phase 5 for one (method, seed): ``harness.phases.fine_tune.fine_tune``'s epochs, or, for a method that does
     not fine-tune (``fine_tunes = False``: ``base``), the base model evaluated as trained."""
-    if not getattr(get_method(method_name), "fine_tunes", True):
+    method = get_method(method_name)
+    if not getattr(method, "fine_tunes", True):
         return evaluate_base(prep, method_name, seed)
+    attach_retrieved(prep, method, run)  # retrieved_real: its real images, retrieved once per prep, counts logged
     return fine_tune_epochs(prep, method_name, seed, run, ckpt_dir, progress, on_epoch)
 
 

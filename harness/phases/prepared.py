@@ -15,6 +15,21 @@ from harness.data.base import LabeledImages
 
 
 @dataclass
+class RetrievedPool:
+    """Real images retrieved for the hard sources (``retrieved_real``): row i of ``images`` was retrieved for the
+    hard source ``source_index[i]`` (a training-split index); ``metrics``: the counts a run logs (images retrieved,
+    near duplicates of validation or test images dropped, and per λ those among the kept synthetic images)."""
+
+    images: LabeledImages
+    source_index: np.ndarray
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def rows_for(self, sources: np.ndarray) -> np.ndarray:
+        """The rows retrieved for ``sources`` (those that train)."""
+        return np.flatnonzero(np.isin(self.source_index, sources))
+
+
+@dataclass
 class Prepared:
     """Everything the methods share: data, base model, hard samples and the scored synthetic pool."""
 
@@ -28,6 +43,7 @@ class Prepared:
     pool_images: LabeledImages | None  # row i of ``pool`` is image i
     timings: dict[str, float] = field(default_factory=dict)
     pool_source: dict | None = None  # spectrum.pool: where the imported pool came from and its digest
+    retrieved: RetrievedPool | None = None  # a retrieving method's real images (attached by ``pipeline.fine_tune``)
 
     @property
     def kept(self) -> pd.DataFrame:

@@ -128,6 +128,12 @@ class ClipScorer(Scorer):
         row = {t: i for i, t in enumerate(unique)}
         return emb[torch.tensor([row[t] for t in texts], device=emb.device)]
 
+    def embed_classes(self, class_names: list[str]) -> torch.Tensor:
+        """The filter prompt of each class (``prompt``; "a photo of {name}" without one), embedded as text."""
+        template = self.p.prompt or "a photo of {name}"
+        named = folder_name if self.p.prompt_names == "folder" else str
+        return self.embed_texts([template.format(name=named(name)) for name in class_names])
+
     def score(self, images, prompts, labels, sources):
         image_emb = self.embed_images(images)
         text_emb = self.embed_texts(self.filter_prompts(prompts, labels))

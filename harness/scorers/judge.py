@@ -129,8 +129,12 @@ def judge_key(cfg, pool, p: JudgeParams) -> str:
 class Judge(Scorer):
     name = "judge"
 
-    def __init__(self, model: SmallCNN, size: int, channels: int):
+    # its features put distinct digits of one class as close as cosine 0.99 (even centred): only copies pass 0.995
+    near_duplicate = 0.995
+
+    def __init__(self, model: SmallCNN, size: int, channels: int, centre_on=None):
         self.model, self.size, self.channels = model.eval(), size, channels
+        self.centre_on, self.centre = centre_on, None  # the images whose mean feature ``embed_images`` subtracts
 
     @classmethod
     def params(cls, cfg) -> JudgeParams:
@@ -163,7 +167,31 @@ class Judge(Scorer):
         path = cls.prepare(cfg, data, cache)  # a no-op once the pipeline's step has trained it
         model = SmallCNN(data.num_classes, data.channels, cls.params(cfg).width)
         model.load_state_dict(load_file(str(path)))
-        return cls(model, cfg.data.image_size, data.channels)
+        return cls(model, cfg.data.image_size, data.channels, data.splits.get("pool"))
+
+    @torch.no_grad()
+    def features(self, images, batch_size: int = 256) -> torch.Tensor:
+        out = [torch.zeros(0, self.model.head.in_features)]
+        for start in range(0, len(images), batch_size):
+            x = torch.stack([to_tensor01(im, self.size, self.channels) for im in images[start : start + batch_size]])
+            out.append(self.model.features(x))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def embed_images(self, images) -> torch.Tensor:
+        """The judge's penultimate features less their mean over its training pool, L2-normalised: its features are
+        non-negative (after a ReLU), so uncentred any two digits have a cosine near 1 and it would tell nothing."""
+        if self.centre is None:
+            pool = self.centre_on
+            seen = [pool.raw(i) for i in range(len(pool))] if pool is not None else []
+            self.centre = self.features(seen).mean(0) if seen else torch.zeros(self.model.head.in_features)
+        return F.normalize(self.features(images) - self.centre, dim=-1)
+
+    @torch.no_grad()
+    def embed_classes(self, class_names: list[str]) -> torch.Tensor:
+        """The judge reads no text: its head's weight vector of each class, in the space of its features, stands in
+        for the class prompt's embedding (the nearest one is its bias-free prediction)."""
+        return F.normalize(self.model.head.weight.detach()[: len(class_names)], dim=-1)
 
     @torch.no_grad()
     def score(self, images, prompts, labels, sources):

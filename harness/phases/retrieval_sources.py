@@ -1,0 +1,173 @@
+"""Reference sets for ``retrieved_real`` (``retrieval.source``): the real images it may retrieve, each with the
+identity its embedding index is cached under (the content of its images, never its path).
+
+- ``pool``: the dataset's own generator-training pool (the digits' clean pool, what ``tiny_ddpm`` learned from).
+- ``folder:PATH``: one sub-folder per class, named by the class's name (spaces or underscores) or index.
+- ``hf:NAME``: a Hugging Face ``datasets`` dataset saved to disk (``save_to_disk``) or already in the local cache;
+  nothing is fetched and no dataset script runs. Its images are untrusted: only the image column's decoded images
+  are read (PIL's decompression-bomb limit applies), never a path a row names.
+
+A labelled set gives each image its class; an unlabelled one (``retrieval.label_column: null``) gets its classes
+from the scorer (``harness.phases.retrieval.assign_classes``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from harness.config import ConfigError
+from harness.config.hashing import stable_hash
+from harness.core.errors import MissingFileError
+from harness.data.base import FileImages, LabeledImages
+from harness.generators.tiny_ddpm import pool_identity
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+@dataclass
+class Reference:
+    """A reference set: its images, their classes (None: unlabelled) and the content identity it is keyed by."""
+
+    images: LabeledImages
+    labels: np.ndarray | None
+    identity: dict
+
+
+def load_reference(source: str, cfg, data) -> Reference:
+    """The reference set ``retrieval.source`` names, for the dataset ``data``."""
+    kind, _, rest = source.partition(":")
+    if kind == "pool":
+        return pool_reference(cfg, data)
+    if kind == "folder":
+        return folder_reference(Path(rest).expanduser(), data.class_names, cfg.data.image_size, data.channels)
+    return hf_reference(rest, cfg.retrieval, data.class_names, cfg.data.image_size, data.channels)
+
+
+def pool_reference(cfg, data) -> Reference:
+    pool = data.splits.get("pool")
+    if pool is None:
+        raise ConfigError(
+            f"retrieval.source: pool: {data.name} has no generator-training pool; set retrieval.source to "
+            "folder:PATH or hf:NAME"
+        )
+    return Reference(pool, np.asarray(pool.labels), {"pool": pool_identity(cfg, pool)})
+
+
+def class_of_folder(name: str, class_names: list[str]) -> int | None:
+    """The class a sub-folder names: its index, or its name with underscores for spaces (any case)."""
+    if name.isdigit() and int(name) < len(class_names):
+        return int(name)
+    wanted = name.replace("_", " ").casefold()
+    return next((c for c, n in enumerate(class_names) if n.replace("_", " ").casefold() == wanted), None)
+
+
+def folder_reference(root: Path, class_names: list[str], size: int, channels: int) -> Reference:
+    """Images under ``root/CLASS/``; a sub-folder that names no class is refused, files at the top are ignored."""
+    if not root.is_dir():
+        raise MissingFileError(f"retrieval.source: folder {root} does not exist; give a folder of class sub-folders")
+    paths, labels, digest = [], [], hashlib.sha256()
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        c = class_of_folder(sub.name, class_names)
+        if c is None:
+            raise ConfigError(
+                f"retrieval.source: {sub} names no class of this dataset; name it by a class's name or index"
+            )
+        for path in sorted(p for p in sub.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+            paths.append(path)
+            labels.append(c)
+            digest.update(f"{c}\0{path.relative_to(root)}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    if not paths:
+        raise ConfigError(f"retrieval.source: {root} holds no images in class sub-folders")
+    ids = [str(p.relative_to(root)) for p in paths]
+    images = FileImages(paths, labels, ids, size, channels)
+    return Reference(images, np.asarray(labels, dtype=np.int64), {"folder_sha256": digest.hexdigest()})
+
+
+class HFImages(LabeledImages):
+    """The image column of a ``datasets`` dataset, decoded by ``datasets`` into PIL images."""
+
+    def __init__(self, dataset, column: str, size: int, channels: int, labels: np.ndarray):
+        self.dataset, self.column, self.size, self.channels = dataset, column, size, channels
+        self.labels = labels
+        self.ids = [str(i) for i in range(len(dataset))]
+
+    def raw(self, i: int) -> Image.Image:
+        return self.dataset[int(i)][self.column].convert("RGB" if self.channels == 3 else "L")
+
+    def load(self, i: int):
+        from harness.data.base import to_tensor01
+
+        return to_tensor01(self.raw(i), self.size, self.channels)
+
+    def decode(self, i: int):
+        from torchvision.transforms.functional import pil_to_tensor
+
+        return pil_to_tensor(self.raw(i))
+
+    def fit(self, x):
+        from torchvision.transforms.functional import resize
+
+        return resize(x, [self.size, self.size], antialias=True) if x.shape[-2:] != (self.size, self.size) else x
+
+
+def open_hf(name: str, split: str):
+    """A dataset saved to disk at ``name``, or ``name`` from the local cache, offline and without remote code."""
+    import datasets
+
+    if Path(name).expanduser().is_dir():
+        loaded = datasets.load_from_disk(str(Path(name).expanduser()))
+    else:
+        offline = datasets.config.HF_HUB_OFFLINE
+        datasets.config.HF_HUB_OFFLINE = True  # the local cache only: never fetched
+        try:
+            loaded = datasets.load_dataset(name, split=split)
+        except Exception as e:
+            raise MissingFileError(
+                f"retrieval.source: hf:{name} is neither a saved dataset folder nor in the local Hugging Face cache "
+                f"({type(e).__name__}); save it with save_to_disk and give its folder"
+            ) from None
+        finally:
+            datasets.config.HF_HUB_OFFLINE = offline
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise ConfigError(f"retrieval.split: hf:{name} has no split {split!r} (it has {', '.join(loaded)})")
+        loaded = loaded[split]
+    return loaded
+
+
+def hf_reference(name: str, rcfg, class_names: list[str], size: int, channels: int) -> Reference:
+    ds = open_hf(name, rcfg.split)
+    for column in (rcfg.image_column, rcfg.label_column):
+        if column is not None and column not in ds.column_names:
+            raise ConfigError(f"retrieval: hf:{name} has no column {column!r} (it has {', '.join(ds.column_names)})")
+    labels = None if rcfg.label_column is None else hf_labels(ds, rcfg.label_column, class_names, name)
+    stand_in = np.zeros(len(ds), dtype=np.int64) if labels is None else labels
+    identity = {"hf": ds._fingerprint, "columns": [rcfg.image_column, rcfg.label_column], "split": rcfg.split}
+    return Reference(HFImages(ds, rcfg.image_column, size, channels, stand_in), labels, {"hf_fingerprint": identity})
+
+
+def hf_labels(ds, column: str, class_names: list[str], name: str) -> np.ndarray:
+    """The class of each row: a class index, or a class name (a ``ClassLabel`` names its own)."""
+    feature = ds.features[column]
+    values = ds[column]
+    if hasattr(feature, "names"):
+        values = [feature.names[v] for v in values]
+    index = {n.casefold(): c for c, n in enumerate(class_names)}
+    out = []
+    for v in values:
+        c = v if isinstance(v, int) and 0 <= v < len(class_names) else index.get(str(v).casefold())
+        if c is None:
+            raise ConfigError(f"retrieval.label_column: hf:{name} labels a row {v!r}, no class of this dataset")
+        out.append(c)
+    return np.asarray(out, dtype=np.int64)
+
+
+def split_identity(data_id: dict, images: LabeledImages, rows: np.ndarray, what: str) -> dict:
+    """The identity of some rows of a dataset split: the data settings and the rows' image ids."""
+    return {"data": data_id, "what": what, "ids": stable_hash([images.ids[int(i)] for i in rows])}
