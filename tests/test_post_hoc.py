@@ -135,7 +135,8 @@ def test_which_variants_apply(flyp):
     assert post_hoc.wise_applies(clip_pretrained, flyp) and not post_hoc.taunorm_applies(clip_pretrained, flyp)
     assert not post_hoc.wise_applies(cfg_for("clip_flyp", "{tiny: true}"), flyp)  # from the base model: no zero-shot
     for model in (cnn, resnet):
-        assert post_hoc.taunorm_applies(cfg_for("small_cnn"), model) and not post_hoc.wise_applies(clip_pretrained, model)
+        assert post_hoc.taunorm_applies(cfg_for("small_cnn"), model)
+        assert not post_hoc.wise_applies(clip_pretrained, model)
     assert not post_hoc.taunorm_applies(cfg_for("small_cnn", "{}", "train.post_hoc=[]"), cnn)
     assert post_hoc.zero_shot_state(clip_pretrained, flyp) is not None
     assert post_hoc.zero_shot_state(cfg_for("small_cnn"), cnn) is None  # no copy where WiSE-FT does not apply
