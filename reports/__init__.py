@@ -48,10 +48,12 @@ def build_report(
 def report_tables(rs, paper: bool, contrasts: list[tuple[str, str]] | None = None) -> list:
     from reports import paired, tables
     from reports import paper as paper_numbers
+    from reports.post_hoc import with_post_hoc_rows
 
     dataset = ",".join(rs.tags.get("dataset", []).dropna().unique()) if "dataset" in rs.tags else ""
-    made = [tables.results_table(rs.runs, rs.methods, paper=paper, dataset=dataset)]
-    made += [t for b in tables.BASELINES if (t := tables.difference_table(rs.runs, b, rs.methods)) is not None]
+    runs, order = with_post_hoc_rows(rs.runs, rs.methods)  # "+ WiSE-FT", "+ τ-norm" beside each method that has them
+    made = [tables.results_table(runs, order, paper=paper, dataset=dataset)]
+    made += [t for b in tables.BASELINES if (t := tables.difference_table(runs, b, order)) is not None]
     if (named := tables.contrast_table(rs.runs, contrasts or [])) is not None:
         made.append(named)
         made += paired.image_paired_tables(rs.runs, rs.artifact, contrasts)

@@ -231,8 +231,8 @@ def test_max_train_is_a_random_subset(fake_root):
 @pytest.mark.slow  # a whole run (or several) for one check; the fast lane keeps unit tests
 def test_tiny_experiment_end_to_end_matches_wilds_eval(tmp_path):
     """`harness run --experiment iwildcam_discl_tiny` on a fake copy, through the real loader, the tiny random SDXL
-    img2img and FLYP-CLIP: discl_adaptive starts on a level, then real data only; the logged F1 and accuracy equal
-    what wilds' evaluator gives on the logged predictions, in and out of distribution."""
+    img2img and FLYP-CLIP: discl_adaptive starts on a level, then real data only; WiSE-FT's metrics are logged; the
+    logged F1 and accuracy equal what wilds' evaluator gives on the logged predictions, in and out of distribution."""
     from mlflow.tracking import MlflowClient
 
     from harness.cli import main
@@ -252,6 +252,10 @@ def test_tiny_experiment_end_to_end_matches_wilds_eval(tmp_path):
     history = client.get_metric_history(run.info.run_id, "curriculum/lambda")
     values = [m.value for m in sorted(history, key=lambda m: m.step)]
     assert values[0] in (0.5, 0.7, 0.9) and values[1:] == [1.0]  # an adaptive stage, then real data only
+    metrics = run.data.metrics  # WiSE-FT from CLIP's zero-shot weights, α chosen on validation; no τ-norm for CLIP
+    assert 0 <= metrics["wise/alpha"] <= 1 and "wise/val/f1_macro" in metrics
+    assert {"wise/test_id/f1_macro", "wise/test_ood/f1_macro", "wise/test_ood/acc"} <= set(metrics)
+    assert not any(k.startswith("taunorm/") for k in metrics)
     evaluator = import_wilds().get_dataset("iwildcam", root_dir=str(root), download=False)
     for name, split in (("test_id", "id_test"), ("test_ood", "test")):
         path = client.download_artifacts(run.info.run_id, f"predictions/{split}.csv", str(tmp_path / name))

@@ -160,6 +160,7 @@ def test_harness_run_under_torchrun(tmp_path):
     for run in runs:
         assert run.info.status == "FINISHED"
         assert {"test/acc", "test/acc_many", "test/acc_medium", "test/acc_few"} <= set(run.data.metrics)
+        assert {"taunorm/tau", "taunorm/test/acc"} <= set(run.data.metrics)  # measured on both ranks, rank 0 logs
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == [0, 1]
     discl = next(r for r in runs if r.data.tags["method"].startswith("discl"))
     assert client.get_metric_history(discl.info.run_id, "curriculum/synthetic")[0].value > 0  # trained on the pool

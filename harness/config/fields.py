@@ -14,6 +14,7 @@ Loss = Literal["ce", "balanced_softmax"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]  # auto: bf16 on CUDA, fp32 on CPU (autocast, training and eval)
 # the epochs after the curriculum: still re-balanced | natural data | the real hard images alone (the iWildCam code)
 PostCurriculum = Literal["rebalanced", "natural", "hard_real"]
+PostHoc = Literal["wise", "taunorm"]  # train.post_hoc: WiSE-FT, τ-normalisation (harness/phases/post_hoc.py)
 Init = Literal["base", "pretrained"]  # fine-tune from the base model | from the model's pretrained weights
 HardRule = Literal["few_shot", "low_prob", "k_hardest", "misclassified"]
 EpochLength = Literal["pass", "real_images", "real_rows"]  # train.epoch_length

@@ -283,9 +283,11 @@ def scorer_key(cfg: Config) -> str:
 
 
 def train_identity(cfg: Config, world: int | None) -> dict[str, Any]:
-    """The ``train`` section as it decides a run. Undersampling has truncated ``int(ratio × n)`` (the authors')
-    since it rounded: a re-balancing run's images changed, so its key says so and no rounded run is reused."""
+    """The ``train`` section as it decides a run (less ``post_hoc``, which only measures the result). Undersampling
+    has truncated ``int(ratio × n)`` (the authors') since it rounded: a re-balancing run's images changed, so its key
+    says so and no rounded run is reused."""
     train = global_batch(unless_default("train", cfg.train), world)
+    train.pop("post_hoc")  # what is measured after training, never what trains: like ``tracking``, in no key
     return {**train, "undersample_count": "truncated"} if cfg.train.undersample < 1 else train
 
 

@@ -26,6 +26,7 @@ from harness.config.fields import (
     Params,
     PosInt,
     PostCurriculum,
+    PostHoc,
     Precision,
     Schedule,
     Scheduler,
@@ -216,6 +217,9 @@ class TrainConfig(OptimConfig):
     epoch_length: EpochLength | dict[str, EpochLength] = "pass"
     schedule_epochs: PosInt | None | dict[str, PosInt | None] = None  # epochs the cosine spans (null: epochs), alike
     include_nonhard_real: bool = True  # false: a curriculum stage leaves the real non-hard images out (S_λ alone)
+    # after the test of the selected model, no training: WiSE-FT (a model with zero-shot weights, train.init:
+    # pretrained) and τ-normalisation (a linear head), where each applies; [] for neither
+    post_hoc: list[PostHoc] = Field(default_factory=lambda: ["wise", "taunorm"])
 
     @field_validator("curriculum_epochs")
     @classmethod

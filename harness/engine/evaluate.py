@@ -130,3 +130,15 @@ def evaluate_split(
     """Metrics and predictions of one split; ``distributed``: sharded over the DDP ranks (see ``class_probs``)."""
     preds = predict(model, data.splits[split], device, workers, data.eval_transform, amp, distributed, data.loaders)
     return data.evaluate(preds.y_true.to_numpy(), preds.y_pred.to_numpy()), preds
+
+
+def evaluate_final(model, data, device, amp=None) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
+    """Test metrics of the selected model (named by report split, e.g. ``test_ood/f1_macro``) and the predictions
+    of every test split and the validation split."""
+    predictions, test_metrics = {}, {}
+    for name, split in {**data.test_splits, "val": data.val_split}.items():
+        metrics, preds = evaluate_split(model, data, split, device, data.num_workers, amp, distributed=True)
+        predictions[split] = preds
+        if name != "val":
+            test_metrics.update({f"{name}/{k}": v for k, v in metrics.items()})
+    return test_metrics, predictions

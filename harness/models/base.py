@@ -15,7 +15,7 @@ from harness.core.errors import MissingFileError
 from harness.core.io import load_torch
 from harness.core.registry import get_model, register_model
 
-CAPABILITY_FLAGS = ("channels_last", "own_loss", "needs_class_names")
+CAPABILITY_FLAGS = ("channels_last", "own_loss", "needs_class_names", "zero_shot")
 
 
 class HarnessModel:
@@ -31,6 +31,9 @@ class HarnessModel:
     own_loss: bool = False
     # ``from_config`` takes ``class_names`` (CLIP's text prompts)
     needs_class_names: bool = False
+    # its pretrained weights classify without training (CLIP's prompt head): WiSE-FT applies after ``train.init:
+    # pretrained`` (harness/phases/post_hoc.py)
+    zero_shot: bool = False
     # rows of the trainer's epoch per image (FLYP: one per text template; ``loss`` gets each row's template index)
     templates_per_image: int = 1
 

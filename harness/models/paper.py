@@ -133,6 +133,7 @@ class ClipFlyp(Classifier):
 
     needs_class_names = True
     own_loss = True  # the contrastive loss below: train.loss and base.loss are refused at config load
+    zero_shot = True  # the pretrained text head classifies as is: WiSE-FT interpolates from these weights
 
     @classmethod
     def has_pretrained(cls, cfg) -> bool:

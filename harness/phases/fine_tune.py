@@ -27,7 +27,7 @@ from harness.core import distributed as dist
 from harness.core.io import atomic_path, load_torch
 from harness.core.registry import get_method
 from harness.data.base import DataError
-from harness.engine.evaluate import evaluate_split
+from harness.engine.evaluate import evaluate_final, evaluate_split
 from harness.engine.schedule import EpochLength
 from harness.engine.seeding import seed_everything
 from harness.engine.train import Part, Trainer, log_prior
@@ -44,6 +44,7 @@ from harness.phases.curriculum import (
     stage_of_epoch,
     tail_share,
 )
+from harness.phases.post_hoc import post_hoc_metrics, zero_shot_state
 from harness.phases.prepared import Prepared
 
 log = logging.getLogger("harness")
@@ -60,6 +61,7 @@ class RunResult:
     stages: list[dict]
     predictions: dict[str, pd.DataFrame]
     history: list[dict]
+    post_hoc: dict[str, float] = field(default_factory=dict)  # wise/…, taunorm/… (harness/phases/post_hoc.py)
 
 
 def make_method(cfg, name: str) -> Curriculum:
@@ -339,16 +341,18 @@ def fine_tune(
     ckpt_dir: Path | None = None,
     progress: bool = True,
     on_epoch=None,
+    post_hoc: bool = True,
 ) -> RunResult:
     """Fine-tune with one method's curriculum, from the base model or the pretrained weights (``train.init``);
     select on validation; evaluate on test.
 
     ``on_epoch(epoch, row)``, when given, sees each epoch's metrics row; it may raise to stop the run (a sweep
-    raises ``optuna.TrialPruned``)."""
+    raises ``optuna.TrialPruned``). ``post_hoc``: measure ``train.post_hoc``'s variants on the selected model."""
     cfg = prep.cfg
     method = make_method(cfg, method_name)
     seed_everything(seed)
     trainer = make_trainer(prep, seed, method_name)
+    zero_shot = zero_shot_state(cfg, trainer.model) if post_hoc else None  # before a checkpoint's weights load
     stages = Stages.start(prep, method, seed, trainer.model.templates_per_image, trainer.world)
     best = BestEpoch(cfg.train.select_on)
     checkpoints = Checkpointer(ckpt_dir, run)
@@ -375,10 +379,11 @@ def fine_tune(
 
     best.restore(trainer.model)
     test_metrics, predictions = evaluate_final(trainer.model, prep.data, prep.device, trainer.amp)
+    extra = post_hoc_metrics(cfg, trainer.model, prep.data, prep.device, trainer.amp, zero_shot) if post_hoc else {}
     val_metrics = {k: v for k, v in history[best.epoch].items() if k.startswith("val/")} if best.epoch >= 0 else {}
     run_id = run.id if run else None
     return RunResult(
-        method_name, seed, run_id, test_metrics, val_metrics, best.epoch, stages.record, predictions, history
+        method_name, seed, run_id, test_metrics, val_metrics, best.epoch, stages.record, predictions, history, extra
     )
 
 
@@ -386,15 +391,3 @@ def epoch_bar(epochs: range, desc: str, progress: bool):
     from tqdm.auto import tqdm
 
     return tqdm(epochs, desc=desc, unit="epoch", disable=not progress, mininterval=1)
-
-
-def evaluate_final(model, data, device, amp=None) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
-    """Test metrics of the selected model (named by report split, e.g. ``test_ood/f1_macro``) and the predictions
-    of every test split and the validation split."""
-    predictions, test_metrics = {}, {}
-    for name, split in {**data.test_splits, "val": data.val_split}.items():
-        metrics, preds = evaluate_split(model, data, split, device, data.num_workers, amp, distributed=True)
-        predictions[split] = preds
-        if name != "val":
-            test_metrics.update({f"{name}/{k}": v for k, v in metrics.items()})
-    return test_metrics, predictions

@@ -35,6 +35,7 @@ from harness.phases.filter import apply_filter, cached_text_scores, read_scores,
 from harness.phases.fine_tune import RunResult, evaluate_final, log_row  # noqa: F401 (phase 5, re-exported)
 from harness.phases.fine_tune import fine_tune as fine_tune_epochs
 from harness.phases.hard_samples import select_hard
+from harness.phases.post_hoc import post_hoc_metrics
 from harness.phases.prepared import Prepared
 from harness.phases.retrieval import attach_retrieved
 from harness.phases.spectrum import (
@@ -215,18 +216,25 @@ def prepare(
 
 
 def fine_tune(
-    prep: Prepared, method_name: str, seed: int, run=None, ckpt_dir=None, progress: bool = True, on_epoch=None
+    prep: Prepared,
+    method_name: str,
+    seed: int,
+    run=None,
+    ckpt_dir=None,
+    progress: bool = True,
+    on_epoch=None,
+    post_hoc: bool = True,
 ) -> RunResult:
     """Phase 5 for one (method, seed): ``harness.phases.fine_tune.fine_tune``'s epochs, or, for a method that does
     not fine-tune (``fine_tunes = False``: ``base``), the base model evaluated as trained."""
     method = get_method(method_name)
     if not getattr(method, "fine_tunes", True):
-        return evaluate_base(prep, method_name, seed)
+        return evaluate_base(prep, method_name, seed, post_hoc)
     attach_retrieved(prep, method, run)  # retrieved_real: its real images, retrieved once per prep, counts logged
-    return fine_tune_epochs(prep, method_name, seed, run, ckpt_dir, progress, on_epoch)
+    return fine_tune_epochs(prep, method_name, seed, run, ckpt_dir, progress, on_epoch, post_hoc)
 
 
-def evaluate_base(prep: Prepared, method_name: str, seed: int) -> RunResult:
+def evaluate_base(prep: Prepared, method_name: str, seed: int, post_hoc: bool = True) -> RunResult:
     """The base model as trained, on the validation and test splits, as a run's result with no epochs (no history,
     no stages, best epoch −1), evaluated as ``fine_tune`` evaluates its selection (``train.precision``)."""
     cfg, data = prep.cfg, prep.data
@@ -234,10 +242,12 @@ def evaluate_base(prep: Prepared, method_name: str, seed: int) -> RunResult:
     model = build_model(cfg, data.num_classes, data.channels, data.class_names)
     model.load_state_dict(prep.base_state)
     model.to(prep.device)
-    test_metrics, predictions = evaluate_final(model, data, prep.device, amp_dtype(cfg.train.precision, prep.device))
+    amp = amp_dtype(cfg.train.precision, prep.device)
+    test_metrics, predictions = evaluate_final(model, data, prep.device, amp)
     val = predictions[data.val_split]
     val_metrics = {f"val/{k}": v for k, v in data.evaluate(val.y_true.to_numpy(), val.y_pred.to_numpy()).items()}
-    return RunResult(method_name, seed, None, test_metrics, val_metrics, -1, [], predictions, [])
+    extra = post_hoc_metrics(cfg, model, data, prep.device, amp) if post_hoc else {}  # τ-norm; no zero-shot weights
+    return RunResult(method_name, seed, None, test_metrics, val_metrics, -1, [], predictions, [], extra)
 
 
 def score_spectrum(

@@ -38,6 +38,7 @@ def log_run_outputs(run: Run, cfg: Config, prep: Prepared, result: RunResult, gr
     run.log_metrics(
         {
             **result.test_metrics,
+            **result.post_hoc,  # wise/…, taunorm/…: the cheap baselines on the selected model
             **{f"best/{k}": v for k, v in result.val_metrics.items()},
             "best/epoch": result.best_epoch,
         }

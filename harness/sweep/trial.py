@@ -102,7 +102,7 @@ def run_trial(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, prep: Prep
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
-        result = fine_tune(trial_prep, method, sweep.seed, run=run, progress=False, on_epoch=on_epoch)
+        result = fine_tune(trial_prep, method, sweep.seed, run=run, progress=False, on_epoch=on_epoch, post_hoc=False)
     except optuna.TrialPruned:
         run.set_tags({"pruned": "true"})
         run.end("KILLED")
