@@ -210,6 +210,8 @@ def test_tiny_experiment_end_to_end_matches_an_independent_count(imagenet_lt_tin
     group = np.array(["many" if counts[y] > 20 else "few" if counts[y] < 8 else "medium" for y in logged.y_true])
     correct = (logged.y_true == logged.y_pred).to_numpy()
     assert len(logged) == 6 * 3 and run.data.metrics["test/acc"] == pytest.approx(correct.mean())
+    # ResNet-10's linear head: the τ-normalised head, its τ chosen on validation, measured on test
+    assert 0 <= run.data.metrics["taunorm/tau"] <= 1 and "taunorm/test/acc_few" in run.data.metrics
     for g in ("many", "medium", "few"):
         assert run.data.metrics[f"test/acc_{g}"] == pytest.approx(correct[group == g].mean())
     prompts = pd.read_csv(client.download_artifacts(run.info.run_id, "spectrum/prompts.csv", str(tmp_path)))
