@@ -10,8 +10,9 @@ from test_base_method import declared_methods  # noqa: F401 (the methods this ch
 import baselines.retrieved_real  # noqa: F401 (registers the method)
 from harness.core.errors import HarnessError
 from harness.phases.curriculum import epoch_parts
+from harness.phases.near_duplicates import embed_cached, max_cosine
 from harness.phases.pipeline import fine_tune
-from harness.phases.retrieval import assign_classes, embed_cached, max_cosine, per_source_counts, retrieve
+from harness.phases.retrieval import assign_classes, per_source_counts, retrieve
 from harness.phases.retrieval_sources import folder_reference
 
 

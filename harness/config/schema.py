@@ -174,7 +174,7 @@ class RetrievalConfig(Section):
     """``retrieved_real``'s reference set: where the real images it retrieves for the hard sources come from."""
 
     # pool (the dataset's generator-training pool) | folder:PATH (class sub-folders named by class name or index)
-    # | hf:NAME (a Hugging Face dataset saved to disk or in the local cache; never fetched)
+    # | hf:FOLDER (a Hugging Face dataset saved with save_to_disk, read by load_from_disk; never fetched)
     source: str = "pool"
     image_column: str = "image"  # hf: the image column
     label_column: str | None = "label"  # hf: the class column (index or name); null: classes by the class prompt

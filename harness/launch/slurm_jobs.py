@@ -61,6 +61,7 @@ class PhaseJob(HarnessJob):
         import torch
 
         from harness.phases.pipeline import finish_pool, generate_shard, prepare_base, score_base
+        from harness.phases.retrieval import warm_retrieval
 
         workdir = Path(self.workdir)
         cfg = load_config(self.experiment, self.overrides, methods=self.methods)
@@ -72,7 +73,9 @@ class PhaseJob(HarnessJob):
             log.info("generate shard %d of %d: %d images added", self.rank, self.world, added)
         elif self.phase in ("merge", "shared") and base.pool_dir is not None:
             source = finish_pool(base, workdir, progress=False, world=self.world)
-            out["images"] = len(score_base(base, workdir, progress=False, pool_source=source).pool)
+            prep = score_base(base, workdir, progress=False, pool_source=source)
+            warm_retrieval(prep, self.methods)  # the runs' array tasks then read the retrieval caches
+            out["images"] = len(prep.pool)
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -285,6 +285,14 @@ def tail_share(parts: list[Part]) -> float:
     return sum(len(p.indices) for p in parts[1:]) / total if total else 0.0
 
 
+def drawn_counts(prep: Prepared, parts: list[Part]) -> dict[str, int]:
+    """How many of an epoch's images are synthetic, and, for a retrieving method, how many retrieved."""
+    counts = {"curriculum/synthetic": sum(len(p.indices) for p in parts if p.images is prep.pool_images)}
+    if getattr(prep, "retrieved", None) is not None:
+        counts["curriculum/retrieved"] = sum(len(p.indices) for p in parts if p.images is prep.retrieved.images)
+    return counts
+
+
 # --------------------------------------------------------------------------- the adaptive rule's measurement
 
 

@@ -3,9 +3,8 @@ data, each epoch trains on what its stage draws, validation selects the epoch to
 
 Its parts, each named for what it does:
 
-- ``Stages``: which stage each epoch is in; when a stage starts, asks the method for its levels (the adaptive
-  probe runs then) and records them; what each epoch's parts are (``epoch_parts``). It needs no model, so
-  ``harness plan`` replays the very same object to show what a run will train on.
+- ``Stages``: each epoch's stage; a stage's start asks the method for its levels (the adaptive probe runs then) and
+  records them; each epoch's parts (``epoch_parts``). No model: ``harness plan`` replays this very object.
 - ``BestEpoch``: model selection on validation; keeps the weights of the best ``train.select_on`` epoch.
 - ``Checkpointer``: saves a run after every epoch and resumes it, re-logging to MLflow the epochs it lacks.
 - ``fine_tune``: the loop that composes them.
@@ -36,6 +35,7 @@ from harness.phases.curriculum import (
     Curriculum,
     StageContext,
     check_stage_epochs,
+    drawn_counts,
     epoch_length,
     epoch_parts,
     guidance_val_probe,
@@ -325,7 +325,7 @@ def epoch_row(prep: Prepared, method: Curriculum, trainer: Trainer, ep: Epoch, l
         "epoch": ep.epoch,
         "train/loss": loss,
         "curriculum/lambda": float(np.mean(ep.levels)) if ep.levels and method.synthetic else 1.0,
-        "curriculum/synthetic": sum(len(p.indices) for p in ep.parts if p.images is prep.pool_images),
+        **drawn_counts(prep, ep.parts),  # curriculum/synthetic (and curriculum/retrieved)
         "curriculum/tail_share": tail_share(ep.parts),
         "curriculum/images": sum(len(p.indices) for p in ep.parts),
         "lr": trainer.opt.param_groups[0]["lr"],

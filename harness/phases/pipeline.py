@@ -35,9 +35,10 @@ from harness.phases.filter import apply_filter, cached_text_scores, read_scores,
 from harness.phases.fine_tune import RunResult, evaluate_final, log_row  # noqa: F401 (phase 5, re-exported)
 from harness.phases.fine_tune import fine_tune as fine_tune_epochs
 from harness.phases.hard_samples import select_hard
+from harness.phases.near_duplicates import log_pool_near_duplicates
 from harness.phases.post_hoc import post_hoc_metrics
 from harness.phases.prepared import Prepared
-from harness.phases.retrieval import attach_retrieved
+from harness.phases.retrieval import attach_retrieved, warm_retrieval
 from harness.phases.spectrum import (
     check_shards,
     generate_spectrum,
@@ -212,7 +213,11 @@ def prepare(
     if rank != 0 and not dist.active():  # `harness generate` ranks: rank 0 scores the merged pool
         return base.prepared()
     dist.barrier()  # DDP: rank 0 has merged the shards; every rank scores a block of them
-    return score_base(base, workdir, progress, pool_source)
+    prep = score_base(base, workdir, progress, pool_source)
+    if rank == 0:
+        warm_retrieval(prep, methods or cfg.methods)  # retrieval's embeddings and the near-duplicate counts
+    dist.barrier()  # DDP: the other ranks read them from the cache
+    return prep
 
 
 def fine_tune(
@@ -231,6 +236,7 @@ def fine_tune(
     if not getattr(method, "fine_tunes", True):
         return evaluate_base(prep, method_name, seed, post_hoc)
     attach_retrieved(prep, method, run)  # retrieved_real: its real images, retrieved once per prep, counts logged
+    log_pool_near_duplicates(prep, method, run)  # a synthetic method: its pool's near duplicates of eval images
     return fine_tune_epochs(prep, method_name, seed, run, ckpt_dir, progress, on_epoch, post_hoc)
 
 

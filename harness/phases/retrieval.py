@@ -6,13 +6,19 @@ single-level stage (``discl_diverse_to_specific``) draws a level's kept images, 
 method draws more of one source than that; the epoch then draws exactly as many images as the synthetic method
 would (``curriculum.epoch_parts``), from the retrieved ones.
 
-Every embedding (reference set, validation and test images, hard sources, the kept synthetic images) is computed
-once and cached by content and scorer (``cache/retrieval/emb-KEY.npy``), in batches with a progress bar.
+Every embedding (reference set, validation and test images, hard sources) is computed once and cached by content
+and scorer, under a lock (``harness.phases.near_duplicates.embed_cached``).
 
 The near-duplicate check: a reference image whose cosine to any validation or test image exceeds
 ``retrieval.near_duplicate`` (the scorer's own by default) is dropped before retrieval and counted
-(``retrieval/test_near_duplicates``); the kept synthetic images are checked the same way and counted per λ
-(``spectrum/test_near_duplicates/<λ>``: a generator that memorised its training data shows there).
+(``retrieval/test_near_duplicates``); the pool it stands in for is counted per λ too
+(``spectrum/test_near_duplicates/<λ>``, ``harness.phases.near_duplicates``).
+
+Where it is built: in the shared phase when the experiment's methods include a retrieving one (``warm_retrieval``:
+``harness.phases.pipeline.prepare``, so the local launcher's and torchrun's shared phase, and the SLURM ``merge`` /
+``shared`` job), then in each run's own process from those caches (the selection itself is cheap). Every cache entry
+is built under its own lock, so runs started at once on one workdir (SLURM array tasks, DDP ranks, `harness run`
+processes) still embed each set once: the first builds, the others wait and read.
 """
 
 from __future__ import annotations
@@ -24,45 +30,21 @@ import numpy as np
 import torch
 
 from harness.config import ConfigError
-from harness.config.hashing import stable_hash
-from harness.config.keys import data_identity, pool_key, scorer_key
-from harness.core.io import atomic_path, lock
-from harness.core.registry import get_scorer
+from harness.config.keys import data_identity, scorer_key
+from harness.core.registry import get_method
 from harness.data.base import LabeledImages, take
+from harness.phases.near_duplicates import (
+    embed_cached,
+    eval_embeddings,
+    load_scorer,
+    max_cosine,
+    pool_near_duplicates,
+    threshold,
+)
 from harness.phases.prepared import Prepared, RetrievedPool
 from harness.phases.retrieval_sources import HFImages, load_reference, split_identity
 
 log = logging.getLogger("harness")
-BATCH = 256  # images embedded at once
-CHUNK = 4096  # rows of a similarity matrix computed at once
-
-
-def embed_cached(scorer, images: LabeledImages, rows: np.ndarray, identity: dict, cache: Path, desc: str):
-    """The scorer's embeddings of ``images[rows]`` (N×D float32), cached by ``identity`` (the content)."""
-    path = cache / "retrieval" / f"emb-{stable_hash(identity)}.npy"
-    with lock(path):
-        if path.exists():
-            return np.load(path)
-        from tqdm.auto import tqdm
-
-        out = []
-        for start in tqdm(range(0, len(rows), BATCH), desc=f"embed {desc}", unit="batch", mininterval=2):
-            batch = [images.raw(int(i)) for i in rows[start : start + BATCH]]
-            out.append(scorer.embed_images(batch).float().cpu().numpy())
-        emb = np.concatenate(out).astype(np.float32) if out else np.zeros((0, 1), np.float32)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, emb)
-    return emb
-
-
-def max_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per row of ``a``: its largest cosine to a row of ``b`` (both L2-normalised); −1 when ``b`` is empty."""
-    if len(b) == 0 or len(a) == 0:
-        return np.full(len(a), -1.0)
-    tb = torch.from_numpy(b)
-    return np.concatenate(
-        [(torch.from_numpy(a[i : i + CHUNK]) @ tb.T).max(1).values.numpy() for i in range(0, len(a), CHUNK)]
-    )
 
 
 def assign_classes(emb: np.ndarray, class_emb: np.ndarray) -> np.ndarray:
@@ -111,36 +93,12 @@ def subset(images: LabeledImages, rows: np.ndarray) -> LabeledImages:
     return take(images, rows)
 
 
-def eval_embeddings(prep: Prepared, scorer, cache: Path) -> np.ndarray:
-    """The validation and test images' embeddings, stacked."""
-    data, data_id = prep.data, data_identity(prep.cfg)
-    names = dict.fromkeys([data.val_split, *data.test_splits.values()])
-    parts = []
-    for name in names:
-        split = data.splits[name]
-        rows = np.arange(len(split))
-        parts.append(embed_cached(scorer, split, rows, split_identity(data_id, split, rows, name), cache, name))
-    return np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
-
-
-def synthetic_near_duplicates(prep: Prepared, scorer, cache: Path, eval_emb: np.ndarray, threshold: float) -> dict:
-    """Per λ: how many kept synthetic images are near duplicates of a validation or test image."""
-    rows = np.flatnonzero(prep.pool.keep.to_numpy(dtype=bool))
-    if prep.pool_images is None or len(rows) == 0:
-        return {}
-    identity = {"pool": pool_key(prep.cfg), "threshold": prep.cfg.filter.threshold, "what": "kept"}
-    emb = embed_cached(scorer, prep.pool_images, rows, {**identity, "scorer": scorer_key(prep.cfg)}, cache, "pool")
-    near = max_cosine(emb, eval_emb) > threshold
-    lams = prep.pool.lam.to_numpy()[rows]
-    return {f"spectrum/test_near_duplicates/{lam:g}": int(near[lams == lam].sum()) for lam in np.unique(lams)}
-
-
 def build_retrieved(prep: Prepared, levels: tuple[float, ...], cache: Path) -> RetrievedPool:
     """The retrieved images of every hard source (held-out ones too: an epoch draws those of its training sources),
     with the counts a run logs."""
     cfg, data = prep.cfg, prep.data
     rcfg, skey = cfg.retrieval, scorer_key(cfg)
-    scorer = get_scorer(cfg.scorer.name).from_config(cfg, data, cache, prep.device)
+    scorer = load_scorer(prep, cache)
     ref = load_reference(rcfg.source, cfg, data)
     all_rows = np.arange(len(ref.images))
     ref_emb = embed_cached(scorer, ref.images, all_rows, {**ref.identity, "scorer": skey}, cache, "reference")
@@ -156,8 +114,7 @@ def build_retrieved(prep: Prepared, levels: tuple[float, ...], cache: Path) -> R
             f"retrieval.source: {rcfg.source} has no image of the hard sources' class(es) {names}; add them"
         )
     eval_emb = eval_embeddings(prep, scorer, cache)
-    threshold = rcfg.near_duplicate if rcfg.near_duplicate is not None else scorer.near_duplicate
-    near = max_cosine(ref_emb, eval_emb) > threshold
+    near = max_cosine(ref_emb, eval_emb) > threshold(cfg)
     source_id = {**split_identity(data_identity(cfg), data.train, sources, "hard"), "scorer": skey}
     source_emb = embed_cached(scorer, data.train, sources, source_id, cache, "hard sources")
     counts = per_source_counts(prep.pool, sources, levels)
@@ -165,7 +122,7 @@ def build_retrieved(prep: Prepared, levels: tuple[float, ...], cache: Path) -> R
     images = subset(ref.images, rows)
     images.labels = labels[rows]  # the class retrieval assigned (an unlabelled set's from its prompt)
     metrics = {"retrieval/images": len(rows), "retrieval/test_near_duplicates": int(near.sum())}
-    metrics |= synthetic_near_duplicates(prep, scorer, cache, eval_emb, threshold)
+    metrics |= pool_near_duplicates(prep, cache, scorer, eval_emb)  # the synthetic images these stand in for
     log.info("retrieved %d real images for %d hard sources (%s)", len(rows), len(sources), rcfg.source)
     return RetrievedPool(images, sources[owners], metrics)
 
@@ -179,3 +136,13 @@ def attach_retrieved(prep: Prepared, method, run=None) -> None:
         prep.retrieved = build_retrieved(prep, prep.cfg.method_levels(method), prep.pool_dir.parents[1])
     if run is not None:
         run.log_metrics(prep.retrieved.metrics)
+
+
+def warm_retrieval(prep: Prepared, methods) -> None:
+    """The shared phase's part: the retrieved images of a retrieving method among ``methods`` (its embeddings cached
+    for the runs), and the pool's near-duplicate counts for a method that trains on the pool."""
+    wanted = [get_method(m) for m in methods]
+    for method in wanted:
+        attach_retrieved(prep, method)
+    if prep.pool_dir is not None and any(m.synthetic for m in wanted):
+        pool_near_duplicates(prep, prep.pool_dir.parents[1])

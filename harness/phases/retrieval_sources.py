@@ -3,8 +3,8 @@ identity its embedding index is cached under (the content of its images, never i
 
 - ``pool``: the dataset's own generator-training pool (the digits' clean pool, what ``tiny_ddpm`` learned from).
 - ``folder:PATH``: one sub-folder per class, named by the class's name (spaces or underscores) or index.
-- ``hf:NAME``: a Hugging Face ``datasets`` dataset saved to disk (``save_to_disk``) or already in the local cache;
-  nothing is fetched and no dataset script runs. Its images are untrusted: only the image column's decoded images
+- ``hf:FOLDER``: a Hugging Face ``datasets`` dataset saved to disk (``save_to_disk``), read by ``load_from_disk``
+  alone: nothing is fetched and no dataset script runs. Its images are untrusted: only the image column's decoded images
   are read (PIL's decompression-bomb limit applies), never a path a row names.
 
 A labelled set gives each image its class; an unlabelled one (``retrieval.label_column: null``) gets its classes
@@ -117,23 +117,18 @@ class HFImages(LabeledImages):
 
 
 def open_hf(name: str, split: str):
-    """A dataset saved to disk at ``name``, or ``name`` from the local cache, offline and without remote code."""
+    """The dataset saved (``save_to_disk``) in the folder ``name``. Only ``load_from_disk`` is called, which reads
+    that folder's Arrow files and nothing else: no Hub look-up, no download, no dataset script, whatever the network
+    or the ``HF_*`` variables allow. A name that is no folder here is refused."""
     import datasets
 
-    if Path(name).expanduser().is_dir():
-        loaded = datasets.load_from_disk(str(Path(name).expanduser()))
-    else:
-        offline = datasets.config.HF_HUB_OFFLINE
-        datasets.config.HF_HUB_OFFLINE = True  # the local cache only: never fetched
-        try:
-            loaded = datasets.load_dataset(name, split=split)
-        except Exception as e:
-            raise MissingFileError(
-                f"retrieval.source: hf:{name} is neither a saved dataset folder nor in the local Hugging Face cache "
-                f"({type(e).__name__}); save it with save_to_disk and give its folder"
-            ) from None
-        finally:
-            datasets.config.HF_HUB_OFFLINE = offline
+    folder = Path(name).expanduser()
+    if not (folder.is_dir() and any((folder / f).is_file() for f in ("dataset_info.json", "dataset_dict.json"))):
+        raise MissingFileError(
+            f"retrieval.source: hf:{name} is no dataset saved on disk here (nothing is downloaded); load it once "
+            "with datasets, save_to_disk(FOLDER), and give hf:FOLDER"
+        )
+    loaded = datasets.load_from_disk(str(folder))
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
             raise ConfigError(f"retrieval.split: hf:{name} has no split {split!r} (it has {', '.join(loaded)})")

@@ -1,0 +1,75 @@
+"""``retrieved_real`` end to end on the CLIP experiments, from a folder of class sub-folders: ImageNet-LT from the
+session's cold run (only the run trains), iWildCam cold with retrieved_real alone."""
+
+import numpy as np
+import pytest
+from fakes import draw_image, write_fake_iwildcam
+from quick import IWILDCAM, as_sets
+from workdirs import copy_workdir, inlt_overrides
+
+from harness.cli import main
+
+
+def write_reference(root, class_names, per_class=4, size=(48, 48)):
+    """ROOT/<class name, spaces as underscores>/*.jpg: a few images of each class, drawn as the fakes draw it."""
+    rng = np.random.default_rng(7)
+    for label, name in enumerate(class_names):
+        folder = root / name.replace(" ", "_")
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            background = tuple(int(v) for v in rng.integers(40, 200, 3))
+            draw_image(label, len(class_names), size, background, rng).save(folder / f"{i}.jpg", quality=90)
+    return root
+
+
+def class_names(experiment, overrides):
+    from harness.config import load_config
+    from harness.data import load_dataset
+
+    return list(load_dataset(load_config(experiment, overrides)).class_names)
+
+
+# the tiny CLIP's random weights put any two images near cosine 1: only an exact copy would pass this threshold
+EXACT_COPIES = "retrieval.near_duplicate=1.0"
+
+
+def retrieved_run(workdir, experiment):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name(experiment).experiment_id], filter_string="tags.method = 'retrieved_real'"
+    )
+    history = {k: [m.value for m in client.get_metric_history(run.info.run_id, k)] for k in run.data.metrics}
+    return run.data.metrics, history
+
+
+def assert_trained_on_retrieved_images(metrics, history):
+    assert metrics["retrieval/images"] > 0 and "retrieval/test_near_duplicates" in metrics
+    assert any(k.startswith("spectrum/test_near_duplicates/") for k in metrics)
+    assert sum(history["curriculum/retrieved"]) > 0 and set(history["curriculum/synthetic"]) == {0}
+
+
+@pytest.mark.slow  # one run on ImageNet-LT's tiny CLIP and ResNet-10
+def test_imagenet_lt_runs_retrieved_real_from_a_folder(imagenet_lt_tiny_runs, tmp_path):
+    root, made = imagenet_lt_tiny_runs
+    workdir = copy_workdir(made, tmp_path / "wd")
+    pools = sorted(p.name for p in (workdir / "cache" / "pool").iterdir())
+    ref = write_reference(tmp_path / "ref", class_names("imagenet_lt_discl_tiny", inlt_overrides(root)))
+    sets = as_sets([*inlt_overrides(root), f"retrieval.source=folder:{ref}", EXACT_COPIES])
+    argv = ["run", "-e", "imagenet_lt_discl_tiny", "-m", "retrieved_real", "-s", "0", "--workdir", str(workdir)]
+    assert main([*argv, "--quiet", *sets]) == 0
+    assert sorted(p.name for p in (workdir / "cache" / "pool").iterdir()) == pools  # no shared phase rebuilt
+    assert_trained_on_retrieved_images(*retrieved_run(workdir, "imagenet_lt_discl_tiny"))
+
+
+@pytest.mark.slow  # a cold run of iWildCam's tiny SDXL and CLIP
+def test_iwildcam_runs_retrieved_real_from_a_folder(tmp_path):
+    data = write_fake_iwildcam(tmp_path / "data", n_per_split=8, num_classes=4, seed=1)
+    overrides = [f"data.root={data}", *IWILDCAM, "hard.rule=k_hardest", "hard.k=4"]
+    ref = write_reference(tmp_path / "ref", class_names("iwildcam_discl_tiny", overrides))
+    workdir = tmp_path / "wd"
+    sets = as_sets([*overrides, f"retrieval.source=folder:{ref}", EXACT_COPIES])
+    argv = ["run", "-e", "iwildcam_discl_tiny", "-m", "retrieved_real", "-s", "0", "--workdir", str(workdir)]
+    assert main([*argv, "--quiet", *sets]) == 0
+    assert_trained_on_retrieved_images(*retrieved_run(workdir, "iwildcam_discl_tiny"))
