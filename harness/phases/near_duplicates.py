@@ -14,6 +14,7 @@ splits: computed once per pool key, filter threshold, scorer key and near-duplic
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 
 from harness.config.hashing import stable_hash
 from harness.config.keys import data_identity, pool_key, scorer_key
+from harness.core import distributed as dist
 from harness.core.io import atomic_path, lock, read_json, write_json
 from harness.core.registry import get_scorer
 from harness.data.base import LabeledImages
@@ -33,20 +35,56 @@ CHUNK = 4096  # rows of a similarity matrix computed at once
 
 
 def embed_cached(scorer, images: LabeledImages, rows: np.ndarray, identity: dict, cache: Path, desc: str):
-    """The scorer's embeddings of ``images[rows]`` (N×D float32), cached by ``identity`` (the content)."""
+    """The scorer's embeddings of ``images[rows]`` (N×D float32), cached by ``identity`` (the content). Under DDP
+    the ranks share the work (``embed_sharded``)."""
     path = cache / "retrieval" / f"emb-{stable_hash(identity)}.npy"
+    if dist.active():
+        return embed_sharded(scorer, images, rows, path, desc)
     with lock(path):
         if path.exists():
             return np.load(path)
-        from tqdm.auto import tqdm
+        emb = embed_rows(scorer, images, rows, desc)
+        save_array(path, emb)
+    return emb
 
-        out = []
-        for start in tqdm(range(0, len(rows), BATCH), desc=f"embed {desc}", unit="batch", mininterval=2):
-            batch = [images.raw(int(i)) for i in rows[start : start + BATCH]]
-            out.append(scorer.embed_images(batch).float().cpu().numpy())
-        emb = np.concatenate(out).astype(np.float32) if out else np.zeros((0, 1), np.float32)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, emb)
+
+def embed_rows(scorer, images: LabeledImages, rows: np.ndarray, desc: str) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    out = []
+    for start in tqdm(range(0, len(rows), BATCH), desc=f"embed {desc}", unit="batch", mininterval=2):
+        batch = [images.raw(int(i)) for i in rows[start : start + BATCH]]
+        out.append(scorer.embed_images(batch).float().cpu().numpy())
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 1), np.float32)
+
+
+def save_array(path: Path, emb: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, emb)
+
+
+def embed_sharded(scorer, images: LabeledImages, rows: np.ndarray, path: Path, desc: str) -> np.ndarray:
+    """DDP: each rank embeds a contiguous block of ``rows`` (as scoring splits the pool), the blocks are gathered on
+    every rank, and rank 0 writes the cache. Every rank takes the branch rank 0's file system shows, so they enter
+    the collectives together; no lock is held across them (a rank waiting on a lock would stall the others)."""
+    if dist.share(path.exists()):
+        return np.load(path)
+    world, rank = dist.world(), dist.rank()
+    block = max(1, math.ceil(len(rows) / world))
+    mine = torch.from_numpy(embed_rows(scorer, images, rows[rank * block : (rank + 1) * block], desc))
+    dim = dist.share(mine.shape[1] if len(mine) else 0)  # rank 0's block is the first, never empty when rows are
+    if dim == 0:
+        return np.zeros((0, 1), np.float32)
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" else None
+    local = mine.reshape(len(mine), dim).to(device or "cpu")
+    gathered = dist.gather_padded(local, block).cpu()
+    sizes = [len(rows[r * block : (r + 1) * block]) for r in range(world)]
+    emb = torch.cat([gathered[r, :n] for r, n in enumerate(sizes)]).numpy().astype(np.float32)
+    if rank == 0:
+        with lock(path):
+            if not path.exists():
+                save_array(path, emb)
+    dist.barrier()
     return emb
 
 
@@ -101,13 +139,26 @@ def pool_near_duplicates(prep: Prepared, cache: Path, scorer=None, eval_emb: np.
     cfg = prep.cfg
     key = {"pool": pool_key(cfg), "filter": cfg.filter.threshold, "scorer": scorer_key(cfg), "near": threshold(cfg)}
     path = cache / "retrieval" / f"near-{stable_hash({**key, 'data': data_identity(cfg)})}.json"
+    if dist.active():  # every rank counts (its embeddings sharded), rank 0 writes; no lock across the collectives
+        if dist.share(path.exists()):
+            return read_json(path)
+        counts = count_near(prep, cache, scorer, eval_emb)
+        if dist.is_main():
+            write_json(path, counts)
+        dist.barrier()
+        return counts
     with lock(path):
         if path.exists():
             return read_json(path)
-        scorer = scorer if scorer is not None else load_scorer(prep, cache)
-        eval_emb = eval_emb if eval_emb is not None else eval_embeddings(prep, scorer, cache)
-        counts = count_pool_near_duplicates(prep, scorer, cache, eval_emb)
+        counts = count_near(prep, cache, scorer, eval_emb)
         write_json(path, counts)
+    return counts
+
+
+def count_near(prep: Prepared, cache: Path, scorer=None, eval_emb: np.ndarray | None = None) -> dict:
+    scorer = scorer if scorer is not None else load_scorer(prep, cache)
+    eval_emb = eval_emb if eval_emb is not None else eval_embeddings(prep, scorer, cache)
+    counts = count_pool_near_duplicates(prep, scorer, cache, eval_emb)
     log.info("near duplicates of validation or test images in the kept pool, per λ: %s", counts)
     return counts
 

@@ -214,9 +214,8 @@ def prepare(
         return base.prepared()
     dist.barrier()  # DDP: rank 0 has merged the shards; every rank scores a block of them
     prep = score_base(base, workdir, progress, pool_source)
-    if rank == 0:
+    if rank == 0 or dist.active():  # under DDP every rank embeds a block (sharded like scoring)
         warm_retrieval(prep, methods or cfg.methods)  # retrieval's embeddings and the near-duplicate counts
-    dist.barrier()  # DDP: the other ranks read them from the cache
     return prep
 
 

@@ -16,9 +16,10 @@ The near-duplicate check: a reference image whose cosine to any validation or te
 
 Where it is built: in the shared phase when the experiment's methods include a retrieving one (``warm_retrieval``:
 ``harness.phases.pipeline.prepare``, so the local launcher's and torchrun's shared phase, and the SLURM ``merge`` /
-``shared`` job), then in each run's own process from those caches (the selection itself is cheap). Every cache entry
-is built under its own lock, so runs started at once on one workdir (SLURM array tasks, DDP ranks, `harness run`
-processes) still embed each set once: the first builds, the others wait and read.
+``shared`` job), then in each run's own process from those caches (the selection itself is cheap). Under DDP the
+ranks split each embedding between them, as scoring splits the pool (``embed_sharded``). Every cache entry is built
+under its own lock, so runs started at once on one workdir (SLURM array tasks, `harness run` processes) still embed
+each set once: the first builds, the others wait and read.
 """
 
 from __future__ import annotations
