@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from filelock import FileLock
-from workdirs import INLT_COUNTS, TINY_RUNS, copy_workdir, inlt_overrides
+from workdirs import INLT_COUNTS, TINY_RUNS, copy_workdir, inlt_overrides, iwildcam_overrides
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -114,6 +114,28 @@ def imagenet_lt_tiny_runs(tmp_path_factory) -> tuple[Path, Path]:
             shutil.rmtree(folder, ignore_errors=True)  # a worker that died while building it
             write_fake_imagenet_lt(root, counts=INLT_COUNTS)
             run_experiment(load_config("imagenet_lt_discl_tiny", inlt_overrides(root)), wd, progress=False)
+            (folder / "finished").touch()
+    return root, wd
+
+
+@pytest.fixture(scope="session")
+def iwildcam_tiny_run(tmp_path_factory) -> tuple[Path, Path]:
+    """``iwildcam_discl_tiny``'s discl_adaptive on seed 0 on a fake iWildCam copy (tests/fakes.py), run cold in this
+    process once for all pytest-xdist workers: the tiny random SDXL img2img and FLYP-CLIP through wilds' layout.
+    Returns (data root, workdir); read only."""
+    from fakes import write_fake_iwildcam
+
+    from harness.cli import main
+
+    folder, building = shared(tmp_path_factory, "iwildcam")
+    root, wd = folder / "data", folder / "work"
+    with building:
+        if not (folder / "finished").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that died while building it
+            write_fake_iwildcam(root, n_per_split=8, num_classes=4, seed=1)
+            sets = [arg for setting in iwildcam_overrides(root) for arg in ("--set", setting)]
+            argv = ["run", "-e", "iwildcam_discl_tiny", "-m", "discl_adaptive", "--workdir", str(wd), "--quiet"]
+            assert main([*argv, *sets]) == 0
             (folder / "finished").touch()
     return root, wd
 

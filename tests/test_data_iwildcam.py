@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import torch
 from fakes import write_fake_iwildcam
-from quick import IWILDCAM, as_sets
 
 from harness.config import Config, build
 from harness.data import load_dataset
@@ -229,19 +228,16 @@ def test_max_train_is_a_random_subset(fake_root):
 
 
 @pytest.mark.slow  # a whole run (or several) for one check; the fast lane keeps unit tests
-def test_tiny_experiment_end_to_end_matches_wilds_eval(tmp_path):
-    """`harness run --experiment iwildcam_discl_tiny` on a fake copy, through the real loader, the tiny random SDXL
-    img2img and FLYP-CLIP: discl_adaptive starts on a level, then real data only; WiSE-FT's metrics are logged; the
-    logged F1 and accuracy equal what wilds' evaluator gives on the logged predictions, in and out of distribution."""
+def test_tiny_experiment_end_to_end_matches_wilds_eval(iwildcam_tiny_run, tmp_path):
+    """`harness run --experiment iwildcam_discl_tiny` on a fake copy (the session's ``iwildcam_tiny_run``), through
+    the real loader, the tiny random SDXL img2img and FLYP-CLIP: discl_adaptive starts on a level, then real data
+    only; WiSE-FT's metrics are logged; the logged F1 and accuracy equal what wilds' evaluator gives on the logged
+    predictions, in and out of distribution."""
     from mlflow.tracking import MlflowClient
 
-    from harness.cli import main
     from harness.core.io import read_json
 
-    root = write_fake_iwildcam(tmp_path / "data", n_per_split=8, num_classes=4, seed=1)
-    workdir = tmp_path / "work"
-    sets = as_sets([f"data.root={root}", *IWILDCAM, "hard.rule=k_hardest", "hard.k=4"])
-    assert main(["run", "-e", "iwildcam_discl_tiny", "-m", "discl_adaptive", "--workdir", str(workdir), *sets]) == 0
+    root, workdir = iwildcam_tiny_run
     (pool,) = (workdir / "cache" / "pool").iterdir()
     assert read_json(pool / "complete.json")["generator"]["size"] == [32, 32]
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")

@@ -1,11 +1,11 @@
-"""``retrieved_real`` end to end on the CLIP experiments, from a folder of class sub-folders: ImageNet-LT from the
-session's cold run (only the run trains), iWildCam cold with retrieved_real alone."""
+"""``retrieved_real`` end to end on the CLIP experiments, from a folder of class sub-folders, from the
+session's cold runs of each (only the retrieved_real run trains)."""
 
 import numpy as np
 import pytest
-from fakes import draw_image, write_fake_iwildcam
-from quick import IWILDCAM, as_sets
-from workdirs import copy_workdir, inlt_overrides
+from fakes import draw_image
+from quick import as_sets
+from workdirs import copy_workdir, inlt_overrides, iwildcam_overrides
 
 from harness.cli import main
 
@@ -63,13 +63,15 @@ def test_imagenet_lt_runs_retrieved_real_from_a_folder(imagenet_lt_tiny_runs, tm
     assert_trained_on_retrieved_images(*retrieved_run(workdir, "imagenet_lt_discl_tiny"))
 
 
-@pytest.mark.slow  # a cold run of iWildCam's tiny SDXL and CLIP
-def test_iwildcam_runs_retrieved_real_from_a_folder(tmp_path):
-    data = write_fake_iwildcam(tmp_path / "data", n_per_split=8, num_classes=4, seed=1)
-    overrides = [f"data.root={data}", *IWILDCAM, "hard.rule=k_hardest", "hard.k=4"]
+@pytest.mark.slow  # one run on iWildCam's tiny CLIP, from the session's cold run
+def test_iwildcam_runs_retrieved_real_from_a_folder(iwildcam_tiny_run, tmp_path):
+    data, made = iwildcam_tiny_run
+    overrides = iwildcam_overrides(data)
     ref = write_reference(tmp_path / "ref", class_names("iwildcam_discl_tiny", overrides))
-    workdir = tmp_path / "wd"
+    workdir = copy_workdir(made, tmp_path / "wd")
+    pools = sorted(p.name for p in (workdir / "cache" / "pool").iterdir())
     sets = as_sets([*overrides, f"retrieval.source=folder:{ref}", EXACT_COPIES])
     argv = ["run", "-e", "iwildcam_discl_tiny", "-m", "retrieved_real", "-s", "0", "--workdir", str(workdir)]
     assert main([*argv, "--quiet", *sets]) == 0
+    assert sorted(p.name for p in (workdir / "cache" / "pool").iterdir()) == pools  # no shared phase rebuilt
     assert_trained_on_retrieved_images(*retrieved_run(workdir, "iwildcam_discl_tiny"))

@@ -5,7 +5,7 @@ import os
 import shutil
 from pathlib import Path
 
-from quick import IMAGENET_LT
+from quick import IMAGENET_LT, IWILDCAM
 
 # files the phases append to (manifests, scores) and the lock files: copied, never linked
 APPENDED = (".jsonl", ".lock")
@@ -16,6 +16,12 @@ TINY_RUNS = ["-m", "plain", "-m", "discl_diverse_to_specific", "-s", "0", "-s", 
 # conftest's ``imagenet_lt_tiny_runs``: the fake tree's training images per class (two many-shot, two medium, two
 # few-shot at quick.IMAGENET_LT's shot groups 20 / 8), and the runs' settings
 INLT_COUNTS = (25, 22, 12, 10, 6, 3)
+
+
+def iwildcam_overrides(root: Path) -> list[str]:
+    """conftest's ``iwildcam_tiny_run``: tests/fakes.py's iWildCam copy (8 images per split, 4 classes, seed 1), its
+    4 hardest training images the hard sources."""
+    return [f"data.root={root}", *IWILDCAM, "hard.rule=k_hardest", "hard.k=4"]
 
 
 def inlt_overrides(root: Path) -> list[str]:
