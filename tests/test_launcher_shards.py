@@ -181,7 +181,7 @@ def test_slurm_generate_array_builds_the_same_pool_as_one_process(slurm, tmp_pat
 
     (record,) = (remote / "launcher" / "digits_lt_tiny").glob("*.json")
     rec = json.loads(record.read_text())
-    assert [p["name"] for p in rec["phases"]] == ["base", "generate", "generate", "merge"]
+    assert [p["name"] for p in rec["phases"]] == ["generate", "generate", "merge"]  # the base model is cached
     writers = {}
     for p in rec["phases"]:
         if p["name"] != "generate":
@@ -233,8 +233,8 @@ class FakeExecutor:
         return array()
 
 
-def test_the_phases_are_base_then_a_generate_array_then_merge_or_one_shared_job(tmp_path, monkeypatch):
-    from harness.config.keys import pool_key
+def test_the_phases_are_base_then_a_generate_array_then_merge_less_what_is_cached(tmp_path, monkeypatch):
+    from harness.config.keys import base_key, pool_key
     from harness.launch import slurm
     from harness.launch.records import phases_line
 
@@ -260,6 +260,15 @@ def test_the_phases_are_base_then_a_generate_array_then_merge_or_one_shared_job(
         f"base {base}: pending; generate 0 of 3 done ({array}_0 pending, {array}_1 pending, {array}_2 pending); "
         f"merge {phases[-1].job_id}: pending"
     )
+
+    FakeExecutor.submitted = []  # a cached base model: no base job, the array starts at once
+    model = tmp_path / "cache" / "base" / base_key(cfg) / "model.safetensors"
+    model.parent.mkdir(parents=True)
+    model.touch()
+    phases = slurm.submit_phases(cfg, tmp_path, "digits_lt_tiny", [], tmp_path, methods)
+    assert [p.name for p in phases] == ["generate", "generate", "generate", "merge"]
+    assert [s[1] for s in FakeExecutor.submitted[:3]] == [None, None, None]
+    model.unlink()
 
     FakeExecutor.submitted = []  # a complete pool: no generate array, and one job for base and merge
     done = tmp_path / "cache" / "pool" / pool_key(cfg) / "complete.json"

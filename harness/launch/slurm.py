@@ -70,12 +70,12 @@ def slurm_executor(cfg: Config, folder: Path, name: str, dependency: str | None 
 def submit_phases(
     cfg: Config, folder: Path, experiment: str, overrides: list[str], workdir: Path, methods: list[str]
 ) -> list[Phase]:
-    """Submit the shared phases: the base job; then, when the methods need a generated pool, a job array of
-    ``launcher.generate_shards`` generation shards (after the base job; ``launcher.array_parallelism`` at once) and the
-    merge job (after every shard). With nothing to generate (a complete pool, an imported one, real-only methods) one
-    ``shared`` job does the base job's and the merge job's work, a job start less. Returns them in that order; the
-    runs depend on the last one."""
-    from harness.config.keys import pool_key
+    """Submit the shared phases: the base job (none when the base model is cached); then, when the methods need a
+    generated pool, a job array of ``launcher.generate_shards`` generation shards (after the base job;
+    ``launcher.array_parallelism`` at once) and the merge job (after every shard). With nothing to generate (a
+    complete pool, an imported one, real-only methods) one ``shared`` job does the base job's and the merge job's
+    work, a job start less. Returns them in that order; the runs depend on the last one."""
+    from harness.config.keys import base_key, pool_key
     from harness.phases.pipeline import needs_pool
 
     name, world = f"harness-{cfg.name}", cfg.launcher.generate_shards
@@ -84,8 +84,10 @@ def submit_phases(
     if not needs_pool(cfg, methods) or cfg.spectrum.pool or complete:
         shared = slurm_executor(cfg, folder, f"{name}-shared").submit(PhaseJob("shared", *args))
         return [Phase("shared", str(shared.job_id))]
-    base = slurm_executor(cfg, folder, f"{name}-base").submit(PhaseJob("base", *args))
-    phases, last = [Phase("base", str(base.job_id))], f"afterok:{base.job_id}"
+    phases, last = [], None
+    if not (cache_dir(workdir) / "base" / base_key(cfg) / "model.safetensors").exists():  # else nothing to wait for
+        base = slurm_executor(cfg, folder, f"{name}-base").submit(PhaseJob("base", *args))
+        phases, last = [Phase("base", str(base.job_id))], f"afterok:{base.job_id}"
     ex = slurm_executor(cfg, folder, f"{name}-generate", dependency=last)
     with ex.batch():
         shards = [ex.submit(PhaseJob("generate", *args, rank=r, world=world)) for r in range(world)]
