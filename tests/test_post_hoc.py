@@ -226,3 +226,21 @@ def test_a_small_cnn_run_logs_taunorm_and_the_report_shows_its_rows(tiny_runs, t
     assert list(table.index[:2]) == ["plain", "plain + τ-norm"]
     assert "discl_diverse_to_specific + τ-norm" in table.index
     assert "plain + τ-norm" in (out / "tables" / "results.md").read_text()
+
+
+def test_tau_from_the_trained_logits_equals_evaluating_the_normalised_head(tiny_prepared):
+    """τ-norm's shortcut: one pass per split, then each τ's predictions from the trained logits divided by ‖w‖^τ,
+    give the metrics a pass with the τ-normalised weights gives."""
+    data = tiny_prepared.data
+    torch.manual_seed(0)
+    model = build_model(tiny_prepared.cfg, data.num_classes, data.channels)
+    with torch.no_grad():
+        model.head.weight.mul_(torch.linspace(0.2, 3.0, data.num_classes)[:, None])  # class norms far apart
+    tau, seen = TauNorm(model), []
+    for value in (0.0, 0.5, 1.0):
+        tau.set(model, value)
+        shortcut = tau.evaluate(model, data, data.val_split, torch.device("cpu"), None)
+        assert shortcut == Variant.evaluate(tau, model, data, data.val_split, torch.device("cpu"), None), value
+        seen.append(shortcut)
+    assert seen[0] != seen[-1]  # τ changes the predictions here: the comparison is not between equal models
+    tau.restore(model)

@@ -50,10 +50,12 @@ def class_probs(
     amp: torch.dtype | None = None,
     distributed: bool = False,
     loaders: dict | None = None,
+    logits: bool = False,
 ) -> np.ndarray:
-    """Softmax outputs for every image of a split, through the eval ``transform`` (None: as the images are), under
-    autocast to ``amp`` (None: fp32). ``distributed``: every DDP rank calls this in lockstep, evaluates every
-    world-th image and the ranks gather the full result (the same on every rank as one process's)."""
+    """Softmax outputs (``logits``: the raw logits) for every image of a split, through the eval ``transform`` (None:
+    as the images are), under autocast to ``amp`` (None: fp32). ``distributed``: every DDP rank calls this in
+    lockstep, evaluates every world-th image and the ranks gather the full result (the same on every rank as one
+    process's)."""
     from harness.core import distributed as dist
     from harness.engine.train import autocast, clear_shm_errors
 
@@ -69,7 +71,8 @@ def class_probs(
     else:
         chunks = (x for x, _ in eval_loader(images, rows, transform, batch_size, workers, device, loaders))
     with autocast(device, amp), clear_shm_errors():
-        out = [model(to_float01(x.to(device, non_blocking=True))).float().softmax(-1).cpu() for x in chunks]
+        out = [model(to_float01(x.to(device, non_blocking=True))).float() for x in chunks]
+        out = [o.cpu() if logits else o.softmax(-1).cpu() for o in out]
     if world == 1:
         return torch.cat(out).numpy() if out else np.zeros((0, 0))
     return gather_rows(out, len(images), device)

@@ -165,5 +165,7 @@ def count_near(prep: Prepared, cache: Path, scorer=None, eval_emb: np.ndarray | 
 
 def log_pool_near_duplicates(prep: Prepared, method, run) -> None:
     """On a run of a method that trains on the synthetic pool: the pool's near duplicates per λ."""
-    if run is not None and method.synthetic and prep.pool_dir is not None:
-        run.log_metrics(pool_near_duplicates(prep, prep.pool_dir.parents[1]))
+    if method.synthetic and prep.pool_dir is not None:
+        counts = pool_near_duplicates(prep, prep.pool_dir.parents[1])  # on every DDP rank: it may be collective
+        if run is not None:  # rank 0's
+            run.log_metrics(counts)

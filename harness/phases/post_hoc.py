@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 from torch import nn
 
-from harness.engine.evaluate import evaluate_split
+from harness.engine.evaluate import class_probs, evaluate_split
 
 log = logging.getLogger("harness")
 
@@ -87,6 +88,11 @@ class Variant:
     def restore(self, model: nn.Module) -> None:
         raise NotImplementedError
 
+    def evaluate(self, model: nn.Module, data, split: str, device, amp) -> dict[str, float]:
+        """The metrics of ``split`` with the value last ``set``: the model evaluated as it now is."""
+        metrics, _ = evaluate_split(model, data, split, device, data.num_workers, amp, distributed=True)
+        return metrics
+
 
 class Wise(Variant):
     prefix, knob, order = "wise", "alpha", tuple(reversed(GRID))
@@ -102,14 +108,33 @@ class Wise(Variant):
 
 
 class TauNorm(Variant):
+    """Each split is run through the model once: τ-normalising a class's weights and bias divides its logit by
+    ‖w‖^τ, so every τ's predictions come from the trained model's logits (``evaluate``), not from a pass per τ."""
+
     prefix, knob, order = "taunorm", "tau", GRID
 
     def __init__(self, model: nn.Module):
         head = linear_head(model)
         self.weight = head.weight.detach().clone()
         self.bias = None if head.bias is None else head.bias.detach().clone()
+        self.norms = self.weight.float().norm(dim=1).clamp_min(1e-12).cpu().numpy()
+        self.value, self.logits = 0.0, {}
+
+    def evaluate(self, model: nn.Module, data, split: str, device, amp) -> dict[str, float]:
+        if split not in self.logits:  # the trained head's logits, once per split
+            value = self.value
+            self.set(model, 0.0)
+            images = data.splits[split]
+            self.logits[split] = class_probs(
+                model, images, device, workers=data.num_workers, transform=data.eval_transform, amp=amp,
+                distributed=True, loaders=data.loaders, logits=True,
+            )  # fmt: skip
+            self.set(model, value)
+        predicted = (self.logits[split] / self.norms**self.value).argmax(1)
+        return data.evaluate(np.asarray(data.splits[split].labels), predicted)
 
     def set(self, model: nn.Module, value: float) -> None:
+        self.value = value
         head = linear_head(model)
         weight, bias = tau_normalised(self.weight, self.bias, value)
         with torch.no_grad():
@@ -127,7 +152,7 @@ def choose_on_val(variant: Variant, model, data, device, amp, select_on: str) ->
     best, best_score = variant.order[0], float("-inf")
     for value in variant.order:
         variant.set(model, value)
-        metrics, _ = evaluate_split(model, data, data.val_split, device, data.num_workers, amp, distributed=True)
+        metrics = variant.evaluate(model, data, data.val_split, device, amp)
         score = {f"val/{k}": v for k, v in metrics.items()}.get(select_on, float("nan"))
         if score > best_score:
             best, best_score = value, float(score)
@@ -141,7 +166,7 @@ def measure(variant: Variant, model, data, device, amp, select_on: str) -> dict[
         variant.set(model, value)
         out = {f"{variant.prefix}/{variant.knob}": value, f"{variant.prefix}/{select_on}": score}
         for name, split in data.test_splits.items():
-            metrics, _ = evaluate_split(model, data, split, device, data.num_workers, amp, distributed=True)
+            metrics = variant.evaluate(model, data, split, device, amp)
             out.update({f"{variant.prefix}/{name}/{k}": v for k, v in metrics.items()})
     finally:
         variant.restore(model)
