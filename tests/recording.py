@@ -1,4 +1,4 @@
-"""What the trainer is handed, recorded while a test trains for real."""
+"""What the trainer is handed, recorded while a test trains for real; and what a run logs (``Recorder``)."""
 
 from __future__ import annotations
 
@@ -30,3 +30,15 @@ def recorded_trainers(monkeypatch) -> list[Trainer]:
 
     monkeypatch.setattr(phase, "Trainer", Recording)
     return made
+
+
+class Recorder:
+    """An MLflow run as the phases use it: the metrics it was given, by name (the last value of each)."""
+
+    id = "recorded"
+
+    def __init__(self):
+        self.metrics = {}
+
+    def log_metrics(self, metrics, step=0):
+        self.metrics.update(metrics)

@@ -9,22 +9,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from recording import Recorder
 
 import baselines.retrieved_real  # noqa: F401 (registers the method)
 from harness.data.base import LabeledImages
 from harness.phases import near_duplicates
 from harness.phases.near_duplicates import count_pool_near_duplicates, embed_cached, eval_embeddings, load_scorer
 from harness.phases.pipeline import fine_tune
-
-
-class Recorder:
-    id = "recorded"
-
-    def __init__(self):
-        self.metrics = {}
-
-    def log_metrics(self, metrics, step=0):
-        self.metrics.update(metrics)
 
 
 def pool_levels(prep) -> set[str]:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from recording import Recorder
 from test_base_method import declared_methods  # noqa: F401 (the methods this checkout declares)
 
 import baselines.retrieved_real  # noqa: F401 (registers the method)
@@ -95,16 +96,6 @@ def test_a_reference_set_without_a_hard_source_class_refuses_in_one_line(tiny_pr
     with pytest.raises(HarnessError, match="has no image of the hard sources' class") as e:
         fine_tune(prep, "retrieved_real", seed=0, progress=False)
     assert "\n" not in str(e.value)
-
-
-class Recorder:
-    id = "recorded"
-
-    def __init__(self):
-        self.metrics = {}
-
-    def log_metrics(self, metrics, step=0):
-        self.metrics.update(metrics)
 
 
 def test_retrieved_real_trains_on_retrieved_images_as_many_as_the_synthetic_method(tiny_prepared):

@@ -5,22 +5,13 @@ import dataclasses
 
 import numpy as np
 import pytest
+from recording import Recorder
 
 import baselines.retrieved_real  # noqa: F401 (registers the method)
 from harness.core.errors import HarnessError
 from harness.phases.near_duplicates import load_scorer
 from harness.phases.pipeline import fine_tune
 from harness.phases.retrieval import assign_classes
-
-
-class Recorder:
-    id = "recorded"
-
-    def __init__(self):
-        self.metrics = {}
-
-    def log_metrics(self, metrics, step=0):
-        self.metrics.update(metrics)
 
 
 def save(folder, images, labels, class_names):
