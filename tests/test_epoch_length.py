@@ -327,3 +327,20 @@ def test_imagenet_lt_code_adaptive_trains_a_natural_pass_per_choice_and_every_le
     natural = steps_per_epoch(115_846 - 100, 128)  # 905
     assert list(frame.probe_steps) == [natural, natural, 0] and list(frame.steps) == [310 + natural] * 2 + [310]
     assert frame.levels_known.all() and list(frame.levels[:2]) == [[0.1, 0.3, 0.5]] * 2
+
+
+def test_a_resumed_run_under_a_continuing_stream_says_its_pass_restarts(tiny_prepared, tmp_path, caplog):
+    """The pass under way is not in the checkpoint: resuming under real_rows warns that a fresh pass starts."""
+    import harness.phases.fine_tune as phase5
+
+    prep = with_settings(tiny_prepared, train={"epochs": 2, "curriculum_epochs": 1, "epoch_length": "real_rows"})
+    phase5.fine_tune(prep, "discl_diverse_to_specific", seed=0, ckpt_dir=tmp_path, progress=False)
+    with caplog.at_level("WARNING", logger="harness"):
+        phase5.fine_tune(prep, "discl_diverse_to_specific", seed=0, ckpt_dir=tmp_path, progress=False)
+    assert any("starts a fresh pass" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    passing = with_settings(tiny_prepared, train={"epochs": 2, "curriculum_epochs": 1})
+    phase5.fine_tune(passing, "discl_diverse_to_specific", seed=0, ckpt_dir=tmp_path / "pass", progress=False)
+    with caplog.at_level("WARNING", logger="harness"):
+        phase5.fine_tune(passing, "discl_diverse_to_specific", seed=0, ckpt_dir=tmp_path / "pass", progress=False)
+    assert not any("fresh pass" in r.getMessage() for r in caplog.records)  # a pass per epoch resumes exactly

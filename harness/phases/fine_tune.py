@@ -359,6 +359,8 @@ def fine_tune(
     start, history = checkpoints.resume(trainer, stages, best)
     if start:
         log.info("resuming %s seed %d at epoch %d", method_name, seed, start)
+        if stages.length.continues:  # the pass under way is not in the checkpoint
+            log.warning("train.epoch_length runs one pass across epochs: the resumed run starts a fresh pass")
     natural_pass = natural_pass_of(prep, trainer.train_pass, stages.train_sources, lambda: len(stages.record), seed)
     if method.adaptive:  # its last evaluation lives in the checkpoint
         stages.ctx.probe = guidance_val_probe(prep, trainer.model, stages.held, stages.probe_memory, natural_pass)
