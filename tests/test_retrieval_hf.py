@@ -76,3 +76,29 @@ def test_a_name_that_is_no_saved_dataset_is_refused_in_one_line_without_a_lookup
     with pytest.raises(HarnessError, match="no dataset saved on disk here") as e:
         fine_tune(prep, "retrieved_real", seed=0, progress=False)
     assert "\n" not in str(e.value)
+
+
+def rows_name_paths(folder, path: str) -> None:
+    """Rewrite a saved dataset so that every row's image holds no bytes and names ``path`` instead, as a dataset
+    made elsewhere may (``save_to_disk`` would have embedded the bytes)."""
+    import pyarrow as pa
+
+    (arrow,) = folder.glob("*.arrow")
+    table = pa.ipc.open_stream(pa.BufferReader(arrow.read_bytes())).read_all()  # in memory: the file is rewritten
+    field = table.schema.field("image")
+    cells = pa.array([{"bytes": None, "path": path}] * len(table), type=field.type)
+    table = table.set_column(table.schema.get_field_index("image"), field, cells)
+    with pa.OSFile(str(arrow), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def test_a_row_that_names_a_path_instead_of_bytes_is_refused_never_opened(tiny_prepared, tmp_path):
+    pool = tiny_prepared.data.splits["pool"]
+    secret = tmp_path / "elsewhere.png"
+    pool.raw(0).save(secret)  # a readable image: opening it would succeed, so only the refusal ends the run
+    names = tiny_prepared.data.class_names
+    folder = save(tmp_path / "ds", [pool.raw(i) for i in range(len(pool))], pool.labels.tolist(), names)
+    rows_name_paths(folder, str(secret))
+    with pytest.raises(HarnessError, match="holds no image bytes") as e:
+        fine_tune(with_source(tiny_prepared, f"hf:{folder}"), "retrieved_real", seed=0, progress=False)
+    assert "\n" not in str(e.value) and str(secret) in str(e.value)

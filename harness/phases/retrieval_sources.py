@@ -4,8 +4,9 @@ identity its embedding index is cached under (the content of its images, never i
 - ``pool``: the dataset's own generator-training pool (the digits' clean pool, what ``tiny_ddpm`` learned from).
 - ``folder:PATH``: one sub-folder per class, named by the class's name (spaces or underscores) or index.
 - ``hf:FOLDER``: a Hugging Face ``datasets`` dataset saved to disk (``save_to_disk``), read by ``load_from_disk``
-  alone: nothing is fetched and no dataset script runs. Its images are untrusted: only the image column's decoded images
-  are read (PIL's decompression-bomb limit applies), never a path a row names.
+  alone: nothing is fetched and no dataset script runs. Its images are untrusted: only the image column's embedded
+  bytes are decoded, here (PIL's decompression-bomb limit applies); a row that names a path or URL instead is refused,
+  never opened.
 
 A labelled set gives each image its class; an unlabelled one (``retrieval.label_column: null``) gets its classes
 from the scorer (``harness.phases.retrieval.assign_classes``).
@@ -14,6 +15,7 @@ from the scorer (``harness.phases.retrieval.assign_classes``).
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from PIL import Image
 
 from harness.config import ConfigError
 from harness.config.hashing import stable_hash
-from harness.core.errors import MissingFileError
+from harness.core.errors import DataError, MissingFileError
 from harness.data.base import FileImages, LabeledImages
 from harness.generators.tiny_ddpm import pool_identity
 
@@ -98,7 +100,22 @@ class HFImages(LabeledImages):
         self.ids = [str(i) for i in range(len(dataset))]
 
     def raw(self, i: int) -> Image.Image:
-        return self.dataset[int(i)][self.column].convert("RGB" if self.channels == 3 else "L")
+        """The row's embedded image bytes, decoded here; a row that only names a path (or a URL) is refused, never
+        opened: the dataset comes from elsewhere and may not make us read or fetch anything."""
+        cell = self.dataset[int(i)][self.column]
+        data = cell.get("bytes") if isinstance(cell, dict) else None
+        if not data:
+            named = cell.get("path") if isinstance(cell, dict) else None
+            raise DataError(
+                f"retrieval.source: row {i} of column {self.column!r} holds no image bytes (it names {named!r}, which "
+                "is not read); save the dataset with its images embedded"
+            )
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                return img.convert("RGB" if self.channels == 3 else "L")
+        except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+            raise DataError(f"retrieval.source: cannot read the image of row {i}: {e}") from None
 
     def load(self, i: int):
         from harness.data.base import to_tensor01
@@ -137,10 +154,15 @@ def open_hf(name: str, split: str):
 
 
 def hf_reference(name: str, rcfg, class_names: list[str], size: int, channels: int) -> Reference:
+    import datasets
+
     ds = open_hf(name, rcfg.split)
     for column in (rcfg.image_column, rcfg.label_column):
         if column is not None and column not in ds.column_names:
             raise ConfigError(f"retrieval: hf:{name} has no column {column!r} (it has {', '.join(ds.column_names)})")
+    if not isinstance(ds.features[rcfg.image_column], datasets.Image):
+        raise ConfigError(f"retrieval.image_column: hf:{name}'s column {rcfg.image_column!r} is no Image column")
+    ds = ds.cast_column(rcfg.image_column, datasets.Image(decode=False))  # its bytes, decoded by HFImages alone
     labels = None if rcfg.label_column is None else hf_labels(ds, rcfg.label_column, class_names, name)
     stand_in = np.zeros(len(ds), dtype=np.int64) if labels is None else labels
     identity = {"hf": ds._fingerprint, "columns": [rcfg.image_column, rcfg.label_column], "split": rcfg.split}
