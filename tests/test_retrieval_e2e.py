@@ -1,6 +1,8 @@
 """``retrieved_real`` end to end on the CLIP experiments, from a folder of class sub-folders, from the
 session's cold runs of each (only the retrieved_real run trains)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from fakes import draw_image
@@ -44,6 +46,19 @@ def retrieved_run(workdir, experiment):
     return run.data.metrics, history
 
 
+def retrieved_artifacts(workdir, experiment, folder):
+    """The retrieved_real run's list of retrieved images (a DataFrame) and the path of its picture of them."""
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name(experiment).experiment_id], filter_string="tags.method = 'retrieved_real'"
+    )
+    listed = pd.read_csv(client.download_artifacts(run.info.run_id, "retrieval/retrieved.csv", str(folder)))
+    return listed, Path(client.download_artifacts(run.info.run_id, "retrieval/grid.png", str(folder)))
+
+
 def assert_trained_on_retrieved_images(metrics, history):
     assert metrics["retrieval/images"] > 0 and "retrieval/test_near_duplicates" in metrics
     assert any(k.startswith("spectrum/test_near_duplicates/") for k in metrics)
@@ -60,7 +75,11 @@ def test_imagenet_lt_runs_retrieved_real_from_a_folder(imagenet_lt_tiny_runs, tm
     argv = ["run", "-e", "imagenet_lt_discl_tiny", "-m", "retrieved_real", "-s", "0", "--workdir", str(workdir)]
     assert main([*argv, "--quiet", *sets]) == 0
     assert sorted(p.name for p in (workdir / "cache" / "pool").iterdir()) == pools  # no shared phase rebuilt
-    assert_trained_on_retrieved_images(*retrieved_run(workdir, "imagenet_lt_discl_tiny"))
+    metrics, history = retrieved_run(workdir, "imagenet_lt_discl_tiny")
+    assert_trained_on_retrieved_images(metrics, history)
+    listed, grid = retrieved_artifacts(workdir, "imagenet_lt_discl_tiny", tmp_path / "artifacts")
+    assert len(listed) == metrics["retrieval/images"] and grid.stat().st_size > 0
+    assert all(listed.retrieved_id.str.contains("/"))  # the reference folder's own names: CLASS/FILE
 
 
 @pytest.mark.slow  # one run on iWildCam's tiny CLIP, from the session's cold run

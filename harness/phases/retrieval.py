@@ -90,7 +90,9 @@ def retrieve(
 def subset(images: LabeledImages, rows: np.ndarray) -> LabeledImages:
     """The images at ``rows`` of a reference set, as a set of their own."""
     if isinstance(images, HFImages):
-        return HFImages(images.dataset.select(rows), images.column, images.size, images.channels, images.labels[rows])
+        out = HFImages(images.dataset.select(rows), images.column, images.size, images.channels, images.labels[rows])
+        out.ids = [images.ids[int(r)] for r in rows]  # the rows of the saved dataset, as the report names them
+        return out
     return take(images, rows)
 
 

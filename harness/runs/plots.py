@@ -1,4 +1,5 @@
-"""Pictures logged with every run: the spectrum grid, training curves and the λ per stage."""
+"""Pictures logged with every run: the spectrum grid (or, for ``retrieved_real``, the retrieved images), training
+curves and the λ per stage."""
 
 from __future__ import annotations
 
@@ -34,6 +35,29 @@ def spectrum_grid(pool: pd.DataFrame, pool_dir, train, n_sources: int = 8, seed_
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle("synthetic spectrum (title: image–text score; red = filtered out)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def retrieval_grid(retrieved, train, n_sources: int = 8, per_source: int = 6):
+    """Rows: hard sources, taken from each class in turn; columns: the real source image, then the images retrieved
+    for it, nearest first."""
+    every = list(dict.fromkeys(retrieved.source_index.tolist()))
+    labels = [int(train.labels[s]) for s in every]
+    turn = [labels[: i + 1].count(labels[i]) for i in range(len(every))]  # the source's place within its class
+    sources = [every[i] for i in sorted(range(len(every)), key=lambda i: (turn[i], labels[i]))][:n_sources]
+    counts = [int((retrieved.source_index == s).sum()) for s in sources]
+    per_source, rows = max(1, min(per_source, max(counts, default=1))), max(1, len(sources))
+    fig, axes = plt.subplots(rows, per_source + 1, squeeze=False, figsize=(1.3 * (per_source + 1), 1.4 * rows))
+    for r, src in enumerate(sources):
+        axes[r, 0].imshow(train.raw(int(src)), cmap="gray")
+        axes[r, 0].set_title("hard source" if r == 0 else "", fontsize=8)
+        for c, row in enumerate(np.flatnonzero(retrieved.source_index == src)[:per_source], start=1):
+            axes[r, c].imshow(retrieved.images.raw(int(row)), cmap="gray")
+            axes[r, c].set_title(f"#{c}" if r == 0 else "", fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle("retrieved real images, nearest first (the scorer's embedding)", fontsize=8)
     fig.tight_layout()
     return fig
 

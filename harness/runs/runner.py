@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -55,11 +56,29 @@ def log_run_outputs(run: Run, cfg: Config, prep: Prepared, result: RunResult, gr
         from harness.phases.spectrum import prompts_frame
 
         run.log_frame(prompts_frame(prep.pool, prep.data.class_names), "spectrum/prompts.csv")
+    if prep.retrieved is not None and get_method(result.method).retrieves:
+        log_retrieved(run, prep)
     if grid_path is not None and prep.pool_dir is not None and get_method(result.method).synthetic:
         run.log_file(grid_path, "spectrum")
         run.log_frame(acceptance_by_level(prep.pool), "spectrum/acceptance.csv")
         run.log_frame(prep.pool[[c for c in POOL_SCORE_COLUMNS if c in prep.pool]], "spectrum/scores.csv")
         run.log_frame(domain_frame(prep), "spectrum/domain.csv")  # judge vs target-domain classifier per λ
+
+
+def log_retrieved(run: Run, prep: Prepared) -> None:
+    """``retrieved_real``'s images: which real image was retrieved for which hard source, and a picture of them."""
+    got, train = prep.retrieved, prep.data.train
+    frame = pd.DataFrame(
+        {
+            "source_id": [train.ids[int(s)] for s in got.source_index],
+            "retrieved_id": list(got.images.ids),
+            "label": np.asarray(got.images.labels),
+        }
+    )
+    run.log_frame(frame, "retrieval/retrieved.csv")
+    fig = plots.retrieval_grid(got, train)
+    run.log_figure(fig, "retrieval/grid.png")
+    plots.close(fig)
 
 
 def run_experiment(
