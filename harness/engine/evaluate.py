@@ -71,8 +71,8 @@ def class_probs(
     else:
         chunks = (x for x, _ in eval_loader(images, rows, transform, batch_size, workers, device, loaders))
     with autocast(device, amp), clear_shm_errors():
-        out = [model(to_float01(x.to(device, non_blocking=True))).float() for x in chunks]
-        out = [o.cpu() if logits else o.softmax(-1).cpu() for o in out]
+        outputs = (model(to_float01(x.to(device, non_blocking=True))).float() for x in chunks)
+        out = [(o if logits else o.softmax(-1)).cpu() for o in outputs]
     if world == 1:
         return torch.cat(out).numpy() if out else np.zeros((0, 0))
     return gather_rows(out, len(images), device)

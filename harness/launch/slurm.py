@@ -75,7 +75,8 @@ def submit_phases(
     ``launcher.array_parallelism`` at once) and the merge job (after every shard). With nothing to generate (a
     complete pool, an imported one, real-only methods) one ``shared`` job does the base job's and the merge job's
     work, a job start less. Returns them in that order; the runs depend on the last one."""
-    from harness.config.keys import base_key, pool_key
+    from harness.config.keys import pool_key
+    from harness.phases.base_model import base_weights
     from harness.phases.pipeline import needs_pool
 
     name, world = f"harness-{cfg.name}", cfg.launcher.generate_shards
@@ -85,7 +86,7 @@ def submit_phases(
         shared = slurm_executor(cfg, folder, f"{name}-shared").submit(PhaseJob("shared", *args))
         return [Phase("shared", str(shared.job_id))]
     phases, last = [], None
-    if not (cache_dir(workdir) / "base" / base_key(cfg) / "model.safetensors").exists():  # else nothing to wait for
+    if not base_weights(cfg, cache_dir(workdir)).exists():  # a trained base model: nothing to wait for
         base = slurm_executor(cfg, folder, f"{name}-base").submit(PhaseJob("base", *args))
         phases, last = [Phase("base", str(base.job_id))], f"afterok:{base.job_id}"
     ex = slurm_executor(cfg, folder, f"{name}-generate", dependency=last)

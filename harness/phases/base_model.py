@@ -29,12 +29,18 @@ from harness.models.base import build_model, load_weights
 log = logging.getLogger("harness")
 
 
+def base_weights(cfg: Config, cache: Path) -> Path:
+    """Where the trained base model's weights are cached (under the base key); they exist once it is trained."""
+    return cache / "base" / base_key(cfg) / "model.safetensors"
+
+
 def train_base(cfg: Config, data: DatasetBundle, cache: Path, device: torch.device) -> tuple[dict, np.ndarray]:
     """The base model's weights (trained, or loaded from ``base.checkpoint``) and its training-set class
     probabilities, cached under the base key."""
-    folder = cache / "base" / base_key(cfg)
+    weights = base_weights(cfg, cache)
+    folder = weights.parent
     with lock(folder / "model") if dist.is_main() else nullcontext():  # rank 0 speaks for its job
-        if dist.share(not (folder / "model.safetensors").exists()):
+        if dist.share(not weights.exists()):
             seed_everything(cfg.base.seed)  # before the model is built: its initial weights come from the seed
             model = build_model(cfg, data.num_classes, data.channels, data.class_names)
             if cfg.base.checkpoint:
@@ -53,7 +59,7 @@ def train_base(cfg: Config, data: DatasetBundle, cache: Path, device: torch.devi
             if dist.is_main():
                 save_base(folder, model, probs)
         dist.barrier()  # the other ranks read what rank 0 wrote
-    return load_file(str(folder / "model.safetensors")), np.load(folder / "train_probs.npy")
+    return load_file(str(weights)), np.load(folder / "train_probs.npy")
 
 
 def train_base_epochs(cfg: Config, data: DatasetBundle, model, ckpt: Path, device: torch.device) -> None:

@@ -225,7 +225,7 @@ def epoch_parts(
         if method.synthetic:
             draw = rng.choice(candidates, size=n, replace=n > len(candidates)) if len(candidates) else candidates
             tail.append(Part(prep.pool_images, np.sort(draw)))
-        elif method.retrieves and getattr(prep, "retrieved", None) is not None:
+        elif method.retrieves and prep.retrieved is not None:
             rows = prep.retrieved.rows_for(train_sources)
             if len(rows):
                 tail.append(Part(prep.retrieved.images, np.sort(rng.choice(rows, size=n, replace=n > len(rows)))))
@@ -288,7 +288,7 @@ def tail_share(parts: list[Part]) -> float:
 def drawn_counts(prep: Prepared, parts: list[Part]) -> dict[str, int]:
     """How many of an epoch's images are synthetic, and, for a retrieving method, how many retrieved."""
     counts = {"curriculum/synthetic": sum(len(p.indices) for p in parts if p.images is prep.pool_images)}
-    if getattr(prep, "retrieved", None) is not None:
+    if prep.retrieved is not None:
         counts["curriculum/retrieved"] = sum(len(p.indices) for p in parts if p.images is prep.retrieved.images)
     return counts
 

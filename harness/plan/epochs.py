@@ -62,6 +62,7 @@ class PlanPrep:
     pool: pd.DataFrame
     pool_images: LabeledImages | None
     notes: dict[str, str] = field(default_factory=dict)
+    retrieved: None = None  # no retrieved images: a retrieving method is replayed with the real hard images
 
 
 # --------------------------------------------------------------------------- the hard set and the pool

@@ -3,6 +3,8 @@ curves and the λ per stage."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -42,10 +44,13 @@ def spectrum_grid(pool: pd.DataFrame, pool_dir, train, n_sources: int = 8, seed_
 def retrieval_grid(retrieved, train, n_sources: int = 8, per_source: int = 6):
     """Rows: hard sources, taken from each class in turn; columns: the real source image, then the images retrieved
     for it, nearest first."""
-    every = list(dict.fromkeys(retrieved.source_index.tolist()))
-    labels = [int(train.labels[s]) for s in every]
-    turn = [labels[: i + 1].count(labels[i]) for i in range(len(every))]  # the source's place within its class
-    sources = [every[i] for i in sorted(range(len(every)), key=lambda i: (turn[i], labels[i]))][:n_sources]
+    every, seen = list(dict.fromkeys(retrieved.source_index.tolist())), Counter()
+    turns = []  # (the source's place within its class, its class)
+    for s in every:
+        label = int(train.labels[s])
+        seen[label] += 1
+        turns.append((seen[label], label))
+    sources = [every[i] for i in sorted(range(len(every)), key=turns.__getitem__)][:n_sources]
     counts = [int((retrieved.source_index == s).sum()) for s in sources]
     per_source, rows = max(1, min(per_source, max(counts, default=1))), max(1, len(sources))
     fig, axes = plt.subplots(rows, per_source + 1, squeeze=False, figsize=(1.3 * (per_source + 1), 1.4 * rows))
