@@ -8,12 +8,11 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -24,6 +23,9 @@ from harness.core.io import atomic_path, lock, write_json
 from harness.core.registry import register_generator
 from harness.data.base import TensorImages, to_tensor01
 from harness.generators.base import GenerationItem, Generator, strength_timesteps
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DModel
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ class TinyDDPMParams:
 
 
 def build_unet(image_size: int, channels: int, num_classes: int, widths: list[int]) -> UNet2DModel:
+    from diffusers import UNet2DModel  # diffusers takes seconds to import; a run on cached spectra never needs it
+
     n = len(widths)
     return UNet2DModel(
         sample_size=image_size,
@@ -73,8 +77,11 @@ def shifted_betas(p: TinyDDPMParams, num_train_timesteps: int = 1000) -> np.ndar
     return 1 - shifted / np.concatenate([[1.0], shifted[:-1]])
 
 
-def noise_schedule(p: TinyDDPMParams, cls=DDPMScheduler, **kwargs):
-    """A diffusers scheduler (``DDPMScheduler`` for training, ``DDIMScheduler`` for sampling) on ``p``'s schedule."""
+def noise_schedule(p: TinyDDPMParams, sampling: bool = False, **kwargs):
+    """A diffusers scheduler on ``p``'s schedule: ``DDPMScheduler`` for training, ``DDIMScheduler`` for sampling."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    cls = DDIMScheduler if sampling else DDPMScheduler
     return cls(num_train_timesteps=1000, trained_betas=shifted_betas(p).tolist(), **kwargs)
 
 
@@ -148,7 +155,7 @@ class TinyDDPM(Generator):
         self.guidance_scale = guidance_scale
         self.device = torch.device(device)
         # the training schedule; DDIM is deterministic (η = 0) given the start noise
-        self.scheduler = noise_schedule(self.params, DDIMScheduler)
+        self.scheduler = noise_schedule(self.params, sampling=True)
 
     @classmethod
     def params(cls, cfg) -> TinyDDPMParams:
