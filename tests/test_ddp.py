@@ -1,10 +1,13 @@
 """`harness run` under torchrun (DDP over 2 CPU processes, gloo): each rank trains on its own half of every epoch,
-gradients are averaged, and only rank 0 tracks the run in MLflow."""
+gradients are averaged, and only rank 0 tracks the run in MLflow; evaluation and retrieval's embeddings are sharded
+and gathered."""
 
+import json
 import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,34 +79,54 @@ def train(opt: OptimConfig, distributed: bool, kind: str = "plain") -> tuple[Tra
     return trainer, [trainer.train_epoch([part], epoch) for epoch in range(opt.epochs)]
 
 
-def ddp_worker(rank: int, port: int, out: str, kind: str) -> None:
+KINDS = ("plain", "own_loss", "flyp")
+
+
+def train_on_rank(rank: int, out: str, kind: str) -> None:
+    torch.manual_seed(0)
+    trainer, losses = train(OPT, distributed=True, kind=kind)
+    assert trainer.world == 2 and isinstance(trainer.net, DistributedDataParallel)  # every model, own loss or not
+    assert (trainer.net.module is trainer.model) == (kind == "plain")  # a model's own loss: DDP wraps a loss module
+    torch.save({"losses": losses, "model": trainer.state()["model"]}, f"{out}/{kind}{rank}.pt")
+
+
+def rank_main(rank: int, port: int, out: str) -> None:
+    """One rank of the two that every test below reads: the process group starts once (each start imports torch
+    and the harness in two fresh processes) and runs each test's part in turn."""
     os.environ.update(
         RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
     from harness.core import distributed
 
     distributed.init_from_env()
-    seen = [
-        int(v)
-        for x, _ in batches(
+    try:
+        batch_rows = batches(
             [tiny_part()], PER_RANK_BATCH, torch.Generator().manual_seed(0), torch.device("cpu"), rank=rank, world=2
         )
-        for v in (x[:, 0, 0, 0] * N).round()
-    ]
-    torch.manual_seed(0)
-    trainer, losses = train(OPT, distributed=True, kind=kind)
-    assert trainer.world == 2 and isinstance(trainer.net, DistributedDataParallel)  # every model, own loss or not
-    assert (trainer.net.module is trainer.model) == (kind == "plain")  # a model's own loss: DDP wraps a loss module
-    torch.save({"seen": seen, "losses": losses, "model": trainer.state()["model"]}, f"{out}/rank{rank}.pt")
-    torch.distributed.destroy_process_group()
+        torch.save([int(v) for x, _ in batch_rows for v in (x[:, 0, 0, 0] * N).round()], f"{out}/seen{rank}.pt")
+        for kind in KINDS:
+            train_on_rank(rank, out, kind)
+        embed_on_rank(rank, out)
+        eval_on_rank(rank, out)  # last: it replaces all_gather_object
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> Path:
+    """The folder the two ranks wrote their results to."""
+    out = tmp_path_factory.mktemp("ranks")
+    torch.multiprocessing.spawn(rank_main, args=(free_port(), str(out)), nprocs=2)
+    return out
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["plain", "own_loss", "flyp"])
-def test_two_ranks_match_one_process_with_the_global_batch(tmp_path, kind):
-    torch.multiprocessing.spawn(ddp_worker, args=(free_port(), str(tmp_path), kind), nprocs=2)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    assert len(r0["seen"]) == len(r1["seen"]) == N // 2 and sorted(r0["seen"] + r1["seen"]) == list(range(N))
+@pytest.mark.xdist_group("ddp-ranks")  # one worker starts the ranks for every test that reads them
+@pytest.mark.parametrize("kind", KINDS)
+def test_two_ranks_match_one_process_with_the_global_batch(ranks, kind):
+    seen = [torch.load(ranks / f"seen{r}.pt") for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == N // 2 and sorted(seen[0] + seen[1]) == list(range(N))
+    r0, r1 = (torch.load(ranks / f"{kind}{r}.pt", weights_only=True) for r in (0, 1))
     for k in r0["model"]:
         assert torch.equal(r0["model"][k], r1["model"][k]), k  # gradients were averaged: ranks never drift
     torch.manual_seed(0)
@@ -199,16 +222,11 @@ def no_pickled_gather(*args, **kwargs):
 EVAL_CASES = (("memory", None, 9), ("loader", "identity", 9), ("one image", None, 1))
 
 
-def eval_worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(
-        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
-    )
+def eval_on_rank(rank: int, out: str) -> None:
     from torchvision.transforms import v2
 
-    from harness.core import distributed
     from harness.engine.evaluate import class_probs
 
-    distributed.init_from_env()
     torch.distributed.all_gather_object = no_pickled_gather
     results = {}
     for name, transform, n in EVAL_CASES:
@@ -219,11 +237,11 @@ def eval_worker(rank: int, port: int, out: str) -> None:
         )
         results[name] = (probs, model.seen)
     torch.save(results, f"{out}/eval{rank}.pt")
-    torch.distributed.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_sharded_evaluation_equals_one_process(tmp_path):
+@pytest.mark.xdist_group("ddp-ranks")
+def test_sharded_evaluation_equals_one_process(ranks):
     """Under torchrun each rank evaluates half of a split (9 images: 5 and 4; 1 image: 1 and 0) and every rank ends
     with the whole split's probabilities, equal to one process's, gathered as tensors (gloo runs
     all_gather_single / all_gather_into_tensor on CPU tensors)."""
@@ -231,12 +249,59 @@ def test_sharded_evaluation_equals_one_process(tmp_path):
 
     from harness.engine.evaluate import class_probs
 
-    torch.multiprocessing.spawn(eval_worker, args=(free_port(), str(tmp_path)), nprocs=2)
-    ranks = [torch.load(tmp_path / f"eval{r}.pt", weights_only=False) for r in (0, 1)]
+    results = [torch.load(ranks / f"eval{r}.pt", weights_only=False) for r in (0, 1)]
     for name, transform, n in EVAL_CASES:
         transform = v2.Identity() if transform else None
         one = class_probs(CountingModel(), eval_images(n), torch.device("cpu"), batch_size=2, transform=transform)
-        assert sorted(r[name][1] for r in ranks) == [n // 2, n - n // 2]
-        for r in ranks:
+        assert sorted(r[name][1] for r in results) == [n // 2, n - n // 2]
+        for r in results:
             assert r[name][0].shape == one.shape == (n, 3) and r[name][0].dtype == np.float32
             assert np.allclose(r[name][0], one, atol=1e-6)
+
+
+# ---- retrieval's embeddings: each rank embeds its own block of the images, every rank gets all of them, in order,
+# equal to one process's, and rank 0 writes the cache that a later call (any rank) only reads
+
+EMBED_N = 7  # not a multiple of the world: the last rank's block is short
+
+
+class PixelScorer:
+    """An embedding that says which image it came from: its mean pixel and 1. Counts what it embedded."""
+
+    def __init__(self):
+        self.embedded = 0
+
+    def embed_images(self, images):
+        self.embedded += len(images)
+        return torch.tensor([[float(np.asarray(img).mean()), 1.0] for img in images])
+
+
+def embed_images() -> TensorImages:
+    pixels = torch.arange(EMBED_N, dtype=torch.float32).view(EMBED_N, 1, 1, 1).expand(EMBED_N, 1, 2, 2) / EMBED_N
+    return TensorImages(pixels, np.zeros(EMBED_N, np.int64), [str(i) for i in range(EMBED_N)])
+
+
+def embed_on_rank(rank: int, out: str) -> None:
+    from harness.phases.near_duplicates import embed_cached
+
+    scorer, rows, cache = PixelScorer(), np.arange(EMBED_N), Path(out) / "embeddings"
+    first = embed_cached(scorer, embed_images(), rows, {"set": "pixels"}, cache, "pixels")
+    done_first = scorer.embedded
+    again = embed_cached(scorer, embed_images(), rows, {"set": "pixels"}, cache, "pixels")
+    result = {"first": first.tolist(), "again": again.tolist(), "embedded": done_first, "after": scorer.embedded}
+    (Path(out) / f"embed{rank}.json").write_text(json.dumps(result))
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ddp-ranks")
+def test_ranks_embed_a_block_each_and_all_get_one_process_embeddings(ranks):
+    from harness.phases.near_duplicates import embed_rows
+
+    alone = embed_rows(PixelScorer(), embed_images(), np.arange(EMBED_N), "pixels")
+    results = [json.loads((ranks / f"embed{r}.json").read_text()) for r in (0, 1)]
+    for r in results:
+        assert np.allclose(r["first"], alone) and np.allclose(r["again"], alone)
+        assert r["after"] == r["embedded"], "the second call read the cache"
+    assert [r["embedded"] for r in results] == [4, 3], "each rank embedded its own block"
+    (cached,) = (ranks / "embeddings" / "retrieval").glob("emb-*.npy")
+    assert np.allclose(np.load(cached), alone)
