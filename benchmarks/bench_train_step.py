@@ -25,8 +25,9 @@ with a fresh inductor cache, what a first run pays (about a minute for the ResNe
 --quick, which uses the machine's cache as found (cold on its first run, ~7 s warm) and says which it was.
 Target on a GPU: bf16 ≥ 2× fp32. On a CPU there is no target: the rows say what bf16 does there.
 
---smoke (for the test suite, never for a measurement): the same models and variants at 32 px with CLIP over 4
-classes, so that every row is made in seconds; each row's detail says the shape it ran.
+--smoke (for the test suite, never for a measurement): the same variants at 32 px, ResNet-10 as measured and a
+narrow CLIP (two 64-wide layers per tower) over 4 classes, so that every row is made in seconds; each row's detail
+says the shape it ran.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def resnet10() -> torch.nn.Module:
     return ResNet10(ResNet(BasicBlock, [1, 1, 1, 1], num_classes=1000))
 
 
-def clip_vitb16(image_size: int = 224, classes: int | None = None) -> torch.nn.Module:
+def clip_vitb16(image_size: int = 224, classes: int | None = None, narrow: bool = False) -> torch.nn.Module:
+    """FLYP's CLIP ViT-B/16 shape, random weights; ``narrow`` (--smoke): two 64-wide layers per tower instead."""
     from transformers import CLIPConfig, CLIPModel
 
     from harness.data.iwildcam import shipped_names
@@ -115,15 +117,17 @@ def clip_vitb16(image_size: int = 224, classes: int | None = None) -> torch.nn.M
     from harness.weights.tiny import tiny_clip_tokenizer
 
     tokenizer = tiny_clip_tokenizer()
+    width = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
     config = CLIPConfig(
         text_config={
             "vocab_size": len(tokenizer),
             "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
+            **(width if narrow else {}),
         },
-        vision_config={"patch_size": 16, "image_size": image_size},
-        projection_dim=512,
+        vision_config={"patch_size": 16, "image_size": image_size, **(width if narrow else {})},
+        projection_dim=64 if narrow else 512,
     )
     names = [c["common_name"] for c in sorted(shipped_names().values(), key=lambda c: c["y"]) if c["y"] < 99999]
     names = names[:classes] if classes else names
@@ -313,7 +317,7 @@ def measure_models(quick, cuda, device, resnet_batch, clip_batch, repeats, compi
             try:
                 times, extra = run_model(
                     "clip_vitb16",
-                    lambda: clip_vitb16(size, clip_classes),
+                    lambda: clip_vitb16(size, clip_classes, narrow=smoke),
                     OptimConfig(optimizer="adamw", lr=1e-5, weight_decay=0.2, batch_size=batch),
                     batch,
                     clip_classes,
@@ -334,7 +338,8 @@ def measure_models(quick, cuda, device, resnet_batch, clip_batch, repeats, compi
         note = "" if batch == 256 else " (paper: 256; per image)"
         rows += rows_for(
             "clip_vitb16",
-            f"FLYP CLIP ViT-B/16 shape, {size} px, {clip_classes} iWildCam classes × 2 templates, AdamW",
+            f"FLYP CLIP {'narrow stand-in (--smoke)' if smoke else 'ViT-B/16 shape'}, {size} px, {clip_classes} "
+            "iWildCam classes × 2 templates, AdamW",
             times,
             extra,
             batch,
@@ -356,7 +361,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int)
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--models", nargs="+", default=["resnet10", "clip_vitb16"])
-    ap.add_argument("--smoke", action="store_true", help="32 px, CLIP over 4 classes: checks the script, times nothing")
+    ap.add_argument(
+        "--smoke", action="store_true", help="32 px, a narrow CLIP over 4 classes: checks the script, times nothing"
+    )
     ap.add_argument("--json")
     args = ap.parse_args()
     rows = measure(
