@@ -136,6 +136,18 @@ def in_process(*argv: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
+@pytest.fixture
+def launching(monkeypatch):
+    """A launcher driven from this process (what the tests are about is the jobs it starts, each a process of its
+    own): its jobs inherit one torch thread, as the reference's runs had, and a SLURM launcher polls squeue twice a
+    second, so a test waits for its jobs, not for a poll."""
+    from harness.launch import slurm
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")
+    monkeypatch.setattr(slurm, "POLL_S", 0.5)
+
+
 def same_metrics(runs: dict, expected: dict) -> None:
     for key, metrics in expected.items():
         assert metrics, key
@@ -146,12 +158,12 @@ def same_metrics(runs: dict, expected: dict) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)  # several runs in processes
-def test_local_launcher_two_jobs_equals_sequential(reference, tmp_path):
+def test_local_launcher_two_jobs_equals_sequential(reference, launching, tmp_path):
     expected, seq_wd = reference
     warm(seq_wd, tmp_path)
     # two of the reference's runs (another method and another seed each) as two jobs at once
     runs2 = ["-m", "plain", "-m", "discl_diverse_to_specific", "--seed", "1"]
-    code, out = finish(harness("run", *TINY, *runs2, "--workdir", str(tmp_path), "--launcher", "local", "--jobs", "2"))
+    code, out = in_process("run", *TINY, *runs2, "--workdir", str(tmp_path), "--launcher", "local", "--jobs", "2")
     assert code == 0, out
     assert "2 done, 0 running, 0 pending, 0 failed" in out
     runs = runs_of(tmp_path)
@@ -191,17 +203,14 @@ def test_sigterm_mid_training_leaves_a_resumable_run_that_ends_as_uninterrupted(
 # --------------------------------------------------------------------------- SLURM (slow; HARNESS_TEST_SLURM=1)
 
 
-FAST_POLL = {"HARNESS_LAUNCHER_POLL_S": "0.5"}  # squeue twice a second: a test waits for its jobs, not a poll
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(300)  # several runs in processes
-def test_slurm_job_array_runs_each_method_and_seed_as_its_own_job(slurm, reference, tmp_path):
+def test_slurm_job_array_runs_each_method_and_seed_as_its_own_job(slurm, reference, launching, tmp_path):
     expected, seq_wd = reference
     warm(seq_wd, tmp_path)
     # two of the reference's runs (another method and another seed each): one round of array tasks on 2 CPUs
     runs2 = ["-m", "plain", "-m", "discl_diverse_to_specific", "--seed", "1"]
-    code, out = finish(harness("run", *TINY, *runs2, "--workdir", str(tmp_path), "--launcher", "slurm", env=FAST_POLL))
+    code, out = in_process("run", *TINY, *runs2, "--workdir", str(tmp_path), "--launcher", "slurm")
     assert code == 0, out
     assert "runs: 2 done, 0 running, 0 pending, 0 failed" in out
     runs = runs_of(tmp_path)
@@ -217,7 +226,7 @@ def test_slurm_job_array_runs_each_method_and_seed_as_its_own_job(slurm, referen
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)  # several runs in processes
-def test_slurm_requeue_of_a_running_job_resumes_to_the_same_metrics(slurm, reference, tmp_path):
+def test_slurm_requeue_of_a_running_job_resumes_to_the_same_metrics(slurm, reference, launching, tmp_path):
     """``scontrol requeue`` on the running job: the run stops at a step boundary (SIGTERM), SLURM starts the job
     again, and it resumes the same MLflow run from its last epoch checkpoint to the uninterrupted result (a
     sequential ``--force`` rerun in the same workdir)."""
@@ -225,7 +234,7 @@ def test_slurm_requeue_of_a_running_job_resumes_to_the_same_metrics(slurm, refer
     wd = warm(seq_wd, tmp_path / "wd")
     # 15 epochs (~0.15 s each): the requeue lands around epoch 3, so a dozen epochs are left to resume
     longer = ["--set", "train.epochs=15", "-m", "discl_diverse_to_specific", "--seed", "0", "--workdir", str(wd)]
-    code, out = finish(harness("run", *TINY, *longer, "--launcher", "slurm", "--no-wait"), timeout=240)
+    code, out = in_process("run", *TINY, *longer, "--launcher", "slurm", "--no-wait")
     assert code == 0, out
     job = out.split("runs as ")[1].split(";")[0].strip()
     c, deadline = store(wd), time.time() + 400
@@ -271,13 +280,13 @@ def runs_of_all(wd: Path) -> list:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)  # several runs in processes
-def test_slurm_sweep_workers_run_as_an_array(slurm, reference, tmp_path):
+def test_slurm_sweep_workers_run_as_an_array(slurm, reference, launching, tmp_path):
     _, seq_wd = reference
     wd = warm(seq_wd, tmp_path / "wd")
     fast = ["--set", "train.epochs=2", "--set", "train.curriculum_epochs=2", "--set", "sweep.pruner=none"]
     journal = f"journal:{tmp_path / 'optuna.journal'}"
     args = ["sweep", *TINY, *fast, "--trials", "3", "--workers", "2", "--storage", journal, "--workdir", str(wd)]
-    code, out = finish(harness(*args, "--launcher", "slurm", env=FAST_POLL))
+    code, out = in_process(*args, "--launcher", "slurm")
     assert code == 0, out
     assert "runs: 2 done, 0 running, 0 pending, 0 failed" in out and "best trial" in out, out
     trials = [r for r in runs_of_all(wd) if r.data.tags.get("sweep") == "digits_lt_tiny-sweep"]

@@ -5,11 +5,8 @@ submission whose generate array builds the same pool, image for image, as one lo
 
 import hashlib
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -148,11 +145,16 @@ def test_an_in_process_run_restores_the_signal_handlers(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)  # a SLURM submission: base, generate array, merge, runs
-def test_slurm_generate_array_builds_the_same_pool_as_one_process(slurm, tmp_path):
+def test_slurm_generate_array_builds_the_same_pool_as_one_process(slurm, tmp_path, monkeypatch, capsys):
+    """The launcher runs in this process (its jobs are the processes this is about): one torch thread for them, as
+    the local pool had, and squeue twice a second, so the test waits for its jobs, not for a poll."""
     import submitit
 
     from harness.cli import main
+    from harness.launch import slurm as slurm_launcher
 
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(slurm_launcher, "POLL_S", 0.5)
     local, remote = tmp_path / "local", tmp_path / "slurm"
     quick = as_sets([*DIGITS_GENERATION, "train.epochs=1", "train.curriculum_epochs=1"])
     assert main(["generate", "--experiment", "digits_lt_tiny", "--workdir", str(local), "--quiet", *quick]) == 0
@@ -160,17 +162,11 @@ def test_slurm_generate_array_builds_the_same_pool_as_one_process(slurm, tmp_pat
         shutil.copytree(local / "cache" / shared, remote / "cache" / shared)
     sets = ["--set", "launcher.generate_shards=2"]  # two array tasks, at once on the node's 2 CPUs
     args = ["run", "--experiment", "digits_lt_tiny", "-m", "discl_diverse_to_specific", "--seed", "0", "--quiet"]
-    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "HARNESS_LAUNCHER_POLL_S": "0.5"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    out = subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args, *quick, *sets, "--workdir", str(remote), "--launcher", "slurm"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=270,
-    )
-    log = out.stdout + out.stderr
-    assert out.returncode == 0, log
+    capsys.readouterr()
+    code = main([*args, *quick, *sets, "--workdir", str(remote), "--launcher", "slurm"])
+    captured = capsys.readouterr()
+    log = captured.out + captured.err
+    assert code == 0, log
     assert "generate 2 of 2 done" in log and "runs: 1 done, 0 running, 0 pending, 0 failed" in log, log
 
     (pool_local,) = (local / "cache" / "pool").iterdir()
@@ -194,15 +190,10 @@ def test_slurm_generate_array_builds_the_same_pool_as_one_process(slurm, tmp_pat
     assert sorted(writers) == [0, 1] and len(set(writers.values())) == 2, f"one array task per shard: {writers}"
     assert all("_" in j for j in writers.values()), writers
 
-    status = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "status", *args[1:], *quick, *sets, "--workdir", str(remote)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert status.returncode == 0 and "generate 2 of 2 done" in status.stdout, status.stdout + status.stderr
-    assert all(j in status.stdout for j in writers.values()), status.stdout
+    assert main(["status", *args[1:], *quick, *sets, "--workdir", str(remote)]) == 0
+    status = capsys.readouterr().out
+    assert "generate 2 of 2 done" in status, status
+    assert all(j in status for j in writers.values()), status
 
 
 class FakeExecutor:

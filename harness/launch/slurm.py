@@ -138,9 +138,11 @@ def update_states(sub: Submission) -> Phase | None:
     return next((p for p in sub.phases if p.state == "failed"), None)
 
 
-def wait_slurm(sub: Submission, say=print, poll_s: float = POLL_S) -> bool:
-    """Wait for the array, showing progress; True when every run finished. If a job of the shared phases fails,
-    cancel the jobs after it and the array (their dependency can never be met)."""
+def wait_slurm(sub: Submission, say=print, poll_s: float | None = None) -> bool:
+    """Wait for the array, showing progress (squeue every ``poll_s``, default ``POLL_S``); True when every run
+    finished. If a job of the shared phases fails, cancel the jobs after it and the array (their dependency can never
+    be met)."""
+    poll_s = POLL_S if poll_s is None else poll_s
     last = ""
     while True:
         failed = update_states(sub)
