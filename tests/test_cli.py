@@ -81,6 +81,7 @@ def test_ui_serves_and_sigterm_ends_the_server_and_its_workers(tmp_path):
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "true"  # the largest tree: MLflow's job runner and its consumers too
     ui = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "ui", "--workdir", str(tmp_path / "wd"), "--port", str(port)],
         cwd=tmp_path,

@@ -14,10 +14,11 @@ import psutil
 log = logging.getLogger("harness")
 
 
-def serve(cmd: list[str], grace_s: float = 10.0) -> int:
-    """Run ``cmd`` until it exits or this process is stopped; then end its process tree (``end_tree``)."""
+def serve(cmd: list[str], grace_s: float = 10.0, env: dict[str, str] | None = None) -> int:
+    """Run ``cmd`` (in ``env``, default this process's) until it exits or this process is stopped; then end its
+    process tree (``end_tree``)."""
     # a session of its own: Ctrl-C in the terminal reaches this process only, which then ends the server's tree
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, env=env)
 
     def end(signum, frame):
         raise SystemExit(128 + signum)

@@ -4,6 +4,7 @@ unless ``--expose`` says otherwise, since MLflow's UI has no login."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 
 from harness.cli.options import add_common
@@ -17,6 +18,13 @@ def add_parser(sub) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
     s.add_argument("--port", type=int, default=5000)
     s.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes (default 1: one person's UI; MLflow's own default of 4 starts slower and holds 4× "
+        "the memory)",
+    )
+    s.add_argument(
         "--expose",
         action="store_true",
         help="allow a --host other machines reach: MLflow's UI has no login, so anyone there can read and delete runs",
@@ -29,6 +37,8 @@ def cmd_ui(args) -> int:
     from harness.runs.tracking import client
 
     check_exposure(args.host, args.port, args.expose)
+    if args.workers < 1:
+        raise UserError(f"harness ui --workers {args.workers}: give 1 or more server processes")
     workdir = resolve_workdir(args.workdir)
     client(workdir)  # create the store if it does not exist yet
     cmd = [
@@ -44,10 +54,16 @@ def cmd_ui(args) -> int:
         args.host,
         "--port",
         str(args.port),
+        "--workers",
+        str(args.workers),
     ]
     # MLflow 3.17's UI opens on its GenAI views unless told the workflow (the experiments' kind tag alone does not)
     print(f"MLflow UI on http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning (Ctrl-C to stop)")
-    return serve(cmd)
+    # MLflow's job runner (7 huey consumers) serves its GenAI features (LLM scorers, prompt optimisation), which a
+    # training harness does not use: without it the UI is up in ~9 s instead of ~14 s, in 2 processes instead of 10
+    env = {**os.environ}
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return serve(cmd, env=env)
 
 
 def is_loopback(host: str) -> bool:
