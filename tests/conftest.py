@@ -98,6 +98,25 @@ def tiny_runs(tiny_prepared, warm_workdir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def one_process_pool(tmp_path_factory) -> Path:
+    """A workdir in which one process (this one) ran ``harness generate`` of digits_lt_tiny at ``DIGITS_GENERATION``
+    from nothing, once for all pytest-xdist workers: what the sharded generations (torchrun-style ranks, a SLURM
+    array) must equal. Read only: a test copies its base model, generator and judge."""
+    from quick import DIGITS_GENERATION, as_sets
+
+    from harness.cli import main
+
+    wd, building = shared(tmp_path_factory, "one_process_pool")
+    with building:
+        if not (wd / "finished").exists():
+            shutil.rmtree(wd, ignore_errors=True)  # a worker that died while building it
+            argv = ["generate", "--experiment", "digits_lt_tiny", "--workdir", str(wd), "--quiet"]
+            assert main([*argv, *as_sets(DIGITS_GENERATION)]) == 0
+            (wd / "finished").touch()
+    return wd
+
+
+@pytest.fixture(scope="session")
 def imagenet_lt_tiny_runs(tmp_path_factory) -> tuple[Path, Path]:
     """``imagenet_lt_discl_tiny`` on a fake ImageNet-LT tree (tests/fakes.py, counts ``INLT_COUNTS``) run cold in this
     process, plain and discl_diverse_to_specific (``INLT_RUNS``), once for all pytest-xdist workers: the tiny random

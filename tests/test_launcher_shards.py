@@ -145,7 +145,9 @@ def test_an_in_process_run_restores_the_signal_handlers(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)  # a SLURM submission: base, generate array, merge, runs
-def test_slurm_generate_array_builds_the_same_pool_as_one_process(slurm, tmp_path, monkeypatch, capsys):
+def test_slurm_generate_array_builds_the_same_pool_as_one_process(
+    slurm, one_process_pool, tmp_path, monkeypatch, capsys
+):
     """The launcher runs in this process (its jobs are the processes this is about): one torch thread for them, as
     the local pool had, and squeue twice a second, so the test waits for its jobs, not for a poll."""
     import submitit
@@ -155,9 +157,8 @@ def test_slurm_generate_array_builds_the_same_pool_as_one_process(slurm, tmp_pat
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setattr(slurm_launcher, "POLL_S", 0.5)
-    local, remote = tmp_path / "local", tmp_path / "slurm"
+    local, remote = one_process_pool, tmp_path / "slurm"
     quick = as_sets([*DIGITS_GENERATION, "train.epochs=1", "train.curriculum_epochs=1"])
-    assert main(["generate", "--experiment", "digits_lt_tiny", "--workdir", str(local), "--quiet", *quick]) == 0
     for shared in ("base", "generator", "scorer"):  # reuse the trained models; the pool itself is generated again
         shutil.copytree(local / "cache" / shared, remote / "cache" / shared)
     sets = ["--set", "launcher.generate_shards=2"]  # two array tasks, at once on the node's 2 CPUs

@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 from quick import DIGITS_GENERATION, as_sets
 
-from harness.cli import main
 from harness.config import load_config
 from harness.core.registry import get_dataset
 from harness.phases.filter import read_scores, score_pool
@@ -27,9 +26,8 @@ def pool_of(workdir):
 
 
 @pytest.mark.slow
-def test_two_ranks_equal_one_process(tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    assert main(["generate", "--experiment", "digits_lt_tiny", "--workdir", str(one), "--quiet", *QUICK]) == 0
+def test_two_ranks_equal_one_process(one_process_pool, tmp_path):
+    one, two = one_process_pool, tmp_path / "two"
     for shared in ("base", "generator", "scorer"):  # reuse the trained models; only generation is compared
         shutil.copytree(one / "cache" / shared, two / "cache" / shared)
     procs = []
