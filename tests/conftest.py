@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from filelock import FileLock
+from quick import DIGITS_GENERATION, as_sets
 from workdirs import INLT_COUNTS, TINY_RUNS, copy_workdir, inlt_overrides, iwildcam_overrides
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,6 +36,19 @@ def pytest_collection_modifyitems(items):
 def own_tracking_store(monkeypatch):
     """A user's MLFLOW_TRACKING_URI would win over each test's --workdir store; tests use their own."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture
+def launching(monkeypatch):
+    """A launcher driven from the test's process (what the launcher tests are about is the jobs it starts, each a
+    process of its own): its jobs inherit one torch thread, as the runs they are compared with had, and unbuffered
+    output, so a job's log holds what it printed before a kill; a SLURM launcher polls squeue twice a second, so a
+    test waits for its jobs, not for a poll."""
+    from harness.launch import slurm
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")
+    monkeypatch.setattr(slurm, "POLL_S", 0.5)
 
 
 @pytest.fixture(scope="session")
@@ -102,8 +116,6 @@ def one_process_pool(tmp_path_factory) -> Path:
     """A workdir in which one process (this one) ran ``harness generate`` of digits_lt_tiny at ``DIGITS_GENERATION``
     from nothing, once for all pytest-xdist workers: what the sharded generations (torchrun-style ranks, a SLURM
     array) must equal. Read only: a test copies its base model, generator and judge."""
-    from quick import DIGITS_GENERATION, as_sets
-
     from harness.cli import main
 
     wd, building = shared(tmp_path_factory, "one_process_pool")
@@ -152,9 +164,8 @@ def iwildcam_tiny_run(tmp_path_factory) -> tuple[Path, Path]:
         if not (folder / "finished").exists():
             shutil.rmtree(folder, ignore_errors=True)  # a worker that died while building it
             write_fake_iwildcam(root, n_per_split=8, num_classes=4, seed=1)
-            sets = [arg for setting in iwildcam_overrides(root) for arg in ("--set", setting)]
             argv = ["run", "-e", "iwildcam_discl_tiny", "-m", "discl_adaptive", "--workdir", str(wd), "--quiet"]
-            assert main([*argv, *sets]) == 0
+            assert main([*argv, *as_sets(iwildcam_overrides(root))]) == 0
             (folder / "finished").touch()
     return root, wd
 

@@ -136,18 +136,6 @@ def in_process(*argv: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
-@pytest.fixture
-def launching(monkeypatch):
-    """A launcher driven from this process (what the tests are about is the jobs it starts, each a process of its
-    own): its jobs inherit one torch thread, as the reference's runs had, and a SLURM launcher polls squeue twice a
-    second, so a test waits for its jobs, not for a poll."""
-    from harness.launch import slurm
-
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("PYTHONUNBUFFERED", "1")
-    monkeypatch.setattr(slurm, "POLL_S", 0.5)
-
-
 def same_metrics(runs: dict, expected: dict) -> None:
     for key, metrics in expected.items():
         assert metrics, key

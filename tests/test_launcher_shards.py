@@ -145,18 +145,11 @@ def test_an_in_process_run_restores_the_signal_handlers(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)  # a SLURM submission: base, generate array, merge, runs
-def test_slurm_generate_array_builds_the_same_pool_as_one_process(
-    slurm, one_process_pool, tmp_path, monkeypatch, capsys
-):
-    """The launcher runs in this process (its jobs are the processes this is about): one torch thread for them, as
-    the local pool had, and squeue twice a second, so the test waits for its jobs, not for a poll."""
+def test_slurm_generate_array_builds_the_same_pool_as_one_process(slurm, one_process_pool, launching, tmp_path, capsys):
     import submitit
 
     from harness.cli import main
-    from harness.launch import slurm as slurm_launcher
 
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setattr(slurm_launcher, "POLL_S", 0.5)
     local, remote = one_process_pool, tmp_path / "slurm"
     quick = as_sets([*DIGITS_GENERATION, "train.epochs=1", "train.curriculum_epochs=1"])
     for shared in ("base", "generator", "scorer"):  # reuse the trained models; the pool itself is generated again

@@ -75,8 +75,8 @@ def embed_sharded(scorer, images: LabeledImages, rows: np.ndarray, path: Path, d
     dim = dist.share(mine.shape[1] if len(mine) else 0)  # rank 0's block is the first, never empty when rows are
     if dim == 0:
         return np.zeros((0, 1), np.float32)
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" else None
-    local = mine.reshape(len(mine), dim).to(device or "cpu")
+    on = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"  # the backend's device (the current GPU)
+    local = mine.reshape(len(mine), dim).to(on)
     gathered = dist.gather_padded(local, block).cpu()
     sizes = [len(rows[r * block : (r + 1) * block]) for r in range(world)]
     emb = torch.cat([gathered[r, :n] for r, n in enumerate(sizes)]).numpy().astype(np.float32)
